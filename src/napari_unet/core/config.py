@@ -1,0 +1,174 @@
+"""Validated, frozen, JSON round-trippable configs for model, training and prediction.
+
+Plain dataclasses (no pydantic) so the worker process and the reader stay light.
+Every check raises ``ConfigError`` (a ``ValueError``) naming the bad field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, fields
+from typing import Tuple
+
+
+class ConfigError(ValueError):
+    """A config field holds a value outside its allowed range."""
+
+
+def _check_range(name, value, lo, hi, kind=(int,)):
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise ConfigError(f"{name} must be a {kind[0].__name__}, got {value!r}")
+    if not (lo <= value <= hi):
+        raise ConfigError(f"{name} must be between {lo} and {hi}, got {value!r}")
+
+
+def _check_choice(name, value, choices):
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {sorted(choices)}, got {value!r}")
+
+
+class _JsonConfig:
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict):
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ConfigError(f"{cls.__name__} has no field(s) {sorted(unknown)}")
+        kwargs = dict(data)
+        for f in fields(cls):
+            # JSON has no tuples.
+            if f.name in kwargs and isinstance(kwargs[f.name], list):
+                kwargs[f.name] = tuple(kwargs[f.name])
+        return cls(**kwargs)
+
+    @classmethod
+    def from_json(cls, text: str):
+        return cls.from_dict(json.loads(text))
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class ModelConfig(_JsonConfig):
+    """Architecture of the 2-D U-Net.
+
+    ``n_classes == 1`` means one sigmoid output (binary mask); ``n_classes >= 2``
+    means a softmax over that many classes (class 0 is background).
+    """
+
+    in_channels: int = 1
+    n_classes: int = 1
+    depth: int = 4
+    n_filters: int = 16
+    batch_norm: bool = True
+    dropout: float = 0.0
+    activation: str = "relu"
+    upsampling: str = "transpose"  # "transpose" or "bilinear"
+
+    def __post_init__(self):
+        _check_range("in_channels", self.in_channels, 1, 64)
+        _check_range("n_classes", self.n_classes, 1, 255)
+        _check_range("depth", self.depth, 2, 6)
+        _check_range("n_filters", self.n_filters, 2, 256)
+        _check_range("dropout", self.dropout, 0.0, 0.9, kind=(float, int))
+        _check_choice("activation", self.activation, {"relu", "elu", "gelu", "swish", "leaky_relu"})
+        _check_choice("upsampling", self.upsampling, {"transpose", "bilinear"})
+        if not isinstance(self.batch_norm, bool):
+            raise ConfigError(f"batch_norm must be true or false, got {self.batch_norm!r}")
+
+    @property
+    def size_multiple(self) -> int:
+        """Spatial sizes must be a multiple of this (inputs are padded to it)."""
+        return 2**self.depth
+
+
+ANNOTATION_MODES = {"full_slices", "scribbles"}
+LOSSES = {"bce", "dice", "bce_dice", "weighted_ce"}
+
+
+@dataclass(frozen=True)
+class TrainConfig(_JsonConfig):
+    """How to train.
+
+    Annotation modes (see README, "Label conventions"):
+    - ``full_slices``: a slice with any non-zero label is annotated and 0 there is
+      background; slices with no label are ignored.
+    - ``scribbles``: 0 = unlabelled (ignored), 1 = background, 2..K = classes.
+    ``instances``: labels are object ids; learn foreground + boundary (3 classes).
+    """
+
+    annotation_mode: str = "full_slices"
+    instances: bool = False
+    epochs: int = 40
+    steps_per_epoch: int = 50
+    batch_size: int = 8
+    patch_size: int = 128
+    learning_rate: float = 2e-3
+    val_fraction: float = 0.2
+    loss: str = "bce_dice"
+    augment: bool = True
+    early_stopping_patience: int = 0  # 0 = off
+    seed: int = 0
+    percentiles: Tuple[float, float] = (1.0, 99.8)
+    foreground_bias: float = 0.5  # fraction of patches centred on a foreground pixel
+    mixed_precision: bool = False
+    threads: int = 0  # CPU threads for the worker; 0 = library default
+    max_seconds: float = 0.0  # wall-clock budget; 0 = no limit
+
+    def __post_init__(self):
+        _check_choice("annotation_mode", self.annotation_mode, ANNOTATION_MODES)
+        _check_range("epochs", self.epochs, 1, 100000)
+        _check_range("steps_per_epoch", self.steps_per_epoch, 1, 100000)
+        _check_range("batch_size", self.batch_size, 1, 1024)
+        _check_range("patch_size", self.patch_size, 16, 4096)
+        _check_range("learning_rate", self.learning_rate, 1e-7, 1.0, kind=(float,))
+        _check_range("val_fraction", self.val_fraction, 0.0, 0.9, kind=(float, int))
+        _check_choice("loss", self.loss, LOSSES)
+        _check_range("early_stopping_patience", self.early_stopping_patience, 0, 10000)
+        _check_range("seed", self.seed, 0, 2**31 - 1)
+        _check_range("foreground_bias", self.foreground_bias, 0.0, 1.0, kind=(float, int))
+        _check_range("threads", self.threads, 0, 1024)
+        _check_range("max_seconds", self.max_seconds, 0.0, 1e7, kind=(float, int))
+        lo, hi = self.percentiles
+        if not (0.0 <= lo < hi <= 100.0):
+            raise ConfigError(f"percentiles must satisfy 0 <= low < high <= 100, got {self.percentiles!r}")
+
+
+PREDICT_OUTPUTS = {"labels", "instances"}
+
+
+@dataclass(frozen=True)
+class PredictConfig(_JsonConfig):
+    """How to run a trained model through a volume."""
+
+    axis: int = 0  # slice axis of a 3-D volume (ignored for 2-D input)
+    tile_size: int = 512  # tiles of at most this size (rounded up to the model multiple)
+    tile_overlap: int = 32
+    batch_size: int = 4
+    threshold: float = 0.5
+    output: str = "labels"  # "labels" (threshold/argmax) or "instances"
+    tta: bool = False  # average the 8 flips/rotations
+    three_axis: bool = False  # average XY, XZ and YZ passes (near-isotropic volumes)
+    return_probabilities: bool = False
+    min_object_size: int = 0  # instances smaller than this are dropped
+
+    def __post_init__(self):
+        _check_range("axis", self.axis, -3, 2)
+        _check_range("tile_size", self.tile_size, 16, 16384)
+        _check_range("tile_overlap", self.tile_overlap, 0, 1024)
+        if self.tile_overlap * 2 >= self.tile_size:
+            raise ConfigError(
+                f"tile_overlap ({self.tile_overlap}) must be less than half of tile_size ({self.tile_size})"
+            )
+        _check_range("batch_size", self.batch_size, 1, 1024)
+        _check_range("threshold", self.threshold, 0.0, 1.0, kind=(float, int))
+        _check_choice("output", self.output, PREDICT_OUTPUTS)
+        _check_range("min_object_size", self.min_object_size, 0, 10**9)
