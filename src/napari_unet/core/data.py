@@ -1,0 +1,332 @@
+"""Training data: normalisation, annotation semantics, targets, splits and patches.
+
+Numpy, scipy and scikit-image only, so the GUI can import it.
+
+Shapes: images are ``(Z, Y, X, C)`` (channels last) once passed through
+``as_zyxc``; labels are integer ``(Z, Y, X)``. A 2-D image or label map is a
+volume with one slice.
+
+Label conventions (``TrainConfig.annotation_mode``):
+
+- ``"full_slices"``: a slice with any non-zero label is annotated and 0 there
+  is background; slices without labels are ignored. Softmax class ``k`` is
+  label value ``k``.
+- ``"scribbles"``: 0 is unlabelled (never background), 1 is background and
+  2..K are classes; softmax class ``k`` is label value ``k + 1``.
+- ``instances=True`` (full slices only): labels are object ids; the model
+  learns 3 classes: 0 background, 1 object interior, 2 object boundary.
+
+Targets carry a mask (1 where a pixel enters the loss); ``sample_batch`` and
+``validation_arrays`` append it as the last channel of ``y``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from skimage.segmentation import find_boundaries
+
+from .augment import PatchSampler, validation_arrays  # noqa: F401  (part of this API)
+from .config import ANNOTATION_MODES
+
+
+# --------------------------------------------------------------------- shapes
+
+
+def as_zyxc(image, channels: bool | None = None):
+    """Return ``image`` as ``(Z, Y, X, C)``.
+
+    ``channels=None`` reads 2-D as ``(Y, X)``, 3-D as ``(Z, Y, X)`` and 4-D as
+    ``(Z, Y, X, C)``; pass ``channels=True`` for a single ``(Y, X, C)`` image
+    (``as_training_pair`` decides this from the labels' shape).
+    """
+    a = image if hasattr(image, "reshape") and hasattr(image, "ndim") else np.asarray(image)
+    has_c = a.ndim == 4 if channels is None else bool(channels)
+    spatial = a.ndim - 1 if has_c else a.ndim
+    if spatial not in (2, 3) or (a.ndim == 4 and not has_c):
+        kind = "(Y, X, C) or (Z, Y, X, C)" if has_c else "(Y, X), (Z, Y, X) or (Z, Y, X, C)"
+        raise ValueError(f"Image must be {kind}, got shape {tuple(a.shape)}.")
+    shape = tuple(a.shape)
+    if spatial == 2:
+        shape = (1,) + shape
+    if not has_c:
+        shape = shape + (1,)
+    return a.reshape(shape)
+
+
+def as_zyx(labels):
+    """Return labels as ``(Z, Y, X)``; a 2-D label map becomes one slice."""
+    a = np.asarray(labels)
+    if a.ndim == 2:
+        return a[np.newaxis]
+    if a.ndim != 3:
+        raise ValueError(f"Labels must be (Y, X) or (Z, Y, X), got shape {a.shape}.")
+    return a
+
+
+def as_training_pair(image, labels):
+    """``(image (Z, Y, X, C), labels (Z, Y, X))``; an image with one more axis
+    than the labels has channels last (e.g. RGB). Raises if the shapes differ."""
+    labels = np.asarray(labels)
+    has_c = getattr(image, "ndim", np.ndim(image)) == labels.ndim + 1
+    image_shape = tuple(np.shape(image))
+    spatial = image_shape[:-1] if has_c else image_shape
+    if spatial != labels.shape:
+        raise ValueError(
+            f"Image shape {image_shape} and labels shape {labels.shape} differ: pick the Labels "
+            "layer that was drawn on this image (or create a new Labels layer from it)."
+        )
+    return as_zyxc(image, channels=has_c), as_zyx(labels)
+
+
+def pad_to_multiple(x, multiple: int, axes=(0, 1), mode: str = "reflect", **pad_kwargs):
+    """Pad the end of ``axes`` up to a multiple of ``multiple``.
+
+    Returns ``(padded, crop)`` with ``padded[crop]`` equal to ``x``.
+    Extra keywords go to ``numpy.pad`` (e.g. ``constant_values``).
+    """
+    if int(multiple) < 1:
+        raise ValueError(f"multiple must be at least 1, got {multiple}.")
+    x = np.asarray(x)
+    widths = [(0, 0)] * x.ndim
+    crop = [slice(None)] * x.ndim
+    for ax in axes:
+        n = x.shape[ax]
+        widths[ax] = (0, -n % multiple)
+        crop[ax] = slice(0, n)
+    if any(w[1] for w in widths):
+        x = np.pad(x, widths, mode=mode, **pad_kwargs)
+    return x, tuple(crop)
+
+
+# -------------------------------------------------------------- normalisation
+
+
+def compute_normalization(image_zyxc, percentiles=(1, 99.8), max_samples: int = 10**7, seed: int = 0) -> dict:
+    """Per-channel percentiles of the image, stored with a model to reuse on new data.
+
+    Large images are subsampled (random slices, then a regular pixel grid with
+    a random start), which keeps lazy arrays lazy. Non-finite values are ignored.
+    """
+    image_zyxc = as_zyxc(image_zyxc)
+    z, y, x, c = image_zyxc.shape
+    rng = np.random.default_rng(seed)
+    zs = np.arange(z)
+    if z * y * x > max_samples:
+        n_slices = min(z, max(1, max_samples // (y * x)))
+        zs = np.sort(rng.choice(z, n_slices, replace=False))
+    step = max(1, math.ceil(math.sqrt(len(zs) * y * x / max_samples)))
+    oy, ox = (int(rng.integers(step)), int(rng.integers(step))) if step > 1 else (0, 0)
+    sample = np.concatenate(
+        [np.asarray(image_zyxc[int(k), oy::step, ox::step]).reshape(-1, c) for k in zs]
+    ).astype(np.float64)
+    low, high = [], []
+    for ch in range(c):
+        v = sample[:, ch]
+        v = v[np.isfinite(v)]
+        lo, hi = np.percentile(v, percentiles) if v.size else (0.0, 1.0)
+        low.append(float(lo))
+        high.append(float(hi) if hi > lo else float(lo) + 1.0)
+    return {"method": "percentile", "percentiles": [float(p) for p in percentiles], "low": low, "high": high}
+
+
+def normalize(x, norm: dict):
+    """``(x - low) / (high - low)`` per channel (last axis), float32, no clipping."""
+    low = np.asarray(norm["low"], np.float32)
+    scale = np.float32(1.0) / (np.asarray(norm["high"], np.float32) - low)
+    out = np.array(x, dtype=np.float32)  # a copy, so the in-place steps never touch x
+    out -= low
+    out *= scale
+    return out
+
+
+# ------------------------------------------------------ annotation semantics
+
+
+def _check_mode(mode, instances=False):
+    if mode not in ANNOTATION_MODES:
+        raise ValueError(f"annotation mode must be one of {sorted(ANNOTATION_MODES)}, got {mode!r}.")
+    if instances and mode != "full_slices":
+        raise ValueError(
+            "Instance labels (one id per object) need fully annotated slices: "
+            "switch the annotation mode to 'full_slices' or turn instances off."
+        )
+
+
+def _no_annotation_message(mode):
+    if mode == "full_slices":
+        return (
+            "No annotated slice: in 'full_slices' mode paint every object of at least one "
+            "slice with a non-zero label (0 there is background), or switch to 'scribbles'."
+        )
+    return (
+        "No scribbles found: in 'scribbles' mode paint some background with label 1 and "
+        "objects with label 2 (3, 4, ... for more classes); 0 stays unlabelled."
+    )
+
+
+def annotated_slices(labels_zyx, mode: str) -> np.ndarray:
+    """Indices of the slices holding any non-zero label (the annotated ones, in both modes)."""
+    _check_mode(mode)
+    labels = as_zyx(labels_zyx)
+    return np.flatnonzero(labels.reshape(labels.shape[0], -1).any(axis=1)).astype(np.int64)
+
+
+def class_count(labels_zyx, mode: str, instances: bool = False) -> int:
+    """Number of model outputs the labels need.
+
+    - instances: 3 (background, interior, boundary; softmax).
+    - full_slices: 1 (sigmoid, any non-zero label is foreground) when the
+      annotated slices hold a single non-zero value; otherwise ``max + 1``
+      (softmax, class k = label value k, 0 = background).
+    - scribbles: 1 (sigmoid) when the labels go up to 2 (background 1 and one
+      class 2); otherwise ``max`` (softmax, class k = label k + 1, 0 = background).
+    """
+    _check_mode(mode, instances)
+    labels = as_zyx(labels_zyx)
+    idx = annotated_slices(labels, mode)
+    if idx.size == 0:
+        raise ValueError(_no_annotation_message(mode))
+    if instances:
+        return 3
+    values = np.unique(labels[idx])
+    nonzero = values[values != 0]
+    top = int(nonzero.max())
+    if mode == "full_slices":
+        return 1 if nonzero.size == 1 else top + 1
+    return 1 if top <= 2 else top
+
+
+def _one_hot(class_map, n_classes):
+    return (class_map[..., np.newaxis] == np.arange(n_classes)).astype(np.float32)
+
+
+def make_targets(labels_2d, mode: str, n_classes: int, instances: bool = False):
+    """``(target (Y, X, n_classes) float32, mask (Y, X) float32)`` for one slice.
+
+    ``n_classes == 1`` gives one 0/1 foreground channel, otherwise one-hot.
+    The mask is 1 on pixels that enter the loss: the whole slice in
+    full_slices mode if it holds any label (else nothing), the painted pixels
+    in scribbles mode.
+    """
+    _check_mode(mode, instances)
+    labels = np.asarray(labels_2d)
+    if labels.ndim != 2:
+        raise ValueError(f"make_targets needs one 2-D slice, got shape {labels.shape}.")
+    top = int(labels.max()) if labels.size else 0
+    if mode == "scribbles":
+        mask = labels > 0
+        if n_classes == 1:
+            if top > 2:
+                raise ValueError(f"Label {top} found but the model has one output (labels 1 and 2 only).")
+            target = (labels == 2)[..., np.newaxis].astype(np.float32)
+        else:
+            if top > n_classes:
+                raise ValueError(f"Label {top} found but the model has only {n_classes} classes (labels 1..{n_classes}).")
+            target = _one_hot(labels.astype(np.int64) - 1, n_classes)  # label 0 -> -1 -> all zeros
+        return target, mask.astype(np.float32)
+
+    mask = np.full(labels.shape, float(top > 0), np.float32)
+    if instances:
+        if n_classes != 3:
+            raise ValueError(f"Instance targets have 3 classes (background, interior, boundary), got n_classes={n_classes}.")
+        boundary = find_boundaries(labels, mode="inner") & (labels > 0)
+        return _one_hot(np.where(boundary, 2, (labels > 0).astype(np.int64)), 3), mask
+    if n_classes == 1:
+        nonzero = labels[labels != 0]
+        if nonzero.size and (nonzero != nonzero[0]).any():
+            raise ValueError(
+                "Several non-zero labels found but the model has one output: use class_count() "
+                "for n_classes, or turn on instances if each object has its own id."
+            )
+        return (labels != 0)[..., np.newaxis].astype(np.float32), mask
+    if top >= n_classes:
+        raise ValueError(f"Label {top} found but the model has only {n_classes} classes (labels 0..{n_classes - 1}).")
+    return _one_hot(labels, n_classes), mask
+
+
+def validate_training_pair(image, labels, mode: str, instances: bool = False) -> None:
+    """Raise ``ValueError`` saying what to fix if the pair cannot be trained on."""
+    _check_mode(mode, instances)
+    labels = np.asarray(labels)
+    if labels.dtype.kind not in "biu":
+        raise ValueError(
+            f"Labels must be integers, got {labels.dtype}: use a Labels layer "
+            "(or convert with labels.astype(int))."
+        )
+    if labels.dtype.kind == "i" and labels.size and labels.min() < 0:
+        raise ValueError(
+            f"Labels must not be negative (found {int(labels.min())}): "
+            "0 is background or unlabelled, objects and classes are 1, 2, ..."
+        )
+    image_zyxc, labels_zyx = as_training_pair(image, labels)
+    if np.dtype(image_zyxc.dtype).kind in "fc":
+        bad = sum(int(np.count_nonzero(~np.isfinite(np.asarray(image_zyxc[z])))) for z in range(image_zyxc.shape[0]))
+        if bad:
+            raise ValueError(
+                f"The image has {bad} NaN or infinite pixels: replace them before training "
+                "(e.g. numpy.nan_to_num, or fill with the median intensity)."
+            )
+    idx = annotated_slices(labels_zyx, mode)
+    if idx.size == 0:
+        raise ValueError(_no_annotation_message(mode))
+    values = np.unique(labels_zyx[idx])
+    if mode == "scribbles":
+        values = values[values != 0]
+        if values.size < 2:
+            which = "background (label 1)" if values[0] == 1 else f"label {values[0]}"
+            raise ValueError(
+                f"Only {which} is painted: scribbles need at least two classes, so paint "
+                "background with label 1 and objects with label 2."
+            )
+    elif values.size < 2:
+        raise ValueError(
+            f"The annotated slices hold only label {values[0]}: leave or paint some background "
+            "(0) around the objects so the model sees two classes."
+        )
+
+
+# ------------------------------------------------------------ validation split
+
+
+def split_validation(annotated_idx, labels_zyx, val_fraction: float, seed: int = 0):
+    """Split annotated data into ``(train_items, val_items)`` of ``(z, (y0, y1, x0, x1))``.
+
+    Two or more annotated slices: ``max(1, round(val_fraction * n))`` whole
+    slices are held out (at least one is kept for training). One slice: a
+    vertical strip of about ``val_fraction`` of the width is held out, placed
+    where both it and the rest hold labelled pixels; if no such place exists
+    (or the fraction is 0) everything is used for training.
+    """
+    labels = as_zyx(labels_zyx)
+    idx = [int(z) for z in np.asarray(annotated_idx).ravel()]
+    if not idx:
+        raise ValueError("split_validation needs at least one annotated slice.")
+    _, h, w = labels.shape
+    rng = np.random.default_rng(seed)
+
+    def whole(z):
+        return (z, (0, h, 0, w))
+
+    if len(idx) >= 2:
+        n_val = 0 if val_fraction <= 0 else min(len(idx) - 1, max(1, round(val_fraction * len(idx))))
+        val = set(int(z) for z in rng.choice(idx, n_val, replace=False))
+        return [whole(z) for z in sorted(idx) if z not in val], [whole(z) for z in sorted(val)]
+
+    z = idx[0]
+    if val_fraction <= 0 or w < 2:
+        return [whole(z)], []
+    strip = min(w - 1, max(1, round(val_fraction * w)))
+    cumulative = np.concatenate([[0], np.cumsum(np.count_nonzero(labels[z], axis=0))])
+    total = cumulative[-1]
+    held = cumulative[strip:] - cumulative[:-strip]  # labelled pixels in the strip at each x0
+    possible = (held > 0) & (held < total)
+    near_fraction = possible & (np.abs(held / max(total, 1) - val_fraction) <= val_fraction / 2)
+    choices = np.flatnonzero(near_fraction if near_fraction.any() else possible)
+    if choices.size == 0:
+        return [whole(z)], []
+    x0 = int(rng.choice(choices))
+    x1 = x0 + strip
+    train = [(z, (0, h, a, b)) for a, b in ((0, x0), (x1, w)) if b > a]
+    return train, [(z, (0, h, x0, x1))]
