@@ -1,0 +1,273 @@
+"""What runs inside the spawned worker process, plus the shared-memory helpers both sides use.
+
+The worker imports this module and then the job's own module, so this file imports only the
+standard library and numpy at module level: never napari, Qt, keras or tensorflow. The job
+functions import the core (and through it keras) inside their bodies.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import multiprocessing
+import os
+import pickle
+import re
+import signal
+import sys
+import threading
+import time
+import traceback
+from multiprocessing.shared_memory import SharedMemory
+
+import numpy as np
+
+FINAL_EVENTS = frozenset({"done", "stopped", "error"})
+OOM_HINT = "Reduce the batch size or the patch/tile size."
+# Events are progress messages; bulk data goes through shared memory or files.
+MAX_EVENT_BYTES = 16 << 20
+# How long a worker whose parent died may take to stop before it exits anyway.
+ORPHAN_GRACE_S = 10.0
+
+
+# -- shared memory, used by both processes ----------------------------------------------
+def attach_segment(name: str) -> SharedMemory:
+    """Open a segment the parent created, without making this process its owner.
+
+    Before Python 3.13 attaching registers the segment with the resource tracker, which may
+    then unlink it or warn about a "leak" that is not one: the parent owns and unlinks it.
+    """
+    try:
+        return SharedMemory(name=name, track=False)  # Python >= 3.13
+    except TypeError:
+        pass
+    from multiprocessing import resource_tracker
+
+    register = resource_tracker.register
+    resource_tracker.register = lambda *args, **kwargs: None
+    try:
+        return SharedMemory(name=name)
+    finally:
+        resource_tracker.register = register
+
+
+def segment_view(shm: SharedMemory, shape, dtype) -> np.ndarray:
+    """A zero-copy array over the segment.
+
+    ``np.frombuffer`` keeps a buffer export on the mapping, so closing the segment while a
+    view is alive raises BufferError (handled in ``close_segment``) instead of unmapping the
+    memory under the view, which would crash the process on the next access.
+    """
+    count = math.prod(shape)
+    if count == 0:
+        return np.zeros(shape, dtype)
+    return np.frombuffer(shm.buf, dtype=dtype, count=count).reshape(shape)
+
+
+def close_segment(shm: SharedMemory) -> None:
+    """Close this process's mapping; if views still use it, leave it to them."""
+    try:
+        shm.close()
+    except BufferError:
+        # The views keep the mapping alive and it is unmapped when the last one goes; drop
+        # our handle so that SharedMemory.__del__ does not try (and complain) again.
+        shm._mmap = None
+        shm.close()
+
+
+# -- the job wrapper ------------------------------------------------------------------------
+def run_job(target, params, array_specs, output_specs, events, stop_event):
+    """Entry point of the worker process: run ``target`` and forward its events to ``events``."""
+    # Ctrl-C in a terminal reaches the whole process group; the parent decides what it means.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _stop_when_orphaned(stop_event)
+    segments = []
+    arrays = outputs = job = None
+    try:
+        events.put({"type": "worker_started", "pid": os.getpid()})
+        params = dict(params)
+        # Before the job's import, so that e.g. KERAS_BACKEND is seen when keras loads.
+        os.environ.update({str(k): str(v) for k, v in params.pop("_env", {}).items()})
+        arrays = {name: _open_input(spec, segments) for name, spec in array_specs.items()}
+        outputs = {name: _open_output(spec, segments) for name, spec in output_specs.items()}
+        job = resolve_target(target)(arrays=arrays, outputs=outputs, stop_event=stop_event, **params)
+        final = None
+        for event in job:
+            _check_event(event)
+            events.put(event)
+            if event["type"] in FINAL_EVENTS:
+                final = event
+                break
+        if final is None:
+            events.put({"type": "done"})
+    except Exception as exc:
+        traceback.print_exc(file=sys.stderr)
+        events.put(error_event(exc))
+    finally:
+        if job is not None and hasattr(job, "close"):
+            try:
+                job.close()
+            except Exception:
+                traceback.print_exc(file=sys.stderr)
+        del arrays, outputs, job
+        for shm in segments:
+            close_segment(shm)
+        events.close()
+        events.join_thread()  # every event reaches the pipe before the process ends
+        # Everything is reported and written; skip the interpreter teardown, which takes
+        # seconds once TensorFlow is loaded and would keep the parent waiting in close().
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(0)
+
+
+def resolve_target(target: str):
+    module_name, _, function_name = target.partition(":")
+    module = importlib.import_module(module_name)
+    try:
+        return getattr(module, function_name)
+    except AttributeError:
+        raise ValueError(f"Job target {target!r}: module {module_name} has no {function_name!r}.") from None
+
+
+def error_event(exc: BaseException) -> dict:
+    """The event that reports a failed job, with a hint the user can act on."""
+    message = str(exc) or type(exc).__name__
+    if _is_out_of_memory(exc):
+        hint = OOM_HINT
+    elif isinstance(exc, ValueError):
+        hint = message  # already written for the user
+    else:
+        hint = "See the traceback in the log."
+    return {
+        "type": "error",
+        "message": message,
+        "error_type": type(exc).__name__,
+        "hint": hint,
+        "traceback": "".join(traceback.format_exception(exc)),
+    }
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    seen = set()
+    while exc is not None and id(exc) not in seen:  # keras may wrap the original error
+        seen.add(id(exc))
+        text = str(exc)
+        if (
+            isinstance(exc, MemoryError)
+            or type(exc).__name__ == "ResourceExhaustedError"
+            or re.search(r"\bOOM\b", text)
+            or "out of memory" in text.lower()
+        ):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _check_event(event) -> None:
+    if not isinstance(event, dict) or not isinstance(event.get("type"), str):
+        raise TypeError(f"A job must yield dicts with a string 'type', got {event!r}.")
+    try:
+        size = len(pickle.dumps(event))
+    except Exception as exc:
+        # The queue would drop it silently in its feeder thread; fail loudly instead.
+        raise TypeError(f"Event {event['type']!r} cannot be sent to the parent: {exc}") from exc
+    if size > MAX_EVENT_BYTES:
+        raise TypeError(
+            f"Event {event['type']!r} is {size} bytes; events must stay small: write arrays into the job's outputs."
+        )
+
+
+def _open_input(spec, segments):
+    kind = spec[0]
+    if kind == "shm":
+        _, name, shape, dtype = spec
+        shm = attach_segment(name)
+        segments.append(shm)
+        view = segment_view(shm, shape, dtype)
+        view.flags.writeable = False  # an input; results go to the outputs
+        return view
+    if kind == "lazy":
+        from napari_unet.io import open_lazy
+
+        array, _meta = open_lazy(spec[1])
+        return array
+    raise ValueError(f"Unknown input kind {kind!r}.")
+
+
+def _open_output(spec, segments):
+    kind = spec[0]
+    if kind == "shm":
+        _, name, shape, dtype = spec
+        shm = attach_segment(name)
+        segments.append(shm)
+        return segment_view(shm, shape, dtype)
+    if kind == "zarr":
+        import zarr
+
+        return zarr.open_array(spec[1], mode="r+")
+    raise ValueError(f"Unknown output kind {kind!r}.")
+
+
+def _stop_when_orphaned(stop_event) -> None:
+    """If the parent dies without stopping us, stop the job, then exit: never run on alone."""
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch():
+        parent.join()
+        stop_event.set()
+        time.sleep(ORPHAN_GRACE_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="napari-unet-parent-watch", daemon=True).start()
+
+
+# -- the jobs ---------------------------------------------------------------------------------
+def train_job(arrays, outputs, stop_event, model_cfg, train_cfg, out_dir, resume_from=None, overwrite=False):
+    """Train a U-Net on ``arrays["image"]`` / ``arrays["labels"]``; yields the trainer's events."""
+    from napari_unet.core.config import ModelConfig, TrainConfig
+    from napari_unet.core.train import configure_device, train
+
+    train_cfg = TrainConfig.from_dict(train_cfg)
+    configure_device(train_cfg)
+    yield from train(
+        arrays["image"],
+        arrays["labels"],
+        None if model_cfg is None else ModelConfig.from_dict(model_cfg),
+        train_cfg,
+        out_dir,
+        stop_event=stop_event,
+        resume_from=resume_from,
+        overwrite=overwrite,
+    )
+
+
+def predict_job(arrays, outputs, stop_event, model_dir, predict_cfg, channel_axis=None):
+    """Segment ``arrays["volume"]`` with a saved model into ``outputs``; yields one event per slice."""
+    from napari_unet.core.bundle import load_bundle, model_config_of
+    from napari_unet.core.config import PredictConfig
+    from napari_unet.core.predict import predict_volume
+
+    cfg = PredictConfig.from_dict(predict_cfg)
+    model, meta = load_bundle(model_dir)
+    model_cfg = model_config_of(meta)
+    events = predict_volume(
+        arrays["volume"],
+        model.predict_on_batch,
+        cfg,
+        n_classes=model_cfg.n_classes,
+        size_multiple=model_cfg.size_multiple,
+        normalization=meta["normalization"],
+        channel_axis=channel_axis,
+        out_labels=outputs["labels"],
+        out_probs=outputs.get("probs"),
+        stop_event=stop_event,
+        boundary_model=bool(meta.get("instances", False)),
+    )
+    for event in events:
+        # The finished arrays are already in the outputs; never send them through the queue.
+        yield {key: value for key, value in event.items() if key not in ("labels", "probs")}

@@ -1,0 +1,468 @@
+"""Run core jobs in a spawned worker process; the parent side streams events, stops and kills.
+
+TensorFlow must never be loaded into the napari process (it crashes next to Mesa's OpenGL),
+so every TensorFlow job runs in a fresh interpreter started with ``spawn``. Big arrays go
+through shared memory (or a file the worker opens itself), small event dicts through a queue.
+Nothing here blocks the caller except ``wait``, and nothing is left running or allocated
+after ``close`` (or at interpreter exit).
+"""
+
+from __future__ import annotations
+
+import atexit
+import multiprocessing
+import multiprocessing.util  # noqa: F401  registers its exit hook now, so ours runs before it
+import os
+import queue
+import secrets
+import signal
+import time
+import weakref
+from dataclasses import dataclass
+from multiprocessing.shared_memory import SharedMemory
+from pathlib import Path
+
+import numpy as np
+
+from . import _worker
+from ._worker import FINAL_EVENTS, OOM_HINT
+
+__all__ = ["Job", "LazyFile", "ZarrOutput", "start_training", "start_prediction", "FINAL_EVENTS"]
+
+_CONTEXT = multiprocessing.get_context("spawn")
+# Seconds a finished worker gets to exit by itself, then after SIGTERM, before SIGKILL.
+_EXIT_GRACE_S = 3.0
+
+
+@dataclass(frozen=True)
+class LazyFile:
+    """An image file the worker opens lazily itself (``napari_unet.io.open_lazy``)."""
+
+    path: str
+
+
+@dataclass(frozen=True)
+class ZarrOutput:
+    """An output written into a new zarr array on disk, for volumes larger than memory."""
+
+    path: str
+    shape: tuple
+    dtype: str
+    chunks: tuple | None = None
+
+
+class _Resources:
+    """Everything a job must give back: its process, queue and shared memory.
+
+    Kept apart from ``Job`` so that a finalizer can release it when a job is dropped unclosed.
+    """
+
+    def __init__(self):
+        self.process = None
+        self.queue = None
+        self.segments: list[SharedMemory] = []
+        self.exitcode = None
+
+    def release(self, finished: bool) -> None:
+        process = self.process
+        if process is not None:
+            if process.is_alive() and finished:
+                process.join(_EXIT_GRACE_S)  # it is only flushing and exiting
+            if process.is_alive():
+                process.terminate()
+                process.join(_EXIT_GRACE_S)
+            if process.is_alive():
+                process.kill()
+            process.join()
+            self.exitcode = process.exitcode
+            process.close()
+        if self.queue is not None:
+            self.queue.close()
+        for shm in self.segments:
+            _worker.close_segment(shm)
+            try:
+                shm.unlink()
+            except FileNotFoundError:
+                pass
+        self.segments.clear()
+
+
+_open_jobs: "weakref.WeakSet[Job]" = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_jobs():
+    # Runs before multiprocessing's own exit hook, which would wait forever for a live worker.
+    for job in list(_open_jobs):
+        job.close()
+
+
+class Job:
+    """A generator function run in a spawned worker process.
+
+    ``target`` is ``"package.module:function"``; the worker calls
+    ``function(arrays=..., outputs=..., stop_event=..., **params)`` and forwards every event
+    dict it yields. ``arrays`` maps names to numpy arrays (copied once into shared memory;
+    the worker gets read-only zero-copy views) or ``LazyFile`` (opened by the worker).
+    ``outputs`` maps names to ``(shape, dtype)`` (zero-filled shared memory the worker writes
+    and ``output(name)`` reads while the job runs) or ``ZarrOutput``. ``params`` must be
+    small and picklable; ``params["_env"]`` sets environment variables in the worker before
+    the job's module is imported. A job dropped without ``close`` ends its worker when it is
+    garbage-collected; jobs still open at interpreter exit are closed then.
+    """
+
+    def __init__(self, target: str, params: dict, arrays: dict | None = None, outputs: dict | None = None):
+        module, sep, function = target.partition(":")
+        if not (module and sep and function):
+            raise ValueError(f"Job target must look like 'package.module:function', got {target!r}.")
+        self.target = target
+        self.params = dict(params)
+        self._arrays = dict(arrays or {})
+        self._output_specs = dict(outputs or {})
+        for name, value in self._arrays.items():
+            _check_input(name, value)
+        for name, spec in self._output_specs.items():
+            _check_output(name, spec)
+        self._resources = _Resources()
+        self._views: dict[str, np.ndarray] = {}
+        self._stop_event = None
+        self._stop_deadline = None
+        self._stop_timeout = None
+        self._kill_deadline = None
+        self._forced = None  # why the parent ended the process, if it did
+        self._final = None
+        self._closed = False
+        self._finalizer = weakref.finalize(self, self._resources.release, False)
+        self._finalizer.atexit = False  # _close_open_jobs handles exit, in the right order
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def start(self) -> "Job":
+        if self._closed:
+            raise RuntimeError("This job is closed; create a new one.")
+        if self._resources.process is not None:
+            raise RuntimeError("This job was already started.")
+        _open_jobs.add(self)
+        try:
+            inputs = {name: self._share_input(value) for name, value in self._arrays.items()}
+            outputs = {name: self._make_output(name, spec) for name, spec in self._output_specs.items()}
+            self._arrays = {}  # the shared copies are all the worker needs
+            self._resources.queue = _CONTEXT.Queue()
+            self._stop_event = _CONTEXT.Event()
+            process = _CONTEXT.Process(
+                target=_worker.run_job,
+                args=(self.target, self.params, inputs, outputs, self._resources.queue, self._stop_event),
+                name=f"napari-unet {self.target}",
+            )
+            process.start()
+            self._resources.process = process
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def poll(self, max_events: int = 1000) -> list[dict]:
+        """The events that arrived since the last call; never blocks.
+
+        Once the job has ended this includes exactly one final event ("done", "stopped" or
+        "error"), synthesised here when the worker died without sending one.
+        """
+        process = self._resources.process
+        if process is None or self._final is not None or self._closed:
+            return []
+        alive = process.is_alive()  # before draining: once it is dead, its events are all queued
+        events = []
+        while len(events) < max_events:
+            try:
+                event = self._resources.queue.get_nowait()
+            except queue.Empty:
+                break
+            except (EOFError, OSError):  # a worker killed mid-message
+                break
+            events.append(event)
+            if event.get("type") in FINAL_EVENTS:
+                self._final = event
+                return events
+        if len(events) >= max_events:
+            return events
+        if alive:
+            self._enforce_deadlines(process)
+        else:
+            self._final = self._ended_event(process.exitcode)
+            events.append(self._final)
+        return events
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Ask the job to stop after its current batch; end the process if it has not within
+        ``timeout`` seconds (checked by ``poll``, so this returns at once)."""
+        if self._stop_event is None or self._final is not None:
+            return
+        self._stop_event.set()
+        deadline = time.monotonic() + timeout
+        if self._stop_deadline is None or deadline < self._stop_deadline:
+            self._stop_deadline = deadline
+            self._stop_timeout = timeout
+
+    def kill(self) -> None:
+        """End the worker now; ``poll`` then reports "stopped" with ``forced=True``."""
+        process = self._resources.process
+        if process is not None and self._final is None and process.is_alive():
+            self._forced = "The worker process was ended on request"
+            process.kill()
+            process.join(_EXIT_GRACE_S)
+
+    def wait(self, timeout: float | None = None) -> list[dict]:
+        """Block until the job ends and return all its remaining events (for scripts and tests)."""
+        if self._resources.process is None:
+            raise RuntimeError("Start the job before waiting for it.")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        events = []
+        while self._final is None and not self._closed:
+            new = self.poll()
+            events.extend(new)
+            if not new:
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TimeoutError(f"Job {self.target} still running after {timeout} s.")
+                time.sleep(0.02)
+        return events
+
+    def close(self) -> None:
+        """End the worker if it still runs and free all shared memory. Safe to call twice.
+
+        Arrays obtained from ``output`` stay readable afterwards; copy what you keep anyway.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        _open_jobs.discard(self)
+        self._views.clear()
+        self._finalizer.detach()
+        self._resources.release(finished=self._final is not None)
+
+    def __enter__(self) -> "Job":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    # -- state ------------------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        """Started and its final event not yet returned by ``poll``."""
+        return self._resources.process is not None and self._final is None and not self._closed
+
+    @property
+    def finished(self) -> bool:
+        return self._final is not None
+
+    @property
+    def final_event(self) -> dict | None:
+        return self._final
+
+    @property
+    def exitcode(self) -> int | None:
+        process = self._resources.process
+        if process is None or self._closed:
+            return self._resources.exitcode
+        return process.exitcode
+
+    @property
+    def pid(self) -> int | None:
+        """The worker's process id, once started."""
+        process = self._resources.process
+        return None if process is None or self._closed else process.pid
+
+    @property
+    def shared_memory_names(self) -> tuple[str, ...]:
+        """Names of this job's shared-memory segments (``/dev/shm`` on Linux)."""
+        return tuple(shm.name for shm in self._resources.segments)
+
+    def output(self, name: str):
+        """The live output array ``name`` (read-only); zarr outputs come back as zarr arrays."""
+        if self._closed:
+            raise RuntimeError("This job is closed; copy outputs before closing it.")
+        if name not in self._output_specs:
+            raise KeyError(f"No output {name!r}; this job has {sorted(self._output_specs)}.")
+        spec = self._output_specs[name]
+        if isinstance(spec, ZarrOutput):
+            import zarr
+
+            return zarr.open_array(spec.path, mode="r")
+        if name not in self._views:
+            raise RuntimeError("Start the job before reading its outputs.")
+        return self._views[name]
+
+    # -- internals --------------------------------------------------------------------------
+    def _new_segment(self, nbytes: int) -> SharedMemory:
+        # A recognisable name, so a leak (after a hard crash) is easy to spot in /dev/shm.
+        shm = SharedMemory(name=f"napari_unet_{secrets.token_hex(6)}", create=True, size=max(nbytes, 1))
+        self._resources.segments.append(shm)
+        return shm
+
+    def _share_input(self, value):
+        if isinstance(value, LazyFile):
+            return ("lazy", str(value.path))
+        array = np.asarray(value)
+        shm = self._new_segment(array.nbytes)
+        view = _worker.segment_view(shm, array.shape, array.dtype)
+        np.copyto(view, array)
+        del view
+        return ("shm", shm.name, array.shape, array.dtype.str)
+
+    def _make_output(self, name, spec):
+        if isinstance(spec, ZarrOutput):
+            import zarr
+
+            zarr.open_array(spec.path, mode="w-", shape=spec.shape, dtype=spec.dtype,
+                            chunks=spec.chunks or spec.shape, fill_value=0)
+            return ("zarr", str(spec.path))
+        shape, dtype = tuple(spec[0]), np.dtype(spec[1])
+        shm = self._new_segment(int(np.prod(shape)) * dtype.itemsize)
+        view = _worker.segment_view(shm, shape, dtype)
+        view.fill(0)
+        view.flags.writeable = False  # the worker writes; the parent only reads
+        self._views[name] = view
+        return ("shm", shm.name, shape, dtype.str)
+
+    def _enforce_deadlines(self, process) -> None:
+        now = time.monotonic()
+        if self._stop_deadline is not None and now >= self._stop_deadline:
+            self._forced = f"The job did not stop within {self._stop_timeout:g} s, so its worker process was ended"
+            self._stop_deadline = None
+            self._kill_deadline = now + _EXIT_GRACE_S
+            process.terminate()
+        elif self._kill_deadline is not None and now >= self._kill_deadline:
+            self._kill_deadline = None
+            process.kill()
+
+    def _ended_event(self, exitcode) -> dict:
+        if self._forced:
+            return {
+                "type": "stopped",
+                "forced": True,
+                "exitcode": exitcode,
+                "message": f"{self._forced}; anything not yet saved is lost.",
+            }
+        return {
+            "type": "error",
+            "message": f"The worker process ended unexpectedly ({_describe_exit(exitcode)}).",
+            "error_type": "WorkerDied",
+            "exitcode": exitcode,
+            "hint": _crash_hint(exitcode),
+            "traceback": "",
+        }
+
+
+def _describe_exit(exitcode) -> str:
+    if exitcode is not None and exitcode < 0:
+        try:
+            return f"exit code {exitcode}, killed by {signal.Signals(-exitcode).name}"
+        except ValueError:
+            pass
+    return f"exit code {exitcode}"
+
+
+def _crash_hint(exitcode) -> str:
+    if exitcode == -signal.SIGKILL:
+        return "The system may have run out of memory and killed it. " + OOM_HINT
+    return "See the terminal or log for the worker's messages; your data in napari is unaffected."
+
+
+def _check_input(name, value):
+    if isinstance(value, LazyFile):
+        if not Path(value.path).exists():
+            raise ValueError(f"Input {name!r}: file {value.path} does not exist; check the path.")
+        return
+    dtype = getattr(value, "dtype", None)
+    if dtype is None:
+        dtype = np.asarray(value).dtype
+    if np.dtype(dtype) == object:
+        raise ValueError(f"Input {name!r} must be a numeric array or a LazyFile, got {type(value).__name__}.")
+
+
+def _check_output(name, spec):
+    if isinstance(spec, ZarrOutput):
+        if Path(spec.path).exists():
+            raise ValueError(f"Output {name!r}: {spec.path} already exists; pick a new path or delete it.")
+        return
+    try:
+        shape, dtype = spec
+        shape, dtype = tuple(int(n) for n in shape), np.dtype(dtype)
+    except (TypeError, ValueError):
+        raise ValueError(f"Output {name!r} must be (shape, dtype) or a ZarrOutput, got {spec!r}.") from None
+    if any(n < 0 for n in shape) or dtype == object:
+        raise ValueError(f"Output {name!r}: shape {shape} / dtype {dtype} cannot be shared.")
+
+
+# -- the two jobs the plugin runs ---------------------------------------------------------
+def _worker_env() -> dict:
+    # Quiet TensorFlow's C++ logging unless the user asked for it; the plugin needs the TF backend.
+    return {"TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"), "KERAS_BACKEND": "tensorflow"}
+
+
+def start_training(image, labels, model_cfg, train_cfg, out_dir, resume_from=None, overwrite=False) -> Job:
+    """A (not yet started) job that trains a U-Net and saves it to ``out_dir``.
+
+    ``model_cfg=None`` lets the trainer pick the class and channel counts the data needs.
+    """
+    params = {
+        "model_cfg": None if model_cfg is None else model_cfg.to_dict(),
+        "train_cfg": train_cfg.to_dict(),
+        "out_dir": str(out_dir),
+        "resume_from": None if resume_from is None else str(resume_from),
+        "overwrite": bool(overwrite),
+        "_env": _worker_env(),
+    }
+    return Job("napari_unet._worker:train_job", params, arrays={"image": image, "labels": labels})
+
+
+def start_prediction(image, model_dir, predict_cfg, channel_axis=None, out_path=None, prob_path=None) -> Job:
+    """A (not yet started) job that segments ``image`` with the model saved in ``model_dir``.
+
+    Outputs: "labels" (uint8, or uint32 for instances) and, with ``return_probabilities``,
+    "probs" (float32), both of the image's spatial shape. They live in shared memory, or in
+    new zarr arrays at ``out_path`` / ``prob_path`` for volumes larger than memory.
+    """
+    if not Path(model_dir).is_dir():
+        raise ValueError(f"Model folder {model_dir} does not exist; pick the folder a training run wrote.")
+    spatial = _spatial_shape(_shape_of(image), channel_axis)
+    slice_axis = predict_cfg.axis % 3 if len(spatial) == 3 else None
+    dtype = np.uint32 if predict_cfg.output == "instances" else np.uint8
+    outputs = {"labels": _output_spec(spatial, dtype, out_path, slice_axis)}
+    if predict_cfg.return_probabilities:
+        outputs["probs"] = _output_spec(spatial, np.float32, prob_path, slice_axis)
+    params = {
+        "model_dir": str(model_dir),
+        "predict_cfg": predict_cfg.to_dict(),
+        "channel_axis": channel_axis,
+        "_env": _worker_env(),
+    }
+    return Job("napari_unet._worker:predict_job", params, arrays={"volume": image}, outputs=outputs)
+
+
+def _shape_of(image) -> tuple:
+    if isinstance(image, LazyFile):
+        from .io import open_lazy  # reads the header only
+
+        return tuple(open_lazy(image.path)[0].shape)
+    return tuple(np.shape(image))
+
+
+def _spatial_shape(shape, channel_axis) -> tuple:
+    if channel_axis is not None:
+        if not -len(shape) <= channel_axis < len(shape):
+            raise ValueError(f"channel_axis {channel_axis} is out of range for an image of shape {shape}.")
+        shape = shape[: channel_axis % len(shape)] + shape[channel_axis % len(shape) + 1:]
+    if len(shape) not in (2, 3):
+        raise ValueError(
+            f"Expected a 2-D or 3-D image (plus an optional channel axis), got shape {shape}; "
+            "set channel_axis for multichannel images."
+        )
+    return tuple(shape)
+
+
+def _output_spec(shape, dtype, path, slice_axis):
+    if path is None:
+        return (shape, dtype)
+    # One chunk per slice, so each finished slice is one write.
+    chunks = tuple(1 if axis == slice_axis else n for axis, n in enumerate(shape))
+    return ZarrOutput(str(path), shape, np.dtype(dtype).str, chunks)

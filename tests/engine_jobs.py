@@ -1,0 +1,63 @@
+"""Small job generators for the engine tests; they run in the spawned worker process."""
+
+import os
+import sys
+import time
+
+import numpy as np
+
+
+def fill_slices(arrays, outputs, stop_event, hold=False):
+    """Write ``2 * image + 1`` into ``outputs["out"]`` slice by slice; report how the input arrived.
+
+    With ``hold``, wait for the parent's stop request before returning, so the parent can
+    look at the output while the worker is still alive.
+    """
+    image, out = arrays["image"], outputs["out"]
+    flags = getattr(image, "flags", None)  # None for a lazily opened (dask) file
+    yield {
+        "type": "input",
+        "kind": type(image).__module__.split(".")[0],
+        "sum": int(image.sum()),
+        "owndata": None if flags is None else bool(flags.owndata),
+        "writeable": None if flags is None else bool(flags.writeable),
+    }
+    for i in range(image.shape[0]):
+        out[i] = 2 * np.asarray(image[i]).astype(out.dtype) + 1
+        yield {"type": "slice", "index": i, "n_slices": image.shape[0]}
+    if hold:
+        stop_event.wait(30)
+
+
+def batches_until_stopped(arrays, outputs, stop_event, period=0.01):
+    """A training-like loop: one "batch" event per period until asked to stop."""
+    batch = 0
+    while not stop_event.is_set():
+        batch += 1
+        yield {"type": "batch", "batch": batch}
+        time.sleep(period)
+    yield {"type": "stopped", "batches": batch}
+
+
+def ignore_stop(arrays, outputs, stop_event):
+    """A job stuck in a long step: it never looks at the stop event."""
+    while True:
+        yield {"type": "batch"}
+        time.sleep(0.01)
+
+
+def fail(arrays, outputs, stop_event, error="ValueError", message="bad input"):
+    yield {"type": "progress"}
+    raise {"ValueError": ValueError, "MemoryError": MemoryError, "RuntimeError": RuntimeError}[error](message)
+
+
+def exit_abruptly(arrays, outputs, stop_event, code=3):
+    """Die without a word, as a crash or the out-of-memory killer would."""
+    yield {"type": "progress"}
+    time.sleep(0.2)  # let the event reach the pipe first
+    os._exit(code)
+
+
+def report_environment(arrays, outputs, stop_event, names=()):
+    yield {"type": "env", "values": {name: os.environ.get(name) for name in names},
+           "heavy_modules": sorted({"napari", "qtpy", "PyQt6", "tensorflow", "keras"} & set(sys.modules))}
