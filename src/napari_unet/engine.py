@@ -10,13 +10,16 @@ after ``close`` (or at interpreter exit).
 from __future__ import annotations
 
 import atexit
+import contextlib
 import multiprocessing
 import multiprocessing.util  # noqa: F401  registers its exit hook now, so ours runs before it
 import os
 import queue
 import secrets
 import signal
+import sys
 import time
+import types
 import weakref
 from dataclasses import dataclass
 from multiprocessing.shared_memory import SharedMemory
@@ -153,7 +156,8 @@ class Job:
                 args=(self.target, self.params, inputs, outputs, self._resources.queue, self._stop_event),
                 name=f"napari-unet {self.target}",
             )
-            process.start()
+            with _main_module_hidden():
+                process.start()
             self._resources.process = process
         except BaseException:
             self.close()
@@ -350,6 +354,22 @@ class Job:
             "hint": _crash_hint(exitcode),
             "traceback": "",
         }
+
+
+@contextlib.contextmanager
+def _main_module_hidden():
+    """Keep ``spawn`` from re-running the caller's main script in the worker.
+
+    The worker needs only ``napari_unet._worker``. Re-running ``__main__`` there would start a
+    second napari, or fail for a script without an ``if __name__ == "__main__"`` guard.
+    """
+    main = sys.modules.get("__main__")
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        if main is not None:
+            sys.modules["__main__"] = main
 
 
 def _describe_exit(exitcode) -> str:

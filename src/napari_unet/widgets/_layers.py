@@ -1,0 +1,41 @@
+"""Reading arrays out of napari layers and finding compatible layers (no maths)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def spatial_shape(layer) -> tuple:
+    """Shape without the RGB channel axis."""
+    data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+    shape = tuple(data.shape)
+    return shape[:-1] if getattr(layer, "rgb", False) else shape
+
+
+def layer_array(layer):
+    """The full-resolution data of a layer, still lazy if the layer is lazy."""
+    return layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+
+
+def is_lazy(array) -> bool:
+    return not isinstance(array, np.ndarray)
+
+
+def source_file(layer) -> Path | None:
+    """The TIFF a layer was opened from, if napari or our reader recorded it."""
+    path = (layer.metadata or {}).get("source_path") or getattr(layer.source, "path", None)
+    if path and Path(path).is_file() and str(path).lower().endswith((".tif", ".tiff")):
+        return Path(path)
+    return None
+
+
+def unique_path(path: Path) -> Path:
+    """``path`` if free, else ``path-2``, ``path-3``, ... so nothing is overwritten unasked."""
+    if not path.exists():
+        return path
+    n = 2
+    while path.with_name(f"{path.name}-{n}").exists():
+        n += 1
+    return path.with_name(f"{path.name}-{n}")

@@ -1,0 +1,249 @@
+"""The "Train U-Net" dock widget: pick layers and settings, train in the worker, watch it learn."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSpinBox,
+    Label,
+    ProgressBar,
+    PushButton,
+    SpinBox,
+)
+from napari.layers import Image, Labels
+from napari.utils import progress
+from napari.utils.notifications import show_error, show_info, show_warning
+
+from .. import engine
+from ..core.config import ConfigError, ModelConfig, TrainConfig
+from ..core.data import class_count, validate_training_pair
+from ._job_poller import JobPoller
+from ._layers import layer_array, spatial_shape, unique_path
+from ._loss_plot import LossPlot
+from ._session import TRAINED_MODELS
+
+DEFAULT_MODELS_DIR = Path.home() / "napari-unet-models"
+
+
+class TrainWidget(Container):
+    def __init__(self, napari_viewer):
+        super().__init__(labels=True)
+        self.viewer = napari_viewer
+        defaults = TrainConfig()
+        model_defaults = ModelConfig()
+        self.image = ComboBox(label="Image", choices=self._image_choices)
+        self.labels = ComboBox(label="Annotations", choices=self._labels_choices)
+        self.mode = ComboBox(
+            label="Annotation mode",
+            choices=[("full slices (0 = background)", "full_slices"),
+                     ("scribbles (0 = unlabelled, 1 = background)", "scribbles")],
+            value=defaults.annotation_mode,
+        )
+        self.instances = CheckBox(label="Objects have own ids (learn boundaries)", value=False)
+        self.n_filters = SpinBox(label="Base filters", value=model_defaults.n_filters, min=2, max=256)
+        self.depth = SpinBox(label="Depth", value=model_defaults.depth, min=2, max=6)
+        self.epochs = SpinBox(label="Epochs", value=defaults.epochs, min=1, max=100000)
+        self.steps = SpinBox(label="Steps per epoch", value=defaults.steps_per_epoch, min=1, max=100000)
+        self.batch_size = SpinBox(label="Batch size", value=defaults.batch_size, min=1, max=1024)
+        self.patch_size = SpinBox(label="Patch size", value=defaults.patch_size, min=16, max=4096, step=16)
+        self.learning_rate = FloatSpinBox(
+            label="Learning rate", value=defaults.learning_rate, min=1e-6, max=1.0, step=1e-4
+        )
+        self.learning_rate.native.setDecimals(6)
+        self.val_fraction = FloatSpinBox(
+            label="Validation fraction", value=defaults.val_fraction, min=0.0, max=0.9, step=0.05
+        )
+        self.model_dir = FileEdit(label="Save model to", mode="d", value=DEFAULT_MODELS_DIR / "unet")
+        self.replace = CheckBox(label="Replace an existing model there", value=False)
+        self.train_button = PushButton(text="Train")
+        self.stop_button = PushButton(text="Stop", enabled=False)
+        self.progress_bar = ProgressBar(label="Progress", value=0, min=0, max=1)
+        self.status = Label(label="Status", value="")
+        self.device = Label(label="Device", value="-")
+        self.score = Label(label="Validation", value="-")
+        self.extend([
+            self.image, self.labels, self.mode, self.instances, self.n_filters, self.depth,
+            self.epochs, self.steps, self.batch_size, self.patch_size, self.learning_rate,
+            self.val_fraction, self.model_dir, self.replace, self.train_button, self.stop_button,
+            self.progress_bar, self.device, self.status, self.score,
+        ])
+        self.plot = LossPlot()
+        self.native.layout().addWidget(self.plot.canvas)
+
+        self.poller: JobPoller | None = None
+        self._napari_progress = None
+        self.last_model_dir: Path | None = None
+        self.train_button.changed.connect(self.start_training)
+        self.stop_button.changed.connect(self.stop_training)
+        for widget in (self.image, self.labels, self.mode, self.instances, self.patch_size):
+            widget.changed.connect(self._check_inputs)
+        for event in (napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed):
+            event.connect(self._layers_changed)
+        self._layers_changed()
+
+    # -- inputs ---------------------------------------------------------------------------
+    def _image_choices(self, _widget=None):
+        return [(layer.name, layer) for layer in self.viewer.layers if isinstance(layer, Image)]
+
+    def _labels_choices(self, _widget=None):
+        image = self.image.value if hasattr(self, "image") else None
+        layers = [layer for layer in self.viewer.layers if isinstance(layer, Labels)]
+        if image is not None:  # only labels that line up with the image
+            layers = [layer for layer in layers if spatial_shape(layer) == spatial_shape(image)]
+        return [(layer.name, layer) for layer in layers]
+
+    def _layers_changed(self, _event=None):
+        self.image.reset_choices()
+        self.labels.reset_choices()
+        self._check_inputs()
+
+    def _check_inputs(self, _value=None, *, keep_status: bool = False) -> str:
+        """Enable Train only when the inputs make sense; show why not otherwise."""
+        if self.image.value is not None:
+            self.labels.reset_choices()
+        problem = self._input_problem()
+        training = self.poller is not None and self.poller.active
+        self.train_button.enabled = not problem and not training
+        if not training and (problem or not keep_status):
+            self.status.value = problem or "Ready to train."
+        return problem
+
+    def _input_problem(self) -> str:
+        image, labels = self.image.value, self.labels.value
+        if image is None:
+            return "Pick an Image layer (open one, or File > Open Sample)."
+        if labels is None:
+            return "Pick a Labels layer of the same shape as the image (Layers > New Labels)."
+        shape = spatial_shape(image)
+        if min(shape[-2:]) < self.patch_size.value:
+            return (f"Patch size {self.patch_size.value} is larger than the image "
+                    f"({shape[-2]} x {shape[-1]}); lower the patch size.")
+        try:
+            validate_training_pair(
+                self._image_data(), np.asarray(labels.data), self.mode.value, self.instances.value
+            )
+        except ValueError as exc:
+            return str(exc)
+        return ""
+
+    def _image_data(self):
+        return np.asarray(layer_array(self.image.value))
+
+    def _configs(self):
+        model_cfg = ModelConfig(n_filters=self.n_filters.value, depth=self.depth.value)
+        train_cfg = TrainConfig(
+            annotation_mode=self.mode.value,
+            instances=self.instances.value,
+            epochs=self.epochs.value,
+            steps_per_epoch=self.steps.value,
+            batch_size=self.batch_size.value,
+            patch_size=self.patch_size.value,
+            learning_rate=float(self.learning_rate.value),
+            val_fraction=float(self.val_fraction.value),
+        )
+        return model_cfg, train_cfg
+
+    def _output_dir(self) -> Path:
+        path = Path(self.model_dir.value).expanduser()
+        if path.exists() and not self.replace.value:
+            new = unique_path(path)
+            show_info(f"{path} already holds a model; saving to {new} instead "
+                      "(tick 'Replace' to overwrite).")
+            path = new
+        return path
+
+    # -- running --------------------------------------------------------------------------
+    def start_training(self, _value=None):
+        problem = self._check_inputs()
+        if problem:
+            show_warning(problem)
+            return
+        try:
+            model_cfg, train_cfg = self._configs()
+        except ConfigError as exc:
+            show_error(str(exc))
+            return
+        out_dir = self._output_dir()
+        try:
+            out_dir.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            show_error(f"Cannot create {out_dir.parent}: {exc}. Pick another folder.")
+            return
+        image = self._image_data()
+        labels = np.asarray(self.labels.value.data)
+        model_cfg = model_cfg.replace(
+            in_channels=image.shape[-1] if self.image.value.rgb else 1,
+            n_classes=class_count(labels, train_cfg.annotation_mode, train_cfg.instances),
+        )
+        job = engine.start_training(
+            image, labels, model_cfg, train_cfg, str(out_dir), overwrite=bool(self.replace.value)
+        )
+        self.plot.clear()
+        self.score.value = "-"
+        total = train_cfg.epochs * train_cfg.steps_per_epoch
+        self.progress_bar.max = total
+        self.progress_bar.value = 0
+        self._napari_progress = progress(total=total, desc="Training U-Net")
+        self.poller = JobPoller(job, self._on_event, self._on_finished).start()
+        self.train_button.enabled = False
+        self.stop_button.enabled = True
+        self.status.value = f"Starting the worker; the model goes to {out_dir}"
+
+    def stop_training(self, _value=None):
+        if self.poller is not None and self.poller.active:
+            self.poller.job.stop()
+            self.status.value = "Stopping after the current batch; the best model so far is kept."
+
+    def _on_event(self, event: dict):
+        kind = event.get("type")
+        if kind == "start":
+            self.device.value = str(event.get("device", "?"))
+            self.status.value = (f"Training on {event.get('n_train_slices')} slice(s), "
+                                 f"validating on {event.get('n_val_slices')}.")
+        elif kind == "batch":
+            done = (event["epoch"] - 1) * event["steps"] + event["batch"]
+            self.progress_bar.value = min(done, self.progress_bar.max)
+            if self._napari_progress is not None:
+                self._napari_progress.n = done
+                self._napari_progress.set_description(
+                    f"Training U-Net: epoch {event['epoch']}, loss {event['loss']:.3f}"
+                )
+        elif kind == "epoch":
+            self.plot.add_epoch(event)
+            dice = event.get("val_dice")
+            self.status.value = (f"Epoch {event['epoch']}/{event['epochs']}: loss {event['loss']:.3f}"
+                                 + (f", val Dice {dice:.3f}" if dice is not None else ""))
+        elif kind == "warning":
+            show_warning(event.get("message", ""))
+
+    def _on_finished(self, final: dict):
+        if self._napari_progress is not None:
+            self._napari_progress.close()
+            self._napari_progress = None
+        self.stop_button.enabled = False
+        kind = final.get("type")
+        if kind in ("done", "stopped") and final.get("model_dir"):
+            self.last_model_dir = Path(final["model_dir"])
+            TRAINED_MODELS.add(self.last_model_dir)
+            dice = final.get("best_val_dice")
+            self.score.value = "n/a (no validation data)" if dice is None else f"Dice {dice:.3f}"
+            verb = "Training finished" if kind == "done" else "Training stopped"
+            self.status.value = f"{verb}. Model saved to {self.last_model_dir}"
+            show_info(f"{verb}: model saved to {self.last_model_dir}. "
+                      "It is now offered in 'Segment with U-Net'.")
+        elif kind == "stopped":
+            self.status.value = "Training was ended before a model could be saved."
+            show_warning(final.get("message") or self.status.value)
+        else:
+            message = final.get("message", "Training failed.")
+            hint = final.get("hint")
+            text = message if not hint or hint in message else f"{message}\n{hint}"
+            self.status.value = "Failed: " + text.splitlines()[0][:200]
+            show_error(f"Training failed: {text}")
+        self._check_inputs(keep_status=True)

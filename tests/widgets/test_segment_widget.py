@@ -1,0 +1,85 @@
+import sys
+
+import numpy as np
+import pytest
+
+from napari_unet.widgets._session import TRAINED_MODELS
+from napari_unet.widgets.segment_widget import FROM_DISK, SegmentWidget
+
+pytestmark = pytest.mark.slow
+
+
+def _widget(viewer, model_dir):
+    widget = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.model.value = FROM_DISK
+    widget.model_file.value = model_dir
+    return widget
+
+
+def test_segment_fills_a_new_labels_layer_with_the_image_scale(make_napari_viewer, qtbot, tiny_volume, tiny_model_dir):
+    viewer = make_napari_viewer()
+    image, labels, truth = tiny_volume
+    viewer.add_image(image, name="img", scale=(2.0, 0.5, 0.5), translate=(0, 10, 10))
+    viewer.add_labels(labels, name="ann")
+    widget = _widget(viewer, tiny_model_dir)
+    assert "channel" in widget.summary.value
+    assert widget.run_button.enabled, widget.status.value
+    widget.run_button.clicked.emit()
+    name = f"img [{tiny_model_dir.name}]"
+    assert name in viewer.layers
+    qtbot.waitUntil(lambda: not widget.poller.active, timeout=120_000)
+    assert widget.status.value.startswith("Done"), widget.status.value
+    result = viewer.layers[name]
+    assert result.data.shape == image.shape
+    np.testing.assert_allclose(result.scale, (2.0, 0.5, 0.5))
+    np.testing.assert_allclose(result.translate, (0, 10, 10))
+    assert result.data.any(), "no slice was filled in"
+    np.testing.assert_array_equal(viewer.layers["ann"].data, labels)  # user's layer untouched
+
+    # A rerun reuses the plugin's own layer instead of adding another one.
+    n_layers = len(viewer.layers)
+    widget.run_button.clicked.emit()
+    qtbot.waitUntil(lambda: not widget.poller.active, timeout=120_000)
+    assert len(viewer.layers) == n_layers and viewer.layers[name] is result
+    assert "tensorflow" not in sys.modules and "keras" not in sys.modules
+
+
+def test_cancel_keeps_finished_slices(make_napari_viewer, qtbot, tiny_model_dir):
+    viewer = make_napari_viewer()
+    rng = np.random.default_rng(0)
+    volume = rng.integers(0, 255, (200, 48, 48), dtype=np.uint8)
+    viewer.add_image(volume, name="big")
+    widget = _widget(viewer, tiny_model_dir)
+    widget.threshold.value = 0.0  # every predicted pixel becomes 1, so finished slices show
+    widget.run_button.clicked.emit()
+    qtbot.waitUntil(lambda: widget.progress_bar.value >= 1, timeout=120_000)
+    widget.cancel_button.clicked.emit()
+    qtbot.waitUntil(lambda: not widget.poller.active, timeout=60_000)
+    assert widget.status.value.startswith("Cancelled"), widget.status.value
+    filled = viewer.layers[f"big [{tiny_model_dir.name}]"].data.reshape(200, -1).any(axis=1)
+    assert 1 <= filled.sum() < 200
+
+
+def test_model_trained_in_session_is_offered(make_napari_viewer, tiny_model_dir):
+    viewer = make_napari_viewer()
+    widget = SegmentWidget(viewer)
+    TRAINED_MODELS.add(tiny_model_dir)
+    assert widget.model.value == str(tiny_model_dir)
+    assert widget.model_path() == tiny_model_dir
+
+
+def test_run_disabled_with_reason_for_channel_mismatch(make_napari_viewer, tiny_model_dir):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((4, 32, 32, 3), np.uint8), name="rgb", rgb=True)
+    widget = _widget(viewer, tiny_model_dir)
+    assert not widget.run_button.enabled
+    assert "expects 1 channel" in widget.status.value
+
+
+def test_missing_model_folder_is_reported(make_napari_viewer, tmp_path):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((4, 32, 32), np.uint8), name="img")
+    widget = _widget(viewer, tmp_path / "nothing here")
+    assert not widget.run_button.enabled
+    assert "nothing here" in widget.status.value
