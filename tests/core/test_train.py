@@ -1,0 +1,231 @@
+import threading
+
+import numpy as np
+import pytest
+
+from napari_unet.core import train as train_module
+from napari_unet.core.bundle import load_bundle, read_bundle_meta
+from napari_unet.core.config import ModelConfig, TrainConfig
+from napari_unet.core.train import configure_device, train
+
+TINY_MODEL = ModelConfig(n_filters=4, depth=2)
+TINY_TRAIN = TrainConfig(epochs=2, steps_per_epoch=3, batch_size=2, patch_size=32, augment=False)
+
+
+@pytest.fixture(scope="module")
+def volume():
+    """6 x 48 x 48 bright discs on a dark noisy background: (image, truth with disc ids 1 and 2)."""
+    rng = np.random.default_rng(0)
+    _, y, x = np.mgrid[0:6, 0:48, 0:48]
+    truth = np.zeros(y.shape, np.uint8)
+    truth[((y - 20) ** 2 + (x - 24) ** 2) < 100] = 1
+    truth[((y - 36) ** 2 + (x - 12) ** 2) < 40] = 2
+    image = ((truth > 0) * 120 + 40 + rng.normal(0, 10, truth.shape)).clip(0, 255).astype(np.uint8)
+    return image, truth
+
+
+def binary_labels(truth, slices=(1, 4)):
+    labels = np.zeros_like(truth)
+    labels[list(slices)] = truth[list(slices)] > 0
+    return labels
+
+
+def run(image, labels, out_dir, model_cfg=TINY_MODEL, train_cfg=TINY_TRAIN, **kwargs):
+    return list(train(image, labels, model_cfg, train_cfg, out_dir, **kwargs))
+
+
+@pytest.fixture(scope="module")
+def binary_run(volume, tmp_path_factory):
+    image, truth = volume
+    out = tmp_path_factory.mktemp("binary") / "model"
+    return out, run(image, binary_labels(truth), out)
+
+
+def test_events_come_in_order_with_their_fields(binary_run):
+    out, events = binary_run
+    kinds = [e["type"] for e in events]
+    assert kinds == ["start"] + (["batch"] * 3 + ["epoch"]) * 2 + ["done"]
+    start = events[0]
+    assert start["device"].startswith(("CPU", "GPU"))
+    assert (start["n_train_slices"], start["n_val_slices"], start["n_classes"]) == (1, 1, 1)
+    assert (start["epochs"], start["steps_per_epoch"]) == (2, 3) and start["params"] > 1000
+    batches = [e for e in events if e["type"] == "batch"]
+    assert [(e["epoch"], e["batch"], e["steps"]) for e in batches] == [(ep, b, 3) for ep in (1, 2) for b in (1, 2, 3)]
+    assert all(np.isfinite(e["loss"]) and e["loss"] > 0 for e in batches)
+    epochs = [e for e in events if e["type"] == "epoch"]
+    for e in epochs:
+        assert e["epochs"] == 2 and e["seconds"] > 0
+        assert np.isfinite(e["val_loss"]) and 0 <= e["val_dice"] <= 1 and 0 <= e["val_iou"] <= e["val_dice"] + 1e-6
+    assert epochs[0]["loss"] == pytest.approx(np.mean([e["loss"] for e in batches[:3]]))
+    done = events[-1]
+    assert done["model_dir"] == str(out) and done["finish_reason"] == "epochs"
+    best = int(np.argmax([e["val_dice"] for e in epochs]))
+    assert done["best_epoch"] == best + 1 and done["best_val_dice"] == epochs[best]["val_dice"]
+    assert done["history"]["loss"] == [e["loss"] for e in epochs]
+
+
+def test_saved_bundle_describes_the_training_and_predicts(binary_run, volume):
+    out, events = binary_run
+    model, meta = load_bundle(out)
+    assert meta["annotation_mode"] == "full_slices" and meta["instances"] is False
+    assert meta["classes"]["activation"] == "sigmoid" and meta["classes"]["label_values"] == [0, 1]
+    assert ModelConfig.from_dict(meta["model_config"]) == TINY_MODEL
+    assert TrainConfig.from_dict(meta["train_config"]) == TINY_TRAIN
+    assert meta["normalization"]["low"][0] < meta["normalization"]["high"][0] <= 255
+    assert meta["validation"]["best_epoch"] == events[-1]["best_epoch"]
+    assert meta["validation"]["monitor"] == "val_dice"
+    assert meta["history"]["val_dice"] == events[-1]["history"]["val_dice"]
+    assert meta["training_data"]["annotated_slices"] == [1, 4]
+    prob = model.predict_on_batch(np.zeros((1, 48, 48, 1), np.float32))
+    assert prob.shape == (1, 48, 48, 1) and np.isfinite(prob).all()
+
+
+@pytest.fixture(scope="module")
+def stopped_run(volume, tmp_path_factory):
+    """The binary run again, stopped after the first batch of epoch 2."""
+    image, truth = volume
+    out = tmp_path_factory.mktemp("stopped") / "model"
+    stop = threading.Event()
+    events = []
+    for event in train(image, binary_labels(truth), TINY_MODEL, TINY_TRAIN, out, stop_event=stop):
+        events.append(event)
+        if event["type"] == "batch" and event["epoch"] == 2 and event["batch"] == 1:
+            stop.set()
+    return out, events
+
+
+def test_same_seed_gives_the_same_losses(binary_run, stopped_run):
+    first = [e["loss"] for e in binary_run[1] if e["type"] == "batch"]
+    second = [e["loss"] for e in stopped_run[1] if e["type"] == "batch"]
+    assert len(second) == 4
+    np.testing.assert_allclose(second, first[:4], rtol=1e-5)
+
+
+def test_stop_between_batches_saves_the_model(stopped_run):
+    out, events = stopped_run
+    assert [e["type"] for e in events] == ["start"] + ["batch"] * 3 + ["epoch", "batch", "stopped"]
+    assert events[-1]["best_epoch"] == 1 and events[-1]["model_dir"] == str(out)
+    assert events[-1]["history"]["epoch"] == [1]
+    _, meta = load_bundle(out)
+    assert meta["validation"]["best_epoch"] == 1
+
+
+def test_scribbles_train_only_on_painted_pixels(volume, tmp_path):
+    image, truth = volume
+    labels = np.zeros_like(truth)
+    labels[2, 18:23, 20:28] = 2  # a stroke inside the big disc
+    labels[2, 2:5, 5:40] = 1  # and one in the background
+    labels[3, 40:44, 30:46] = 1
+    labels[3, 19:21, 22:26] = 2
+    events = run(image, labels, tmp_path / "m", train_cfg=TINY_TRAIN.replace(annotation_mode="scribbles", epochs=1))
+    assert events[-1]["type"] == "done"
+    assert events[0]["n_classes"] == 1 and events[0]["n_train_slices"] + events[0]["n_val_slices"] == 2
+    meta = read_bundle_meta(tmp_path / "m")
+    assert meta["annotation_mode"] == "scribbles" and meta["classes"]["label_values"] == [1, 2]
+
+
+def test_multiclass_softmax_with_weighted_cross_entropy(volume, tmp_path):
+    image, truth = volume
+    labels = np.zeros_like(truth)
+    labels[[1, 3, 4]] = truth[[1, 3, 4]]  # classes 0, 1, 2
+    cfg = TINY_TRAIN.replace(epochs=1, loss="weighted_ce", val_fraction=0.0, mixed_precision=True)
+    events = run(image, labels, tmp_path / "m", model_cfg=TINY_MODEL.replace(n_classes=3), train_cfg=cfg)
+    assert events[0]["n_classes"] == 3 and events[0]["n_val_slices"] == 0
+    on_gpu = events[0]["device"].startswith("GPU")
+    assert events[0]["mixed_precision"] == on_gpu
+    assert any(e["type"] == "warning" and "Mixed precision needs a GPU" in e["message"] for e in events) != on_gpu
+    epoch = [e for e in events if e["type"] == "epoch"][0]
+    assert np.isfinite(epoch["loss"]) and epoch["val_dice"] is None
+    assert events[-1]["best_epoch"] == 1 and events[-1]["best_val_dice"] is None
+    model, meta = load_bundle(tmp_path / "m")
+    assert meta["classes"]["activation"] == "softmax" and meta["validation"]["monitor"] == "loss"
+    assert model.output_shape[-1] == 3
+
+
+def test_default_model_config_follows_the_data(volume, tmp_path):
+    image, truth = volume
+    labels = np.zeros_like(truth)
+    labels[[1, 4]] = truth[[1, 4]]
+    rgb = np.repeat(image[..., None], 2, axis=-1)
+    stop = threading.Event()
+    stop.set()  # stopped before the first batch: the untrained model is still saved
+    events = run(rgb, labels, tmp_path / "m", model_cfg=None, stop_event=stop,
+                 train_cfg=TINY_TRAIN.replace(instances=True))
+    assert [e["type"] for e in events] == ["start", "stopped"]
+    assert events[0]["n_classes"] == 3 and events[-1]["best_epoch"] is None
+    model, meta = load_bundle(tmp_path / "m")
+    cfg = ModelConfig.from_dict(meta["model_config"])
+    assert (cfg.in_channels, cfg.n_classes, cfg.depth) == (2, 3, ModelConfig().depth)
+    assert model.input_shape[-1] == 2 and model.output_shape[-1] == 3
+    assert meta["classes"]["names"] == ["background", "interior", "boundary"]
+
+
+@pytest.mark.slow
+def test_early_stopping_ends_when_validation_stops_improving(volume, tmp_path, monkeypatch):
+    image, truth = volume
+    monkeypatch.setattr(train_module, "_validate", lambda *args: (0.5, 0.5, 0.3))  # never improves
+    monkeypatch.setattr(train_module, "CHECKPOINT_INTERVAL_S", 0.0)  # write on every improvement
+    cfg = TINY_TRAIN.replace(epochs=20, steps_per_epoch=1, early_stopping_patience=2)
+    events = []
+    for event in train(image, binary_labels(truth), TINY_MODEL, cfg, tmp_path / "a"):
+        events.append(event)
+        if event["type"] == "epoch" and event["epoch"] == 1:
+            # The improvement was written at once; the final write then replaces this run's own folder.
+            assert read_bundle_meta(tmp_path / "a")["validation"]["best_epoch"] == 1
+    assert events[-1]["finish_reason"] == "early_stopping" and events[-1]["best_epoch"] == 1
+    assert [e["epoch"] for e in events if e["type"] == "epoch"] == [1, 2, 3]
+
+
+def test_time_budget_ends_training_and_saves(volume, tmp_path):
+    image, truth = volume
+    cfg = TINY_TRAIN.replace(epochs=20, max_seconds=1e-6)
+    events = run(image, binary_labels(truth), tmp_path / "b", train_cfg=cfg)
+    assert events[-1]["type"] == "done" and events[-1]["finish_reason"] == "time_limit"
+    assert "epoch" not in [e["type"] for e in events]
+    load_bundle(tmp_path / "b")
+
+
+def test_fine_tuning_reuses_model_and_normalization(binary_run, volume, tmp_path):
+    image, truth = volume
+    source, _ = binary_run
+    other = TINY_MODEL.replace(n_filters=8)
+    events = run(image * 2, binary_labels(truth, (2, 3)), tmp_path / "tuned", model_cfg=other,
+                 train_cfg=TINY_TRAIN.replace(epochs=1, steps_per_epoch=1), resume_from=source)
+    assert events[-1]["type"] == "done"
+    assert any(e["type"] == "warning" and "architecture" in e["message"] for e in events)
+    old, new = read_bundle_meta(source), read_bundle_meta(tmp_path / "tuned")
+    assert new["normalization"] == old["normalization"]  # not recomputed on the brighter image
+    assert new["model_config"] == old["model_config"] and new["resumed_from"] == str(source)
+
+
+def test_fine_tuning_refuses_other_classes(binary_run, volume, tmp_path):
+    image, truth = volume
+    labels = np.zeros_like(truth)
+    labels[1] = truth[1]  # two classes now
+    with pytest.raises(ValueError, match="has 1 output.*need 3"):
+        run(image, labels, tmp_path / "m", resume_from=binary_run[0])
+
+
+def test_bad_inputs_are_explained(binary_run, volume, tmp_path):
+    image, truth = volume
+    labels = binary_labels(truth)
+    with pytest.raises(ValueError, match="patch_size 64 is larger than the image \\(48 x 48 pixels\\).*at most 48"):
+        run(image, labels, tmp_path / "m", train_cfg=TINY_TRAIN.replace(patch_size=64))
+    with pytest.raises(ValueError, match="patch_size 30 must be a multiple of 4.*use 28"):
+        run(image, labels, tmp_path / "m", train_cfg=TINY_TRAIN.replace(patch_size=30))
+    with pytest.raises(ValueError, match="n_classes is 2 but the labels need 1.*n_classes=1"):
+        run(image, labels, tmp_path / "m", model_cfg=TINY_MODEL.replace(n_classes=2))
+    with pytest.raises(ValueError, match="in_channels is 3 but the image has 1"):
+        run(image, labels, tmp_path / "m", model_cfg=TINY_MODEL.replace(in_channels=3))
+    with pytest.raises(ValueError, match="No annotated slice"):
+        run(image, np.zeros_like(labels), tmp_path / "m")
+    with pytest.raises(ValueError, match="differ"):
+        run(image[:, :40], labels, tmp_path / "m")
+    with pytest.raises(FileExistsError, match="already exists"):
+        run(image, labels, binary_run[0])
+    assert not (tmp_path / "m").exists()
+
+
+def test_configure_device_describes_the_device():
+    text = configure_device(TrainConfig(threads=1))
+    assert text.startswith(("CPU (", "GPU: "))
