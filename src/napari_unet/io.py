@@ -400,11 +400,20 @@ def write_labels_tiff(path, data, scale=None, axes=None, units=None) -> str:
     and scale. Boolean masks are written as uint8. A path without a suffix
     gets ``.tif``.
     """
+    return _write_tiff(path, data, scale, axes, units, "labels")
+
+
+def write_image_tiff(path, data, scale=None, axes=None, units=None) -> str:
+    """Write an image (e.g. float32 probabilities) like :func:`write_labels_tiff`, as an Image."""
+    return _write_tiff(path, data, scale, axes, units, "image")
+
+
+def _write_tiff(path, data, scale, axes, units, layer_type) -> str:
     path = Path(path)
     if not path.suffix:
         path = path.with_suffix(".tif")
     if path.suffix.lower() not in TIFF_SUFFIXES:
-        raise ValueError(f"Cannot save labels to {path.name}: use a .tif or .tiff file name.")
+        raise ValueError(f"Cannot save {layer_type} to {path.name}: use a .tif or .tiff file name.")
     folder = path.parent.resolve()
     if not folder.is_dir():
         raise ValueError(
@@ -415,11 +424,11 @@ def write_labels_tiff(path, data, scale=None, axes=None, units=None) -> str:
     dtype = np.dtype(data.dtype)
     if dtype == bool:
         dtype = np.dtype(np.uint8)
-    elif not np.issubdtype(dtype, np.integer):
+    elif layer_type == "labels" and not np.issubdtype(dtype, np.integer):
         raise ValueError(f"Labels must have an integer dtype, got {dtype}. Round and cast them, e.g. data.astype('uint16').")
     ndim = len(data.shape)
     if ndim < 2:
-        raise ValueError(f"Labels must have at least 2 dimensions (Y, X), got shape {tuple(data.shape)}.")
+        raise ValueError(f"{layer_type.capitalize()} must have at least 2 dimensions (Y, X), got shape {tuple(data.shape)}.")
     axes = _writer_axes(axes, ndim)
     scale = _writer_scale(scale, ndim)
     units = _writer_units(units, ndim)
@@ -427,7 +436,7 @@ def write_labels_tiff(path, data, scale=None, axes=None, units=None) -> str:
     options = {"compression": "zlib", "photometric": "minisblack"}
     spatial_units = {u for a, u in zip(axes, units) if a in "ZYX" and u}
     imagej = (
-        dtype in (np.uint8, np.uint16)
+        dtype in (np.uint8, np.uint16, np.float32)
         and _is_imagej_order(axes)
         and min(data.shape) > 1  # ImageJ files read back without singleton axes
         and all(s == 1.0 for a, s in zip(axes, scale) if a not in "ZYX")
@@ -437,7 +446,7 @@ def write_labels_tiff(path, data, scale=None, axes=None, units=None) -> str:
     )
     if imagej:
         axis_scale = dict(zip(axes, scale))
-        ij_meta = {"axes": axes, "Properties": {LAYER_TYPE_KEY: "labels"}}
+        ij_meta = {"axes": axes, "Properties": {LAYER_TYPE_KEY: layer_type}}
         if "Z" in axis_scale:
             ij_meta["spacing"] = axis_scale["Z"]
         if spatial_units:
@@ -447,7 +456,7 @@ def write_labels_tiff(path, data, scale=None, axes=None, units=None) -> str:
     else:
         options["metadata"] = {
             "axes": axes, "scale": list(scale), "units": [u or "pixel" for u in units],
-            LAYER_TYPE_KEY: "labels",
+            LAYER_TYPE_KEY: layer_type,
         }
         options["bigtiff"] = math.prod(data.shape) * dtype.itemsize > 2**32 - 2**25
 

@@ -73,7 +73,7 @@ def test_saved_bundle_describes_the_training_and_predicts(binary_run, volume):
     assert TrainConfig.from_dict(meta["train_config"]) == TINY_TRAIN
     assert meta["normalization"]["low"][0] < meta["normalization"]["high"][0] <= 255
     assert meta["validation"]["best_epoch"] == events[-1]["best_epoch"]
-    assert meta["validation"]["monitor"] == "val_dice"
+    assert meta["validation"]["monitor"] == "val_loss"
     assert meta["history"]["val_dice"] == events[-1]["history"]["val_dice"]
     assert meta["training_data"]["annotated_slices"] == [1, 4]
     prob = model.predict_on_batch(np.zeros((1, 48, 48, 1), np.float32))

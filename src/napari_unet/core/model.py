@@ -27,7 +27,7 @@ def _conv_block(x, filters, cfg: ModelConfig, name: str):
             name=f"{name}_conv{i}",
         )(x)
         if cfg.batch_norm:
-            x = keras.layers.BatchNormalization(name=f"{name}_bn{i}")(x)
+            x = keras.layers.BatchNormalization(momentum=0.9, name=f"{name}_bn{i}")(x)
         x = keras.layers.Activation(cfg.activation, name=f"{name}_act{i}")(x)
     return x
 

@@ -318,7 +318,7 @@ def train(
         meta["validation"] = {
             "best_epoch": best["epoch"], "best_val_dice": best["val_dice"],
             "best_val_iou": best["val_iou"], "best_val_loss": best["val_loss"],
-            "monitor": "val_dice" if has_val else "loss",
+            "monitor": "val_loss" if has_val else "loss",
         }
         save_bundle(out_dir, model, meta, overwrite=saved["overwrite"])
         saved.update(overwrite=True, at=time.monotonic())  # from now on the folder is ours
@@ -366,7 +366,8 @@ def train(
         seconds = time.monotonic() - epoch_start
         for key, value in zip(history, (epoch, epoch_loss, val_loss, val_dice, val_iou, seconds)):
             history[key].append(value)
-        score = (val_dice, -val_loss) if has_val else (-epoch_loss,)
+        # Validation loss covers every class; a one-class Dice can reward "all foreground".
+        score = (-val_loss,) if has_val else (-epoch_loss,)
         if best["score"] is None or score > best["score"]:
             best.update(score=score, epoch=epoch, weights=model.get_weights(),
                         val_loss=val_loss, val_dice=val_dice, val_iou=val_iou)

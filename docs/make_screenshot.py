@@ -1,0 +1,58 @@
+"""Regenerate docs/screenshot.png: napari with the sample, trained and segmented through the docks.
+
+Run under a display or Xvfb:  xvfb-run -a .venv/bin/python docs/make_screenshot.py [out.png]
+It drives the widgets as a person would (press Train, wait, press Run, wait).
+"""
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import napari
+from qtpy.QtWidgets import QApplication
+
+from napari_unet._sample_data import make_sample_data
+from napari_unet.widgets.segment_widget import SegmentWidget
+from napari_unet.widgets.train_widget import TrainWidget
+
+
+def wait_for(widget, app, timeout=900):
+    start = time.perf_counter()
+    while widget.poller is not None and widget.poller.active:
+        app.processEvents()
+        time.sleep(0.02)
+        if time.perf_counter() - start > timeout:
+            raise TimeoutError("the job did not finish in time")
+
+
+def main(out: Path):
+    viewer = napari.Viewer(title="napari-unet")
+    viewer.window._qt_window.resize(1500, 950)
+    for data, kwargs, kind in make_sample_data():
+        getattr(viewer, f"add_{kind}")(data, **kwargs)
+    app = QApplication.instance()
+    train = TrainWidget(viewer)
+    segment = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(train, name="Train U-Net", area="right")
+    viewer.window.add_dock_widget(segment, name="Segment with U-Net", area="right")
+    train.model_dir.value = Path(tempfile.mkdtemp()) / "sample-unet"
+    train.train_button.clicked.emit()
+    wait_for(train, app)
+    print("train:", train.status.value, train.score.value, flush=True)
+    segment.image.value = viewer.layers["synthetic cells"]
+    segment.run_button.clicked.emit()
+    wait_for(segment, app)
+    print("segment:", segment.status.value, flush=True)
+    viewer.layers["synthetic cells annotations"].visible = False
+    viewer.dims.set_point(0, 12)
+    for _ in range(50):
+        app.processEvents()
+        time.sleep(0.02)
+    viewer.window._qt_window.grab().save(str(out))
+    print("saved", out)
+    viewer.close()
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).with_name("screenshot.png"))

@@ -1,0 +1,132 @@
+"""The ``napari-unet`` command line: train, predict, evaluate and demo, on the same engine as the GUI.
+
+Training and prediction run in the worker process (as in napari), so this process never loads
+TensorFlow and ``demo --view`` can open napari afterwards. Ctrl-C stops gracefully.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .core.config import ConfigError, ModelConfig, PredictConfig, TrainConfig
+
+
+def _parse_slices(text: str | None) -> slice | None:
+    if not text:
+        return None
+    try:
+        start, _, stop = text.partition(":")
+        return slice(int(start) if start else None, int(stop) if stop else None)
+    except ValueError:
+        raise SystemExit(f"--slices must look like 20:30, got {text!r}") from None
+
+
+def _add_train_options(p: argparse.ArgumentParser):
+    d, m = TrainConfig(), ModelConfig()
+    p.add_argument("--mode", dest="annotation_mode", default=d.annotation_mode,
+                   choices=["full_slices", "scribbles"], help="annotation mode (see README)")
+    p.add_argument("--instances", action="store_true", help="labels are object ids: learn boundaries")
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--steps-per-epoch", type=int, default=d.steps_per_epoch)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--patch-size", type=int, default=d.patch_size)
+    p.add_argument("--learning-rate", type=float, default=d.learning_rate)
+    p.add_argument("--val-fraction", type=float, default=d.val_fraction)
+    p.add_argument("--loss", default=d.loss, choices=["bce", "dice", "bce_dice", "weighted_ce"])
+    p.add_argument("--max-seconds", type=float, default=d.max_seconds,
+                   help="stop training after this many seconds (0 = no limit)")
+    p.add_argument("--early-stopping", type=int, default=d.early_stopping_patience,
+                   dest="early_stopping_patience", help="patience in epochs (0 = off)")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--threads", type=int, default=d.threads, help="CPU threads (0 = all)")
+    p.add_argument("--mixed-precision", action="store_true")
+    p.add_argument("--n-filters", type=int, default=m.n_filters)
+    p.add_argument("--depth", type=int, default=m.depth)
+    p.add_argument("--resume", default=None, help="model folder to fine-tune from")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing model folder")
+
+
+def _add_predict_options(p: argparse.ArgumentParser):
+    d = PredictConfig()
+    p.add_argument("--axis", type=int, default=d.axis, help="slice axis of a 3-D volume")
+    p.add_argument("--threshold", type=float, default=d.threshold)
+    p.add_argument("--output", default=d.output, choices=["labels", "instances"])
+    p.add_argument("--tile-size", type=int, default=d.tile_size)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--tta", action="store_true", help="average the 8 flips/rotations")
+    p.add_argument("--three-axis", action="store_true", help="average XY, XZ and YZ passes")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="napari-unet", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a U-Net on an image and partial labels")
+    p.add_argument("--image", required=True)
+    p.add_argument("--labels", required=True)
+    p.add_argument("--out", required=True, help="model folder to write")
+    _add_train_options(p)
+
+    p = sub.add_parser("predict", help="segment a volume with a trained model")
+    p.add_argument("--model", required=True)
+    p.add_argument("--image", required=True)
+    p.add_argument("--out", required=True, help="labels .tif, or .zarr for very large outputs")
+    p.add_argument("--prob", default=None, help="also write probabilities (.tif or .zarr)")
+    _add_predict_options(p)
+
+    p = sub.add_parser("evaluate", help="score a model against ground truth")
+    p.add_argument("--model", required=True)
+    p.add_argument("--image", required=True)
+    p.add_argument("--labels", required=True, help="ground truth (0 = background)")
+    p.add_argument("--slices", default=None, help="slice range along the axis, e.g. 20:30")
+    p.add_argument("--json", default=None, help="also write the scores to this file")
+    _add_predict_options(p)
+
+    p = sub.add_parser("demo", help="train on the built-in sample (or your files) and segment it")
+    p.add_argument("--image", default=None)
+    p.add_argument("--labels", default=None)
+    p.add_argument("--out", default="demo_output", help="output folder")
+    p.add_argument("--view", action="store_true", help="open the result in napari")
+    _add_train_options(p)
+    return parser
+
+
+def train_configs(args) -> tuple[ModelConfig, TrainConfig]:
+    fields = TrainConfig.__dataclass_fields__
+    train_cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
+    return ModelConfig(n_filters=args.n_filters, depth=args.depth), train_cfg
+
+
+def predict_config(args, **overrides) -> PredictConfig:
+    fields = PredictConfig.__dataclass_fields__
+    values = {k: v for k, v in vars(args).items() if k in fields}
+    values.update(overrides)
+    return PredictConfig(**values)
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    from . import cli_commands  # heavier imports only once arguments parse
+
+    try:
+        return getattr(cli_commands, f"run_{args.command}")(args)
+    except (ConfigError, ValueError, FileExistsError, FileNotFoundError) as exc:
+        print(f"napari-unet {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except RuntimeError as exc:  # a job that failed in the worker
+        print(f"napari-unet {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("Interrupted.", file=sys.stderr)
+        return 130
+
+
+def write_json(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, indent=2, default=float))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,212 @@
+"""What each ``napari-unet`` sub-command does. Jobs run in the worker process via the engine."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from . import engine, io
+from .cli import predict_config, train_configs, write_json, _parse_slices
+from .core.bundle import check_target
+from .core.data import class_count
+
+
+def _channels_last(array, meta: dict):
+    """Move a channel ('C') or RGB sample ('S') axis last; returns (array, has_channels)."""
+    axes = meta.get("axes", "")
+    for name in ("S", "C"):
+        if name in axes and array.ndim == len(axes):
+            return np.moveaxis(array, axes.index(name), -1), True
+    return array, False
+
+
+def load_image(path) -> tuple[np.ndarray, dict, bool]:
+    array, meta = io.read_array(path)
+    array, has_channels = _channels_last(array, meta)
+    return np.asarray(array), meta, has_channels
+
+
+def follow(job, on_event=None, desc="Working", unit="step") -> dict:
+    """Run a job to its end with a terminal progress bar; Ctrl-C asks it to stop gracefully."""
+    bar = tqdm(total=1, desc=desc, unit=unit, dynamic_ncols=True)
+    final, stopping = None, False
+    job.start()
+    try:
+        while final is None:
+            try:
+                events = job.poll()
+                for event in events:
+                    kind = event.get("type")
+                    if on_event is not None:
+                        on_event(event, bar)
+                    if kind in ("done", "stopped", "error"):
+                        final = event
+                if not events:
+                    time.sleep(0.05)
+            except KeyboardInterrupt:
+                if stopping:
+                    job.kill()
+                    raise
+                stopping = True
+                bar.write("Stopping after the current batch (Ctrl-C again to kill)...")
+                job.stop()
+    finally:
+        bar.close()
+    return final
+
+
+def _raise_on_error(final: dict, what: str):
+    if final.get("type") == "error":
+        hint = final.get("hint") or ""
+        message = final.get("message", f"{what} failed")
+        raise RuntimeError(f"{what} failed: {message}" + (f"\n{hint}" if hint and hint not in message else ""))
+
+
+def train_with_progress(image, labels, model_cfg, train_cfg, out_dir, resume=None,
+                        overwrite=False) -> dict:
+    model_cfg = model_cfg.replace(
+        in_channels=image.shape[-1] if image.ndim == 4 else 1,
+        n_classes=class_count(labels, train_cfg.annotation_mode, train_cfg.instances),
+    )
+    job = engine.start_training(image, labels, model_cfg, train_cfg, str(out_dir),
+                                resume_from=resume, overwrite=overwrite)
+
+    def show(event, bar):
+        kind = event.get("type")
+        if kind == "start":
+            bar.total = event["epochs"] * event["steps_per_epoch"]
+            bar.write(f"Device: {event.get('device')}; {event.get('n_train_slices')} training and "
+                      f"{event.get('n_val_slices')} validation slice(s); {event.get('params'):,} weights")
+        elif kind == "batch":
+            bar.update(1)
+            bar.set_postfix(epoch=event["epoch"], loss=f"{event['loss']:.3f}")
+        elif kind == "epoch":
+            dice = event.get("val_dice")
+            bar.write(f"epoch {event['epoch']:3d}/{event['epochs']}  loss {event['loss']:.4f}"
+                      + (f"  val_loss {event['val_loss']:.4f}  val_dice {dice:.4f}" if dice is not None else "")
+                      + f"  ({event.get('seconds', 0):.1f} s)")
+        elif kind == "warning":
+            bar.write("warning: " + event.get("message", ""))
+
+    with job:
+        final = follow(job, show, desc="Training", unit="batch")
+    _raise_on_error(final, "Training")
+    return final
+
+
+def predict_with_progress(volume, model_dir, cfg, channel_axis=None, **outputs):
+    """Predict; returns (final_event, labels, probs) — arrays are copies unless written to disk."""
+    job = engine.start_prediction(volume, str(model_dir), cfg, channel_axis=channel_axis, **outputs)
+
+    def show(event, bar):
+        if event.get("type") == "slice":
+            bar.total = event["n_slices"]
+            bar.update(1)
+
+    with job:
+        final = follow(job, show, desc="Segmenting", unit="slice")
+        _raise_on_error(final, "Segmentation")
+        labels = None if outputs.get("out_path") else np.array(job.output("labels"))
+        probs = None
+        if cfg.return_probabilities and not outputs.get("prob_path"):
+            probs = np.array(job.output("probs"))
+    return final, labels, probs
+
+
+# -- sub-commands ---------------------------------------------------------------------------
+def run_train(args) -> int:
+    check_target(args.out, overwrite=args.overwrite)  # fail before loading anything
+    image, meta, _ = load_image(args.image)
+    labels, _ = io.read_array(args.labels)
+    model_cfg, train_cfg = train_configs(args)
+    final = train_with_progress(image, np.asarray(labels), model_cfg, train_cfg, args.out,
+                                resume=args.resume, overwrite=args.overwrite)
+    dice = final.get("best_val_dice")
+    print(f"Model saved to {final['model_dir']}")
+    print("Validation Dice: " + ("n/a (no validation data)" if dice is None else f"{dice:.4f}")
+          + f" (best epoch {final.get('best_epoch')})")
+    return 0
+
+
+def run_predict(args) -> int:
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        raise FileNotFoundError(f"Output folder {out.parent} does not exist; create it first.")
+    if out.exists():
+        raise FileExistsError(f"{out} exists; pick another name or delete it first.")
+    cfg = predict_config(args, return_probabilities=bool(args.prob))
+    array, meta = io.open_lazy(args.image)
+    _, has_channels = _channels_last(array, meta)
+    channel_axis = _channel_axis(meta) if has_channels else None
+    scale = meta.get("scale")
+    tmp = out.with_name(out.name + ".partial.zarr")
+    prob_tmp = Path(args.prob).with_name(Path(args.prob).name + ".partial.zarr") if args.prob else None
+    outputs = {"out_path": str(tmp)}
+    if prob_tmp:
+        outputs["prob_path"] = str(prob_tmp)
+    try:
+        final, _, _ = predict_with_progress(engine.LazyFile(str(args.image)), args.model, cfg,
+                                            channel_axis=channel_axis, **outputs)
+        _finish_output(tmp, out, scale, labels=True)
+        if prob_tmp:
+            _finish_output(prob_tmp, Path(args.prob), scale, labels=False)
+    finally:
+        for path in (tmp, prob_tmp):
+            if path is not None and path.exists():
+                shutil.rmtree(path, ignore_errors=True)
+    print(f"Labels written to {out}" + (f", probabilities to {args.prob}" if args.prob else ""))
+    return 0
+
+
+def _channel_axis(meta: dict):
+    axes = meta.get("axes", "")
+    for name in ("S", "C"):
+        if name in axes:
+            return axes.index(name)
+    return None
+
+
+def _finish_output(tmp: Path, out: Path, scale, labels: bool):
+    """Move a finished zarr into place, or stream it into a TIFF one slice at a time."""
+    if out.suffix == ".zarr":
+        tmp.rename(out)
+        return
+    import zarr
+
+    array = zarr.open_array(str(tmp), mode="r")
+    io.write_labels_tiff(out, array, scale=scale) if labels else io.write_image_tiff(out, array, scale=scale)
+
+
+def run_evaluate(args) -> int:
+    from .core.metrics import segmentation_report
+
+    image, meta, has_channels = load_image(args.image)
+    gt, _ = io.read_array(args.labels)
+    gt = np.asarray(gt)
+    spatial = image.shape[:-1] if has_channels else image.shape
+    if tuple(gt.shape) != tuple(spatial):
+        raise ValueError(f"--labels shape {gt.shape} differs from --image shape {spatial}.")
+    chosen = _parse_slices(args.slices)
+    if chosen is not None:
+        index = (slice(None),) * args.axis + (chosen,)
+        image, gt = image[index], gt[index]
+    cfg = predict_config(args)
+    _, pred, _ = predict_with_progress(image, args.model, cfg,
+                                       channel_axis=image.ndim - 1 if has_channels else None)
+    report = segmentation_report(pred, gt)
+    report["slices"] = args.slices or "all"
+    for key, value in report.items():
+        print(f"{key:>28}: {value:.4f}" if isinstance(value, float) else f"{key:>28}: {value}")
+    if args.json:
+        write_json(Path(args.json), report)
+    return 0
+
+
+def run_demo(args) -> int:
+    from .demo import run_demo as demo
+
+    return demo(args)

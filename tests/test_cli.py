@@ -1,0 +1,90 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_unet import io
+from napari_unet.cli import main
+
+
+def _volume(tmp_path):
+    rng = np.random.default_rng(0)
+    z, y, x = np.mgrid[0:4, 0:48, 0:48]
+    truth = (((y - 20) ** 2 + (x - 24) ** 2) < 120).astype(np.uint8)
+    image = (truth * 120 + 40 + rng.normal(0, 10, truth.shape)).clip(0, 255).astype(np.uint8)
+    labels = np.zeros_like(truth)
+    labels[[0, 3]] = truth[[0, 3]]
+    tifffile.imwrite(tmp_path / "vol.tif", image, imagej=True, resolution=(2.0, 2.0),
+                     metadata={"spacing": 3.0, "unit": "um", "axes": "ZYX"})
+    tifffile.imwrite(tmp_path / "vol_labels.tif", labels, photometric="minisblack")
+    tifffile.imwrite(tmp_path / "truth_labels.tif", truth, photometric="minisblack")
+    return image, truth
+
+
+TINY = ["--n-filters", "4", "--depth", "2", "--epochs", "2", "--steps-per-epoch", "3",
+        "--batch-size", "2", "--patch-size", "32"]
+
+
+@pytest.mark.slow
+def test_train_predict_evaluate_round_trip(tmp_path, capsys):
+    image, truth = _volume(tmp_path)
+    model = tmp_path / "model"
+    assert main(["train", "--image", str(tmp_path / "vol.tif"), "--labels",
+                 str(tmp_path / "vol_labels.tif"), "--out", str(model), *TINY]) == 0
+    out = capsys.readouterr().out
+    assert "Validation Dice" in out and (model / "bundle.json").is_file()
+
+    # An existing model folder is not replaced unasked.
+    assert main(["train", "--image", str(tmp_path / "vol.tif"), "--labels",
+                 str(tmp_path / "vol_labels.tif"), "--out", str(model), *TINY]) == 2
+    assert "exists" in capsys.readouterr().err
+
+    mask = tmp_path / "mask.tif"
+    assert main(["predict", "--model", str(model), "--image", str(tmp_path / "vol.tif"),
+                 "--out", str(mask), "--prob", str(tmp_path / "prob.tif")]) == 0
+    pred, meta = io.read_array(mask)
+    assert pred.shape == image.shape and pred.dtype == np.uint8
+    np.testing.assert_allclose(meta["scale"], (3.0, 0.5, 0.5))
+    prob, _ = io.read_array(tmp_path / "prob.tif")
+    assert prob.dtype == np.float32 and 0 <= prob.min() and prob.max() <= 1
+    np.testing.assert_array_equal(pred, (prob > 0.5).astype(np.uint8))
+    assert not list(tmp_path.glob("*.partial.zarr")), "temporary outputs left behind"
+
+    # The output is never overwritten.
+    assert main(["predict", "--model", str(model), "--image", str(tmp_path / "vol.tif"),
+                 "--out", str(mask)]) == 2
+
+    zarr_out = tmp_path / "mask.zarr"
+    assert main(["predict", "--model", str(model), "--image", str(tmp_path / "vol.tif"),
+                 "--out", str(zarr_out)]) == 0
+    import zarr
+
+    np.testing.assert_array_equal(zarr.open_array(str(zarr_out), mode="r")[:], pred)
+
+    report = tmp_path / "scores.json"
+    assert main(["evaluate", "--model", str(model), "--image", str(tmp_path / "vol.tif"),
+                 "--labels", str(tmp_path / "truth_labels.tif"), "--slices", "1:3",
+                 "--json", str(report)]) == 0
+    scores = json.loads(report.read_text())
+    expected = 2 * np.sum(pred[1:3] & truth[1:3]) / (pred[1:3].sum() + truth[1:3].sum())
+    assert scores["dice"] == pytest.approx(expected, abs=1e-6)
+    assert scores["slices"] == "1:3"
+
+
+def test_bad_inputs_give_clear_messages(tmp_path, capsys):
+    _volume(tmp_path)
+    assert main(["predict", "--model", str(tmp_path / "missing"), "--image",
+                 str(tmp_path / "vol.tif"), "--out", str(tmp_path / "nodir" / "m.tif")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "--image", "x.tif"])  # --labels and --out missing
+
+
+def test_help_lists_the_commands():
+    out = subprocess.run([sys.executable, "-m", "napari_unet.cli", "--help"],
+                         capture_output=True, text=True, check=True).stdout
+    for command in ("train", "predict", "evaluate", "demo"):
+        assert command in out
