@@ -46,6 +46,7 @@ def main(out: Path):
     print("segment:", segment.status.value, flush=True)
     viewer.layers["synthetic cells annotations"].visible = False
     viewer.dims.set_point(0, 12)
+    viewer.reset_view()
     for _ in range(50):
         app.processEvents()
         time.sleep(0.02)
