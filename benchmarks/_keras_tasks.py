@@ -1,0 +1,121 @@
+"""Keras work that runs in the benchmarks' spawned helper process (see ``_common.keras_helper``).
+
+Each function imports Keras in its body, so importing this module stays light.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+
+
+def _keras():
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+
+    return keras
+
+
+def conv_flops(model_cfg: dict, height: int, width: int) -> dict:
+    """Forward convolution FLOPs of one ``height x width`` input, and the parameter count."""
+    _keras()
+    from napari_unet.core.config import ModelConfig
+    from napari_unet.core.model import build_unet, count_conv_flops
+
+    model = build_unet(ModelConfig.from_dict(model_cfg))
+    return {"forward_flops": count_conv_flops(model, height, width), "params": int(model.count_params())}
+
+
+def raw_predict_speed(model_dir: str, volume, batch_size: int, repeats: int = 2) -> dict:
+    """Slices/s of the bare ``model.predict_on_batch`` on the normalised ``volume`` (Z, Y, X).
+
+    The first pass makes the same calls as the engine's steady state, from the same state:
+    a freshly loaded model runs the first batch (which builds the TensorFlow graph, timed
+    apart), then the remaining batches are timed. Further passes show the warmed-up rate
+    (TensorFlow's CPU kernels keep speeding up over the first few calls).
+    """
+    keras = _keras()
+    from napari_unet.core.bundle import load_bundle
+    from napari_unet.core.data import normalize
+
+    start = time.perf_counter()
+    model, meta = load_bundle(model_dir)
+    load_s = time.perf_counter() - start
+    x = normalize(np.asarray(volume)[..., np.newaxis], meta["normalization"])
+    batches = [x[i : i + batch_size] for i in range(0, len(x), batch_size)]
+    run = lambda b: keras.ops.convert_to_numpy(model.predict_on_batch(b))  # noqa: E731
+
+    start = time.perf_counter()
+    run(batches[0])
+    first_batch_s = time.perf_counter() - start
+    rest = batches[1:] or batches
+    n_rest = sum(len(b) for b in rest)
+    passes = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for b in rest:
+            run(b)
+        passes.append(time.perf_counter() - start)
+    return {
+        "load_s": load_s,
+        "first_batch_s": first_batch_s,
+        "slices_per_s": n_rest / passes[0],  # matches the engine's steady state
+        "warm_slices_per_s": n_rest / min(passes),
+        "n_slices_timed": n_rest,
+        "batch_size": batch_size,
+    }
+
+
+def score_bundle(model_dir: str, volume, truth_cells, predict_cfg: dict) -> dict:
+    """Membrane scores of ``model_dir`` on ``volume`` (Z, Y, X), whose cell probabilities
+    are resized to the shape of ``truth_cells`` before thresholding."""
+    keras = _keras()
+    from napari_unet.core.bundle import load_bundle, model_config_of
+    from napari_unet.core.config import PredictConfig
+    from napari_unet.core.metrics import evaluate_membrane
+    from napari_unet.core.predict import predict_volume
+
+    from _common import cell_mask
+
+    model, meta = load_bundle(model_dir)
+    cfg = PredictConfig.from_dict(predict_cfg).replace(return_probabilities=True)
+    probs = np.zeros(np.shape(volume), np.float32)
+    start = time.perf_counter()
+    for _ in predict_volume(
+        volume,
+        lambda b: keras.ops.convert_to_numpy(model.predict_on_batch(b)),
+        cfg,
+        n_classes=model_config_of(meta).n_classes,
+        size_multiple=model_config_of(meta).size_multiple,
+        normalization=meta["normalization"],
+        out_probs=probs,
+    ):
+        pass
+    seconds = time.perf_counter() - start
+    truth_cells = np.asarray(truth_cells)
+    scores = evaluate_membrane(cell_mask(probs, truth_cells.shape[1:], cfg.threshold), truth_cells)
+    return dict(scores, predict_s=seconds)
+
+
+def make_tiny_bundle(out_dir: str, seed: int = 0) -> str:
+    """A real but tiny model bundle (4 base filters, depth 2, no batch norm), trained for a
+    few steps: cheap per pixel, so that reading and writing the volume dominate."""
+    _keras()
+    from napari_unet.core.config import ModelConfig, TrainConfig
+    from napari_unet.core.train import train
+
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 255, (2, 64, 64), dtype=np.uint8)
+    labels = (image > 127).astype(np.uint8)
+    model_cfg = ModelConfig(n_filters=4, depth=2, batch_norm=False)
+    train_cfg = TrainConfig(epochs=1, steps_per_epoch=3, batch_size=2, patch_size=32,
+                            val_fraction=0.0, augment=False, seed=seed)
+    final = None
+    for event in train(image, labels, model_cfg, train_cfg, out_dir, overwrite=True):
+        final = event
+    if final is None or final["type"] != "done":
+        raise RuntimeError(f"Training the tiny model did not finish: {final}")
+    return final["model_dir"]
