@@ -1,8 +1,31 @@
 #!/usr/bin/env bash
 # Sets up everything (Debian packages, .venv) and runs the test suite under Xvfb.
-# Extra arguments go to pytest, e.g. scripts/test.sh -m "not slow".
-set -euo pipefail
+# Keras/TensorFlow tests (tests/core) and napari/Qt tests run in two separate pytest
+# processes: loading TensorFlow next to napari's OpenGL crashes (see README, Architecture),
+# and the GUI tests check that their process never loads it.
+# Extra arguments replace the default selection, e.g. scripts/test.sh tests/test_io.py -x
+set -uo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh testing
+scripts/setup.sh testing || exit 1
 export KERAS_BACKEND="${KERAS_BACKEND:-tensorflow}" TF_CPP_MIN_LOG_LEVEL=2
-exec xvfb-run -a -s "-screen 0 1400x1000x24" .venv/bin/python -m pytest "$@"
+run() { xvfb-run -a -s "-screen 0 1400x1000x24" .venv/bin/python -m pytest "$@"; }
+if [ $# -gt 0 ]; then
+  run "$@"
+  exit $?
+fi
+reports=$(mktemp -d)
+run tests/core --junitxml="$reports/core.xml"; core=$?
+run tests --ignore=tests/core --junitxml="$reports/gui.xml"; gui=$?
+.venv/bin/python - "$reports"/*.xml <<'PY'
+import sys, xml.etree.ElementTree as ET
+totals = dict(tests=0, failures=0, errors=0, skipped=0)
+for path in sys.argv[1:]:
+    for suite in ET.parse(path).getroot().iter("testsuite"):
+        for key in totals:
+            totals[key] += int(suite.get(key, 0))
+failed = totals["failures"] + totals["errors"]
+passed = totals["tests"] - failed - totals["skipped"]
+print(f"\ntests: {passed} passed, {failed} failed, {totals['skipped']} skipped")
+PY
+rm -rf "$reports"
+[ $core -eq 0 ] && [ $gui -eq 0 ]
