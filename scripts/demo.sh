@@ -4,6 +4,6 @@
 # Extra arguments go to `napari-unet demo`, e.g. scripts/demo.sh --image vol.tif --labels lab.tif
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh "all,testing"
+scripts/setup.sh all
 export TF_CPP_MIN_LOG_LEVEL=2
 exec .venv/bin/napari-unet demo "$@"
