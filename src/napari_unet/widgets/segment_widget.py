@@ -60,6 +60,7 @@ class SegmentWidget(Container):
             self.cancel_button, self.progress_bar, self.status,
         ])
         self.poller: JobPoller | None = None
+        self._showing_problem = True
         self.result_layer = None
         self.prob_layer = None
         self._napari_progress = None
@@ -92,7 +93,7 @@ class SegmentWidget(Container):
 
     def _layers_changed(self, _event=None):
         self.image.reset_choices()
-        self._check_inputs()
+        self._check_inputs(keep_status=True)
 
     def model_path(self) -> Path | None:
         if self.model.value != FROM_DISK:
@@ -104,8 +105,9 @@ class SegmentWidget(Container):
         problem = self._input_problem()
         running = self.poller is not None and self.poller.active
         self.run_button.enabled = not problem and not running
-        if not running and (problem or not keep_status):
+        if not running and (problem or not keep_status or self._showing_problem):
             self.status.value = problem or "Ready."
+            self._showing_problem = bool(problem)
         return problem
 
     def _input_problem(self) -> str:

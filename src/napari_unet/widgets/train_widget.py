@@ -77,6 +77,7 @@ class TrainWidget(Container):
         self.native.layout().addWidget(self.plot.canvas)
 
         self.poller: JobPoller | None = None
+        self._showing_problem = True
         self._napari_progress = None
         self.last_model_dir: Path | None = None
         self.train_button.changed.connect(self.start_training)
@@ -101,7 +102,7 @@ class TrainWidget(Container):
     def _layers_changed(self, _event=None):
         self.image.reset_choices()
         self.labels.reset_choices()
-        self._check_inputs()
+        self._check_inputs(keep_status=True)
 
     def _check_inputs(self, _value=None, *, keep_status: bool = False) -> str:
         """Enable Train only when the inputs make sense; show why not otherwise."""
@@ -110,8 +111,9 @@ class TrainWidget(Container):
         problem = self._input_problem()
         training = self.poller is not None and self.poller.active
         self.train_button.enabled = not problem and not training
-        if not training and (problem or not keep_status):
+        if not training and (problem or not keep_status or self._showing_problem):
             self.status.value = problem or "Ready to train."
+            self._showing_problem = bool(problem)
         return problem
 
     def _input_problem(self) -> str:
