@@ -8,7 +8,6 @@ import numpy as np
 from magicgui.widgets import (
     CheckBox,
     ComboBox,
-    Container,
     FileEdit,
     FloatSpinBox,
     Label,
@@ -23,6 +22,7 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from .. import engine
 from ..core.bundle import BundleError, read_bundle_meta
 from ..core.config import ConfigError, PredictConfig
+from ._job_dock import JobDock
 from ._job_poller import JobPoller
 from ._layers import is_lazy, layer_array, source_file, spatial_shape
 from ._session import TRAINED_MODELS
@@ -31,9 +31,9 @@ OUTPUT_MARKER = "napari_unet_output"  # metadata key of layers this widget creat
 FROM_DISK = "from disk (below)"
 
 
-class SegmentWidget(Container):
+class SegmentWidget(JobDock):
     def __init__(self, napari_viewer):
-        super().__init__(labels=True)
+        super().__init__()
         self.viewer = napari_viewer
         defaults = PredictConfig()
         self.image = ComboBox(label="Image", choices=self._image_choices)
@@ -59,11 +59,8 @@ class SegmentWidget(Container):
             self.output, self.tile_size, self.tta, self.probabilities, self.run_button,
             self.cancel_button, self.progress_bar, self.status,
         ])
-        self.poller: JobPoller | None = None
-        self._showing_problem = True
         self.result_layer = None
         self.prob_layer = None
-        self._napari_progress = None
         self._axis = 0
         self._meta: dict | None = None
         self._dirty = False
@@ -100,15 +97,6 @@ class SegmentWidget(Container):
             return Path(self.model.value)
         value = str(self.model_file.value)
         return Path(value) if value not in ("", ".") else None
-
-    def _check_inputs(self, _value=None, *, keep_status: bool = False) -> str:
-        problem = self._input_problem()
-        running = self.poller is not None and self.poller.active
-        self.run_button.enabled = not problem and not running
-        if not running and (problem or not keep_status or self._showing_problem):
-            self.status.value = problem or "Ready."
-            self._showing_problem = bool(problem)
-        return problem
 
     def _input_problem(self) -> str:
         self._meta = None
@@ -237,9 +225,7 @@ class SegmentWidget(Container):
 
     def _on_finished(self, final: dict):
         self._refresh_layers()
-        if self._napari_progress is not None:
-            self._napari_progress.close()
-            self._napari_progress = None
+        self._close_progress()
         self.cancel_button.enabled = False
         kind = final.get("type")
         if kind == "done":
@@ -249,11 +235,7 @@ class SegmentWidget(Container):
             self.status.value = f"Cancelled: {done} slice(s) were segmented and kept."
             show_info(self.status.value)
         else:
-            message = final.get("message", "Segmentation failed.")
-            hint = final.get("hint")
-            text = message if not hint or hint in message else f"{message}\n{hint}"
-            self.status.value = "Failed: " + text.splitlines()[0][:200]
-            show_error(f"Segmentation failed: {text}")
+            self._report_failure(final, "Segmentation")
         self._check_inputs(keep_status=True)
 
 

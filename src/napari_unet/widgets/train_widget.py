@@ -8,7 +8,6 @@ import numpy as np
 from magicgui.widgets import (
     CheckBox,
     ComboBox,
-    Container,
     FileEdit,
     FloatSpinBox,
     Label,
@@ -23,6 +22,7 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from .. import engine
 from ..core.config import ConfigError, ModelConfig, TrainConfig
 from ..core.data import class_count, validate_training_pair
+from ._job_dock import JobDock
 from ._job_poller import JobPoller
 from ._layers import layer_array, spatial_shape, unique_path
 from ._loss_plot import LossPlot
@@ -31,9 +31,11 @@ from ._session import TRAINED_MODELS
 DEFAULT_MODELS_DIR = Path.home() / "napari-unet-models"
 
 
-class TrainWidget(Container):
+class TrainWidget(JobDock):
+    ready_text = "Ready to train."
+
     def __init__(self, napari_viewer):
-        super().__init__(labels=True)
+        super().__init__()
         self.viewer = napari_viewer
         defaults = TrainConfig()
         model_defaults = ModelConfig()
@@ -63,6 +65,7 @@ class TrainWidget(Container):
         self.replace = CheckBox(label="Replace an existing model there", value=False)
         self.train_button = PushButton(text="Train")
         self.stop_button = PushButton(text="Stop", enabled=False)
+        self.run_button = self.train_button  # the name JobDock enables and disables
         self.progress_bar = ProgressBar(label="Progress", value=0, min=0, max=1)
         self.status = Label(label="Status", value="")
         self.device = Label(label="Device", value="-")
@@ -76,9 +79,6 @@ class TrainWidget(Container):
         self.plot = LossPlot()
         self.native.layout().addWidget(self.plot.canvas)
 
-        self.poller: JobPoller | None = None
-        self._showing_problem = True
-        self._napari_progress = None
         self.last_model_dir: Path | None = None
         self.train_button.changed.connect(self.start_training)
         self.stop_button.changed.connect(self.stop_training)
@@ -105,16 +105,9 @@ class TrainWidget(Container):
         self._check_inputs(keep_status=True)
 
     def _check_inputs(self, _value=None, *, keep_status: bool = False) -> str:
-        """Enable Train only when the inputs make sense; show why not otherwise."""
         if self.image.value is not None:
-            self.labels.reset_choices()
-        problem = self._input_problem()
-        training = self.poller is not None and self.poller.active
-        self.train_button.enabled = not problem and not training
-        if not training and (problem or not keep_status or self._showing_problem):
-            self.status.value = problem or "Ready to train."
-            self._showing_problem = bool(problem)
-        return problem
+            self.labels.reset_choices()  # only labels matching the picked image
+        return super()._check_inputs(keep_status=keep_status)
 
     def _input_problem(self) -> str:
         image, labels = self.image.value, self.labels.value
@@ -225,9 +218,7 @@ class TrainWidget(Container):
             show_warning(event.get("message", ""))
 
     def _on_finished(self, final: dict):
-        if self._napari_progress is not None:
-            self._napari_progress.close()
-            self._napari_progress = None
+        self._close_progress()
         self.stop_button.enabled = False
         kind = final.get("type")
         if kind in ("done", "stopped") and final.get("model_dir"):
@@ -243,9 +234,5 @@ class TrainWidget(Container):
             self.status.value = "Training was ended before a model could be saved."
             show_warning(final.get("message") or self.status.value)
         else:
-            message = final.get("message", "Training failed.")
-            hint = final.get("hint")
-            text = message if not hint or hint in message else f"{message}\n{hint}"
-            self.status.value = "Failed: " + text.splitlines()[0][:200]
-            show_error(f"Training failed: {text}")
+            self._report_failure(final, "Training")
         self._check_inputs(keep_status=True)
