@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from magicgui.widgets import Container
+from napari.layers import Image
 from napari.utils.notifications import show_error
 
 
@@ -14,14 +15,27 @@ class JobDock(Container):
 
     ready_text = "Ready."
 
-    def __init__(self):
+    def __init__(self, viewer):
         super().__init__(labels=True)
+        self.viewer = viewer
         self.poller = None
         self._napari_progress = None
         self._showing_problem = True
 
     def _input_problem(self) -> str:
         raise NotImplementedError
+
+    def _layers_changed(self, _event=None):
+        raise NotImplementedError
+
+    def _image_choices(self, _widget=None):
+        return [(layer.name, layer) for layer in self.viewer.layers if isinstance(layer, Image)]
+
+    def _follow_layers(self):
+        """Refresh the layer choices now and whenever layers are added or removed."""
+        for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed):
+            event.connect(self._layers_changed)
+        self._layers_changed()
 
     @property
     def busy(self) -> bool:

@@ -15,7 +15,6 @@ from magicgui.widgets import (
     PushButton,
     SpinBox,
 )
-from napari.layers import Image
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info, show_warning
 
@@ -33,8 +32,7 @@ FROM_DISK = "from disk (below)"
 
 class SegmentWidget(JobDock):
     def __init__(self, napari_viewer):
-        super().__init__()
-        self.viewer = napari_viewer
+        super().__init__(napari_viewer)
         defaults = PredictConfig()
         self.image = ComboBox(label="Image", choices=self._image_choices)
         self.model = ComboBox(label="Model", choices=self._model_choices)
@@ -71,14 +69,9 @@ class SegmentWidget(JobDock):
         TRAINED_MODELS.changed.connect(self._models_changed)
         # The registry outlives this dock: let go of it when the dock's Qt widget is deleted.
         self.native.destroyed.connect(lambda *_: TRAINED_MODELS.changed.disconnect(self._models_changed))
-        for event in (napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed):
-            event.connect(self._layers_changed)
-        self._layers_changed()
+        self._follow_layers()
 
     # -- inputs ---------------------------------------------------------------------------
-    def _image_choices(self, _widget=None):
-        return [(layer.name, layer) for layer in self.viewer.layers if isinstance(layer, Image)]
-
     def _model_choices(self, _widget=None):
         return [(f"{p.name} (this session)", str(p)) for p in TRAINED_MODELS.paths] + [(FROM_DISK, FROM_DISK)]
 

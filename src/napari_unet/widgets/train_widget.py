@@ -15,7 +15,7 @@ from magicgui.widgets import (
     PushButton,
     SpinBox,
 )
-from napari.layers import Image, Labels
+from napari.layers import Labels
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info, show_warning
 
@@ -35,8 +35,7 @@ class TrainWidget(JobDock):
     ready_text = "Ready to train."
 
     def __init__(self, napari_viewer):
-        super().__init__()
-        self.viewer = napari_viewer
+        super().__init__(napari_viewer)
         defaults = TrainConfig()
         model_defaults = ModelConfig()
         self.image = ComboBox(label="Image", choices=self._image_choices)
@@ -84,14 +83,9 @@ class TrainWidget(JobDock):
         self.stop_button.changed.connect(self.stop_training)
         for widget in (self.image, self.labels, self.mode, self.instances, self.patch_size):
             widget.changed.connect(self._check_inputs)
-        for event in (napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed):
-            event.connect(self._layers_changed)
-        self._layers_changed()
+        self._follow_layers()
 
     # -- inputs ---------------------------------------------------------------------------
-    def _image_choices(self, _widget=None):
-        return [(layer.name, layer) for layer in self.viewer.layers if isinstance(layer, Image)]
-
     def _labels_choices(self, _widget=None):
         image = self.image.value if hasattr(self, "image") else None
         layers = [layer for layer in self.viewer.layers if isinstance(layer, Labels)]
