@@ -180,13 +180,17 @@ def _check_event(event) -> None:
         )
 
 
+def _shared_view(spec, segments):
+    _, name, shape, dtype = spec
+    shm = attach_segment(name)
+    segments.append(shm)
+    return segment_view(shm, shape, dtype)
+
+
 def _open_input(spec, segments):
     kind = spec[0]
     if kind == "shm":
-        _, name, shape, dtype = spec
-        shm = attach_segment(name)
-        segments.append(shm)
-        view = segment_view(shm, shape, dtype)
+        view = _shared_view(spec, segments)
         view.flags.writeable = False  # an input; results go to the outputs
         return view
     if kind == "lazy":
@@ -200,10 +204,7 @@ def _open_input(spec, segments):
 def _open_output(spec, segments):
     kind = spec[0]
     if kind == "shm":
-        _, name, shape, dtype = spec
-        shm = attach_segment(name)
-        segments.append(shm)
-        return segment_view(shm, shape, dtype)
+        return _shared_view(spec, segments)
     if kind == "zarr":
         import zarr
 
