@@ -55,20 +55,27 @@ def test_bce_of_softmax_is_categorical_cross_entropy(softmax):
     assert value(get_loss("bce", 3)(pack(target, mask), prob)) == pytest.approx(expected, rel=1e-5)
 
 
-def test_dice_loss_matches_numpy(binary, softmax):
-    target, mask, prob = binary
-    m = mask[..., None]
-    dice = (2 * (target * prob * m).sum() + 1) / ((target * m).sum() + (prob * m).sum() + 1)
-    assert value(masked_dice_loss(pack(target, mask), prob)) == pytest.approx(1 - dice, rel=1e-5)
+def _soft_dice(t, p, m):
+    return (2 * (t * p * m).sum() + 1) / ((t * m).sum() + (p * m).sum() + 1)
 
-    target, mask, prob = softmax  # mean over the foreground classes 1 and 2
-    m = mask[..., None]
-    per_class = [
-        (2 * (target[..., k] * prob[..., k] * m[..., 0]).sum() + 1)
-        / ((target[..., k] * m[..., 0]).sum() + (prob[..., k] * m[..., 0]).sum() + 1)
-        for k in (1, 2)
-    ]
+
+def test_dice_loss_matches_numpy(binary, softmax):
+    target, mask, prob = binary  # a sigmoid counts as background and foreground
+    t, p = target[..., 0], prob[..., 0]
+    expected = 1 - np.mean([_soft_dice(t, p, mask), _soft_dice(1 - t, 1 - p, mask)])
+    assert value(masked_dice_loss(pack(target, mask), prob)) == pytest.approx(expected, rel=1e-5)
+
+    target, mask, prob = softmax  # mean over all classes 0, 1 and 2
+    per_class = [_soft_dice(target[..., k], prob[..., k], mask) for k in range(3)]
     assert value(masked_dice_loss(pack(target, mask), prob)) == pytest.approx(1 - np.mean(per_class), rel=1e-5)
+
+
+def test_dice_loss_does_not_depend_on_which_class_is_painted_1(binary):
+    # Thin membranes painted 0 between cells painted 1 must weigh as if painted 1.
+    target, mask, prob = binary
+    direct = value(masked_dice_loss(pack(target, mask), prob))
+    swapped = value(masked_dice_loss(pack(1 - target, mask), 1 - prob))
+    assert swapped == pytest.approx(direct, rel=1e-5)
 
 
 def test_bce_dice_is_the_sum(binary):

@@ -229,3 +229,28 @@ def test_bad_inputs_are_explained(binary_run, volume, tmp_path):
 def test_configure_device_describes_the_device():
     text = configure_device(TrainConfig(threads=1))
     assert text.startswith(("CPU (", "GPU: "))
+
+
+def test_cosine_schedule_follows_steps_or_the_time_budget():
+    lr = train_module.cosine_learning_rate
+    final = train_module.FINAL_LR_FRACTION
+    cfg = TrainConfig(learning_rate=1e-3)
+    assert lr(cfg, 0.0, 0.0) == pytest.approx(1e-3)
+    assert lr(cfg, 0.5, 1e6) == pytest.approx(1e-3 * (final + (1 - final) / 2))  # no budget: time is ignored
+    assert lr(cfg, 1.0, 0.0) == pytest.approx(1e-3 * final)
+    budget = cfg.replace(max_seconds=100.0)
+    # Half the budget used after 1 % of the steps: the schedule is half way down.
+    assert lr(budget, 0.01, 50.0) == pytest.approx(lr(cfg, 0.5, 0.0))
+    assert lr(budget, 0.01, 150.0) == pytest.approx(1e-3 * final)
+    constant = cfg.replace(lr_schedule="constant", max_seconds=100.0)
+    assert lr(constant, 0.9, 90.0) == pytest.approx(1e-3)
+
+
+def test_learning_rate_reaches_the_optimizer(volume, tmp_path):
+    image, labels = volume
+    cfg = TrainConfig(epochs=3, steps_per_epoch=2, batch_size=2, patch_size=32, learning_rate=1e-3)
+    events = list(train(image, binary_labels(labels), TINY_MODEL, cfg, tmp_path / "m"))
+    rates = [e["learning_rate"] for e in events if e["type"] == "epoch"]
+    # Read back from the optimizer after each epoch's last step (steps 1, 3 and 5 of 6).
+    expected = [train_module.cosine_learning_rate(cfg, step / 6, 0.0) for step in (1, 3, 5)]
+    assert rates == pytest.approx(expected, rel=1e-5)

@@ -67,6 +67,19 @@ def test_stop_ends_training_early_and_keeps_a_model(widget_with_data, qtbot, tmp
     assert (tmp_path / "model" / "bundle.json").is_file()
 
 
+@pytest.mark.slow
+def test_time_limit_ends_training_and_fills_the_progress_bar(widget_with_data, qtbot, tmp_path, set_tiny_training):
+    _, widget = widget_with_data
+    set_tiny_training(widget, tmp_path / "model", epochs=100000, time_limit=0.1)  # 6 s
+    assert widget._configs()[1].max_seconds == pytest.approx(6.0)
+    widget.train_button.clicked.emit()
+    qtbot.waitUntil(lambda: not widget.poller.active, timeout=180_000)
+    assert widget.status.value.startswith("Training finished"), widget.status.value
+    assert 1 <= widget.plot.n_points < 100000
+    assert widget.progress_bar.value == widget.progress_bar.max
+    assert (tmp_path / "model" / "bundle.json").is_file()
+
+
 def test_existing_model_folder_is_not_replaced_unasked(widget_with_data, tmp_path):
     _, widget = widget_with_data
     existing = tmp_path / "model"

@@ -92,6 +92,7 @@ class ModelConfig(_JsonConfig):
 
 ANNOTATION_MODES = {"full_slices", "scribbles"}
 LOSSES = {"bce", "dice", "bce_dice", "weighted_ce"}
+LR_SCHEDULES = {"cosine", "constant"}
 
 
 @dataclass(frozen=True)
@@ -108,11 +109,12 @@ class TrainConfig(_JsonConfig):
     annotation_mode: str = "full_slices"
     instances: bool = False
     # Defaults learn the sample volume in about a minute on 2 CPU cores.
-    epochs: int = 10
-    steps_per_epoch: int = 20
+    epochs: int = 4
+    steps_per_epoch: int = 50  # validation runs once per epoch
     batch_size: int = 4
     patch_size: int = 96
     learning_rate: float = 2e-3
+    lr_schedule: str = "cosine"  # cosine decay over the epochs (or the time budget), or constant
     val_fraction: float = 0.2
     loss: str = "bce_dice"
     augment: bool = True
@@ -133,6 +135,7 @@ class TrainConfig(_JsonConfig):
         _check_range("learning_rate", self.learning_rate, 1e-7, 1.0, kind=(float,))
         _check_range("val_fraction", self.val_fraction, 0.0, 0.9, kind=(float, int))
         _check_choice("loss", self.loss, LOSSES)
+        _check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         _check_range("early_stopping_patience", self.early_stopping_patience, 0, 10000)
         _check_range("seed", self.seed, 0, 2**31 - 1)
         _check_range("foreground_bias", self.foreground_bias, 0.0, 1.0, kind=(float, int))

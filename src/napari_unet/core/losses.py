@@ -56,6 +56,13 @@ def _foreground(target, prob):
     return target[..., 1:], prob[..., 1:]
 
 
+def _both_classes(target, prob):
+    """A sigmoid channel as two classes (background, foreground); a softmax as it is."""
+    if prob.shape[-1] == 1:
+        return ops.concatenate([1.0 - target, target], axis=-1), ops.concatenate([1.0 - prob, prob], axis=-1)
+    return target, prob
+
+
 def _per_class_sums(a, b, mask):
     """Sum over all but the class axis of ``a * b * mask``."""
     axes = tuple(range(len(a.shape) - 1))
@@ -63,9 +70,13 @@ def _per_class_sums(a, b, mask):
 
 
 def masked_dice_loss(y_true, y_pred):
-    """1 - soft Dice over annotated pixels, averaged over the foreground classes."""
+    """1 - soft Dice over annotated pixels, averaged over every class, background included.
+
+    Background counts so that a thin minority class labelled 0 (membranes between
+    cells labelled 1, say) still drives the loss, whichever way round it was painted.
+    """
     target, mask, prob = _split(y_true, y_pred)
-    target, prob = _foreground(target, prob)
+    target, prob = _both_classes(target, prob)
     ones = ops.ones_like(target)
     intersection = _per_class_sums(target, prob, mask)
     total = _per_class_sums(target, ones, mask) + _per_class_sums(prob, ones, mask)

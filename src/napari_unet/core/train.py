@@ -77,6 +77,25 @@ def configure_device(train_cfg: TrainConfig) -> str:
     return describe_device(train_cfg.threads)
 
 
+# ------------------------------------------------------------------ schedule
+
+
+def cosine_learning_rate(train_cfg: TrainConfig, step_fraction: float, elapsed_s: float) -> float:
+    """Cosine decay from ``learning_rate`` to ``FINAL_LR_FRACTION`` of it.
+
+    Progress is the larger of the steps done and, with ``max_seconds``, the time
+    used, so a run cut by its time budget still ends at a low learning rate.
+    """
+    if train_cfg.lr_schedule == "constant":
+        return train_cfg.learning_rate
+    progress = step_fraction
+    if train_cfg.max_seconds:
+        progress = max(progress, elapsed_s / train_cfg.max_seconds)
+    progress = min(max(progress, 0.0), 1.0)
+    decay = 0.5 * (1.0 + math.cos(math.pi * progress))
+    return train_cfg.learning_rate * (FINAL_LR_FRACTION + (1.0 - FINAL_LR_FRACTION) * decay)
+
+
 # ------------------------------------------------------------------ inputs
 
 
@@ -273,8 +292,7 @@ def train(
     loss_fn = get_loss(train_cfg.loss, n_classes, class_weights)
     model, _ = _build(model_cfg, mixed, resume_from)
     total_steps = train_cfg.epochs * train_cfg.steps_per_epoch
-    schedule = keras.optimizers.schedules.CosineDecay(train_cfg.learning_rate, total_steps, alpha=FINAL_LR_FRACTION)
-    model.compile(optimizer=keras.optimizers.Adam(schedule), loss=loss_fn)
+    model.compile(optimizer=keras.optimizers.Adam(train_cfg.learning_rate), loss=loss_fn)
 
     meta = {
         "model_config": model_cfg,
@@ -349,6 +367,10 @@ def train(
                 finish_reason = "time_limit"
                 break
             x, y = sampler.sample_batch()
+            step = (epoch - 1) * steps + batch - 1
+            model.optimizer.learning_rate = cosine_learning_rate(
+                train_cfg, step / total_steps, time.monotonic() - started
+            )
             loss = float(model.train_on_batch(x, y))
             if not math.isfinite(loss):
                 raise ValueError(
@@ -356,7 +378,10 @@ def train(
                     "Lower the learning rate (e.g. to a tenth)."
                 )
             losses.append(loss)
-            yield {"type": "batch", "epoch": epoch, "batch": batch, "steps": steps, "loss": loss}
+            event = {"type": "batch", "epoch": epoch, "batch": batch, "steps": steps, "loss": loss}
+            if train_cfg.max_seconds:
+                event["time_fraction"] = min(1.0, (time.monotonic() - started) / train_cfg.max_seconds)
+            yield event
         if not losses:
             break
         epoch_loss = float(np.mean(losses))
@@ -380,6 +405,7 @@ def train(
             "type": "epoch", "epoch": epoch, "epochs": train_cfg.epochs, "loss": epoch_loss,
             "val_loss": val_loss, "val_dice": val_dice, "val_iou": val_iou, "seconds": seconds,
             "best_epoch": best["epoch"],
+            "learning_rate": float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)),
         }
         if finish_reason:
             break

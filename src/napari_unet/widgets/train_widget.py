@@ -51,6 +51,9 @@ class TrainWidget(JobDock):
         self.depth = SpinBox(label="Depth", value=model_defaults.depth, min=2, max=6)
         self.epochs = SpinBox(label="Epochs", value=defaults.epochs, min=1, max=100000)
         self.steps = SpinBox(label="Steps per epoch", value=defaults.steps_per_epoch, min=1, max=100000)
+        self.time_limit = FloatSpinBox(
+            label="Time limit (min, 0 = none)", value=defaults.max_seconds / 60, min=0.0, max=10000.0, step=1.0
+        )
         self.batch_size = SpinBox(label="Batch size", value=defaults.batch_size, min=1, max=1024)
         self.patch_size = SpinBox(label="Patch size", value=defaults.patch_size, min=16, max=4096, step=16)
         self.learning_rate = FloatSpinBox(
@@ -71,7 +74,7 @@ class TrainWidget(JobDock):
         self.score = Label(label="Validation", value="-")
         self.extend([
             self.image, self.labels, self.mode, self.instances, self.n_filters, self.depth,
-            self.epochs, self.steps, self.batch_size, self.patch_size, self.learning_rate,
+            self.epochs, self.steps, self.time_limit, self.batch_size, self.patch_size, self.learning_rate,
             self.val_fraction, self.model_dir, self.replace, self.train_button, self.stop_button,
             self.progress_bar, self.device, self.status, self.score,
         ])
@@ -135,6 +138,7 @@ class TrainWidget(JobDock):
             patch_size=self.patch_size.value,
             learning_rate=float(self.learning_rate.value),
             val_fraction=float(self.val_fraction.value),
+            max_seconds=60.0 * float(self.time_limit.value),
         )
         return model_cfg, train_cfg
 
@@ -197,9 +201,11 @@ class TrainWidget(JobDock):
                                  f"validating on {event.get('n_val_slices')}.")
         elif kind == "batch":
             done = (event["epoch"] - 1) * event["steps"] + event["batch"]
+            if event.get("time_fraction") is not None:  # a time limit may end training first
+                done = max(done, round(event["time_fraction"] * self.progress_bar.max))
             self.progress_bar.value = min(done, self.progress_bar.max)
             if self._napari_progress is not None:
-                self._napari_progress.n = done
+                self._napari_progress.n = min(done, self.progress_bar.max)
                 self._napari_progress.set_description(
                     f"Training U-Net: epoch {event['epoch']}, loss {event['loss']:.3f}"
                 )
@@ -221,6 +227,8 @@ class TrainWidget(JobDock):
             dice = final.get("best_val_dice")
             self.score.value = "n/a (no validation data)" if dice is None else f"Dice {dice:.3f}"
             verb = "Training finished" if kind == "done" else "Training stopped"
+            if kind == "done":
+                self.progress_bar.value = self.progress_bar.max
             self.status.value = f"{verb}. Model saved to {self.last_model_dir}"
             show_info(f"{verb}: model saved to {self.last_model_dir}. "
                       "It is now offered in 'Segment with U-Net'.")
