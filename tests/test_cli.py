@@ -74,6 +74,19 @@ def test_train_predict_evaluate_round_trip(tmp_path, capsys):
     assert scores["slices"] == "1:3"
 
 
+@pytest.mark.slow
+def test_train_time_limit_ends_a_long_run(tmp_path, capsys):
+    _volume(tmp_path)
+    model = tmp_path / "model"
+    args = TINY[:4] + ["--epochs", "100000"] + TINY[6:]
+    assert main(["train", "--image", str(tmp_path / "vol.tif"), "--labels", str(tmp_path / "vol_labels.tif"),
+                 "--out", str(model), *args, "--max-seconds", "4"]) == 0
+    meta = json.loads((model / "bundle.json").read_text())
+    assert meta["train_config"]["max_seconds"] == 4.0
+    assert 1 <= len(meta["history"]["epoch"]) < 100000
+    assert sum(meta["history"]["seconds"]) < 30
+
+
 def test_bad_inputs_give_clear_messages(tmp_path, capsys):
     _volume(tmp_path)
     assert main(["predict", "--model", str(tmp_path / "missing"), "--image",
