@@ -60,4 +60,5 @@ def exit_abruptly(arrays, outputs, stop_event, code=3):
 
 def report_environment(arrays, outputs, stop_event, names=()):
     yield {"type": "env", "values": {name: os.environ.get(name) for name in names},
-           "heavy_modules": sorted({"napari", "qtpy", "PyQt6", "tensorflow", "keras"} & set(sys.modules))}
+           "heavy_modules": sorted({"napari", "qtpy", "PyQt6", "tensorflow", "keras"} & set(sys.modules)),
+           "niceness": os.nice(0) if hasattr(os, "nice") else None}

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from napari_unet import _worker
 from napari_unet.engine import Job, LazyFile, ZarrOutput, start_prediction
 from napari_unet.core.config import PredictConfig
 
@@ -211,6 +212,14 @@ while not forgotten.poll():
     time.sleep(0.01)
 print("FORGOTTEN", forgotten.pid, *forgotten.shared_memory_names)
 """
+
+
+@pytest.mark.skipif(not hasattr(os, "nice"), reason="POSIX process priorities")
+def test_the_worker_runs_at_a_lower_priority_than_the_gui():
+    with Job("engine_jobs:report_environment", {}).start() as job:
+        events = job.wait(timeout=WAIT_S)
+    env = next(e for e in events if e["type"] == "env")
+    assert env["niceness"] == min(19, os.nice(0) + _worker.WORKER_NICENESS)
 
 
 def test_parent_stays_free_of_tensorflow_and_exit_leaves_nothing_behind():

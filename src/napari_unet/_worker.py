@@ -28,6 +28,9 @@ OOM_HINT = "Reduce the batch size or the patch/tile size."
 MAX_EVENT_BYTES = 16 << 20
 # How long a worker whose parent died may take to stop before it exits anyway.
 ORPHAN_GRACE_S = 10.0
+# Added to the worker's nice value: on a machine with few cores, napari's event loop must get
+# the CPU at once when it needs it; an otherwise idle machine still gives the worker every core.
+WORKER_NICENESS = 10
 
 
 # -- shared memory, used by both processes ----------------------------------------------
@@ -80,6 +83,7 @@ def run_job(target, params, array_specs, output_specs, events, stop_event):
     """Entry point of the worker process: run ``target`` and forward its events to ``events``."""
     # Ctrl-C in a terminal reaches the whole process group; the parent decides what it means.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _lower_priority()
     _stop_when_orphaned(stop_event)
     segments = []
     arrays = outputs = job = None
@@ -121,6 +125,14 @@ def run_job(target, params, array_specs, output_specs, events, stop_event):
             sys.stderr.flush()
         finally:
             os._exit(0)
+
+
+def _lower_priority() -> None:
+    if hasattr(os, "nice"):  # POSIX; on Windows the worker keeps the normal priority
+        try:
+            os.nice(WORKER_NICENESS)
+        except OSError:
+            pass
 
 
 def resolve_target(target: str):
