@@ -34,10 +34,13 @@ def _add_train_options(p: argparse.ArgumentParser):
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--patch-size", type=int, default=d.patch_size)
     p.add_argument("--learning-rate", type=float, default=d.learning_rate)
+    p.add_argument("--lr-schedule", default=d.lr_schedule, choices=["cosine", "constant"],
+                   help="cosine decay over the epochs, or over --max-seconds when that ends training first")
     p.add_argument("--val-fraction", type=float, default=d.val_fraction)
     p.add_argument("--loss", default=d.loss, choices=["bce", "dice", "bce_dice", "weighted_ce"])
     p.add_argument("--max-seconds", type=float, default=d.max_seconds,
-                   help="stop training after this many seconds (0 = no limit)")
+                   help="stop training after this many seconds (0 = no limit); with many --epochs, "
+                        "this sets the training time")
     p.add_argument("--early-stopping", type=int, default=d.early_stopping_patience,
                    dest="early_stopping_patience", help="patience in epochs (0 = off)")
     p.add_argument("--seed", type=int, default=d.seed)
