@@ -82,10 +82,7 @@ def train_with_progress(image, labels, model_cfg, train_cfg, out_dir, resume=Non
             bar.write(f"Device: {event.get('device')}; {event.get('n_train_slices')} training and "
                       f"{event.get('n_val_slices')} validation slice(s); {event.get('params'):,} weights")
         elif kind == "batch":
-            done = (event["epoch"] - 1) * event["steps"] + event["batch"]
-            if event.get("time_fraction") is not None:  # the time limit may end training first
-                done = max(done, round(event["time_fraction"] * bar.total))
-            bar.update(min(done, bar.total) - bar.n)
+            bar.update(round(event["progress"] * bar.total) - bar.n)  # steps or time, whichever ends first
             bar.set_postfix(epoch=event["epoch"], loss=f"{event['loss']:.3f}")
         elif kind == "epoch":
             dice = event.get("val_dice")

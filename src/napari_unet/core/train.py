@@ -80,18 +80,22 @@ def configure_device(train_cfg: TrainConfig) -> str:
 # ------------------------------------------------------------------ schedule
 
 
-def cosine_learning_rate(train_cfg: TrainConfig, step_fraction: float, elapsed_s: float) -> float:
-    """Cosine decay from ``learning_rate`` to ``FINAL_LR_FRACTION`` of it.
-
-    Progress is the larger of the steps done and, with ``max_seconds``, the time
-    used, so a run cut by its time budget still ends at a low learning rate.
-    """
-    if train_cfg.lr_schedule == "constant":
-        return train_cfg.learning_rate
+def training_progress(train_cfg: TrainConfig, step_fraction: float, elapsed_s: float) -> float:
+    """Fraction of the run done, 0 to 1: the larger of the steps done and, with
+    ``max_seconds``, the time used (whichever limit ends training first)."""
     progress = step_fraction
     if train_cfg.max_seconds:
         progress = max(progress, elapsed_s / train_cfg.max_seconds)
-    progress = min(max(progress, 0.0), 1.0)
+    return min(max(progress, 0.0), 1.0)
+
+
+def cosine_learning_rate(train_cfg: TrainConfig, step_fraction: float, elapsed_s: float) -> float:
+    """Cosine decay from ``learning_rate`` to ``FINAL_LR_FRACTION`` of it over
+    ``training_progress``, so a run cut by its time budget still ends at a low learning rate.
+    """
+    if train_cfg.lr_schedule == "constant":
+        return train_cfg.learning_rate
+    progress = training_progress(train_cfg, step_fraction, elapsed_s)
     decay = 0.5 * (1.0 + math.cos(math.pi * progress))
     return train_cfg.learning_rate * (FINAL_LR_FRACTION + (1.0 - FINAL_LR_FRACTION) * decay)
 
@@ -378,10 +382,10 @@ def train(
                     "Lower the learning rate (e.g. to a tenth)."
                 )
             losses.append(loss)
-            event = {"type": "batch", "epoch": epoch, "batch": batch, "steps": steps, "loss": loss}
-            if train_cfg.max_seconds:
-                event["time_fraction"] = min(1.0, (time.monotonic() - started) / train_cfg.max_seconds)
-            yield event
+            yield {
+                "type": "batch", "epoch": epoch, "batch": batch, "steps": steps, "loss": loss,
+                "progress": training_progress(train_cfg, (step + 1) / total_steps, time.monotonic() - started),
+            }
         if not losses:
             break
         epoch_loss = float(np.mean(losses))

@@ -200,12 +200,11 @@ class TrainWidget(JobDock):
             self.status.value = (f"Training on {event.get('n_train_slices')} slice(s), "
                                  f"validating on {event.get('n_val_slices')}.")
         elif kind == "batch":
-            done = (event["epoch"] - 1) * event["steps"] + event["batch"]
-            if event.get("time_fraction") is not None:  # a time limit may end training first
-                done = max(done, round(event["time_fraction"] * self.progress_bar.max))
-            self.progress_bar.value = min(done, self.progress_bar.max)
+            # Steps or time, whichever limit ends training first.
+            done = round(event["progress"] * self.progress_bar.max)
+            self.progress_bar.value = done
             if self._napari_progress is not None:
-                self._napari_progress.n = min(done, self.progress_bar.max)
+                self._napari_progress.n = done
                 self._napari_progress.set_description(
                     f"Training U-Net: epoch {event['epoch']}, loss {event['loss']:.3f}"
                 )
