@@ -52,7 +52,7 @@ def describe_device(threads: int = 0) -> str:
     if not n:  # 0 means the library default: one thread per usable core
         n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     backend = keras.backend.backend()
-    return f"CPU ({n} threads)" + ("" if backend == "tensorflow" else f", {backend}")
+    return f"CPU ({n} thread{'' if n == 1 else 's'})" + ("" if backend == "tensorflow" else f", {backend}")
 
 
 def configure_device(train_cfg: TrainConfig) -> str:
