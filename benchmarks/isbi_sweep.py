@@ -52,7 +52,7 @@ def run_variant(name: str, changes: tuple, image, cells, labels, out: Path, seco
     recipe = {"train_cfg": train_cfg, "model_cfg": model_cfg, "notes": name}
     training = train_recipe(key, recipe, image, labels, out, snapshots=False)
     model_dir = training["model_dir"]
-    test = predict_recipe(f"{key} test", image, model_dir, cells[TEST_SLICES], TEST_SLICES.start, tta=False)
+    test = predict_recipe(f"{key} test", image[TEST_SLICES], model_dir, cells[TEST_SLICES], 0, tta=False)
     fit = predict_recipe(f"{key} fit", image[TRAIN_SLICES], model_dir, cells[TRAIN_SLICES], 0, tta=False)
     return {
         "changes": {"model": changes[0], "train": changes[1]},
