@@ -25,7 +25,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import DEFAULT_DATA, log, machine_info, markdown_table, write_json, write_text  # noqa: E402
-from isbi import TEST_SLICES, TRAIN_SLICES, load_isbi, partial_annotation, predict_recipe, train_recipe  # noqa: E402
+from isbi import (  # noqa: E402
+    TEST_SLICES, TRAIN_SLICES, load_isbi, partial_annotation, predict_recipe, recipes, train_recipe,
+)
 
 from napari_unet.core.config import ModelConfig, TrainConfig  # noqa: E402
 
@@ -40,14 +42,16 @@ VARIANTS = {
 }
 
 
-def variant_configs(changes: tuple, seconds: float, threads: int) -> tuple[ModelConfig, TrainConfig]:
+def variant_configs(changes: tuple, minutes: float, threads: int) -> tuple[ModelConfig, TrainConfig]:
+    """``isbi.py``'s "plugin defaults" recipe (the defaults with a time limit) with ``changes``."""
     model_changes, train_changes = changes
-    train_cfg = TrainConfig(max_seconds=seconds, epochs=100000, threads=threads)
-    return ModelConfig(**model_changes), dataclasses.replace(train_cfg, **train_changes)
+    plugin = recipes(minutes)["plugin"]
+    train_cfg = dataclasses.replace(plugin["train_cfg"], threads=threads, **train_changes)
+    return dataclasses.replace(plugin["model_cfg"], **model_changes), train_cfg
 
 
-def run_variant(name: str, changes: tuple, image, cells, labels, out: Path, seconds: float, threads: int) -> dict:
-    model_cfg, train_cfg = variant_configs(changes, seconds, threads)
+def run_variant(name: str, changes: tuple, image, cells, labels, out: Path, minutes: float, threads: int) -> dict:
+    model_cfg, train_cfg = variant_configs(changes, minutes, threads)
     key = name.replace(" ", "_").replace(",", "")
     recipe = {"train_cfg": train_cfg, "model_cfg": model_cfg, "notes": name}
     training = train_recipe(key, recipe, image, labels, out, snapshots=False)
@@ -82,12 +86,11 @@ def run(data: Path, minutes: float, out: Path, parallel: int, only=None) -> dict
     out.mkdir(parents=True, exist_ok=True)
     image, cells = load_isbi(data)
     labels = partial_annotation(cells)
-    seconds = float(minutes * 60)
     threads = 1 if parallel > 1 else 0
     chosen = {k: v for k, v in VARIANTS.items() if not only or k in only}
     with concurrent.futures.ThreadPoolExecutor(max_workers=parallel) as pool:
         futures = {
-            name: pool.submit(run_variant, name, changes, image, cells, labels, out, seconds, threads)
+            name: pool.submit(run_variant, name, changes, image, cells, labels, out, minutes, threads)
             for name, changes in chosen.items()
         }
         results = {name: future.result() for name, future in futures.items()}

@@ -49,13 +49,6 @@ def masked_bce(y_true, y_pred):
     return _masked_mean(_pixel_ce(target, prob), mask)
 
 
-def _foreground(target, prob):
-    """Foreground classes only: the sigmoid channel, or softmax classes 1..K-1."""
-    if prob.shape[-1] == 1:
-        return target, prob
-    return target[..., 1:], prob[..., 1:]
-
-
 def _both_classes(target, prob):
     """A sigmoid channel as two classes (background, foreground); a softmax as it is."""
     if prob.shape[-1] == 1:
