@@ -108,8 +108,9 @@ class TrainConfig(_JsonConfig):
 
     annotation_mode: str = "full_slices"
     instances: bool = False
-    # Defaults learn the sample volume in about a minute on 2 CPU cores.
-    epochs: int = 4
+    # Defaults learn the sample volume in about 1.5 minutes on 2 CPU cores; 4 epochs
+    # left the cell boundaries broken (Dice 0.944 vs 0.964 on its unannotated slices).
+    epochs: int = 12
     steps_per_epoch: int = 50  # validation runs once per epoch
     batch_size: int = 4
     patch_size: int = 96
