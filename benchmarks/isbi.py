@@ -248,13 +248,14 @@ def slice_rates(events: list, wall_s: float) -> dict:
 
 
 def predict_recipe(key: str, volume, model_dir: str, truth_cells, test_offset: int, tta: bool) -> dict:
-    """Segment ``volume`` through the engine; score its slices from ``test_offset`` on."""
+    """Segment ``volume`` (``(Z, Y, X)``, or ``(Z, Y, X, C)`` with channels last) through the
+    engine; score its slices from ``test_offset`` on."""
     full_size = truth_cells.shape[1:]
-    need_probs = tuple(volume.shape[1:]) != tuple(full_size)  # resized: threshold after resizing back
+    need_probs = tuple(volume.shape[1:3]) != tuple(full_size)  # resized: threshold after resizing back
     cfg = PredictConfig(tta=tta, return_probabilities=need_probs)
     label = f"{key}{' + TTA' if tta else ''}"
     log(f"{label}: predicting {volume.shape[0]} slices of {volume.shape[1]} x {volume.shape[2]} through the engine")
-    job = engine.start_prediction(volume, model_dir, cfg)
+    job = engine.start_prediction(volume, model_dir, cfg, channel_axis=-1 if volume.ndim == 4 else None)
     run = run_engine_job(job, keep_outputs=("probs",) if need_probs else ("labels",))
     if need_probs:
         cells = cell_mask(run["outputs"]["probs"][test_offset:], full_size, cfg.threshold)

@@ -1,6 +1,7 @@
 """ISBI 2012: variants of the plugin defaults under the same time budget.
 
-Each variant changes a few ``ModelConfig`` / ``TrainConfig`` fields, trains through the
+Each variant changes a few ``ModelConfig`` / ``TrainConfig`` fields ("2.5-D input" also
+gives each slice its two neighbours as extra channels), trains through the
 engine on slices 0-19 (as in ``isbi.py``) for ``--minutes``, and is scored twice: on the
 test slices 20-29 and on the annotated slices 0-19 themselves (how well the model fits
 the labels it was trained on). ``--parallel 2`` trains two variants at a time with one
@@ -22,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import DEFAULT_DATA, log, machine_info, markdown_table, write_json, write_text  # noqa: E402
@@ -39,7 +42,19 @@ VARIANTS = {
     "no augmentation": ({}, {"augment": False}),
     "BCE loss only": ({}, {"loss": "bce"}),
     "no validation split": ({}, {"val_fraction": 0.0}),
+    "2.5-D input": ({"in_channels": 3}, {}),
 }
+
+
+def neighbour_channels(image: np.ndarray) -> np.ndarray:
+    """``(Z, Y, X)`` -> ``(Z, Y, X, 3)``: slices z-1, z, z+1 as channels (edge slices repeat)."""
+    z = np.arange(image.shape[0])
+    below, above = np.clip(z - 1, 0, z[-1]), np.clip(z + 1, 0, z[-1])
+    return np.stack([image[below], image, image[above]], axis=-1)
+
+
+# Variants that change the input image as well as the configs.
+INPUTS = {"2.5-D input": neighbour_channels}
 
 
 def variant_configs(changes: tuple, minutes: float, threads: int) -> tuple[ModelConfig, TrainConfig]:
@@ -54,6 +69,7 @@ def run_variant(name: str, changes: tuple, image, cells, labels, out: Path, minu
     model_cfg, train_cfg = variant_configs(changes, minutes, threads)
     key = name.replace(" ", "_").replace(",", "")
     recipe = {"train_cfg": train_cfg, "model_cfg": model_cfg, "notes": name}
+    image = INPUTS.get(name, np.asarray)(image)
     training = train_recipe(key, recipe, image, labels, out, snapshots=False)
     model_dir = training["model_dir"]
     test = predict_recipe(f"{key} test", image[TEST_SLICES], model_dir, cells[TEST_SLICES], 0, tta=False)
