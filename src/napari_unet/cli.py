@@ -11,7 +11,10 @@ import json
 import sys
 from pathlib import Path
 
-from .core.config import ConfigError, ModelConfig, PredictConfig, TrainConfig
+from .core.config import (
+    ANNOTATION_MODES, LOSSES, LR_SCHEDULES, PREDICT_OUTPUTS, ConfigError, ModelConfig, PredictConfig,
+    TrainConfig,
+)
 
 
 def _parse_slices(text: str | None) -> slice | None:
@@ -27,17 +30,17 @@ def _parse_slices(text: str | None) -> slice | None:
 def _add_train_options(p: argparse.ArgumentParser):
     d, m = TrainConfig(), ModelConfig()
     p.add_argument("--mode", dest="annotation_mode", default=d.annotation_mode,
-                   choices=["full_slices", "scribbles"], help="annotation mode (see README)")
+                   choices=sorted(ANNOTATION_MODES), help="annotation mode (see README)")
     p.add_argument("--instances", action="store_true", help="labels are object ids: learn boundaries")
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--steps-per-epoch", type=int, default=d.steps_per_epoch)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--patch-size", type=int, default=d.patch_size)
     p.add_argument("--learning-rate", type=float, default=d.learning_rate)
-    p.add_argument("--lr-schedule", default=d.lr_schedule, choices=["cosine", "constant"],
+    p.add_argument("--lr-schedule", default=d.lr_schedule, choices=sorted(LR_SCHEDULES),
                    help="cosine decay over the epochs, or over --max-seconds when that ends training first")
     p.add_argument("--val-fraction", type=float, default=d.val_fraction)
-    p.add_argument("--loss", default=d.loss, choices=["bce", "dice", "bce_dice", "weighted_ce"])
+    p.add_argument("--loss", default=d.loss, choices=sorted(LOSSES))
     p.add_argument("--max-seconds", type=float, default=d.max_seconds,
                    help="stop training after this many seconds (0 = no limit); with many --epochs, "
                         "this sets the training time")
@@ -56,7 +59,7 @@ def _add_predict_options(p: argparse.ArgumentParser):
     d = PredictConfig()
     p.add_argument("--axis", type=int, default=d.axis, help="slice axis of a 3-D volume")
     p.add_argument("--threshold", type=float, default=d.threshold)
-    p.add_argument("--output", default=d.output, choices=["labels", "instances"])
+    p.add_argument("--output", default=d.output, choices=sorted(PREDICT_OUTPUTS))
     p.add_argument("--tile-size", type=int, default=d.tile_size)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--tta", action="store_true", help="average the 8 flips/rotations")
