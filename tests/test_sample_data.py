@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import yaml
 
-from napari_unet._sample_data import IMAGE_NAME, LABELS_NAME, make_sample_data
+from napari_unet._sample_data import IMAGE_NAME, LABELS_NAME, NUCLEI_NAME, make_nuclei_sample_data, make_sample_data
 from napari_unet.core.synthetic import DEFAULT_SCALE, default_annotated_slices
 
 
@@ -38,11 +38,20 @@ def test_layers_are_accepted_by_napari(layers):
         np.testing.assert_allclose(layer.scale, kwargs["scale"])
 
 
-def test_manifest_points_at_make_sample_data():
+def test_manifest_points_at_both_samples():
     manifest = yaml.safe_load((Path(__file__).parents[1] / "src/napari_unet/napari.yaml").read_text())
     commands = {c["id"]: c["python_name"] for c in manifest["contributions"]["commands"]}
-    (sample,) = manifest["contributions"]["sample_data"]
-    assert commands[sample["command"]] == "napari_unet._sample_data:make_sample_data"
+    samples = [commands[s["command"]] for s in manifest["contributions"]["sample_data"]]
+    assert samples == ["napari_unet._sample_data:make_sample_data",
+                       "napari_unet._sample_data:make_nuclei_sample_data"]
+
+
+def test_nuclei_sample_has_object_ids_on_its_annotated_slices():
+    (image, image_kwargs, _), (ids, labels_kwargs, kind) = make_nuclei_sample_data()
+    assert kind == "labels" and image_kwargs["name"] == NUCLEI_NAME and image.shape == ids.shape
+    annotated = tuple(np.flatnonzero(ids.any(axis=(1, 2))))
+    assert annotated == default_annotated_slices(image.shape[0])
+    assert len(np.unique(ids[list(annotated)])) > 20  # one id per nucleus, not a class mask
 
 
 def test_import_pulls_in_no_gui_or_deep_learning_library():

@@ -1,4 +1,8 @@
-"""A synthetic, partly annotated microscopy stack of cells (numpy and scipy only).
+"""Synthetic, partly annotated microscopy stacks (numpy and scipy only).
+
+Two kinds: membrane-stained tissue (``make_cells_volume``, described below) and
+densely packed, touching nuclei (``make_nuclei_volume``), which a threshold
+merges and which need a seeded split.
 
 The volume imitates a fluorescence stack of a tissue with labelled membranes:
 3-D Voronoi cells with wobbly, bright membranes of uneven brightness, granular
@@ -55,13 +59,7 @@ def make_cells_volume(
     ``annotated_slices`` (tuple of int) and ``scale`` (z, y, x in micrometres).
     ``annotated_slices=None`` picks about five slices spread through Z.
     """
-    shape = _check_shape(shape)
-    scale = tuple(float(s) for s in scale)
-    if len(scale) != 3 or min(scale) <= 0:
-        raise ValueError(f"scale must be three positive voxel sizes (z, y, x), got {scale!r}")
-    if annotated_slices is None:
-        annotated_slices = default_annotated_slices(shape[0])
-    annotated_slices = _check_slices(annotated_slices, shape[0])
+    shape, scale, annotated_slices = _check_inputs(shape, scale, annotated_slices)
     rng = np.random.default_rng(seed)
 
     cells, dist_um, nucleus_radius_um = _voronoi_cells(shape, scale, rng)
@@ -72,14 +70,7 @@ def make_cells_volume(
 
     image = _render(cells, membrane, nucleus, scale, rng)
 
-    labels = np.zeros_like(labels_full)
-    labels[list(annotated_slices)] = labels_full[list(annotated_slices)]
-    empty = [z for z in annotated_slices if not labels[z].any()]
-    if empty:
-        raise ValueError(
-            f"annotated slices {empty} hold no cells, so they would not count as annotated; "
-            "choose other slices or another seed"
-        )
+    labels = _partial_labels(labels_full, annotated_slices, "cells")
     return {
         "image": image,
         "labels_full": labels_full,
@@ -88,6 +79,30 @@ def make_cells_volume(
         "annotated_slices": annotated_slices,
         "scale": scale,
     }
+
+
+def _check_inputs(shape, scale, annotated_slices) -> tuple:
+    """Validated shape, scale and annotated slices (``None`` picks the default slices)."""
+    shape = _check_shape(shape)
+    scale = tuple(float(s) for s in scale)
+    if len(scale) != 3 or min(scale) <= 0:
+        raise ValueError(f"scale must be three positive voxel sizes (z, y, x), got {scale!r}")
+    if annotated_slices is None:
+        annotated_slices = default_annotated_slices(shape[0])
+    return shape, scale, _check_slices(annotated_slices, shape[0])
+
+
+def _partial_labels(labels_full, annotated_slices, objects: str) -> np.ndarray:
+    """The ground truth on the annotated slices only; an empty one is refused."""
+    labels = np.zeros_like(labels_full)
+    labels[list(annotated_slices)] = labels_full[list(annotated_slices)]
+    empty = [z for z in annotated_slices if not labels[z].any()]
+    if empty:
+        raise ValueError(
+            f"annotated slices {empty} hold no {objects}, so they would not count as annotated; "
+            "choose other slices or another seed"
+        )
+    return labels
 
 
 def _check_shape(shape) -> tuple:
@@ -192,7 +207,12 @@ def _render(cells, membrane, nucleus, scale, rng) -> np.ndarray:
     # Membrane brightness varies along the membrane, some stretches are faint.
     membrane_level = np.clip(0.8 + 0.35 * _smooth_noise(shape, (1.0, 6.0, 6.0), rng), 0.35, 1.3)
     signal = np.where(membrane, membrane_level, signal).astype(np.float32)
+    return _camera_image(signal, scale, rng)
 
+
+def _camera_image(signal, scale, rng, photons: float = PHOTONS_AT_MEMBRANE) -> np.ndarray:
+    """Blur, light and record ``signal`` as raw camera counts (``photons`` where it is 1)."""
+    shape = signal.shape
     # Point spread function: wider along z; micrometres turned into pixels of each axis.
     psf_sigma_um = (0.6, 0.25, 0.25)
     signal = ndi.gaussian_filter(signal, [s / v for s, v in zip(psf_sigma_um, scale)])
@@ -201,8 +221,176 @@ def _render(cells, membrane, nucleus, scale, rng) -> np.ndarray:
     zz, yy, xx = np.meshgrid(*(np.linspace(0, 1, n) for n in shape), indexing="ij", sparse=True)
     tilt = rng.uniform(-0.25, 0.25, 2)
     shading = (1 + tilt[0] * (yy - 0.5) + tilt[1] * (xx - 0.5)) * np.exp(-0.35 * zz)
-    expected = PHOTONS_AT_MEMBRANE * signal * shading.astype(np.float32)
+    expected = photons * signal * shading.astype(np.float32)
 
     counts = rng.poisson(np.clip(expected, 0, None)).astype(np.float32)
     counts += CAMERA_OFFSET + READ_NOISE * rng.standard_normal(shape, dtype=np.float32)
     return np.clip(np.round(counts), 0, np.iinfo(np.uint16).max).astype(np.uint16)
+
+
+# --- Densely packed nuclei (a nuclear stain such as DAPI or H2B) ---------------
+
+NUCLEUS_SEMI_AXES_UM = (3.0, 5.0)  # range of each semi-axis of a nucleus
+# Centres may come this much closer than the sum of their mean radii, so that
+# neighbours press into each other and share a face instead of leaving a gap.
+NUCLEUS_PACKING = 0.8
+NUCLEUS_PLACEMENT_TRIES = 4000  # random candidates; most are rejected once the space fills
+# Pieces smaller than this share of the smallest whole nucleus are dropped: slivers
+# at the crop border, or squeezed between neighbours, are no nucleus to segment.
+NUCLEUS_MIN_PIECE = 0.05
+NUCLEUS_BRIGHTNESS = (0.4, 1.0)  # stain per nucleus, relative to the brightest one
+NUCLEUS_RIM_DIP = 0.3  # nuclei are dimmer towards their rim, hence at a shared face
+PHOTONS_AT_BRIGHTEST_NUCLEUS = 200.0  # nuclear stains are bright; keeps the noise below the texture
+
+
+def make_nuclei_volume(
+    shape: tuple = DEFAULT_SHAPE,
+    seed: int = 0,
+    annotated_slices: tuple | None = None,
+    scale: tuple = DEFAULT_SCALE,
+) -> dict:
+    """Generate a stack of densely packed, touching nuclei and its ground truth.
+
+    Imitates a nuclear stain in an embryo or organoid: ellipsoidal nuclei of
+    random size and orientation pressed against each other, uneven brightness,
+    chromatin texture, a faint background, an anisotropic blur, light fading
+    with depth and camera noise. Touching nuclei meet at a face that is only a
+    little darker than their interiors, so a global threshold merges them.
+
+    Returns the same keys as :func:`make_cells_volume`: ``image`` (uint16),
+    ``labels_full`` (uint8, 1 = nucleus), ``labels`` (``labels_full`` on the
+    annotated slices, 0 elsewhere), ``instances`` (uint32, one id per nucleus,
+    0 = background; unlike the cells, touching nuclei have no gap between them),
+    ``annotated_slices`` and ``scale``.
+    """
+    shape, scale, annotated_slices = _check_inputs(shape, scale, annotated_slices)
+    rng = np.random.default_rng(seed)
+
+    centres_um, axes_um, rotations = _place_nuclei(shape, scale, rng)
+    instances, radial = _ellipsoid_voronoi(shape, scale, centres_um, axes_um, rotations)
+    instances = _drop_slivers(instances, _sliver_voxels(shape, scale))
+    labels_full = (instances > 0).astype(np.uint8)
+    signal = _nuclei_signal(instances, radial, rng)
+    image = _camera_image(signal, scale, rng, PHOTONS_AT_BRIGHTEST_NUCLEUS)
+    return {
+        "image": image,
+        "labels_full": labels_full,
+        "labels": _partial_labels(labels_full, annotated_slices, "nuclei"),
+        "instances": instances,
+        "annotated_slices": annotated_slices,
+        "scale": scale,
+    }
+
+
+def _nucleus_size_factor(shape, scale) -> float:
+    """1, or less so that a small image still holds about three nuclei across."""
+    smallest_side_um = min(shape[1] * scale[1], shape[2] * scale[2])
+    largest_diameter_um = 2 * NUCLEUS_SEMI_AXES_UM[1]
+    return min(1.0, smallest_side_um / (3 * largest_diameter_um))
+
+
+def _random_rotations(n, rng) -> np.ndarray:
+    """``n`` random 3-D rotation matrices (QR of Gaussian matrices, signs fixed)."""
+    q, r = np.linalg.qr(rng.standard_normal((n, 3, 3)))
+    q *= np.sign(np.diagonal(r, axis1=1, axis2=2))[:, None, :]
+    q[np.linalg.det(q) < 0, :, 0] *= -1  # reflections -> rotations
+    return q
+
+
+def _place_nuclei(shape, scale, rng):
+    """Centres (um), semi-axes (um) and orientations of the nuclei.
+
+    Random sequential placement: a candidate is kept when it is far enough from
+    every kept centre, "far enough" being a bit less than the sum of mean radii
+    so that neighbours touch. Centres may lie up to one radius outside the
+    volume, so nuclei are cut at the borders as in a real crop.
+    """
+    size = _nucleus_size_factor(shape, scale)
+    low_um, high_um = (size * a for a in NUCLEUS_SEMI_AXES_UM)
+    extent = np.array(shape) * np.array(scale)
+    candidates = rng.uniform(-low_um, extent + low_um, (NUCLEUS_PLACEMENT_TRIES, 3))
+    axes = rng.uniform(low_um, high_um, (NUCLEUS_PLACEMENT_TRIES, 3))
+    mean_radius = axes.prod(axis=1) ** (1 / 3)
+
+    kept = []
+    for i, centre in enumerate(candidates):
+        if kept:
+            gaps = np.linalg.norm(candidates[kept] - centre, axis=1)
+            if np.any(gaps < NUCLEUS_PACKING * (mean_radius[kept] + mean_radius[i])):
+                continue
+        kept.append(i)
+    return candidates[kept], axes[kept], _random_rotations(len(kept), rng)
+
+
+def _ellipsoid_voronoi(shape, scale, centres_um, axes_um, rotations):
+    """Give each voxel to the nucleus whose ellipsoid it lies deepest in.
+
+    The ellipsoid distance is 0 at a centre and 1 on the surface; a voxel with
+    distance < 1 to several nuclei goes to the one it is closest to, so overlapping
+    ellipsoids are cut along a shared face instead of covering each other.
+    Returns the instance ids and, per voxel, the distance to its own centre.
+    """
+    scale = np.array(scale)
+    best = np.ones(shape, dtype=np.float32)  # 1 = outside every nucleus
+    instances = np.zeros(shape, dtype=np.uint32)
+    for nucleus_id, (centre, axes, rotation) in enumerate(zip(centres_um, axes_um, rotations), 1):
+        box = _bounding_box(centre, axes.max(), scale, shape)
+        if box is None:
+            continue
+        offsets_um = [(np.arange(s.start, s.stop) * v - c) for s, v, c in zip(box, scale, centre)]
+        # Coordinates along the principal axes, in units of each semi-axis.
+        to_axes = (rotation / axes).astype(np.float32)
+        distance_sq = np.zeros([s.stop - s.start for s in box], dtype=np.float32)
+        for k in range(3):
+            along = (
+                offsets_um[0][:, None, None] * to_axes[0, k]
+                + offsets_um[1][None, :, None] * to_axes[1, k]
+                + offsets_um[2][None, None, :] * to_axes[2, k]
+            )
+            distance_sq += along**2
+        distance = np.sqrt(distance_sq)
+        closer = distance < best[box]
+        best[box] = np.where(closer, distance, best[box])
+        instances[box] = np.where(closer, nucleus_id, instances[box])
+    return instances, best
+
+
+def _bounding_box(centre_um, radius_um, scale, shape):
+    """Slices of the voxels within ``radius_um`` of the centre, or None if outside."""
+    low = np.maximum(np.floor((centre_um - radius_um) / scale).astype(int), 0)
+    high = np.minimum(np.ceil((centre_um + radius_um) / scale).astype(int) + 1, shape)
+    if np.any(high <= low):
+        return None
+    return tuple(slice(lo, hi) for lo, hi in zip(low, high))
+
+
+def _sliver_voxels(shape, scale) -> float:
+    """Voxel count below which a piece of a nucleus is dropped."""
+    smallest_axis_um = _nucleus_size_factor(shape, scale) * NUCLEUS_SEMI_AXES_UM[0]
+    smallest_nucleus_um3 = 4 / 3 * np.pi * smallest_axis_um**3
+    return NUCLEUS_MIN_PIECE * smallest_nucleus_um3 / float(np.prod(scale))
+
+
+def _drop_slivers(instances, min_voxels) -> np.ndarray:
+    """Remove the pieces smaller than ``min_voxels`` and number the rest 1..n."""
+    sizes = np.bincount(instances.ravel())
+    kept = np.flatnonzero(sizes >= min_voxels)
+    kept = kept[kept > 0]
+    lookup = np.zeros(len(sizes), dtype=np.uint32)
+    lookup[kept] = np.arange(1, len(kept) + 1, dtype=np.uint32)
+    return lookup[instances]
+
+
+def _nuclei_signal(instances, radial, rng) -> np.ndarray:
+    """Stain density: uneven nuclei with chromatin texture on a faint background."""
+    shape = instances.shape
+    n_ids = int(instances.max()) + 1
+    brightness = rng.uniform(*NUCLEUS_BRIGHTNESS, n_ids).astype(np.float32)
+    chromatin = _smooth_noise(shape, (0.5, 1.5, 1.5), rng)
+    haze = _smooth_noise(shape, (2.0, 8.0, 8.0), rng)
+
+    # Dimmer towards the rim: where two nuclei meet, both are near their rim.
+    profile = 1 - NUCLEUS_RIM_DIP * radial**2
+    nuclei = brightness[instances] * profile * (1 + 0.25 * chromatin)
+    background = 0.06 + 0.02 * haze
+    return np.where(instances > 0, nuclei, background).astype(np.float32)
