@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 
 from .core.config import (
-    ANNOTATION_MODES, LOSSES, LR_SCHEDULES, PREDICT_OUTPUTS, ConfigError, ModelConfig, PredictConfig,
-    TrainConfig,
+    ANNOTATION_MODES, LOSSES, LR_SCHEDULES, OBJECT_MODES, OBJECT_SOURCES, PREDICT_OUTPUTS, SEED_MODES,
+    ConfigError, ModelConfig, PredictConfig, TrainConfig,
 )
 
 
@@ -38,12 +38,15 @@ def _add_train_options(p: argparse.ArgumentParser):
     p.add_argument("--patch-size", type=int, default=d.patch_size)
     p.add_argument("--learning-rate", type=float, default=d.learning_rate)
     p.add_argument("--lr-schedule", default=d.lr_schedule, choices=sorted(LR_SCHEDULES),
-                   help="cosine decay over the epochs, or over --max-seconds when that ends training first")
+                   help="plateau: halve the rate when validation stops improving; cosine: decay over "
+                        "the epochs, or over --max-seconds when that ends training first")
+    p.add_argument("--lr-patience", type=int, default=d.lr_patience,
+                   help="plateau schedule: epochs without improvement before the rate halves")
     p.add_argument("--val-fraction", type=float, default=d.val_fraction)
     p.add_argument("--loss", default=d.loss, choices=sorted(LOSSES))
     p.add_argument("--max-seconds", type=float, default=d.max_seconds,
-                   help="stop training after this many seconds (0 = no limit); with many --epochs, "
-                        "this sets the training time")
+                   help="time cap in seconds (0 = no limit); training ends sooner when validation "
+                        "stops improving (--early-stopping)")
     p.add_argument("--early-stopping", type=int, default=d.early_stopping_patience,
                    dest="early_stopping_patience", help="patience in epochs (0 = off)")
     p.add_argument("--seed", type=int, default=d.seed)
@@ -59,7 +62,23 @@ def _add_predict_options(p: argparse.ArgumentParser):
     d = PredictConfig()
     p.add_argument("--axis", type=int, default=d.axis, help="slice axis of a 3-D volume")
     p.add_argument("--threshold", type=float, default=d.threshold)
-    p.add_argument("--output", default=d.output, choices=sorted(PREDICT_OUTPUTS))
+    p.add_argument("--output", default=None, choices=sorted(PREDICT_OUTPUTS),
+                   help="labels (classes) or instances (objects); default: instances for a model "
+                        "trained with --instances, labels otherwise")
+    p.add_argument("--objects", default=d.objects, choices=sorted(OBJECT_MODES),
+                   help="instances: 3d = one id per object through the volume; 2d = per slice; "
+                        "linked = per slice, then linked across slices by overlap")
+    p.add_argument("--seeds", default=d.seeds, choices=sorted(SEED_MODES),
+                   help="watershed seeds: predicted object interiors, or distance-transform maxima")
+    p.add_argument("--seed-distance", type=float, default=d.seed_distance,
+                   help="distance seeds: smallest distance between two seeds (px)")
+    p.add_argument("--min-size", type=int, default=d.min_object_size, dest="min_object_size",
+                   help="drop objects smaller than this (voxels in 3-D, pixels in 2-D)")
+    p.add_argument("--objects-from", default=d.objects_from, choices=sorted(OBJECT_SOURCES),
+                   help="binary models: background = the regions the painted class encloses "
+                        "(cells between painted membranes)")
+    p.add_argument("--voxel-size", type=float, nargs=3, default=None, metavar=("Z", "Y", "X"),
+                   help="voxel size for 3-D objects (default: from the TIFF, else cubic voxels)")
     p.add_argument("--tile-size", type=int, default=d.tile_size)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--tta", action="store_true", help="average the 8 flips/rotations")
@@ -89,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", required=True, help="ground truth (0 = background)")
     p.add_argument("--slices", default=None, help="slice range along the axis, e.g. 20:30")
     p.add_argument("--json", default=None, help="also write the scores to this file")
+    p.add_argument("--per-slice", action="store_true",
+                   help="score objects in each 2-D slice (default: objects in 3-D)")
     _add_predict_options(p)
 
     p = sub.add_parser("demo", help="train on the built-in sample (or your files) and segment it")
@@ -108,7 +129,7 @@ def train_configs(args) -> tuple[ModelConfig, TrainConfig]:
 
 def predict_config(args, **overrides) -> PredictConfig:
     fields = PredictConfig.__dataclass_fields__
-    values = {k: v for k, v in vars(args).items() if k in fields}
+    values = {k: v for k, v in vars(args).items() if k in fields and v is not None}
     values.update(overrides)
     return PredictConfig(**values)
 

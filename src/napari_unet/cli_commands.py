@@ -78,12 +78,14 @@ def train_with_progress(image, labels, model_cfg, train_cfg, out_dir, resume=Non
     def show(event, bar):
         kind = event.get("type")
         if kind == "start":
-            bar.total = event["epochs"] * event["steps_per_epoch"]
+            bar.total = 100  # percent: the steps or the time cap, whichever ends training first
             bar.write(f"Device: {event.get('device')}; {event.get('n_train_slices')} training and "
                       f"{event.get('n_val_slices')} validation slice(s); {event.get('params'):,} weights")
         elif kind == "batch":
             bar.update(round(event["progress"] * bar.total) - bar.n)  # steps or time, whichever ends first
-            bar.set_postfix(epoch=event["epoch"], loss=f"{event['loss']:.3f}")
+            left = event.get("seconds_left")
+            bar.set_postfix(epoch=event["epoch"], loss=f"{event['loss']:.3f}",
+                            **({} if left is None else {"time_left": f"{int(left) // 60}:{int(left) % 60:02d}"}))
         elif kind == "epoch":
             dice = event.get("val_dice")
             bar.write(f"epoch {event['epoch']:3d}/{event['epochs']}  loss {event['loss']:.4f}"
@@ -93,7 +95,7 @@ def train_with_progress(image, labels, model_cfg, train_cfg, out_dir, resume=Non
             bar.write("warning: " + event.get("message", ""))
 
     with job:
-        final = follow(job, show, desc="Training", unit="batch")
+        final = follow(job, show, desc="Training", unit="%")
     _raise_on_error(final, "Training")
     return final
 
@@ -138,11 +140,12 @@ def run_predict(args) -> int:
         raise FileNotFoundError(f"Output folder {out.parent} does not exist; create it first.")
     if out.exists():
         raise FileExistsError(f"{out} exists; pick another name or delete it first.")
-    cfg = predict_config(args, return_probabilities=bool(args.prob))
     array, meta = io.open_lazy(args.image)
     _, has_channels = _channels_last(array, meta)
     channel_axis = _channel_axis(meta) if has_channels else None
     scale = meta.get("scale")
+    cfg = predict_config(args, return_probabilities=bool(args.prob),
+                         **_object_settings(args, scale, array.ndim - has_channels))
     tmp = out.with_name(out.name + ".partial.zarr")
     prob_tmp = Path(args.prob).with_name(Path(args.prob).name + ".partial.zarr") if args.prob else None
     outputs = {"out_path": str(tmp)}
@@ -160,6 +163,24 @@ def run_predict(args) -> int:
                 shutil.rmtree(path, ignore_errors=True)
     print(f"Labels written to {out}" + (f", probabilities to {args.prob}" if args.prob else ""))
     return 0
+
+
+def _object_settings(args, scale, spatial_ndim: int) -> dict:
+    """Output kind from the model (objects for a model trained on ids) and the voxel size of 3-D
+    objects: --voxel-size, else the file's, else cubic voxels (said once)."""
+    from .core.bundle import read_bundle_meta
+
+    settings = {}
+    if args.output is None:
+        settings["output"] = "instances" if read_bundle_meta(args.model).get("instances") else "labels"
+    objects_3d = (args.output or settings["output"]) == "instances" and args.objects == "3d"
+    if spatial_ndim == 3 and objects_3d:
+        voxel = args.voxel_size or (scale if scale and len(scale) == 3 else None)
+        if voxel is None:
+            print("No voxel size known (none in the file, no --voxel-size): 3-D objects take the voxels "
+                  "as cubes.")
+        settings["voxel_size"] = tuple(float(v) for v in voxel) if voxel else ()
+    return settings
 
 
 def _channel_axis(meta: dict):
@@ -182,7 +203,7 @@ def _finish_output(tmp: Path, out: Path, scale, labels: bool):
 
 
 def run_evaluate(args) -> int:
-    from .core.metrics import segmentation_report
+    from .core.metrics import object_report, segmentation_report
 
     image, meta, has_channels = load_image(args.image)
     gt, _ = io.read_array(args.labels)
@@ -194,10 +215,13 @@ def run_evaluate(args) -> int:
     if chosen is not None:
         index = (slice(None),) * args.axis + (chosen,)
         image, gt = image[index], gt[index]
-    cfg = predict_config(args)
+    cfg = predict_config(args, **_object_settings(args, meta.get("scale"), len(spatial)))
     _, pred, _ = predict_with_progress(image, args.model, cfg,
                                        channel_axis=image.ndim - 1 if has_channels else None)
-    report = segmentation_report(pred, gt)
+    if cfg.output == "instances":
+        report = object_report(pred, gt, per_slice=args.per_slice)
+    else:
+        report = segmentation_report(pred, gt)
     report["slices"] = args.slices or "all"
     for key, value in report.items():
         print(f"{key:>28}: {value:.4f}" if isinstance(value, float) else f"{key:>28}: {value}")

@@ -15,7 +15,11 @@ from .core.data import annotated_slices
 
 
 def _demo_data(args):
-    """(image, partial labels, ground truth or None, scale, name)."""
+    """(image, partial labels, ground-truth objects or None, scale, name).
+
+    The built-in sample trains on the cell ids of its annotated slices (instances), and its
+    3-D cell ids are the truth the objects are scored against.
+    """
     if args.image or args.labels:
         if not (args.image and args.labels):
             raise ValueError("Give both --image and --labels, or neither for the built-in sample.")
@@ -25,7 +29,8 @@ def _demo_data(args):
     from .core.synthetic import make_cells_volume
 
     sample = make_cells_volume()
-    return sample["image"], sample["labels"], sample["labels_full"], sample["scale"], "synthetic cells"
+    labels = np.where(sample["labels"] != 0, sample["instances"], 0).astype(np.uint32)
+    return sample["image"], labels, sample["instances"], sample["scale"], "synthetic cells"
 
 
 def run_demo(args) -> int:
@@ -33,6 +38,8 @@ def run_demo(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     image, labels, truth, scale, name = _demo_data(args)
     model_cfg, train_cfg = train_configs(args)
+    if truth is not None:
+        train_cfg = train_cfg.replace(instances=True)
     annotated = annotated_slices(labels, train_cfg.annotation_mode)
     print(f"{name}: volume {image.shape}, annotated slices {annotated.tolist()}; writing to {out}/")
 
@@ -43,7 +50,12 @@ def run_demo(args) -> int:
 
     start = time.perf_counter()
     has_channels = image.ndim == 4
-    _, pred, _ = predict_with_progress(image, final["model_dir"], PredictConfig(),
+    objects = train_cfg.instances
+    voxel_size = tuple(scale) if objects and scale and len(scale) == 3 and image.ndim == 3 else ()
+    if objects and not voxel_size:
+        print("No voxel size known: 3-D objects take the voxels as cubes.")
+    cfg = PredictConfig(output="instances" if objects else "labels", voxel_size=voxel_size)
+    _, pred, _ = predict_with_progress(image, final["model_dir"], cfg,
                                        channel_axis=image.ndim - 1 if has_channels else None)
     predict_seconds = time.perf_counter() - start
 
@@ -57,24 +69,42 @@ def run_demo(args) -> int:
         "best_epoch": final.get("best_epoch"),
     }
     unannotated = np.setdiff1d(np.arange(labels.shape[0]), annotated)
-    if truth is not None and unannotated.size:
-        from .core.metrics import segmentation_report
-
-        metrics["unannotated_slices"] = segmentation_report(pred[unannotated], truth[unannotated])
+    if truth is not None:
+        metrics.update(_object_scores(image, labels, pred, truth, voxel_size))
     write_json(out / "metrics.json", metrics)
     overview = _overview_png(out / "overview.png", image, pred, truth, unannotated if unannotated.size
                              else np.arange(labels.shape[0]))
 
     print(f"\nTrained in {train_seconds:.0f} s, segmented {labels.shape[0]} slices in {predict_seconds:.1f} s.")
-    if "unannotated_slices" in metrics:
-        report = metrics["unannotated_slices"]
-        print("On the slices nobody annotated: "
-              + ", ".join(f"{k} {v:.3f}" for k, v in report.items() if isinstance(v, float)))
+    for key in ("unet", "baseline"):
+        if key in metrics:
+            report = metrics[key]
+            print(f"{report['method']:>34}: " + ", ".join(
+                f"{name} {report[name]:.3f}" for name in SHOWN_SCORES))
     print(f"Model:    {final['model_dir']}\nMasks:    {mask_path}\n"
           f"Metrics:  {out / 'metrics.json'}\nOverview: {overview}")
     if args.view:
         _view(image, labels, pred, scale, name)
     return 0
+
+
+SHOWN_SCORES = ("adapted_rand_error", "voi", "f1", "mean_matched_iou", "foreground_dice")
+
+
+def _object_scores(image, labels, pred, truth, voxel_size) -> dict:
+    """3-D object scores of the U-Net and of a classical watershed on the same volume."""
+    from .core.baselines import choose_polarity, watershed_objects
+    from .core.metrics import dice, object_report
+
+    polarity = choose_polarity(image, labels)
+    baseline = watershed_objects(image, polarity=polarity, sampling=voxel_size or None)
+    scores = {}
+    for key, method, objects in (("unet", "U-Net, 3-D objects", pred),
+                                 ("baseline", f"Gaussian + Otsu ({polarity}) + watershed", baseline)):
+        report = object_report(objects, truth)
+        report.update(method=method, foreground_dice=dice(objects > 0, truth > 0, label=True))
+        scores[key] = report
+    return scores
 
 
 def _overview_png(path: Path, image, pred, truth, slices) -> Path:
@@ -89,10 +119,10 @@ def _overview_png(path: Path, image, pred, truth, slices) -> Path:
     for row, z in zip(axes, picks):
         row[0].imshow(image[z] if image.ndim == 3 else image[z, ..., 0], cmap="gray")
         row[0].set_title(f"image, slice {z}", fontsize=9)
-        row[1].imshow(pred[z], cmap="viridis", interpolation="nearest")
+        row[1].imshow(_id_colours(pred[z]), cmap="tab20", interpolation="nearest", vmin=0, vmax=19)
         row[1].set_title("prediction", fontsize=9)
         if truth is not None:
-            row[2].imshow(truth[z], cmap="viridis", interpolation="nearest")
+            row[2].imshow(_id_colours(truth[z]), cmap="tab20", interpolation="nearest", vmin=0, vmax=19)
             row[2].set_title("ground truth", fontsize=9)
         for ax in row:
             ax.axis("off")
@@ -100,6 +130,11 @@ def _overview_png(path: Path, image, pred, truth, slices) -> Path:
     fig.savefig(path, dpi=80)
     plt.close(fig)
     return path
+
+
+def _id_colours(ids):
+    """Object ids folded onto 19 colours (0 stays the background colour)."""
+    return np.where(ids > 0, ids % 19 + 1, 0)
 
 
 def _view(image, labels, pred, scale, name):

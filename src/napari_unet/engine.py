@@ -435,12 +435,14 @@ def start_training(image, labels, model_cfg, train_cfg, out_dir, resume_from=Non
     return Job("napari_unet._worker:train_job", params, arrays={"image": image, "labels": labels})
 
 
-def start_prediction(image, model_dir, predict_cfg, channel_axis=None, out_path=None, prob_path=None) -> Job:
+def start_prediction(image, model_dir, predict_cfg, channel_axis=None, out_path=None, prob_path=None,
+                     all_classes=False) -> Job:
     """A (not yet started) job that segments ``image`` with the model saved in ``model_dir``.
 
     Outputs: "labels" (uint8, or uint32 for instances) and, with ``return_probabilities``,
-    "probs" (float32), both of the image's spatial shape. They live in shared memory, or in
-    new zarr arrays at ``out_path`` / ``prob_path`` for volumes larger than memory.
+    "probs" (float32), both of the image's spatial shape (``all_classes``: "probs" gets a last
+    axis with every class). They live in shared memory, or in new zarr arrays at ``out_path``
+    / ``prob_path`` for volumes larger than memory.
     """
     if not Path(model_dir).is_dir():
         raise ValueError(f"Model folder {model_dir} does not exist; pick the folder a training run wrote.")
@@ -449,7 +451,12 @@ def start_prediction(image, model_dir, predict_cfg, channel_axis=None, out_path=
     dtype = np.uint32 if predict_cfg.output == "instances" else np.uint8
     outputs = {"labels": _output_spec(spatial, dtype, out_path, slice_axis)}
     if predict_cfg.return_probabilities:
-        outputs["probs"] = _output_spec(spatial, np.float32, prob_path, slice_axis)
+        classes = ()
+        if all_classes:
+            from .core.bundle import read_bundle_meta  # JSON only: no Keras here
+
+            classes = (read_bundle_meta(model_dir)["model_config"]["n_classes"],)
+        outputs["probs"] = _output_spec(spatial + classes, np.float32, prob_path, slice_axis)
     params = {
         "model_dir": str(model_dir),
         "predict_cfg": predict_cfg.to_dict(),

@@ -138,6 +138,15 @@ def test_class_count_errors():
         data.class_count(np.ones((2, 4, 4), int), "scribbles", instances=True)
 
 
+def test_object_ids_without_instances_suggest_the_instances_option():
+    labels = np.zeros((2, 300, 300), np.int32)
+    labels[0] = np.arange(300 * 300).reshape(300, 300) % 70000  # 70,000 object ids
+    with pytest.raises(ValueError, match="look like object ids.*instances"):
+        data.class_count(labels, "full_slices")
+    assert data.class_count(labels, "full_slices", instances=True) == 3
+    assert data.annotated_object_count(labels, "full_slices") == 69999
+
+
 def test_full_slice_targets_zero_is_background():
     labels = np.array([[0, 1], [1, 0]])
     target, mask = data.make_targets(labels, "full_slices", 1)

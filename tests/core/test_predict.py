@@ -9,7 +9,7 @@ from skimage.draw import disk
 from skimage.segmentation import find_boundaries
 
 from napari_unet.core.config import PredictConfig
-from napari_unet.core.postprocess import instances_from_boundaries, instances_from_mask, labels_from_probs
+from napari_unet.core.postprocess import labels_from_probs
 from napari_unet.core.predict import predict_volume
 
 NORM = {"low": [0.0], "high": [1.0]}
@@ -150,7 +150,7 @@ def boundary_oracle(x):
 def test_touching_discs_are_separated_by_the_boundary_model_with_ids_unique_across_slices():
     labels = two_touching_discs()
     volume = np.stack([labels, labels]).astype(np.float32) / 2
-    cfg = PredictConfig(output="instances", tile_size=64, tile_overlap=8)
+    cfg = PredictConfig(output="instances", objects="2d", tile_size=64, tile_overlap=8)
     events = run(volume, boundary_oracle, cfg, n_classes=3, size_multiple=16, boundary_model=True)
     instances = events[-1]["labels"]
     assert instances.dtype == np.uint32
@@ -163,7 +163,26 @@ def test_touching_discs_are_separated_by_the_boundary_model_with_ids_unique_acro
             assert (found & (labels == obj)).sum() / found.sum() > 0.9
 
     # A plain foreground mask of the same discs is one object: they do touch.
-    assert instances_from_mask(labels > 0).max() == 1
+    assert ndi.label(labels > 0)[1] == 1
+
+    # In 3-D (the default) each disc is one object through both slices.
+    events = run(volume, boundary_oracle, cfg.replace(objects="3d"), n_classes=3, size_multiple=16,
+                 boundary_model=True)
+    objects = events[-1]["labels"]
+    assert set(np.unique(objects)) == {0, 1, 2}
+    np.testing.assert_array_equal(objects[0], objects[1])
+    assert sorted(e["index"] for e in events if e["type"] == "slice") == [0, 1]
+
+
+def test_cells_between_painted_membranes_are_offered_as_objects():
+    membranes = np.zeros((2, 40, 40), np.float32)
+    membranes[:, 20, :] = 1  # one membrane line cuts each slice into two cells
+    cfg = PredictConfig(output="instances", objects_from="background", tile_size=64, tile_overlap=8)
+    objects = run(membranes, lambda x: x, cfg)[-1]["labels"]
+    assert set(np.unique(objects)) == {0, 1, 2} and (objects[:, 20] == 0).all()
+    assert len(np.unique(objects[:, :20])) == 1 and len(np.unique(objects[:, 21:])) == 1
+    with pytest.raises(ValueError, match="one output class"):
+        run(membranes, lambda x: np.repeat(x, 3, axis=-1), cfg, n_classes=3, boundary_model=True)
 
 
 def test_instances_from_a_sigmoid_model_and_small_objects_dropped():
@@ -192,10 +211,6 @@ def test_postprocess_helpers():
     np.testing.assert_array_equal(labels_from_probs(probs, 0.5), [[0, 1]])
     np.testing.assert_array_equal(labels_from_probs(probs, 0.1), [[1, 1]])
     np.testing.assert_array_equal(labels_from_probs(np.array([[[0.1, 0.3, 0.6], [0.5, 0.4, 0.1]]]), 0.5), [[2, 0]])
-    diagonal = np.eye(3, dtype=bool)  # corner-touching pixels stay separate objects
-    np.testing.assert_array_equal(instances_from_mask(diagonal), np.diag([1, 2, 3]))
-    with pytest.raises(ValueError, match=r"\(Y, X, 3\).*got shape \(4, 4, 2\)"):
-        instances_from_boundaries(np.zeros((4, 4, 2)))
 
 
 def test_stop_event_stops_with_the_done_slices():

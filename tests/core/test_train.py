@@ -234,7 +234,7 @@ def test_configure_device_describes_the_device():
 def test_cosine_schedule_follows_steps_or_the_time_budget():
     lr = train_module.cosine_learning_rate
     final = train_module.FINAL_LR_FRACTION
-    cfg = TrainConfig(learning_rate=1e-3)
+    cfg = TrainConfig(learning_rate=1e-3, lr_schedule="cosine", max_seconds=0.0)
     assert lr(cfg, 0.0, 0.0) == pytest.approx(1e-3)
     assert lr(cfg, 0.5, 1e6) == pytest.approx(1e-3 * (final + (1 - final) / 2))  # no budget: time is ignored
     assert lr(cfg, 1.0, 0.0) == pytest.approx(1e-3 * final)
@@ -248,9 +248,29 @@ def test_cosine_schedule_follows_steps_or_the_time_budget():
 
 def test_learning_rate_reaches_the_optimizer(volume, tmp_path):
     image, labels = volume
-    cfg = TrainConfig(epochs=3, steps_per_epoch=2, batch_size=2, patch_size=32, learning_rate=1e-3)
+    cfg = TrainConfig(epochs=3, steps_per_epoch=2, batch_size=2, patch_size=32, learning_rate=1e-3,
+                      lr_schedule="cosine", max_seconds=0.0)
     events = list(train(image, binary_labels(labels), TINY_MODEL, cfg, tmp_path / "m"))
     rates = [e["learning_rate"] for e in events if e["type"] == "epoch"]
     # Read back from the optimizer after each epoch's last step (steps 1, 3 and 5 of 6).
     expected = [train_module.cosine_learning_rate(cfg, step / 6, 0.0) for step in (1, 3, 5)]
     assert rates == pytest.approx(expected, rel=1e-5)
+
+
+def test_plateau_schedule_halves_the_rate_on_each_plateau(volume, tmp_path, monkeypatch):
+    image, truth = volume
+    monkeypatch.setattr(train_module, "_validate", lambda *args: (0.5, 0.5, 0.3))  # never improves
+    cfg = TINY_TRAIN.replace(epochs=5, steps_per_epoch=1, lr_patience=2, early_stopping_patience=0,
+                             learning_rate=1e-3, max_seconds=600.0)
+    events = list(train(image, binary_labels(truth), TINY_MODEL, cfg, tmp_path / "m"))
+    rates = [e["learning_rate"] for e in events if e["type"] == "epoch"]
+    # Epoch 1 is the best; plateaus end epochs 3 and 5, so epochs 4-5 run at half the rate.
+    assert rates == pytest.approx([1e-3, 1e-3, 1e-3, 5e-4, 5e-4], rel=1e-5)
+    left = [e["seconds_left"] for e in events if e["type"] == "batch"]
+    assert all(0 < s <= 600 for s in left) and left == sorted(left, reverse=True)
+
+
+def test_defaults_train_until_a_plateau_within_a_time_cap():
+    d = TrainConfig()
+    assert d.lr_schedule == "plateau" and d.early_stopping_patience > d.lr_patience > 0
+    assert 60 <= d.max_seconds <= 600  # a few minutes on a CPU

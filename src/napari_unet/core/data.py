@@ -173,6 +173,17 @@ def annotated_slices(labels_zyx, mode: str) -> np.ndarray:
     return np.flatnonzero(labels.reshape(labels.shape[0], -1).any(axis=1)).astype(np.int64)
 
 
+MAX_CLASSES = 255  # the largest label value a class model accepts
+MAX_CLASS_VALUES = 32  # more distinct values than this are taken for object ids
+
+
+def annotated_object_count(labels_zyx, mode: str) -> int:
+    """Distinct non-zero ids on the annotated slices (objects, for instance labels)."""
+    labels = as_zyx(labels_zyx)
+    idx = annotated_slices(labels, mode)
+    return int(np.count_nonzero(np.unique(labels[idx]))) if idx.size else 0
+
+
 def class_count(labels_zyx, mode: str, instances: bool = False) -> int:
     """Number of model outputs the labels need.
 
@@ -193,6 +204,12 @@ def class_count(labels_zyx, mode: str, instances: bool = False) -> int:
     values = np.unique(labels[idx])
     nonzero = values[values != 0]
     top = int(nonzero.max())
+    if top > MAX_CLASSES or nonzero.size > MAX_CLASS_VALUES:
+        raise ValueError(
+            f"The annotations hold {nonzero.size} different labels (up to {top}): they look like object ids, "
+            "one per object. Turn on instances ('Objects have own ids' in the dock, --instances on the "
+            "command line) to learn the objects, or use one value per class."
+        )
     if mode == "full_slices":
         return 1 if nonzero.size == 1 else top + 1
     return 1 if top <= 2 else top

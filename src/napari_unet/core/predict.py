@@ -13,11 +13,13 @@ allocated here. The one exception is ``three_axis``, documented below.
 Outputs:
 
 - labels: uint8 classes, by ``threshold`` (K = 1) or argmax (K > 1, 0 = background).
-- instances (``cfg.output == "instances"``): uint32 object ids found in each 2-D
-  slice separately (connected components, or a seeded watershed for a
-  background/interior/boundary model). Ids are unique across the volume (each
-  slice's ids start after the previous slice's), but an object cut by several
-  slices gets one id per slice: instances are 2-D.
+- instances (``cfg.output == "instances"``): uint32 object ids from a seeded
+  watershed on the probabilities (``core.objects``). ``cfg.objects == "3d"``
+  (default): one id per object through the volume, found in slabs of
+  ``cfg.block_slices`` slices with a halo and joined across slabs, so labels are
+  written slab by slab, a little behind the predicted slices. ``"2d"``: objects
+  per slice (ids unique across the volume); ``"linked"``: per slice, then linked
+  to the previous slice by overlap.
 - probabilities: float32. If ``out_probs`` has a channel axis (last, of length K)
   all K are written; otherwise one map per pixel: the foreground probability for
   K = 1, the largest foreground-class probability (classes 1..K-1) for K > 1.
@@ -38,7 +40,8 @@ import numpy as np
 
 from .config import PredictConfig
 from .data import normalize
-from .postprocess import instances_from_boundaries, instances_from_mask, labels_from_probs
+from .objects import StreamingObjects, object_maps
+from .postprocess import labels_from_probs
 from .tiling import pad_for_tiles, round_up, stitch, tile_slices
 
 
@@ -98,7 +101,8 @@ def predict_volume(
 
     reader = _SliceReader(volume, channel_axis, normalization)
     predict_batch = _BatchPredictor(predict_fn, n_classes, cfg.tta)
-    writer = _SliceWriter(cfg, out_labels, out_probs, n_classes, boundary_model)
+    objects = _object_builder(cfg, spatial_shape, axis, n_classes, boundary_model) if instances else None
+    writer = _SliceWriter(cfg, out_labels, out_probs, n_classes, objects, _model_kind(n_classes, boundary_model))
     passes = dict(reader=reader, predict_batch=predict_batch, batch_size=cfg.batch_size, stop_event=stop_event)
     if cfg.three_axis:
         return _three_axis_events(spatial_shape, axis, plans, writer, n_classes, passes)
@@ -287,9 +291,11 @@ def _events(spatial_shape, axis, tiles, writer, passes):
         if i is None:
             yield {"type": "stopped", "done_slices": done}
             return
-        writer(_index(axis, i), probs)
-        done.append(i)
-        yield {"type": "slice", "index": i, "n_slices": n}
+        for j in writer(axis, i, probs):
+            done.append(j)
+            yield {"type": "slice", "index": j, "n_slices": n}
+    for j in writer.flush(axis):
+        yield {"type": "slice", "index": j, "n_slices": n}
     yield writer.done_event(n)
 
 
@@ -305,56 +311,92 @@ def _three_axis_events(spatial_shape, axis, plans, writer, n_classes, passes):
     total /= 3
     n = spatial_shape[axis]
     for i in range(n):
-        writer(_index(axis, i), total[_index(axis, i)])
-        yield {"type": "slice", "index": i, "n_slices": n}
+        for j in writer(axis, i, total[_index(axis, i)]):
+            yield {"type": "slice", "index": j, "n_slices": n}
+    for j in writer.flush(axis):
+        yield {"type": "slice", "index": j, "n_slices": n}
     yield writer.done_event(n)
 
 
 # ----------------------------------------------------------------- output
 
 
-class _SliceWriter:
-    """Turns one slice's probabilities into labels/instances and writes them."""
+def _model_kind(n_classes, boundary_model):
+    if boundary_model:
+        return "boundary"
+    return "binary" if n_classes == 1 else "classes"
 
-    def __init__(self, cfg, out_labels, out_probs, n_classes, boundary_model):
+
+def _object_builder(cfg, spatial_shape, axis, n_classes, boundary_model):
+    """The streaming object finder for this volume (2-D images: one slice)."""
+    if cfg.objects_from == "background" and n_classes != 1:
+        raise ValueError(
+            "objects_from='background' (regions enclosed by the painted class) needs a model with one "
+            f"output class; this one has {n_classes}: use objects_from='foreground'."
+        )
+    slice_shape = _slice_shape(spatial_shape, axis)
+    sampling = None
+    if cfg.voxel_size and axis is not None:
+        size = cfg.voxel_size
+        sampling = (size[axis],) + tuple(size[a] for a in range(3) if a != axis)
+    elif cfg.voxel_size:
+        sampling = (1.0,) + tuple(cfg.voxel_size[1:])
+    return StreamingObjects(
+        _n_slices(spatial_shape, axis), slice_shape,
+        mode="2d" if axis is None else cfg.objects, block_slices=cfg.block_slices, halo=cfg.halo,
+        threshold=cfg.threshold, seeds=cfg.seeds, seed_distance=cfg.seed_distance,
+        min_size=cfg.min_object_size, sampling=sampling,
+    )
+
+
+class _SliceWriter:
+    """Writes one slice's labels (or, for objects, the slices whose objects are final) and probabilities."""
+
+    def __init__(self, cfg, out_labels, out_probs, n_classes, objects, kind):
         self.cfg = cfg
         self.out_labels = out_labels
         self.out_probs = out_probs
         self.n_classes = n_classes
-        self.boundary_model = boundary_model
+        self.objects = objects
+        self.kind = kind
         self.all_channels = out_probs is not None and len(out_probs.shape) == len(out_labels.shape) + 1
-        self.next_id = 0  # instance ids of the next slice start above this
 
-    def _labels(self, probs):
-        cfg = self.cfg
-        if cfg.output != "instances":
-            return labels_from_probs(probs, cfg.threshold)
-        if self.boundary_model:
-            objects = instances_from_boundaries(probs, cfg.min_object_size)
-        elif self.n_classes == 1:
-            objects = instances_from_mask(probs[..., 0] > cfg.threshold, cfg.min_object_size)
-        else:
-            objects = instances_from_mask(np.argmax(probs, axis=-1) != 0, cfg.min_object_size)
-        n_objects = int(objects.max()) if objects.size else 0
-        objects[objects > 0] += np.uint32(self.next_id)
-        self.next_id += n_objects
-        return objects
+    def __call__(self, axis, i, probs) -> list:
+        """Write slice ``i``; returns the indices of the slices whose labels are now written."""
+        self._write_probs(_index(axis, i), probs)
+        if self.objects is None:
+            self._write_labels(_index(axis, i), labels_from_probs(probs, self.cfg.threshold))
+            return [i]
+        if self.cfg.objects_from == "background":
+            probs = 1.0 - probs
+        maps = object_maps(probs, self.kind, self.cfg.threshold)
+        return self._write_objects(axis, self.objects.push(0 if axis is None else i, maps))
 
-    def __call__(self, index, probs):
-        labels = self._labels(probs)
+    def flush(self, axis) -> list:
+        return [] if self.objects is None else self._write_objects(axis, self.objects.flush())
+
+    def _write_objects(self, axis, finished) -> list:
+        for j, labels in finished:
+            self._write_labels(_index(axis, j), labels)
+        return [j for j, _ in finished]
+
+    def _write_labels(self, index, labels):
         dtype = np.dtype(getattr(self.out_labels, "dtype", np.uint32))
         if dtype.kind in "iu" and labels.size and labels.max() > np.iinfo(dtype).max:
             raise ValueError(
                 f"Object id {labels.max()} does not fit in out_labels of type {dtype}: use uint32 labels."
             )
         self.out_labels[index] = labels
-        if self.out_probs is not None:
-            if self.all_channels:
-                self.out_probs[index] = probs
-            elif self.n_classes == 1:
-                self.out_probs[index] = probs[..., 0]
-            else:
-                self.out_probs[index] = probs[..., 1:].max(axis=-1)
+
+    def _write_probs(self, index, probs):
+        if self.out_probs is None:
+            return
+        if self.all_channels:
+            self.out_probs[index] = probs
+        elif self.n_classes == 1:
+            self.out_probs[index] = probs[..., 0]
+        else:
+            self.out_probs[index] = probs[..., 1:].max(axis=-1)
 
     def done_event(self, n):
         return {"type": "done", "n_slices": n, "labels": self.out_labels, "probs": self.out_probs}

@@ -89,6 +89,19 @@ def training_progress(train_cfg: TrainConfig, step_fraction: float, elapsed_s: f
     return min(max(progress, 0.0), 1.0)
 
 
+PLATEAU_FACTOR = 0.5  # "plateau" schedule: the rate is multiplied by this on each plateau
+
+
+def plateau_learning_rate(train_cfg: TrainConfig, plateaus: int) -> float:
+    """The "plateau" schedule's rate after ``plateaus`` halvings (Keras' ReduceLROnPlateau rule)."""
+    return train_cfg.learning_rate * PLATEAU_FACTOR**plateaus
+
+
+def seconds_left(train_cfg: TrainConfig, elapsed_s: float):
+    """Seconds until the time cap ends training; None without a cap."""
+    return max(0.0, train_cfg.max_seconds - elapsed_s) if train_cfg.max_seconds else None
+
+
 def cosine_learning_rate(train_cfg: TrainConfig, step_fraction: float, elapsed_s: float) -> float:
     """Cosine decay from ``learning_rate`` to ``FINAL_LR_FRACTION`` of it over
     ``training_progress``, so a run cut by its time budget still ends at a low learning rate.
@@ -245,6 +258,11 @@ def train(
     check_target(out_dir, overwrite)  # fail now, not after the training
 
     warnings = []
+    if instances and data.annotated_object_count(labels_zyx, mode) < 2:
+        warnings.append(
+            "Only one object is annotated: paint several objects, some of them touching, so the model "
+            "learns what separates them."
+        )
     resume_meta = None
     if resume_from is not None:
         from .bundle import read_bundle_meta
@@ -357,7 +375,7 @@ def train(
 
     started = time.monotonic()
     steps = train_cfg.steps_per_epoch
-    since_best = 0
+    since_best = plateaus = 0
     finish_reason = None
     for epoch in range(1, train_cfg.epochs + 1):
         epoch_start = time.monotonic()
@@ -372,9 +390,12 @@ def train(
                 break
             x, y = sampler.sample_batch()
             step = (epoch - 1) * steps + batch - 1
-            model.optimizer.learning_rate = cosine_learning_rate(
-                train_cfg, step / total_steps, time.monotonic() - started
-            )
+            if train_cfg.lr_schedule == "plateau":
+                model.optimizer.learning_rate = plateau_learning_rate(train_cfg, plateaus)
+            else:
+                model.optimizer.learning_rate = cosine_learning_rate(
+                    train_cfg, step / total_steps, time.monotonic() - started
+                )
             loss = float(model.train_on_batch(x, y))
             if not math.isfinite(loss):
                 raise ValueError(
@@ -385,6 +406,7 @@ def train(
             yield {
                 "type": "batch", "epoch": epoch, "batch": batch, "steps": steps, "loss": loss,
                 "progress": training_progress(train_cfg, (step + 1) / total_steps, time.monotonic() - started),
+                "seconds_left": seconds_left(train_cfg, time.monotonic() - started),
             }
         if not losses:
             break
@@ -405,6 +427,8 @@ def train(
                 write_best()
         else:
             since_best += 1
+            if since_best % train_cfg.lr_patience == 0:
+                plateaus += 1  # only the "plateau" schedule reads it
         yield {
             "type": "epoch", "epoch": epoch, "epochs": train_cfg.epochs, "loss": epoch_loss,
             "val_loss": val_loss, "val_dice": val_dice, "val_iou": val_iou, "seconds": seconds,

@@ -42,8 +42,20 @@ class SegmentWidget(JobDock):
                              value=0)
         self.threshold = FloatSpinBox(label="Threshold", value=defaults.threshold, min=0.0, max=1.0,
                                       step=0.05)
-        self.output = ComboBox(label="Output", choices=[("classes", "labels"),
-                                                        ("instances", "instances")])
+        self.output = ComboBox(label="Output", choices=[("classes", "labels"), ("objects", "instances")])
+        self.objects = ComboBox(label="Objects", value=defaults.objects, choices=[
+            ("3-D: one id through the volume", "3d"), ("2-D: per slice", "2d"),
+            ("2-D, linked across slices", "linked")])
+        self.seeds = ComboBox(label="Seeds", value=defaults.seeds, choices=[
+            ("object interiors", "interior"), ("distance maxima", "distance")])
+        self.seed_distance = FloatSpinBox(label="Seed distance (px)", value=defaults.seed_distance,
+                                          min=0.5, max=1000.0, step=0.5)
+        self.min_size = SpinBox(label="Min object size (voxels)", value=defaults.min_object_size,
+                                min=0, max=10**9)
+        self.objects_from = ComboBox(label="Objects are", value=defaults.objects_from, choices=[
+            ("the painted class", "foreground"),
+            ("regions it encloses (e.g. cells between membranes)", "background")])
+        self.three_axis = CheckBox(label="Average XY, XZ and YZ passes (3x slower)", value=False)
         self.tile_size = SpinBox(label="Tile size", value=defaults.tile_size, min=32, max=16384,
                                  step=32)
         self.tta = CheckBox(label="Test-time augmentation (8x slower)", value=False)
@@ -54,7 +66,8 @@ class SegmentWidget(JobDock):
         self.status = Label(label="Status", value="")
         self.extend([
             self.image, self.model, self.model_file, self.summary, self.axis, self.threshold,
-            self.output, self.tile_size, self.tta, self.probabilities, self.run_button,
+            self.output, self.objects, self.seeds, self.seed_distance, self.min_size, self.objects_from,
+            self.tile_size, self.tta, self.three_axis, self.probabilities, self.run_button,
             self.cancel_button, self.progress_bar, self.status,
         ])
         self.result_layer = None
@@ -66,10 +79,14 @@ class SegmentWidget(JobDock):
         self.cancel_button.changed.connect(self.cancel)
         for widget in (self.image, self.model, self.model_file, self.axis):
             widget.changed.connect(self._check_inputs)
+        self.model.changed.connect(self._offer_objects)
+        self.model_file.changed.connect(self._offer_objects)
+        self.output.changed.connect(self._show_object_options)
         TRAINED_MODELS.changed.connect(self._models_changed)
         # The registry outlives this dock: let go of it when the dock's Qt widget is deleted.
         self.native.destroyed.connect(lambda *_: TRAINED_MODELS.changed.disconnect(self._models_changed))
         self._follow_layers()
+        self._offer_objects()
 
     # -- inputs ---------------------------------------------------------------------------
     def _model_choices(self, _widget=None):
@@ -118,6 +135,19 @@ class SegmentWidget(JobDock):
             return f"'{image.name}' has {ndim} dimensions; only 2-D and 3-D images are supported."
         return ""
 
+    def _offer_objects(self, _value=None):
+        """Models trained on object ids segment objects by default."""
+        if self._meta is not None:
+            self.output.value = "instances" if self._meta.get("instances") else "labels"
+        self._show_object_options()
+
+    def _show_object_options(self, _value=None):
+        objects = self.output.value == "instances"
+        binary = self._meta is not None and self._meta.get("model_config", {}).get("n_classes") == 1
+        for widget in (self.objects, self.seeds, self.seed_distance, self.min_size):
+            widget.visible = objects
+        self.objects_from.visible = objects and binary
+
     # -- running --------------------------------------------------------------------------
     def run(self, _value=None):
         problem = self._check_inputs()
@@ -128,7 +158,11 @@ class SegmentWidget(JobDock):
             cfg = PredictConfig(
                 axis=self.axis.value, threshold=float(self.threshold.value),
                 output=self.output.value, tile_size=self.tile_size.value, tta=self.tta.value,
-                return_probabilities=self.probabilities.value,
+                three_axis=self.three_axis.value, return_probabilities=self.probabilities.value,
+                objects=self.objects.value, seeds=self.seeds.value,
+                seed_distance=float(self.seed_distance.value), min_object_size=self.min_size.value,
+                objects_from=self.objects_from.value if self.objects_from.visible else "foreground",
+                voxel_size=self._voxel_size(),
             )
         except ConfigError as exc:
             show_error(str(exc))
@@ -149,6 +183,17 @@ class SegmentWidget(JobDock):
         self.run_button.enabled = False
         self.cancel_button.enabled = True
         self.status.value = "Starting the worker..."
+
+    def _voxel_size(self) -> tuple:
+        """The image layer's scale as the voxel size of 3-D objects; () when it is unknown (all 1)."""
+        scale = tuple(float(s) for s in self.image.value.scale[-3:])
+        if len(scale) < 3 or len(spatial_shape(self.image.value)) != 3:
+            return ()
+        if self.output.value == "instances" and self.objects.value == "3d" and scale == (1.0, 1.0, 1.0):
+            show_info("The image has no voxel size (its scale is 1, 1, 1): 3-D objects take its voxels "
+                      "as cubes. Set the layer's scale if slices are further apart than pixels.")
+            return ()
+        return scale
 
     def _prepare_layers(self, image, cfg: PredictConfig):
         """Reuse this widget's own output layer on a rerun; never touch the user's layers."""

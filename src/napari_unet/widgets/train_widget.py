@@ -71,12 +71,13 @@ class TrainWidget(JobDock):
         self.progress_bar = ProgressBar(label="Progress", value=0, min=0, max=1)
         self.status = Label(label="Status", value="")
         self.device = Label(label="Device", value="-")
+        self.time_left = Label(label="Time left", value="-")
         self.score = Label(label="Validation", value="-")
         self.extend([
             self.image, self.labels, self.mode, self.instances, self.n_filters, self.depth,
             self.epochs, self.steps, self.time_limit, self.batch_size, self.patch_size, self.learning_rate,
             self.val_fraction, self.model_dir, self.replace, self.train_button, self.stop_button,
-            self.progress_bar, self.device, self.status, self.score,
+            self.progress_bar, self.time_left, self.device, self.status, self.score,
         ])
         self.plot = LossPlot()
         self.native.layout().addWidget(self.plot.canvas)
@@ -179,10 +180,10 @@ class TrainWidget(JobDock):
         )
         self.plot.clear()
         self.score.value = "-"
-        total = train_cfg.epochs * train_cfg.steps_per_epoch
-        self.progress_bar.max = total
+        # In percent: the steps or the time cap, whichever ends training first.
+        self.progress_bar.max = 100
         self.progress_bar.value = 0
-        self._napari_progress = progress(total=total, desc="Training U-Net")
+        self._napari_progress = progress(total=100, desc="Training U-Net")
         self.poller = JobPoller(job, self._on_event, self._on_finished).start()
         self.train_button.enabled = False
         self.stop_button.enabled = True
@@ -200,9 +201,9 @@ class TrainWidget(JobDock):
             self.status.value = (f"Training on {event.get('n_train_slices')} slice(s), "
                                  f"validating on {event.get('n_val_slices')}.")
         elif kind == "batch":
-            # Steps or time, whichever limit ends training first.
             done = round(event["progress"] * self.progress_bar.max)
             self.progress_bar.value = done
+            self.time_left.value = format_time_left(event.get("seconds_left"))
             if self._napari_progress is not None:
                 self._napari_progress.n = done
                 self._napari_progress.set_description(
@@ -218,6 +219,7 @@ class TrainWidget(JobDock):
 
     def _on_finished(self, final: dict):
         self._close_progress()
+        self.time_left.value = "-"
         self.stop_button.enabled = False
         kind = final.get("type")
         if kind in ("done", "stopped") and final.get("model_dir"):
@@ -237,3 +239,11 @@ class TrainWidget(JobDock):
         else:
             self._report_failure(final, "Training")
         self._check_inputs(keep_status=True)
+
+
+def format_time_left(seconds) -> str:
+    """"4:05 (or sooner, when the validation loss stops improving)"; "-" without a time cap."""
+    if seconds is None:
+        return "-"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes}:{secs:02d} at most (ends sooner once validation stops improving)"

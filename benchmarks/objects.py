@@ -1,0 +1,200 @@
+"""Objects on several stacks: the plugin's defaults against a classical watershed, in one run.
+
+For each stack the U-Net is trained with the default settings on the object ids of a few
+annotated slices ("Objects have own ids"), then segments the whole stack through the
+engine, exactly as the dock does. The same run scores, the same way:
+
+- the U-Net's objects with every object mode ("3d", "2d", "linked") and both seed kinds,
+  found from the one set of predicted probabilities (so the modes are compared fairly);
+- a classical baseline: Gaussian + Otsu + distance-transform seeded watershed, in 3-D and
+  per slice, its polarity taken from the annotations;
+- the foreground Dice of the U-Net and of Gaussian + Otsu.
+
+Stacks: the built-in synthetic cells (membrane stain, 3-D truth), synthetic touching nuclei
+(3-D truth) and, with ``--data``, ISBI 2012 (cell ids per slice on slices 0-19, scored per
+slice on 20-29 with the membranes of the truth ignored).
+
+    python benchmarks/objects.py --data path/to/isbi2012                 # defaults
+    python benchmarks/objects.py --data path/to/isbi2012 --max-seconds 1800 --tag 30min
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import DEFAULT_DATA, log, markdown_table, run_engine_job, write_json, write_text  # noqa: E402
+
+from napari_unet import engine  # noqa: E402
+from napari_unet.core.baselines import choose_polarity, otsu_foreground, watershed_objects  # noqa: E402
+from napari_unet.core.config import PredictConfig, TrainConfig  # noqa: E402
+from napari_unet.core.metrics import dice, object_report  # noqa: E402
+from napari_unet.core.objects import label_volume, object_maps  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+ISBI_TRAIN, ISBI_TEST = slice(0, 20), slice(20, 30)
+ISBI_VOXEL_NM = (50.0, 4.0, 4.0)  # serial-section TEM: 50 nm sections, 4 nm pixels
+VARIANTS = [(mode, seeds) for mode in ("3d", "linked", "2d") for seeds in ("interior", "distance")]
+
+
+# ------------------------------------------------------------------ stacks
+
+
+def synthetic_stack(kind: str) -> dict:
+    from napari_unet.core import synthetic
+
+    make = {"cells": synthetic.make_cells_volume, "nuclei": synthetic.make_nuclei_volume}[kind]
+    sample = make()
+    labels = np.where(sample["labels"] != 0, sample["instances"], 0).astype(np.uint32)
+    return {"name": f"synthetic {kind}", "image": sample["image"], "labels": labels,
+            "truth": sample["instances"], "score": slice(None), "per_slice": False,
+            "voxel_size": tuple(sample["scale"])}
+
+
+def isbi_stack(data: Path) -> dict:
+    import tifffile
+    from skimage.measure import label
+
+    image = tifffile.imread(data / "train-volume.tif")
+    cells = tifffile.imread(data / "train-labels.tif") != 0
+    truth = np.zeros(cells.shape, np.uint32)
+    for z, plane in enumerate(cells):  # cell ids per slice: the truth has no 3-D ids
+        ids = label(plane, connectivity=1)
+        truth[z] = np.where(ids > 0, ids + truth.max(), 0)
+    labels = np.zeros_like(truth)
+    labels[ISBI_TRAIN] = truth[ISBI_TRAIN]
+    return {"name": "ISBI 2012", "image": image, "labels": labels, "truth": truth, "score": ISBI_TEST,
+            "per_slice": True, "voxel_size": ISBI_VOXEL_NM}
+
+
+# ------------------------------------------------------------------ the U-Net
+
+
+def train(stack: dict, train_cfg: TrainConfig, out: Path) -> dict:
+    def on_event(event):
+        if event["type"] == "epoch":
+            log(f"{stack['name']}: epoch {event['epoch']} loss {event['loss']:.4f} "
+                f"val loss {event['val_loss'] or float('nan'):.4f} lr {event['learning_rate']:.2e}")
+        elif event["type"] in ("warning", "error"):
+            log(f"{stack['name']}: {event['type']}: {event.get('message')}")
+
+    job = engine.start_training(stack["image"], stack["labels"], None, train_cfg, str(out), overwrite=True)
+    run = run_engine_job(job, on_event)
+    final = run["final"]
+    epochs = [e for e in run["events"] if e["type"] == "epoch"]
+    return {"model_dir": final["model_dir"], "finish_reason": final.get("finish_reason"),
+            "train_s": final["seconds"], "epochs": len(epochs), "best_epoch": final["best_epoch"],
+            "best_val_loss": final["best_val_loss"], "peak_rss_worker_mb": run["peak_rss_worker_mb"]}
+
+
+def predict(stack: dict, model_dir: str) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Objects with the default settings (through the engine) and the probabilities of every class."""
+    cfg = PredictConfig(output="instances", voxel_size=stack["voxel_size"], return_probabilities=True)
+    job = engine.start_prediction(stack["image"], model_dir, cfg, all_classes=True)
+    run = run_engine_job(job, keep_outputs=("labels", "probs"))
+    timing = {"predict_s": run["wall_s"], "peak_rss_worker_mb": run["peak_rss_worker_mb"]}
+    return run["outputs"]["labels"], run["outputs"]["probs"], timing
+
+
+# ------------------------------------------------------------------ scores
+
+
+def score(objects, stack: dict) -> dict:
+    region = stack["score"]
+    pred, truth = objects[region], stack["truth"][region]
+    report = object_report(pred, truth, per_slice=stack["per_slice"])
+    report["foreground_dice"] = dice(pred > 0, truth > 0, label=True)
+    return report
+
+
+def variant_scores(probs, stack: dict) -> dict:
+    maps = object_maps(probs, "boundary")
+    scores = {}
+    for mode, seeds in VARIANTS:
+        start = time.perf_counter()
+        objects = label_volume(maps, mode=mode, seeds=seeds, sampling=stack["voxel_size"])
+        scores[f"{mode}, {seeds} seeds"] = {**score(objects, stack), "seconds": time.perf_counter() - start}
+    return scores
+
+
+def baseline_scores(stack: dict) -> dict:
+    image = stack["image"]
+    polarity = choose_polarity(image, stack["labels"])
+    region = stack["score"]
+    otsu = otsu_foreground(image, polarity=polarity)
+    scores = {"polarity": polarity,
+              "otsu_foreground_dice": dice(otsu[region] > 0, stack["truth"][region] > 0, label=True)}
+    for per_slice in (False, True):
+        objects = watershed_objects(image, polarity=polarity, sampling=stack["voxel_size"], per_slice=per_slice)
+        scores["watershed per slice" if per_slice else "watershed 3-D"] = score(objects, stack)
+    return scores
+
+
+# ------------------------------------------------------------------ report
+
+
+COLUMNS = ("adapted_rand_error", "rand_split_score", "rand_merge_score", "voi_split", "voi_merge",
+           "precision", "recall", "f1", "mean_matched_iou", "foreground_dice", "n_pred", "n_true")
+
+
+def table(results: dict) -> str:
+    header = ["stack", "method"] + list(COLUMNS)
+    rows = []
+    for name, res in results.items():
+        rows.append([name, "**U-Net, defaults**"] + [res["unet"].get(c) for c in COLUMNS])
+        for variant, rep in res["variants"].items():
+            rows.append([name, f"U-Net objects: {variant}"] + [rep.get(c) for c in COLUMNS])
+        for key in ("watershed 3-D", "watershed per slice"):
+            rows.append([name, f"Gaussian + Otsu + {key}"] + [res["baseline"][key].get(c) for c in COLUMNS])
+    return markdown_table(header, rows)
+
+
+def run_stack(stack: dict, train_cfg: TrainConfig, out: Path) -> dict:
+    log(f"{stack['name']}: {stack['image'].shape}, training (cap {train_cfg.max_seconds:.0f} s)")
+    trained = train(stack, train_cfg, out / "models" / stack["name"].replace(" ", "_"))
+    log(f"{stack['name']}: trained {trained['train_s']:.0f} s, {trained['epochs']} epochs "
+        f"({trained['finish_reason']}); predicting")
+    objects, probs, timing = predict(stack, trained["model_dir"])
+    result = {"training": trained, "prediction": timing, "unet": score(objects, stack),
+              "variants": variant_scores(probs, stack), "baseline": baseline_scores(stack)}
+    unet, base = result["unet"], result["baseline"]
+    best_base = min(base["watershed 3-D"]["adapted_rand_error"], base["watershed per slice"]["adapted_rand_error"])
+    log(f"{stack['name']}: U-Net ARE {unet['adapted_rand_error']:.3f} F1 {unet['f1']:.3f}; "
+        f"baseline best ARE {best_base:.3f}")
+    return result
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="ISBI 2012 folder (skipped if absent)")
+    parser.add_argument("--stacks", nargs="+", default=["cells", "nuclei", "isbi"])
+    parser.add_argument("--max-seconds", type=float, default=TrainConfig().max_seconds,
+                        help="training time cap (the default is the plugin's)")
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--tag", default="defaults")
+    parser.add_argument("--out", type=Path, default=Path("/tmp/napari_unet_objects"))
+    args = parser.parse_args(argv)
+
+    train_cfg = TrainConfig(instances=True, max_seconds=args.max_seconds, threads=args.threads)
+    results = {}
+    for key in args.stacks:
+        if key == "isbi" and not (args.data / "train-volume.tif").is_file():
+            log(f"ISBI 2012 not found in {args.data}: skipped")
+            continue
+        stack = isbi_stack(args.data) if key == "isbi" else synthetic_stack(key)
+        results[stack["name"]] = run_stack(stack, train_cfg, args.out)
+    text = table(results)
+    print(text)
+    write_text(RESULTS / f"objects_{args.tag}_table.md", text)
+    write_json(RESULTS / f"objects_{args.tag}.json", {"train_config": train_cfg.to_dict(), "results": results})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,518 @@
+"""Objects (instance labels) from per-slice U-Net probabilities, in 2-D or 3-D.
+
+- ``object_maps`` turns a model's probabilities ``(..., K)`` into two maps,
+  foreground and interior probability ``(..., 2)``, whatever the kind of model.
+- ``seeded_watershed`` labels a 2-D or 3-D stack of such maps at once.
+- ``StreamingObjects`` labels a volume slice by slice as the predictor produces
+  it, in memory that does not grow with the volume: objects per slice ("2d"),
+  per slice linked to the previous slice ("linked"), or true 3-D objects computed
+  in overlapping slabs and stitched ("3d").
+- ``label_volume`` runs ``StreamingObjects`` over a volume already in memory.
+
+numpy, scipy and scikit-image only.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from numbers import Integral, Real
+
+import numpy as np
+from scipy import ndimage as ndi
+from skimage.measure import label as connected_components
+from skimage.morphology import h_maxima
+from skimage.segmentation import relabel_sequential, watershed
+
+MODEL_KINDS = ("boundary", "binary", "classes")
+OBJECT_MODES = ("3d", "2d", "linked")
+SEED_MODES = ("interior", "distance")
+
+# Distance maxima that rise less than this (in voxels of the finest axis) above
+# their surroundings are ripples of the discrete distance transform, not objects.
+_MIN_PEAK_HEIGHT = 0.5
+# Overlap needed to carry an id over: IoU between slices ("linked"), and the
+# share of each object's overlap-zone voxels between slabs ("3d").
+_MIN_IOU = 0.5
+_MIN_SHARE = 0.5
+
+
+# ------------------------------------------------------------------ maps
+
+
+def object_maps(probs, kind: str, threshold: float = 0.5) -> np.ndarray:
+    """Foreground and interior probability maps ``(..., 2)`` float32 from ``probs (..., K)``.
+
+    - ``"boundary"``: K == 3 softmax (background, interior, boundary);
+      foreground = interior + boundary, interior = interior.
+    - ``"binary"``: K == 1 sigmoid; foreground = interior = the probability.
+    - ``"classes"``: K >= 2 softmax, class 0 = background;
+      foreground = interior = 1 - background.
+
+    ``threshold`` is only checked here; it is applied by ``seeded_watershed``.
+    """
+    _check_choice("kind", kind, MODEL_KINDS)
+    _check_threshold(threshold)
+    probs = np.asarray(probs, dtype=np.float32)
+    n_channels = probs.shape[-1] if probs.ndim else 0
+    if kind == "boundary":
+        _check_channels(kind, probs, n_channels == 3, "3 channels (background, interior, boundary)")
+        foreground, interior = probs[..., 1] + probs[..., 2], probs[..., 1]
+    elif kind == "binary":
+        _check_channels(kind, probs, n_channels == 1, "1 channel (a sigmoid)")
+        foreground = interior = probs[..., 0]
+    else:
+        _check_channels(kind, probs, n_channels >= 2, "at least 2 channels (background first)")
+        foreground = interior = 1.0 - probs[..., 0]
+    # Softmax sums can leave [0, 1] by a rounding error.
+    return np.clip(np.stack([foreground, interior], axis=-1), 0.0, 1.0).astype(np.float32)
+
+
+# ------------------------------------------------------------ watershed
+
+
+def seeded_watershed(
+    maps,
+    *,
+    threshold: float = 0.5,
+    seeds: str = "interior",
+    seed_distance: float = 3.0,
+    min_size: int = 0,
+    sampling=None,
+) -> np.ndarray:
+    """Objects (uint32, 0 = background, 1..n) of ``maps`` ``(Y, X, 2)`` or ``(Z, Y, X, 2)``.
+
+    Foreground = ``maps[..., 0] > threshold``. Seeds grow over the foreground by
+    a watershed on ``1 - interior``, so they meet on predicted boundaries.
+
+    ``seeds``:
+
+    - ``"interior"``: one seed per face-connected region of interior > threshold.
+      Simple and exact when boundaries are closed; a gap in a predicted boundary
+      merges the two objects on either side (use ``"distance"`` then).
+    - ``"distance"``: one seed per maximum of the distance to the outside of the
+      interior, so a blob made of two overlapping round objects gives two seeds.
+      Maxima closer than ``seed_distance`` (in voxels of the finest axis) are one
+      seed, and shallow maxima (plateaus, ripples) do not count. The watershed
+      then also climbs away from the distance maxima, so on a flat interior map
+      touching objects are cut at their narrowest neck.
+
+    ``sampling``: voxel size per spatial axis (None = isotropic); distances are
+    measured in these units, so seeds respect an anisotropic voxel size.
+    Objects of fewer than ``min_size`` voxels are removed.
+    """
+    maps = _check_maps(maps, spatial_ndims=(2, 3))
+    _check_labelling(threshold, seeds, seed_distance, min_size)
+    sampling = _check_sampling(sampling, maps.ndim - 1)
+    objects = _watershed(maps, threshold, seeds, seed_distance, sampling)
+    return _drop_small(objects, min_size)
+
+
+def _watershed(maps, threshold, seeds, seed_distance, sampling):
+    """Unfiltered seeded watershed: int labels, 0 = background."""
+    foreground = maps[..., 0] > threshold
+    inside = (maps[..., 1] > threshold) & foreground
+    elevation = 1.0 - maps[..., 1]
+    if seeds == "interior":
+        markers = connected_components(inside, connectivity=1)
+    else:
+        distance = _distance(inside, sampling)
+        markers = _distance_seeds(inside, distance, seed_distance, sampling)
+        # Where the interior map is flat, objects then meet at the narrowest neck
+        # instead of wherever the flooding order puts them.
+        elevation = elevation + 1.0 / (1.0 + distance)
+    return watershed(elevation, markers, mask=foreground)
+
+
+def _distance(inside, sampling):
+    """Distance to the outside of ``inside``, in voxels of the finest axis."""
+    spacing = _spacing(inside.ndim, sampling)
+    # float32 halves the memory of the maps that follow, at no cost in precision here.
+    return ndi.distance_transform_edt(inside, sampling=spacing / spacing.min()).astype(np.float32)
+
+
+def _distance_seeds(inside, distance, seed_distance, sampling):
+    """One marker per deep maximum of ``distance``."""
+    # h-maxima: a plateau is one region and ripples lower than h are ignored.
+    peaks = h_maxima(distance, _MIN_PEAK_HEIGHT).astype(bool) & inside
+    if not peaks.any():
+        return np.zeros(inside.shape, np.int32)
+    # Peaks closer than seed_distance join one seed; within `inside` only, so
+    # close peaks of two separate objects stay apart.
+    spacing = _spacing(inside.ndim, sampling)
+    near_peak = ndi.distance_transform_edt(~peaks, sampling=spacing / spacing.min()) <= seed_distance / 2
+    groups = connected_components(near_peak & inside, connectivity=inside.ndim)
+    return np.where(peaks, groups, 0)
+
+
+def _spacing(ndim, sampling):
+    return np.ones(ndim) if sampling is None else np.asarray(sampling, dtype=float)
+
+
+def _drop_small(objects, min_size):
+    """Remove objects of fewer than ``min_size`` voxels; number the rest 1..n (uint32)."""
+    if min_size > 1:
+        small = np.bincount(objects.ravel()) < min_size
+        small[0] = False
+        objects = np.where(small[objects], 0, objects)
+    return relabel_sequential(objects)[0].astype(np.uint32)
+
+
+# ------------------------------------------------------------ streaming
+
+
+class StreamingObjects:
+    """Objects of a volume fed one slice of object maps at a time, in order.
+
+    ``push(index, maps_slice)`` takes the maps ``(H, W, 2)`` of slice ``index``
+    (0, 1, 2, ... strictly in order) and returns ``[(index, labels (H, W) uint32)]``
+    for the slices whose labels are now final (none, one or several);
+    ``flush()`` after the last push returns the rest. Each slice comes back once,
+    in increasing order. Ids are > 0, unique across the volume and never change
+    once returned, so they can be written out at once.
+
+    Modes (``OBJECT_MODES``):
+
+    - ``"2d"``: each slice labelled alone (``seeded_watershed``), returned at once.
+    - ``"linked"``: as ``"2d"``, then an object takes the id of the object of the
+      previous slice it overlaps most if their IoU >= 0.5 (one object per id).
+    - ``"3d"``: slabs of ``block_slices`` core slices, each labelled by a 3-D
+      ``seeded_watershed`` over the core plus ``halo`` slices on each side, once
+      its last slice has arrived. An object takes the id of the object it
+      overlaps most in the ``halo`` slices before the core (already returned)
+      when that overlap holds at least half of both objects' voxels there;
+      otherwise it gets a new id. Memory: the maps of at most
+      ``block_slices + 2 * halo`` slices and the labels of the last ``halo``.
+      With ``block_slices >= n_slices`` this is ``seeded_watershed`` of the whole
+      volume. Stitching cannot undo what was returned: an object whose branches
+      join in a later slab keeps several ids, and ``halo=0`` cuts objects at
+      every slab border.
+
+    ``min_size`` in ``"3d"``: a slab removes an object of fewer voxels only if it
+    sees all of it, so pieces of big objects are never removed at slab borders.
+    An object is kept when it reaches the slab's last slice (unless that is the
+    volume's last), or when it overlaps objects already returned in the halo
+    before the core (with ``halo=0``: when it reaches the slab's first slice,
+    unless that is the volume's first). Hence a small object that crosses a slab
+    border and is longer than ``halo`` slices may be kept.
+
+    ``sampling``: voxel size along (slices, y, x); None = isotropic.
+    """
+
+    def __init__(
+        self,
+        n_slices: int,
+        slice_shape,
+        *,
+        mode: str = "3d",
+        block_slices: int = 32,
+        halo: int = 4,
+        threshold: float = 0.5,
+        seeds: str = "interior",
+        seed_distance: float = 3.0,
+        min_size: int = 0,
+        sampling=None,
+    ):
+        _check_int("n_slices", n_slices, 1)
+        self.slice_shape = _check_slice_shape(slice_shape)
+        _check_choice("mode", mode, OBJECT_MODES)
+        _check_int("block_slices", block_slices, 1)
+        _check_int("halo", halo, 0)
+        _check_labelling(threshold, seeds, seed_distance, min_size)
+        sampling = _check_sampling(sampling, 3)
+        self.n_slices, self.mode = int(n_slices), mode
+        self._next_index = 0
+        self._closed = False
+        labelling = dict(threshold=threshold, seeds=seeds, seed_distance=seed_distance, min_size=int(min_size))
+        ids = _IdCounter()
+        if mode == "3d":
+            self._labeller = _SlabObjects(self.n_slices, int(block_slices), int(halo), labelling, sampling, ids)
+        else:
+            plane_sampling = None if sampling is None else sampling[1:]
+            self._labeller = _SliceObjects(mode == "linked", labelling, plane_sampling, ids)
+
+    def push(self, index: int, maps_slice) -> list[tuple[int, np.ndarray]]:
+        """Add the maps of slice ``index``; return the slices labelled so far."""
+        maps_slice = self._check_push(index, maps_slice)
+        self._next_index += 1
+        return self._labeller.push(int(index), maps_slice)
+
+    def flush(self) -> list[tuple[int, np.ndarray]]:
+        """Return the slices not returned yet, and close.
+
+        Called before all slices are pushed (a stopped prediction), it labels the
+        pushed slices as if the volume ended at the last one.
+        """
+        if self._closed:
+            raise ValueError("flush() was already called: this StreamingObjects is closed.")
+        self._closed = True
+        return self._labeller.flush(self._next_index)
+
+    def _check_push(self, index, maps_slice):
+        if self._closed:
+            raise ValueError("push() after flush(): this StreamingObjects is closed.")
+        if self._next_index >= self.n_slices:
+            raise ValueError(f"All {self.n_slices} slices were already pushed (got index {index!r}).")
+        if isinstance(index, bool) or not isinstance(index, Integral) or index != self._next_index:
+            raise ValueError(
+                f"Slices must be pushed in order 0..{self.n_slices - 1}: expected index {self._next_index}, "
+                f"got {index!r}."
+            )
+        maps_slice = np.asarray(maps_slice, dtype=np.float32)
+        if maps_slice.shape != self.slice_shape + (2,):
+            raise ValueError(
+                f"maps_slice must have shape {self.slice_shape + (2,)} (foreground, interior maps from "
+                f"object_maps), got {maps_slice.shape}."
+            )
+        return maps_slice
+
+
+def label_volume(maps, **kwargs) -> np.ndarray:
+    """Objects ``(Z, Y, X)`` uint32 of in-memory maps ``(Z, Y, X, 2)`` via ``StreamingObjects``.
+
+    ``kwargs`` are those of ``StreamingObjects`` (mode, block_slices, halo, ...).
+    """
+    maps = _check_maps(maps, spatial_ndims=(3,))
+    objects = StreamingObjects(maps.shape[0], maps.shape[1:3], **kwargs)
+    labels = np.zeros(maps.shape[:3], np.uint32)
+    for index in range(maps.shape[0]):
+        for done, plane in objects.push(index, maps[index]):
+            labels[done] = plane
+    for done, plane in objects.flush():
+        labels[done] = plane
+    return labels
+
+
+class _IdCounter:
+    """Hands out object ids, unique across the volume."""
+
+    def __init__(self):
+        self.next_id = 1
+
+    def take(self, count):
+        first = self.next_id
+        self.next_id += int(count)
+        if self.next_id - 1 > np.iinfo(np.uint32).max:
+            raise OverflowError("More than 2**32 - 1 objects: uint32 ids are exhausted.")
+        return np.arange(first, first + count, dtype=np.uint32)
+
+
+class _SliceObjects:
+    """Modes "2d" and "linked": every slice is labelled and returned at once."""
+
+    def __init__(self, linked, labelling, sampling, ids):
+        self.linked, self.labelling, self.sampling, self.ids = linked, labelling, sampling, ids
+        self.previous = None
+
+    def push(self, index, maps_slice):
+        local = seeded_watershed(maps_slice, sampling=self.sampling, **self.labelling)
+        ids = np.zeros(int(local.max()) + 1, np.uint32)
+        if self.linked and self.previous is not None:
+            new, old = _best_pairs(*_iou_pairs(local, self.previous), _MIN_IOU)
+            ids[new] = old
+        _fill_new_ids(ids, np.arange(1, ids.size), self.ids)
+        labels = ids[local]
+        self.previous = labels if self.linked else None
+        return [(index, labels)]
+
+    def flush(self, n_pushed):
+        return []
+
+
+class _SlabObjects:
+    """Mode "3d": overlapping slabs, each labelled in 3-D and stitched to the last."""
+
+    def __init__(self, n_slices, block_slices, halo, labelling, sampling, ids):
+        self.n_slices, self.block, self.halo = n_slices, block_slices, halo
+        labelling = dict(labelling)
+        self.min_size = labelling.pop("min_size")
+        self.labelling, self.sampling, self.ids = labelling, sampling, ids
+        self.maps = {}  # index -> maps slice, only those a coming slab needs
+        self.returned = deque(maxlen=halo)  # final labels of the last `halo` slices
+        self.core_start = 0  # first core slice of the next slab
+
+    def push(self, index, maps_slice):
+        self.maps[index] = np.array(maps_slice)  # a copy: the caller may reuse its buffer
+        done = []
+        while self.core_start < self.n_slices and index >= self._extent(self.n_slices)[3] - 1:
+            done += self._label_slab(self.n_slices)
+        return done
+
+    def flush(self, n_pushed):
+        done = []
+        while self.core_start < n_pushed:
+            done += self._label_slab(n_pushed)
+        return done
+
+    def _extent(self, end):
+        """Core [s0, s1) and extended range [e0, e1) of the next slab of a volume ending at ``end``."""
+        s0 = self.core_start
+        s1 = min(s0 + self.block, end)
+        return s0, s1, max(s0 - self.halo, 0), min(s1 + self.halo, end)
+
+    def _label_slab(self, end):
+        s0, s1, e0, e1 = self._extent(end)
+        maps = np.stack([self.maps[i] for i in range(e0, e1)])
+        local = _watershed(maps, sampling=self.sampling, **self.labelling)
+        zone = local[: s0 - e0]  # slices already returned: their final labels are self.returned
+        previous = np.stack(self.returned) if zone.size else np.zeros(zone.shape, np.uint32)
+        kept = self._kept(local, zone, previous, first=e0 > 0, last=e1 < end)
+        core = local[s0 - e0 : s1 - e0]
+        labels = self._final_ids(kept, core, zone, previous)[core]
+        self._advance(s1)
+        # Copies, so the slab's other slices are not held through views.
+        self.returned.extend(np.array(plane) for plane in labels[max(len(labels) - self.halo, 0) :])
+        return list(zip(range(s0, s1), labels))
+
+    def _kept(self, local, zone, previous, first, last):
+        """Per local id, whether the object survives ``min_size`` (index 0 = background, False)."""
+        sizes = np.bincount(local.ravel())
+        kept = sizes >= max(self.min_size, 1)
+        # Objects the slab does not see whole may be pieces of bigger ones, and
+        # objects partly returned already must go on.
+        if last:
+            kept[np.unique(local[-1])] = True
+        if zone.size:
+            kept[np.unique(zone[previous > 0])] = True
+        elif first:
+            kept[np.unique(local[0])] = True
+        kept[0] = False
+        return kept
+
+    def _final_ids(self, kept, core, zone, previous):
+        """Lookup table local id -> final id: stitched to ``previous`` or new."""
+        ids = np.zeros(kept.size, np.uint32)
+        new, old, score = _majority_pairs(zone, previous)
+        # Score = overlap voxels of qualifying pairs, 0 otherwise.
+        new, old = _best_pairs(new, old, np.where(kept[new], score, 0), min_score=1)
+        ids[new] = old
+        in_core = np.zeros(kept.size, bool)
+        in_core[np.unique(core)] = True
+        _fill_new_ids(ids, np.flatnonzero(kept & in_core), self.ids)
+        return ids
+
+    def _advance(self, core_end):
+        self.core_start = core_end
+        first_needed = core_end - self.halo
+        for index in [i for i in self.maps if i < first_needed]:
+            del self.maps[index]
+
+
+# ------------------------------------------------------------ matching
+
+
+def _pair_counts(a, b):
+    """Overlapping (a id, b id, voxel count) of two label arrays, both ids > 0."""
+    both = (a > 0) & (b > 0)
+    keys = a[both].astype(np.uint64) << np.uint64(32) | b[both].astype(np.uint64)
+    keys, counts = np.unique(keys, return_counts=True)
+    return (keys >> np.uint64(32)).astype(np.int64), (keys & np.uint64(0xFFFFFFFF)).astype(np.uint32), counts
+
+
+def _sizes(labels, ids):
+    """Voxel count of each of ``ids`` in ``labels``."""
+    values, counts = np.unique(labels, return_counts=True)
+    return counts[np.searchsorted(values, ids)]
+
+
+def _iou_pairs(local, previous):
+    """(new id, old id, IoU) of overlapping objects of two slices."""
+    new, old, overlap = _pair_counts(local, previous)
+    union = _sizes(local, new) + _sizes(previous, old) - overlap
+    return new, old, overlap / union
+
+
+def _majority_pairs(zone, previous):
+    """(new id, old id, score) where score = the smaller of both objects' share of the overlap."""
+    new, old, overlap = _pair_counts(zone, previous)
+    share = np.minimum(overlap / _sizes(zone, new), overlap / _sizes(previous, old))
+    # Rank by overlap, but only pairs with a mutual majority qualify.
+    return new, old, np.where(share >= _MIN_SHARE, overlap, 0)
+
+
+def _best_pairs(new, old, score, min_score):
+    """One-to-one pairs with score >= min_score, best first: each id used once."""
+    order = np.lexsort((new, -score.astype(float)))
+    used_new, used_old, pairs = set(), set(), []
+    for i in order:
+        if score[i] < min_score:
+            break
+        if new[i] not in used_new and old[i] not in used_old:
+            used_new.add(new[i])
+            used_old.add(old[i])
+            pairs.append(i)
+    pairs = np.asarray(pairs, dtype=np.int64)
+    return new[pairs], old[pairs]
+
+
+def _fill_new_ids(ids, candidates, counter):
+    """Give a new id to each candidate local id that has none yet."""
+    missing = candidates[ids[candidates] == 0]
+    ids[missing] = counter.take(missing.size)
+
+
+# ------------------------------------------------------------ checks
+
+
+def _check_choice(name, value, allowed):
+    if not isinstance(value, str) or value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}; got {value!r}.")
+
+
+def _check_threshold(threshold):
+    if isinstance(threshold, bool) or not isinstance(threshold, Real) or not 0 < threshold < 1:
+        raise ValueError(f"threshold must be a number between 0 and 1 (exclusive); got {threshold!r}.")
+
+
+def _check_int(name, value, minimum):
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}.")
+
+
+def _check_labelling(threshold, seeds, seed_distance, min_size):
+    _check_threshold(threshold)
+    _check_choice("seeds", seeds, SEED_MODES)
+    if isinstance(seed_distance, bool) or not isinstance(seed_distance, Real) or not seed_distance > 0:
+        raise ValueError(f"seed_distance must be a number > 0 (voxels of the finest axis); got {seed_distance!r}.")
+    _check_int("min_size", min_size, 0)
+
+
+def _check_sampling(sampling, ndim):
+    if sampling is None:
+        return None
+    try:
+        values = tuple(float(v) for v in sampling)
+    except (TypeError, ValueError):
+        values = ()
+    if len(values) != ndim or not all(np.isfinite(v) and v > 0 for v in values):
+        raise ValueError(
+            f"sampling must be None (isotropic) or {ndim} positive voxel sizes, one per spatial axis; "
+            f"got {sampling!r}."
+        )
+    return values
+
+
+def _check_slice_shape(slice_shape):
+    try:
+        shape = tuple(int(n) for n in slice_shape)
+    except (TypeError, ValueError):
+        shape = ()
+    if len(shape) != 2 or min(shape) < 1:
+        raise ValueError(f"slice_shape must be (height, width), two integers >= 1; got {slice_shape!r}.")
+    return shape
+
+
+def _check_channels(kind, probs, ok, expected):
+    if not ok:
+        raise ValueError(
+            f"A {kind!r} model gives {expected} in the last axis; got probabilities of shape {probs.shape}."
+        )
+
+
+def _check_maps(maps, spatial_ndims):
+    maps = np.asarray(maps, dtype=np.float32)
+    if maps.ndim - 1 not in spatial_ndims or maps.shape[-1] != 2:
+        expected = " or ".join("(" + ", ".join("ZYX"[3 - n :]) + ", 2)" for n in spatial_ndims)
+        raise ValueError(
+            f"maps must be {expected}: foreground and interior maps from object_maps; got shape {maps.shape}."
+        )
+    return maps
