@@ -15,7 +15,8 @@ Stacks: the built-in synthetic cells (membrane stain, 3-D truth), synthetic touc
 slice on 20-29 with the membranes of the truth ignored).
 
     python benchmarks/objects.py --data path/to/isbi2012                 # defaults
-    python benchmarks/objects.py --data path/to/isbi2012 --max-seconds 1800 --tag 30min
+    python benchmarks/objects.py --data path/to/isbi2012 --max-seconds 1800 --early-stopping 0 \
+        --lr-schedule cosine --tag 30min       # the same model trained for 30 minutes
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import DEFAULT_DATA, log, markdown_table, run_engine_job, write_json, write_text  # noqa: E402
 
 from napari_unet import engine  # noqa: E402
+from napari_unet.core.bundle import read_bundle_meta  # noqa: E402
 from napari_unet.core.baselines import choose_polarity, otsu_foreground, watershed_objects  # noqa: E402
 from napari_unet.core.config import PredictConfig, TrainConfig  # noqa: E402
 from napari_unet.core.metrics import dice, object_report  # noqa: E402
@@ -113,8 +115,11 @@ def score(objects, stack: dict) -> dict:
     return report
 
 
-def variant_scores(probs, stack: dict) -> dict:
+def variant_scores(probs, stack: dict, model_dir: str) -> dict:
+    """Every object mode and seed kind on the same probabilities (and the model's background rule)."""
     maps = object_maps(probs, "boundary")
+    if read_bundle_meta(model_dir).get("objects_tile"):
+        maps[..., 0] = 1.0  # as prediction does with fill_background="auto" for this model
     scores = {}
     for mode, seeds in VARIANTS:
         start = time.perf_counter()
@@ -161,8 +166,9 @@ def run_stack(stack: dict, train_cfg: TrainConfig, out: Path) -> dict:
     log(f"{stack['name']}: trained {trained['train_s']:.0f} s, {trained['epochs']} epochs "
         f"({trained['finish_reason']}); predicting")
     objects, probs, timing = predict(stack, trained["model_dir"])
+    np.save(out / f"{stack['name'].replace(' ', '_')}_probs.npy", probs)  # to study the objects step offline
     result = {"training": trained, "prediction": timing, "unet": score(objects, stack),
-              "variants": variant_scores(probs, stack), "baseline": baseline_scores(stack)}
+              "variants": variant_scores(probs, stack, trained["model_dir"]), "baseline": baseline_scores(stack)}
     unet, base = result["unet"], result["baseline"]
     best_base = min(base["watershed 3-D"]["adapted_rand_error"], base["watershed per slice"]["adapted_rand_error"])
     log(f"{stack['name']}: U-Net ARE {unet['adapted_rand_error']:.3f} F1 {unet['f1']:.3f}; "
@@ -177,11 +183,15 @@ def main(argv=None) -> int:
     parser.add_argument("--max-seconds", type=float, default=TrainConfig().max_seconds,
                         help="training time cap (the default is the plugin's)")
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--lr-schedule", default=TrainConfig().lr_schedule)
+    parser.add_argument("--early-stopping", type=int, default=TrainConfig().early_stopping_patience,
+                        help="patience in epochs; 0 trains for the whole --max-seconds")
     parser.add_argument("--tag", default="defaults")
     parser.add_argument("--out", type=Path, default=Path("/tmp/napari_unet_objects"))
     args = parser.parse_args(argv)
 
-    train_cfg = TrainConfig(instances=True, max_seconds=args.max_seconds, threads=args.threads)
+    train_cfg = TrainConfig(instances=True, max_seconds=args.max_seconds, threads=args.threads,
+                            lr_schedule=args.lr_schedule, early_stopping_patience=args.early_stopping)
     results = {}
     for key in args.stacks:
         if key == "isbi" and not (args.data / "train-volume.tif").is_file():

@@ -280,6 +280,7 @@ def predict_job(arrays, outputs, stop_event, model_dir, predict_cfg, channel_axi
         out_probs=outputs.get("probs"),
         stop_event=stop_event,
         boundary_model=bool(meta.get("instances", False)),
+        objects_tile=bool(meta.get("objects_tile", False)),
     )
     for event in events:
         # The finished arrays are already in the outputs; never send them through the queue.

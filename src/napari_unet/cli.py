@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from .core.config import (
-    ANNOTATION_MODES, LOSSES, LR_SCHEDULES, OBJECT_MODES, OBJECT_SOURCES, PREDICT_OUTPUTS, SEED_MODES,
+    ANNOTATION_MODES, FILL_CHOICES, LOSSES, LR_SCHEDULES, OBJECT_MODES, OBJECT_SOURCES, PREDICT_OUTPUTS, SEED_MODES,
     ConfigError, ModelConfig, PredictConfig, TrainConfig,
 )
 
@@ -67,13 +67,17 @@ def _add_predict_options(p: argparse.ArgumentParser):
                         "trained with --instances, labels otherwise")
     p.add_argument("--objects", default=d.objects, choices=sorted(OBJECT_MODES),
                    help="instances: 3d = one id per object through the volume; 2d = per slice; "
-                        "linked = per slice, then linked across slices by overlap")
+                        "linked = per slice, then linked across slices by overlap; auto = 3d unless "
+                        "slices lie over 6 pixels apart (then linked)")
     p.add_argument("--seeds", default=d.seeds, choices=sorted(SEED_MODES),
                    help="watershed seeds: predicted object interiors, or distance-transform maxima")
     p.add_argument("--seed-distance", type=float, default=d.seed_distance,
                    help="distance seeds: smallest distance between two seeds (px)")
     p.add_argument("--min-size", type=int, default=d.min_object_size, dest="min_object_size",
                    help="drop objects smaller than this (voxels in 3-D, pixels in 2-D)")
+    p.add_argument("--fill-background", default=d.fill_background, choices=sorted(FILL_CHOICES),
+                   help="objects also take the background pixels (auto: when the training objects "
+                        "tiled the image, as cells between EM membranes do)")
     p.add_argument("--objects-from", default=d.objects_from, choices=sorted(OBJECT_SOURCES),
                    help="binary models: background = the regions the painted class encloses "
                         "(cells between painted membranes)")

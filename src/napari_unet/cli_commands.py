@@ -173,7 +173,7 @@ def _object_settings(args, scale, spatial_ndim: int) -> dict:
     settings = {}
     if args.output is None:
         settings["output"] = "instances" if read_bundle_meta(args.model).get("instances") else "labels"
-    objects_3d = (args.output or settings["output"]) == "instances" and args.objects == "3d"
+    objects_3d = (args.output or settings["output"]) == "instances" and args.objects in ("3d", "auto")
     if spatial_ndim == 3 and objects_3d:
         voxel = args.voxel_size or (scale if scale and len(scale) == 3 else None)
         if voxel is None:

@@ -464,3 +464,12 @@ def test_validation_arrays_drops_unannotated_tiles_and_handles_none():
     assert x.shape == (0, 32, 32, 1) and y.shape == (0, 32, 32, 2)
     x, y = data.validation_arrays(image, {0: target}, {0: mask}, [], 16)
     assert len(x) == 0 and len(y) == 0
+
+
+def test_objects_tile_the_image_when_the_background_is_thin_gaps():
+    cells = np.ones((2, 64, 64), np.int32)
+    cells[0, :, ::16] = 0  # membranes 1 px wide between stripes of cells
+    assert data.objects_tile_the_image(cells, "full_slices")
+    dish = np.zeros((2, 64, 64), np.int32)
+    dish[0, 10:20, 10:20] = 1  # one object in a wide background
+    assert not data.objects_tile_the_image(dish, "full_slices")

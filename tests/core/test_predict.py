@@ -348,3 +348,25 @@ def test_no_deep_learning_library_is_imported():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_auto_objects_are_3d_unless_slices_lie_far_apart():
+    from napari_unet.core.predict import object_mode
+
+    assert object_mode("auto", None, 0) == "3d"
+    assert object_mode("auto", (4.0, 1.0, 1.0), 0) == "3d"  # the synthetic stacks
+    assert object_mode("auto", (50.0, 4.0, 4.0), 0) == "linked"  # ISBI's 50 nm sections, 4 nm pixels
+    assert object_mode("auto", (50.0, 4.0, 4.0), None) == "2d"  # a 2-D image
+    assert object_mode("2d", (1.0, 1.0, 1.0), 0) == "2d"
+
+
+def test_fill_background_lets_objects_take_every_pixel():
+    image = np.zeros((24, 24), np.float32)
+    image[4:10, 4:10] = image[14:20, 14:20] = 1
+    cfg = PredictConfig(output="instances", tile_size=32, tile_overlap=4)
+    masked = run(image, lambda x: x, cfg)[-1]["labels"]
+    filled = run(image, lambda x: x, cfg.replace(fill_background="yes"))[-1]["labels"]
+    assert (masked == 0).any() and (filled > 0).all()
+    assert len(np.unique(filled)) == 2  # the same two objects, grown over the background
+    tiled = run(image, lambda x: x, cfg, objects_tile=True)[-1]["labels"]  # "auto" follows the model
+    np.testing.assert_array_equal(tiled, filled)

@@ -83,3 +83,31 @@ def test_missing_model_folder_is_reported(make_napari_viewer, tmp_path):
     widget = _widget(viewer, tmp_path / "nothing here")
     assert not widget.run_button.enabled
     assert "nothing here" in widget.status.value
+
+
+def _objects_run(widget, qtbot, mode):
+    widget.output.value = "instances"
+    widget.objects.value = mode
+    widget.run_button.clicked.emit()
+    qtbot.waitUntil(lambda: not widget.poller.active, timeout=120_000)
+    assert widget.status.value.startswith("Done"), widget.status.value
+    return np.array(widget.result_layer.data)
+
+
+def test_3d_objects_keep_one_id_through_the_slices(make_napari_viewer, qtbot, tiny_volume, tiny_model_dir):
+    viewer = make_napari_viewer()
+    image, _, truth = tiny_volume  # two discs, each running through all 6 slices
+    viewer.add_image(image, name="img")
+    widget = _widget(viewer, tiny_model_dir)
+    assert not widget.objects.visible  # a class model segments classes unless objects are asked for
+    objects_3d = _objects_run(widget, qtbot, "3d")
+    assert widget.objects.visible and widget.seeds.visible
+    objects_2d = _objects_run(widget, qtbot, "2d")
+    assert len(viewer.layers) == 2, "the rerun must reuse the plugin's own layer"
+    ids_3d, ids_2d = np.unique(objects_3d[objects_3d > 0]), np.unique(objects_2d[objects_2d > 0])
+    assert ids_3d.size >= 1 and ids_2d.size >= 6
+    # Each 3-D object continues through the slices: far fewer ids than one set per slice.
+    largest = np.bincount(objects_3d.ravel())[1:].argmax() + 1
+    assert (objects_3d == largest).reshape(6, -1).any(axis=1).all()
+    assert ids_3d.size < ids_2d.size
+    assert "tensorflow" not in sys.modules and "keras" not in sys.modules

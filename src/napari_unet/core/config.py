@@ -112,16 +112,16 @@ class TrainConfig(_JsonConfig):
     # rate halves on each plateau), within a time cap: a fixed step count was too short
     # for real stacks and needlessly long for easy ones.
     epochs: int = 500  # an upper bound; the time cap or early stopping ends training first
-    steps_per_epoch: int = 50  # validation runs once per epoch
+    steps_per_epoch: int = 100  # validation runs once per epoch (50 made plateaus mostly noise)
     batch_size: int = 4
     patch_size: int = 96
     learning_rate: float = 2e-3
     lr_schedule: str = "plateau"  # halve on plateaus; or cosine decay over the epochs/time; or constant
-    lr_patience: int = 3  # "plateau": epochs without improvement before the rate halves
+    lr_patience: int = 4  # "plateau": epochs without improvement before the rate halves
     val_fraction: float = 0.2
     loss: str = "bce_dice"
     augment: bool = True
-    early_stopping_patience: int = 10  # epochs without improvement; 0 = off
+    early_stopping_patience: int = 12  # epochs without improvement; 0 = off
     seed: int = 0
     percentiles: Tuple[float, float] = (1.0, 99.8)
     foreground_bias: float = 0.5  # fraction of patches centred on a foreground pixel
@@ -151,7 +151,11 @@ class TrainConfig(_JsonConfig):
 
 
 PREDICT_OUTPUTS = {"labels", "instances"}
-OBJECT_MODES = {"3d", "2d", "linked"}  # one watershed through the volume, per slice, or per slice then linked
+# One watershed through the volume, per slice, or per slice then linked across slices;
+# "auto": 3d, unless the voxel size says slices lie far apart (see MAX_3D_ANISOTROPY).
+OBJECT_MODES = {"auto", "3d", "2d", "linked"}
+MAX_3D_ANISOTROPY = 6.0  # slice spacing / pixel size above which "auto" links 2-D objects
+FILL_CHOICES = {"auto", "yes", "no"}
 SEED_MODES = {"interior", "distance"}
 OBJECT_SOURCES = {"foreground", "background"}  # "background": regions enclosed by the painted class
 
@@ -170,9 +174,10 @@ class PredictConfig(_JsonConfig):
     three_axis: bool = False  # average XY, XZ and YZ passes (near-isotropic volumes)
     return_probabilities: bool = False
     min_object_size: int = 0  # instances smaller than this (pixels, or voxels in 3-D) are dropped
-    objects: str = "3d"  # instances: "3d" (one id through the volume), "2d" or "linked"
-    seeds: str = "interior"  # watershed seeds: interior components, or distance-transform maxima
+    objects: str = "auto"  # instances: "3d" (one id through the volume), "2d", "linked" or "auto"
+    seeds: str = "distance"  # watershed seeds: distance-transform maxima, or interior components
     seed_distance: float = 3.0  # "distance" seeds: smallest distance between two seeds (px)
+    fill_background: str = "auto"  # objects take the background too; auto: if they tiled the annotations
     objects_from: str = "foreground"  # binary models: "background" = regions the foreground encloses
     voxel_size: Tuple[float, ...] = ()  # (z, y, x) for 3-D objects; () = unknown, taken as isotropic
     block_slices: int = 32  # 3-D objects are found in slabs of this many slices ...
@@ -193,6 +198,7 @@ class PredictConfig(_JsonConfig):
         _check_choice("objects", self.objects, OBJECT_MODES)
         _check_choice("seeds", self.seeds, SEED_MODES)
         _check_choice("objects_from", self.objects_from, OBJECT_SOURCES)
+        _check_choice("fill_background", self.fill_background, FILL_CHOICES)
         _check_range("seed_distance", self.seed_distance, 0.5, 1000.0, kind=(float, int))
         _check_range("block_slices", self.block_slices, 1, 100000)
         _check_range("halo", self.halo, 0, 1000)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from scipy import ndimage as ndi
 from skimage.segmentation import find_boundaries
 
 from .augment import PatchSampler, validation_arrays  # noqa: F401  (part of this API)
@@ -182,6 +183,23 @@ def annotated_object_count(labels_zyx, mode: str) -> int:
     labels = as_zyx(labels_zyx)
     idx = annotated_slices(labels, mode)
     return int(np.count_nonzero(np.unique(labels[idx]))) if idx.size else 0
+
+
+TILE_GAP_PX = 6  # background this close to an object is a gap between objects (membranes)
+TILE_SHARE = 0.9  # ... and when this share of it is, the objects tile the image
+
+
+def objects_tile_the_image(labels_zyx, mode: str) -> bool:
+    """Whether the annotated background is mostly thin gaps between objects (EM membranes:
+    94 % within 6 px on ISBI 2012) rather than space (cells or nuclei in a dish: 49-65 %)."""
+    labels = as_zyx(labels_zyx)
+    near = total = 0
+    for z in annotated_slices(labels, mode):
+        background = labels[z] == 0
+        distance = ndi.distance_transform_edt(background)[background]
+        near += int((distance <= TILE_GAP_PX).sum())
+        total += distance.size
+    return total > 0 and near / total >= TILE_SHARE
 
 
 def class_count(labels_zyx, mode: str, instances: bool = False) -> int:

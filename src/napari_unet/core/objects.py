@@ -28,8 +28,9 @@ OBJECT_MODES = ("3d", "2d", "linked")
 SEED_MODES = ("interior", "distance")
 
 # Distance maxima that rise less than this (in voxels of the finest axis) above
-# their surroundings are ripples of the discrete distance transform, not objects.
-_MIN_PEAK_HEIGHT = 0.5
+# their surroundings are not objects of their own. 2 was measured best over the
+# synthetic cells and nuclei (0.5 over-split the cells: 232 objects for 93).
+_MIN_PEAK_HEIGHT = 2.0
 # Overlap needed to carry an id over: IoU between slices ("linked"), and the
 # share of each object's overlap-zone voxels between slabs ("3d").
 _MIN_IOU = 0.5
@@ -74,7 +75,7 @@ def seeded_watershed(
     maps,
     *,
     threshold: float = 0.5,
-    seeds: str = "interior",
+    seeds: str = "distance",
     seed_distance: float = 3.0,
     min_size: int = 0,
     sampling=None,
@@ -134,6 +135,7 @@ def _distance_seeds(inside, distance, seed_distance, sampling):
     """One marker per deep maximum of ``distance``."""
     # h-maxima: a plateau is one region and ripples lower than h are ignored.
     peaks = h_maxima(distance, _MIN_PEAK_HEIGHT).astype(bool) & inside
+    peaks |= _tops_of_unseeded_parts(inside, distance, peaks)
     if not peaks.any():
         return np.zeros(inside.shape, np.int32)
     # Peaks closer than seed_distance join one seed; within `inside` only, so
@@ -142,6 +144,20 @@ def _distance_seeds(inside, distance, seed_distance, sampling):
     near_peak = ndi.distance_transform_edt(~peaks, sampling=spacing / spacing.min()) <= seed_distance / 2
     groups = connected_components(near_peak & inside, connectivity=inside.ndim)
     return np.where(peaks, groups, 0)
+
+
+def _tops_of_unseeded_parts(inside, distance, peaks):
+    """The deepest voxels of each part of ``inside`` without a peak: objects thinner than
+    the peak height are not lost."""
+    parts, n = ndi.label(inside)
+    unseeded = np.ones(n + 1, bool)
+    unseeded[np.unique(parts[peaks])] = False
+    unseeded[0] = False
+    if not unseeded[1:].any():
+        return np.zeros(inside.shape, bool)
+    tops = np.zeros(n + 1, np.float32)
+    tops[1:] = ndi.maximum(distance, parts, np.arange(1, n + 1))
+    return unseeded[parts] & (distance == tops[parts])
 
 
 def _spacing(ndim, sampling):
@@ -207,7 +223,7 @@ class StreamingObjects:
         block_slices: int = 32,
         halo: int = 4,
         threshold: float = 0.5,
-        seeds: str = "interior",
+        seeds: str = "distance",
         seed_distance: float = 3.0,
         min_size: int = 0,
         sampling=None,

@@ -38,7 +38,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from .config import PredictConfig
+from .config import MAX_3D_ANISOTROPY, PredictConfig
 from .data import normalize
 from .objects import StreamingObjects, object_maps
 from .postprocess import labels_from_probs
@@ -58,6 +58,7 @@ def predict_volume(
     out_probs=None,
     stop_event=None,
     boundary_model: bool = False,
+    objects_tile: bool = False,
     min_tile: int | None = None,
 ) -> Iterator[dict]:
     """Predict ``volume`` slice by slice along ``cfg.axis``; a generator of events.
@@ -65,6 +66,8 @@ def predict_volume(
     ``volume``: ``(Y, X)`` or ``(Z, Y, X)``, plus a channel axis at ``channel_axis``
     if given (``cfg.axis`` then counts the spatial axes only).
     ``boundary_model``: the model's 3 classes are background, interior, boundary.
+    ``objects_tile``: the training objects tiled the image (``cfg.fill_background="auto"``
+    then lets objects take the background too).
     ``min_tile``: smallest tile the model can use (default ``size_multiple``).
 
     Events: ``{"type": "slice", "index", "n_slices"}`` after each slice is written
@@ -103,6 +106,7 @@ def predict_volume(
     predict_batch = _BatchPredictor(predict_fn, n_classes, cfg.tta)
     objects = _object_builder(cfg, spatial_shape, axis, n_classes, boundary_model) if instances else None
     writer = _SliceWriter(cfg, out_labels, out_probs, n_classes, objects, _model_kind(n_classes, boundary_model))
+    writer.fill = cfg.fill_background == "yes" or (cfg.fill_background == "auto" and objects_tile)
     passes = dict(reader=reader, predict_batch=predict_batch, batch_size=cfg.batch_size, stop_event=stop_event)
     if cfg.three_axis:
         return _three_axis_events(spatial_shape, axis, plans, writer, n_classes, passes)
@@ -343,10 +347,22 @@ def _object_builder(cfg, spatial_shape, axis, n_classes, boundary_model):
         sampling = (1.0,) + tuple(cfg.voxel_size[1:])
     return StreamingObjects(
         _n_slices(spatial_shape, axis), slice_shape,
-        mode="2d" if axis is None else cfg.objects, block_slices=cfg.block_slices, halo=cfg.halo,
+        mode=object_mode(cfg.objects, sampling, axis), block_slices=cfg.block_slices, halo=cfg.halo,
         threshold=cfg.threshold, seeds=cfg.seeds, seed_distance=cfg.seed_distance,
         min_size=cfg.min_object_size, sampling=sampling,
     )
+
+
+def object_mode(mode: str, sampling, axis) -> str:
+    """Resolve "auto": objects in 3-D, unless slices lie more than MAX_3D_ANISOTROPY pixels
+    apart (ISBI's 50 nm sections of 4 nm pixels: 3-D flooding splits cells across sections)."""
+    if axis is None:
+        return "2d"
+    if mode != "auto":
+        return mode
+    if sampling and sampling[0] / min(sampling[1:]) > MAX_3D_ANISOTROPY:
+        return "linked"
+    return "3d"
 
 
 class _SliceWriter:
@@ -359,6 +375,7 @@ class _SliceWriter:
         self.n_classes = n_classes
         self.objects = objects
         self.kind = kind
+        self.fill = False
         self.all_channels = out_probs is not None and len(out_probs.shape) == len(out_labels.shape) + 1
 
     def __call__(self, axis, i, probs) -> list:
@@ -370,6 +387,8 @@ class _SliceWriter:
         if self.cfg.objects_from == "background":
             probs = 1.0 - probs
         maps = object_maps(probs, self.kind, self.cfg.threshold)
+        if self.fill:
+            maps[..., 0] = 1.0  # every pixel belongs to some object
         return self._write_objects(axis, self.objects.push(0 if axis is None else i, maps))
 
     def flush(self, axis) -> list:

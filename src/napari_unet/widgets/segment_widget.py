@@ -44,8 +44,11 @@ class SegmentWidget(JobDock):
                                       step=0.05)
         self.output = ComboBox(label="Output", choices=[("classes", "labels"), ("objects", "instances")])
         self.objects = ComboBox(label="Objects", value=defaults.objects, choices=[
-            ("3-D: one id through the volume", "3d"), ("2-D: per slice", "2d"),
-            ("2-D, linked across slices", "linked")])
+            ("auto (3-D unless slices lie far apart)", "auto"), ("3-D: one id through the volume", "3d"),
+            ("2-D: per slice", "2d"), ("2-D, linked across slices", "linked")])
+        self.fill_background = ComboBox(label="Objects fill the background", value=defaults.fill_background,
+                                        choices=[("as in the training objects", "auto"), ("yes", "yes"),
+                                                 ("no", "no")])
         self.seeds = ComboBox(label="Seeds", value=defaults.seeds, choices=[
             ("object interiors", "interior"), ("distance maxima", "distance")])
         self.seed_distance = FloatSpinBox(label="Seed distance (px)", value=defaults.seed_distance,
@@ -66,7 +69,8 @@ class SegmentWidget(JobDock):
         self.status = Label(label="Status", value="")
         self.extend([
             self.image, self.model, self.model_file, self.summary, self.axis, self.threshold,
-            self.output, self.objects, self.seeds, self.seed_distance, self.min_size, self.objects_from,
+            self.output, self.objects, self.seeds, self.seed_distance, self.min_size, self.fill_background,
+            self.objects_from,
             self.tile_size, self.tta, self.three_axis, self.probabilities, self.run_button,
             self.cancel_button, self.progress_bar, self.status,
         ])
@@ -144,7 +148,7 @@ class SegmentWidget(JobDock):
     def _show_object_options(self, _value=None):
         objects = self.output.value == "instances"
         binary = self._meta is not None and self._meta.get("model_config", {}).get("n_classes") == 1
-        for widget in (self.objects, self.seeds, self.seed_distance, self.min_size):
+        for widget in (self.objects, self.seeds, self.seed_distance, self.min_size, self.fill_background):
             widget.visible = objects
         self.objects_from.visible = objects and binary
 
@@ -159,7 +163,7 @@ class SegmentWidget(JobDock):
                 axis=self.axis.value, threshold=float(self.threshold.value),
                 output=self.output.value, tile_size=self.tile_size.value, tta=self.tta.value,
                 three_axis=self.three_axis.value, return_probabilities=self.probabilities.value,
-                objects=self.objects.value, seeds=self.seeds.value,
+                objects=self.objects.value, seeds=self.seeds.value, fill_background=self.fill_background.value,
                 seed_distance=float(self.seed_distance.value), min_object_size=self.min_size.value,
                 objects_from=self.objects_from.value if self.objects_from.visible else "foreground",
                 voxel_size=self._voxel_size(),
@@ -189,7 +193,7 @@ class SegmentWidget(JobDock):
         scale = tuple(float(s) for s in self.image.value.scale[-3:])
         if len(scale) < 3 or len(spatial_shape(self.image.value)) != 3:
             return ()
-        if self.output.value == "instances" and self.objects.value == "3d" and scale == (1.0, 1.0, 1.0):
+        if self.output.value == "instances" and self.objects.value != "2d" and scale == (1.0, 1.0, 1.0):
             show_info("The image has no voxel size (its scale is 1, 1, 1): 3-D objects take its voxels "
                       "as cubes. Set the layer's scale if slices are further apart than pixels.")
             return ()
