@@ -123,7 +123,8 @@ def variant_scores(probs, stack: dict, model_dir: str) -> dict:
     scores = {}
     for mode, seeds in VARIANTS:
         start = time.perf_counter()
-        objects = label_volume(maps, mode=mode, seeds=seeds, sampling=stack["voxel_size"])
+        # As prediction does: pieces joined across predicted interior in 2-D modes only.
+        objects = label_volume(maps, mode=mode, seeds=seeds, sampling=stack["voxel_size"], join_pieces=mode != "3d")
         scores[f"{mode}, {seeds} seeds"] = {**score(objects, stack), "seconds": time.perf_counter() - start}
     return scores
 

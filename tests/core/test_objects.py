@@ -480,3 +480,24 @@ def test_distance_seeds_keep_objects_thinner_than_the_peak_height():
     inside[::2, ::2] = 1  # 256 one-pixel objects: no distance maximum is 2 px deep
     labels = objects.seeded_watershed(np.stack([inside, inside], axis=-1), seeds="distance")
     assert n_objects(labels) == 256
+
+
+def test_pieces_cut_through_predicted_interior_are_joined():
+    objects_ = np.zeros((10, 20), np.int32)
+    objects_[:, :10], objects_[:, 10:] = 1, 2  # one cut down the middle
+    interior = np.ones((10, 20), np.float32)  # ... through what the model calls interior
+    assert n_objects(objects.merge_across_interior(objects_, interior)) == 1
+    interior[:, 9:11] = 0.1  # a predicted boundary there: two objects
+    assert n_objects(objects.merge_across_interior(objects_, interior)) == 2
+
+
+def test_a_long_object_with_two_distance_maxima_is_one_object():
+    inside = np.zeros((20, 60), np.float32)
+    inside[5:15, 2:25] = inside[5:15, 35:58] = 1
+    inside[8:12, 25:35] = 1  # a neck: two distance maxima, but all of it interior
+    maps = np.stack([inside, inside], axis=-1)
+    assert n_objects(objects.seeded_watershed(maps, seeds="distance")) == 2  # shape alone: two
+    assert n_objects(objects.seeded_watershed(maps, seeds="distance", join_pieces=True)) == 1
+    inside[8:12, 29:31] = 0.2  # the model sees a boundary across the neck
+    maps = np.stack([np.maximum(inside, 0.6), inside], axis=-1)
+    assert n_objects(objects.seeded_watershed(maps, seeds="distance", join_pieces=True)) == 2

@@ -21,6 +21,8 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage.measure import label as connected_components
 from skimage.morphology import h_maxima
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components as connected_components_graph
 from skimage.segmentation import relabel_sequential, watershed
 
 MODEL_KINDS = ("boundary", "binary", "classes")
@@ -79,6 +81,7 @@ def seeded_watershed(
     seed_distance: float = 3.0,
     min_size: int = 0,
     sampling=None,
+    join_pieces: bool = False,
 ) -> np.ndarray:
     """Objects (uint32, 0 = background, 1..n) of ``maps`` ``(Y, X, 2)`` or ``(Z, Y, X, 2)``.
 
@@ -100,15 +103,19 @@ def seeded_watershed(
     ``sampling``: voxel size per spatial axis (None = isotropic); distances are
     measured in these units, so seeds respect an anisotropic voxel size.
     Objects of fewer than ``min_size`` voxels are removed.
+    ``join_pieces``: join touching objects whose contact is predicted interior; for maps
+    with boundary evidence (a boundary model, or cells between membranes), where a long
+    object with several distance maxima would otherwise be cut in pieces. Off for a flat
+    interior map (a plain foreground model), where the shape is the only evidence.
     """
     maps = _check_maps(maps, spatial_ndims=(2, 3))
     _check_labelling(threshold, seeds, seed_distance, min_size)
     sampling = _check_sampling(sampling, maps.ndim - 1)
-    objects = _watershed(maps, threshold, seeds, seed_distance, sampling)
+    objects = _watershed(maps, threshold, seeds, seed_distance, sampling, join_pieces)
     return _drop_small(objects, min_size)
 
 
-def _watershed(maps, threshold, seeds, seed_distance, sampling):
+def _watershed(maps, threshold, seeds, seed_distance, sampling, join_pieces=False):
     """Unfiltered seeded watershed: int labels, 0 = background."""
     foreground = maps[..., 0] > threshold
     inside = (maps[..., 1] > threshold) & foreground
@@ -121,7 +128,50 @@ def _watershed(maps, threshold, seeds, seed_distance, sampling):
         # Where the interior map is flat, objects then meet at the narrowest neck
         # instead of wherever the flooding order puts them.
         elevation = elevation + 1.0 / (1.0 + distance)
-    return watershed(elevation, markers, mask=foreground)
+    objects = watershed(elevation, markers, mask=foreground)
+    if not join_pieces:
+        return objects
+    # Several distance maxima in one long object split it; a cut that runs through
+    # predicted interior is no boundary, so the pieces on either side are one object.
+    return merge_across_interior(objects, maps[..., 1], threshold)
+
+
+def merge_across_interior(objects, interior, threshold=0.5):
+    """Join objects that touch within a slice where, on average, interior is predicted
+    (> threshold). Contacts across slices do not count: a model that sees one slice at a
+    time predicts interior on both sides of an oblique boundary between two slices."""
+    first, second, mean = _contacts(objects, interior)
+    joined = mean > threshold
+    if not joined.any():
+        return objects
+    n = int(objects.max()) + 1
+    graph = coo_matrix((np.ones(int(joined.sum())), (first[joined], second[joined])), shape=(n, n))
+    _, group = connected_components_graph(graph, directed=False)
+    # Group ids in 1..m, background stays 0.
+    _, new_ids = np.unique(group[1:], return_inverse=True)
+    lookup = np.concatenate([[0], new_ids + 1]).astype(objects.dtype)
+    return lookup[objects]
+
+
+def _contacts(objects, values):
+    """Pairs of objects ``(a < b)`` touching along Y or X, and the mean of ``values`` on their contact."""
+    codes, sums = [], []
+    n = np.int64(objects.max()) + 1
+    for axis in (objects.ndim - 2, objects.ndim - 1):  # in-plane (Y, X) contacts only
+        a = np.moveaxis(objects, axis, 0)
+        v = np.moveaxis(values, axis, 0)
+        left, right = a[:-1], a[1:]
+        touch = (left != right) & (left > 0) & (right > 0)
+        low = np.minimum(left[touch], right[touch]).astype(np.int64)
+        high = np.maximum(left[touch], right[touch]).astype(np.int64)
+        codes.append(low * n + high)
+        sums.append((v[:-1][touch] + v[1:][touch]) / 2)
+    codes, sums = np.concatenate(codes), np.concatenate(sums)
+    if codes.size == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
+    pairs, inverse, counts = np.unique(codes, return_inverse=True, return_counts=True)
+    mean = np.bincount(inverse, weights=sums) / counts
+    return pairs // n, pairs % n, mean
 
 
 def _distance(inside, sampling):
@@ -227,6 +277,7 @@ class StreamingObjects:
         seed_distance: float = 3.0,
         min_size: int = 0,
         sampling=None,
+        join_pieces: bool = False,
     ):
         _check_int("n_slices", n_slices, 1)
         self.slice_shape = _check_slice_shape(slice_shape)
@@ -238,7 +289,8 @@ class StreamingObjects:
         self.n_slices, self.mode = int(n_slices), mode
         self._next_index = 0
         self._closed = False
-        labelling = dict(threshold=threshold, seeds=seeds, seed_distance=seed_distance, min_size=int(min_size))
+        labelling = dict(threshold=threshold, seeds=seeds, seed_distance=seed_distance, min_size=int(min_size),
+                         join_pieces=bool(join_pieces))
         ids = _IdCounter()
         if mode == "3d":
             self._labeller = _SlabObjects(self.n_slices, int(block_slices), int(halo), labelling, sampling, ids)

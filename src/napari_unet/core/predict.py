@@ -345,11 +345,16 @@ def _object_builder(cfg, spatial_shape, axis, n_classes, boundary_model):
         sampling = (size[axis],) + tuple(size[a] for a in range(3) if a != axis)
     elif cfg.voxel_size:
         sampling = (1.0,) + tuple(cfg.voxel_size[1:])
+    mode = object_mode(cfg.objects, sampling, axis)
     return StreamingObjects(
         _n_slices(spatial_shape, axis), slice_shape,
-        mode=object_mode(cfg.objects, sampling, axis), block_slices=cfg.block_slices, halo=cfg.halo,
+        mode=mode, block_slices=cfg.block_slices, halo=cfg.halo,
         threshold=cfg.threshold, seeds=cfg.seeds, seed_distance=cfg.seed_distance,
         min_size=cfg.min_object_size, sampling=sampling,
+        # Boundary evidence (a boundary model, or membranes around cells) rejoins the pieces of
+        # one object in a slice (ISBI: adapted Rand error 0.128 -> 0.054). Not in 3-D, where
+        # flooding across slices makes false contacts (synthetic cells: 0.106 -> 0.976).
+        join_pieces=(boundary_model or cfg.objects_from == "background") and mode != "3d",
     )
 
 
