@@ -1,4 +1,5 @@
-"""Regenerate docs/screenshot.png: napari with the sample, trained and segmented through the docks.
+"""Regenerate docs/screenshot.png: napari with the nuclei sample, trained on its object ids and
+segmented into 3-D objects through the docks.
 
 Run under a display or Xvfb:  xvfb-run -a .venv/bin/python docs/make_screenshot.py [out.png]
 It drives the widgets as a person would (press Train, wait, press Run, wait).
@@ -12,7 +13,7 @@ from pathlib import Path
 import napari
 from qtpy.QtWidgets import QApplication
 
-from napari_unet._sample_data import make_sample_data
+from napari_unet._sample_data import NUCLEI_NAME, make_nuclei_sample_data
 from napari_unet.widgets.segment_widget import SegmentWidget
 from napari_unet.widgets.train_widget import TrainWidget
 
@@ -29,22 +30,23 @@ def wait_for(widget, app, timeout=900):
 def main(out: Path):
     viewer = napari.Viewer(title="napari-unet")
     viewer.window._qt_window.resize(1500, 950)
-    for data, kwargs, kind in make_sample_data():
+    for data, kwargs, kind in make_nuclei_sample_data():
         getattr(viewer, f"add_{kind}")(data, **kwargs)
     app = QApplication.instance()
     train = TrainWidget(viewer)
     segment = SegmentWidget(viewer)
     viewer.window.add_dock_widget(train, name="Train U-Net", area="right")
     viewer.window.add_dock_widget(segment, name="Segment with U-Net", area="right")
-    train.model_dir.value = Path(tempfile.mkdtemp()) / "sample-unet"
+    train.model_dir.value = Path(tempfile.mkdtemp()) / "nuclei-unet"
+    train.instances.value = True  # the annotations are one id per nucleus
     train.train_button.clicked.emit()
     wait_for(train, app)
     print("train:", train.status.value, train.score.value, flush=True)
-    segment.image.value = viewer.layers["synthetic cells"]
+    segment.image.value = viewer.layers[NUCLEI_NAME]
     segment.run_button.clicked.emit()
     wait_for(segment, app)
     print("segment:", segment.status.value, flush=True)
-    viewer.layers["synthetic cells annotations"].visible = False
+    viewer.layers[f"{NUCLEI_NAME} annotations"].visible = False
     viewer.dims.set_point(0, 12)
     viewer.reset_view()
     for _ in range(50):

@@ -73,6 +73,23 @@ def test_train_predict_evaluate_round_trip(tmp_path, capsys):
     assert scores["dice"] == pytest.approx(expected, abs=1e-6)
     assert scores["slices"] == "1:3"
 
+    # Objects from the same class model: 3-D ids, with the voxel size read from the TIFF.
+    objects_path = tmp_path / "objects.tif"
+    assert main(["predict", "--model", str(model), "--image", str(tmp_path / "vol.tif"),
+                 "--out", str(objects_path), "--output", "instances", "--min-size", "5"]) == 0
+    assert "No voxel size" not in capsys.readouterr().out
+    objects, _ = io.read_array(objects_path)
+    assert objects.dtype == np.uint32 and objects.shape == image.shape
+    assert ((objects > 0) == (pred > 0)).mean() > 0.95  # same foreground, now with ids
+    per_slice_ids = sum(len(np.unique(plane[plane > 0])) for plane in objects)
+    assert 1 <= len(np.unique(objects[objects > 0])) < per_slice_ids  # ids continue across slices
+    assert main(["evaluate", "--model", str(model), "--image", str(tmp_path / "vol.tif"),
+                 "--labels", str(tmp_path / "truth_labels.tif"), "--output", "instances",
+                 "--json", str(report)]) == 0
+    scores = json.loads(report.read_text())
+    assert scores["mode"] == "3d" and 0 <= scores["adapted_rand_error"] <= 1 and 0 <= scores["f1"] <= 1
+    assert scores["n_true"] == 1  # the one disc through the 4 slices
+
 
 @pytest.mark.slow
 def test_train_time_limit_ends_a_long_run(tmp_path, capsys):

@@ -70,7 +70,7 @@ def _add_predict_options(p: argparse.ArgumentParser):
                         "linked = per slice, then linked across slices by overlap; auto = 3d unless "
                         "slices lie over 6 pixels apart (then linked)")
     p.add_argument("--seeds", default=d.seeds, choices=sorted(SEED_MODES),
-                   help="watershed seeds: predicted object interiors, or distance-transform maxima")
+                   help="watershed seeds: distance-transform maxima, or predicted object interiors")
     p.add_argument("--seed-distance", type=float, default=d.seed_distance,
                    help="distance seeds: smallest distance between two seeds (px)")
     p.add_argument("--min-size", type=int, default=d.min_object_size, dest="min_object_size",

@@ -323,8 +323,10 @@ def train(
         "classes": describe_classes(mode, n_classes, instances, _label_values(labels_zyx, idx, train_cfg, n_classes)),
         "annotation_mode": mode,
         "instances": instances,
-        # A hint for prediction: objects that tile the image also take the background.
-        "objects_tile": bool(instances and data.objects_tile_the_image(labels_zyx, mode)),
+        # A hint for prediction: objects that tile the image (cells between membranes) take the
+        # background too, and the gaps between them are evidence that can rejoin pieces.
+        "objects_tile": bool((instances or n_classes == 1) and mode == "full_slices"
+                             and data.objects_tile_the_image(labels_zyx, mode)),
         "training_data": {
             "image_shape": list(np.shape(image)), "annotated_slices": [int(z) for z in idx],
             "train_regions": len(train_items), "val_regions": len(val_items),
