@@ -99,9 +99,10 @@ def test_3d_objects_keep_one_id_through_the_slices(make_napari_viewer, qtbot, ti
     image, _, truth = tiny_volume  # two discs, each running through all 6 slices
     viewer.add_image(image, name="img")
     widget = _widget(viewer, tiny_model_dir)
-    assert not widget.objects.visible  # a class model segments classes unless objects are asked for
+    # A class model segments classes unless objects are asked for; then their options show.
+    assert widget.output.value == "labels" and widget.objects.native.isHidden()
     objects_3d = _objects_run(widget, qtbot, "3d")
-    assert widget.objects.visible and widget.seeds.visible
+    assert not widget.objects.native.isHidden() and not widget.seeds.native.isHidden()
     objects_2d = _objects_run(widget, qtbot, "2d")
     assert len(viewer.layers) == 2, "the rerun must reuse the plugin's own layer"
     ids_3d, ids_2d = np.unique(objects_3d[objects_3d > 0]), np.unique(objects_2d[objects_2d > 0])

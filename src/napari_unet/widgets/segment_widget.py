@@ -145,12 +145,14 @@ class SegmentWidget(JobDock):
             self.output.value = "instances" if self._meta.get("instances") else "labels"
         self._show_object_options()
 
+    def _binary_model(self) -> bool:
+        return self._meta is not None and self._meta.get("model_config", {}).get("n_classes") == 1
+
     def _show_object_options(self, _value=None):
         objects = self.output.value == "instances"
-        binary = self._meta is not None and self._meta.get("model_config", {}).get("n_classes") == 1
         for widget in (self.objects, self.seeds, self.seed_distance, self.min_size, self.fill_background):
             widget.visible = objects
-        self.objects_from.visible = objects and binary
+        self.objects_from.visible = objects and self._binary_model()
 
     # -- running --------------------------------------------------------------------------
     def run(self, _value=None):
@@ -165,7 +167,7 @@ class SegmentWidget(JobDock):
                 three_axis=self.three_axis.value, return_probabilities=self.probabilities.value,
                 objects=self.objects.value, seeds=self.seeds.value, fill_background=self.fill_background.value,
                 seed_distance=float(self.seed_distance.value), min_object_size=self.min_size.value,
-                objects_from=self.objects_from.value if self.objects_from.visible else "foreground",
+                objects_from=self.objects_from.value if self._binary_model() else "foreground",
                 voxel_size=self._voxel_size(),
             )
         except ConfigError as exc:
