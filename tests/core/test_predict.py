@@ -199,7 +199,7 @@ def test_instances_from_a_sigmoid_model_and_small_objects_dropped():
 def test_instance_ids_that_overflow_the_output_type_are_refused():
     image = np.zeros((16, 64), np.float32)
     image[::2, ::2] = 1  # 256 separate one-pixel objects
-    cfg = PredictConfig(output="instances", tile_size=64, tile_overlap=4)
+    cfg = PredictConfig(output="instances", tile_size=64, tile_overlap=4, min_object_size=0)
     out = np.zeros(image.shape, np.uint8)
     with pytest.raises(ValueError, match="Object id 256 does not fit in out_labels of type uint8: use uint32"):
         run(image, lambda x: x, cfg, out_labels=out)
@@ -363,7 +363,7 @@ def test_auto_objects_are_3d_unless_slices_lie_far_apart():
 def test_fill_background_lets_objects_take_every_pixel():
     image = np.zeros((24, 24), np.float32)
     image[4:10, 4:10] = image[14:20, 14:20] = 1
-    cfg = PredictConfig(output="instances", tile_size=32, tile_overlap=4)
+    cfg = PredictConfig(output="instances", tile_size=32, tile_overlap=4, min_object_size=0)
     masked = run(image, lambda x: x, cfg)[-1]["labels"]
     filled = run(image, lambda x: x, cfg.replace(fill_background="yes"))[-1]["labels"]
     assert (masked == 0).any() and (filled > 0).all()

@@ -88,6 +88,7 @@ def test_missing_model_folder_is_reported(make_napari_viewer, tmp_path):
 def _objects_run(widget, qtbot, mode):
     widget.output.value = "instances"
     widget.objects.value = mode
+    widget.min_size.value = 0  # keep the tiny model's small objects
     widget.run_button.clicked.emit()
     qtbot.waitUntil(lambda: not widget.poller.active, timeout=120_000)
     assert widget.status.value.startswith("Done"), widget.status.value
