@@ -105,8 +105,8 @@ def predict_volume(
     reader = _SliceReader(volume, channel_axis, normalization)
     predict_batch = _BatchPredictor(predict_fn, n_classes, cfg.tta)
     objects = _object_builder(cfg, spatial_shape, axis, n_classes, boundary_model, objects_tile) if instances else None
-    writer = _SliceWriter(cfg, out_labels, out_probs, n_classes, objects, _model_kind(n_classes, boundary_model))
-    writer.fill = cfg.fill_background == "yes" or (cfg.fill_background == "auto" and objects_tile)
+    fill = cfg.fill_background == "yes" or (cfg.fill_background == "auto" and objects_tile)
+    writer = _SliceWriter(cfg, out_labels, out_probs, n_classes, objects, _model_kind(n_classes, boundary_model), fill)
     passes = dict(reader=reader, predict_batch=predict_batch, batch_size=cfg.batch_size, stop_event=stop_event)
     if cfg.three_axis:
         return _three_axis_events(spatial_shape, axis, plans, writer, n_classes, passes)
@@ -373,14 +373,14 @@ def object_mode(mode: str, sampling, axis) -> str:
 class _SliceWriter:
     """Writes one slice's labels (or, for objects, the slices whose objects are final) and probabilities."""
 
-    def __init__(self, cfg, out_labels, out_probs, n_classes, objects, kind):
+    def __init__(self, cfg, out_labels, out_probs, n_classes, objects, kind, fill):
         self.cfg = cfg
         self.out_labels = out_labels
         self.out_probs = out_probs
         self.n_classes = n_classes
         self.objects = objects
         self.kind = kind
-        self.fill = False
+        self.fill = fill  # objects take the background pixels too
         self.all_channels = out_probs is not None and len(out_probs.shape) == len(out_labels.shape) + 1
 
     def __call__(self, axis, i, probs) -> list:
