@@ -85,8 +85,8 @@ def test_train_predict_evaluate_round_trip(tmp_path, capsys):
     assert 1 <= len(np.unique(objects[objects > 0])) < per_slice_ids  # ids continue across slices
     assert main(["evaluate", "--model", str(model), "--image", str(tmp_path / "vol.tif"),
                  "--labels", str(tmp_path / "truth_labels.tif"), "--output", "instances",
-                 "--json", str(report)]) == 0
-    scores = json.loads(report.read_text())
+                 "--json", str(tmp_path / "objects.json")]) == 0
+    scores = json.loads((tmp_path / "objects.json").read_text())
     assert scores["mode"] == "3d" and 0 <= scores["adapted_rand_error"] <= 1 and 0 <= scores["f1"] <= 1
     assert scores["n_true"] == 1  # the one disc through the 4 slices
 
@@ -102,6 +102,27 @@ def test_train_time_limit_ends_a_long_run(tmp_path, capsys):
     assert meta["train_config"]["max_seconds"] == 4.0
     assert 1 <= len(meta["history"]["epoch"]) < 100000
     assert sum(meta["history"]["seconds"]) < 30
+
+
+def test_outputs_are_checked_before_any_work(tmp_path, capsys):
+    _volume(tmp_path)
+    image = str(tmp_path / "vol.tif")
+    before = (tmp_path / "vol.tif").read_bytes()
+    cases = [
+        (["--out", str(tmp_path / "m.tif"), "--prob", image], "is one of the inputs"),
+        (["--out", str(tmp_path / "m.tif"), "--prob", str(tmp_path / "m.tif")], "is one of the inputs"),
+        (["--out", str(tmp_path / "m.png")], "must end in .tif"),
+        (["--out", str(tmp_path / "m.tif"), "--prob", str(tmp_path / "p.png")], "must end in .tif"),
+        (["--out", str(tmp_path / "m.tif"), "--prob", str(tmp_path / "truth_labels.tif")], "exists"),
+    ]
+    for extra, message in cases:
+        # The model does not even exist: the outputs are refused first.
+        assert main(["predict", "--model", str(tmp_path / "missing"), "--image", image, *extra]) == 2
+        assert message in capsys.readouterr().err
+    assert (tmp_path / "vol.tif").read_bytes() == before
+    assert main(["evaluate", "--model", str(tmp_path / "missing"), "--image", image, "--labels",
+                 str(tmp_path / "truth_labels.tif"), "--json", str(tmp_path / "vol_labels.tif")]) == 2
+    assert "exists" in capsys.readouterr().err
 
 
 def test_bad_inputs_give_clear_messages(tmp_path, capsys):

@@ -134,12 +134,29 @@ def run_train(args) -> int:
     return 0
 
 
+OUTPUT_SUFFIXES = (".tif", ".tiff", ".zarr")
+
+
+def check_new_output(path, option: str, inputs=()) -> Path:
+    """Refuse, before any work, an output that is an input, exists, has no usable suffix, or
+    whose folder is missing."""
+    path = Path(path)
+    if any(path.resolve() == Path(p).resolve() for p in inputs):
+        raise ValueError(f"{option} {path} is one of the inputs; pick a new file name.")
+    if not path.name.lower().endswith(OUTPUT_SUFFIXES):
+        raise ValueError(f"{option} {path} must end in {', '.join(OUTPUT_SUFFIXES)}.")
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"Output folder {path.parent} does not exist; create it first.")
+    if path.exists():
+        raise FileExistsError(f"{path} exists; pick another name or delete it first.")
+    return path
+
+
 def run_predict(args) -> int:
-    out = Path(args.out)
-    if not out.parent.is_dir():
-        raise FileNotFoundError(f"Output folder {out.parent} does not exist; create it first.")
-    if out.exists():
-        raise FileExistsError(f"{out} exists; pick another name or delete it first.")
+    inputs = (args.image, args.model)
+    out = check_new_output(args.out, "--out", inputs)
+    if args.prob:
+        check_new_output(args.prob, "--prob", inputs + (args.out,))
     array, meta = io.open_lazy(args.image)
     _, has_channels = _channels_last(array, meta)
     channel_axis = _channel_axis(meta) if has_channels else None
@@ -204,6 +221,9 @@ def _finish_output(tmp: Path, out: Path, scale, labels: bool):
 
 def run_evaluate(args) -> int:
     from .core.metrics import object_report, segmentation_report
+
+    if args.json and Path(args.json).exists():
+        raise FileExistsError(f"--json {args.json} exists; pick another name or delete it first.")
 
     image, meta, has_channels = load_image(args.image)
     gt, _ = io.read_array(args.labels)
