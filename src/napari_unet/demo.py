@@ -113,16 +113,17 @@ def _overview_png(path: Path, image, pred, truth, slices) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    colours = plt.get_cmap("tab20").with_extremes(bad="black")
     picks = slices[np.linspace(0, len(slices) - 1, min(3, len(slices))).astype(int)]
     cols = 3 if truth is not None else 2
     fig, axes = plt.subplots(len(picks), cols, figsize=(3.2 * cols, 3.2 * len(picks)), squeeze=False)
     for row, z in zip(axes, picks):
         row[0].imshow(image[z] if image.ndim == 3 else image[z, ..., 0], cmap="gray")
         row[0].set_title(f"image, slice {z}", fontsize=9)
-        row[1].imshow(_id_colours(pred[z]), cmap="tab20", interpolation="nearest", vmin=0, vmax=19)
+        row[1].imshow(_id_colours(pred[z]), cmap=colours, interpolation="nearest", vmin=1, vmax=20)
         row[1].set_title("prediction", fontsize=9)
         if truth is not None:
-            row[2].imshow(_id_colours(truth[z]), cmap="tab20", interpolation="nearest", vmin=0, vmax=19)
+            row[2].imshow(_id_colours(truth[z]), cmap=colours, interpolation="nearest", vmin=1, vmax=20)
             row[2].set_title("ground truth", fontsize=9)
         for ax in row:
             ax.axis("off")
@@ -133,8 +134,8 @@ def _overview_png(path: Path, image, pred, truth, slices) -> Path:
 
 
 def _id_colours(ids):
-    """Object ids folded onto 19 colours (0 stays the background colour)."""
-    return np.where(ids > 0, ids % 19 + 1, 0)
+    """Object ids folded onto 20 colours; the background is masked (drawn black)."""
+    return np.ma.masked_equal(np.where(ids > 0, ids % 20 + 1, 0), 0)
 
 
 def _view(image, labels, pred, scale, name):
