@@ -21,9 +21,10 @@ from scipy import ndimage
 from skimage.feature import peak_local_max
 from skimage.filters import gaussian, threshold_otsu
 from skimage.measure import label as connected_components
-from skimage.segmentation import relabel_sequential, watershed
+from skimage.segmentation import watershed
 
 from .metrics import dice
+from .objects import check_sampling, drop_small_objects
 
 POLARITIES = ("bright", "dark")
 
@@ -54,15 +55,6 @@ def _check_polarity(polarity):
 def _check_sigma(sigma):
     if not sigma >= 0:
         raise ValueError(f"sigma must be >= 0 (pixels; 0 = no smoothing), got {sigma}.")
-
-
-def _check_sampling(sampling, ndim):
-    if sampling is None:
-        return (1.0,) * ndim
-    sampling = tuple(float(s) for s in np.atleast_1d(sampling))
-    if len(sampling) != ndim or not all(s > 0 for s in sampling):
-        raise ValueError(f"sampling must be None or {ndim} positive pixel spacings (one per axis), got {sampling}.")
-    return sampling
 
 
 # -------------------------------------------------------------- foreground
@@ -119,13 +111,6 @@ def _split_foreground(foreground, seed_distance, sampling):
     return np.where(unseeded > 0, unseeded + objects.max(), objects)
 
 
-def _drop_small(objects, min_size):
-    if min_size > 0:
-        sizes = np.bincount(objects.ravel())
-        objects = np.where(sizes[objects] < min_size, 0, objects)
-    return relabel_sequential(objects)[0]
-
-
 def _split_slices(foreground, seed_distance, sampling):
     """Each slice on its own, ids unique across slices."""
     objects = np.zeros(foreground.shape, np.int64)
@@ -154,13 +139,13 @@ def watershed_objects(
         raise ValueError(f"seed_distance must be > 0 (pixels), got {seed_distance}.")
     if not min_size >= 0:
         raise ValueError(f"min_size must be >= 0 (pixels), got {min_size}.")
-    sampling = _check_sampling(sampling, image.ndim)
+    sampling = check_sampling(sampling, image.ndim) or (1.0,) * image.ndim
     foreground = otsu_foreground(image, sigma=sigma, polarity=polarity).astype(bool)
     if per_slice and image.ndim == 3:
         objects = _split_slices(foreground, seed_distance, sampling)
     else:
         objects = _split_foreground(foreground, seed_distance, sampling)
-    return _drop_small(objects, min_size).astype(np.uint32)
+    return drop_small_objects(objects, min_size)
 
 
 # --------------------------------------------------------------- polarity

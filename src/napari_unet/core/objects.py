@@ -110,9 +110,9 @@ def seeded_watershed(
     """
     maps = _check_maps(maps, spatial_ndims=(2, 3))
     _check_labelling(threshold, seeds, seed_distance, min_size)
-    sampling = _check_sampling(sampling, maps.ndim - 1)
+    sampling = check_sampling(sampling, maps.ndim - 1)
     objects = _watershed(maps, threshold, seeds, seed_distance, sampling, join_pieces)
-    return _drop_small(objects, min_size)
+    return drop_small_objects(objects, min_size)
 
 
 def _watershed(maps, threshold, seeds, seed_distance, sampling, join_pieces=False):
@@ -214,7 +214,7 @@ def _spacing(ndim, sampling):
     return np.ones(ndim) if sampling is None else np.asarray(sampling, dtype=float)
 
 
-def _drop_small(objects, min_size):
+def drop_small_objects(objects, min_size):
     """Remove objects of fewer than ``min_size`` voxels; number the rest 1..n (uint32)."""
     if min_size > 1:
         small = np.bincount(objects.ravel()) < min_size
@@ -285,7 +285,7 @@ class StreamingObjects:
         _check_int("block_slices", block_slices, 1)
         _check_int("halo", halo, 0)
         _check_labelling(threshold, seeds, seed_distance, min_size)
-        sampling = _check_sampling(sampling, 3)
+        sampling = check_sampling(sampling, 3)
         self.n_slices, self.mode = int(n_slices), mode
         self._next_index = 0
         self._closed = False
@@ -544,7 +544,7 @@ def _check_labelling(threshold, seeds, seed_distance, min_size):
     _check_int("min_size", min_size, 0)
 
 
-def _check_sampling(sampling, ndim):
+def check_sampling(sampling, ndim):
     if sampling is None:
         return None
     try:
