@@ -40,14 +40,17 @@ def _tf_gpus():
 
 
 def describe_device(threads: int = 0) -> str:
-    """``"GPU: <name>"`` when TensorFlow sees a GPU, else ``"CPU (<n> threads)"``."""
+    """``"GPU: <name>"`` when the backend (TensorFlow or JAX) sees a GPU, else ``"CPU (<n> threads)"``."""
     import keras
 
     tf, gpus = _tf_gpus()
-    if gpus:
-        details = tf.config.experimental.get_device_details(gpus[0])
-        name = details.get("device_name", gpus[0].name)
-        return f"GPU: {name}" + (f" (+{len(gpus) - 1} more)" if len(gpus) > 1 else "")
+    names = [tf.config.experimental.get_device_details(g).get("device_name", g.name) for g in gpus]
+    if keras.backend.backend() == "jax":
+        import jax
+
+        names = [d.device_kind for d in jax.devices() if d.platform == "gpu"]
+    if names:
+        return f"GPU: {names[0]}" + (f" (+{len(names) - 1} more)" if len(names) > 1 else "")
     n = threads or (tf.config.threading.get_intra_op_parallelism_threads() if tf else 0)
     if not n:  # 0 means the library default: one thread per usable core
         n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()

@@ -1,0 +1,132 @@
+"""The U-Net on an accelerator: the device seen, training and prediction speed, and objects.
+
+Runs where a GPU is visible to the Keras backend; with no GPU it runs on the CPU and says so.
+Like every benchmark, this process never imports Keras: all work goes through the engine's
+spawned worker, exactly as from the docks.
+
+    KERAS_BACKEND=jax python benchmarks/gpu.py --out /tmp/gpu          # JAX on the GPU
+    python benchmarks/gpu.py --quick                                   # a smoke run (~1 min)
+
+1. Device: the worker's device line ("GPU: <name>" or "CPU (n threads)").
+2. Training speed: patches/s of the training steps alone (batch events of the second epoch,
+   after compilation), at the default batch and patch size and at GPU-sized ones, in float32
+   and with mixed precision.
+3. Prediction speed: slices/s through a (64, 1024, 1024) volume, class labels and 3-D objects.
+4. Objects: the synthetic cells and nuclei trained with the defaults under a short time cap,
+   scored in 3-D beside the classical watershed baseline (as ``objects.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import log, markdown_table, run_engine_job, write_json, write_text  # noqa: E402
+from objects import run_stack, synthetic_stack  # noqa: E402
+
+from napari_unet import engine  # noqa: E402
+from napari_unet.core.config import PredictConfig, TrainConfig  # noqa: E402
+
+# (batch, patch, mixed precision): the plugin's defaults, then sizes that fill a GPU better.
+SPEED_RUNS = [(4, 96, False), (16, 256, False), (32, 256, False), (32, 256, True)]
+QUICK_SPEED_RUNS = [(4, 96, False), (16, 256, True)]
+
+
+def gpu_facts() -> str:
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=30)
+        return out.stdout.strip() or "nvidia-smi printed nothing"
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"no nvidia-smi ({exc.__class__.__name__})"
+
+
+def training_speed(stack: dict, batch: int, patch: int, mixed: bool, steps: int, out: Path) -> dict:
+    """Patches/s of the steps of epoch 2 (epoch 1 holds the compilation)."""
+    cfg = TrainConfig(instances=True, epochs=2, steps_per_epoch=steps, batch_size=batch, patch_size=patch,
+                      mixed_precision=mixed, max_seconds=0, early_stopping_patience=0)
+    job = engine.start_training(stack["image"], stack["labels"], None, cfg, str(out / f"speed_{batch}_{patch}_{mixed}"),
+                                overwrite=True)
+    run = run_engine_job(job)
+    start = next(e for e in run["events"] if e["type"] == "start")
+    second = [e["t"] for e in run["events"] if e["type"] == "batch" and e["epoch"] == 2]
+    step_s = (second[-1] - second[0]) / (len(second) - 1)
+    first_batch = next(e["t"] for e in run["events"] if e["type"] == "batch")
+    return {"batch": batch, "patch": patch, "mixed_precision": mixed, "device": start["device"],
+            "seconds_to_first_batch": first_batch, "step_ms": 1000 * step_s, "patches_per_s": batch / step_s,
+            "peak_rss_worker_mb": run["peak_rss_worker_mb"]}
+
+
+def prediction_speed(model_dir: str, volume: np.ndarray, output: str) -> dict:
+    cfg = PredictConfig(output=output, voxel_size=(1.0, 1.0, 1.0))
+    run = run_engine_job(engine.start_prediction(volume, model_dir, cfg))
+    slices = [e["t"] for e in run["events"] if e["type"] == "slice"]
+    return {"output": output, "shape": list(volume.shape), "wall_s": run["wall_s"],
+            "first_slice_s": slices[0], "slices_per_s": len(slices) / run["wall_s"],
+            "peak_rss_worker_mb": run["peak_rss_worker_mb"]}
+
+
+def big_volume(image: np.ndarray, depth: int, size: int) -> np.ndarray:
+    reps = (-(-depth // image.shape[0]), -(-size // image.shape[1]), -(-size // image.shape[2]))
+    return np.ascontiguousarray(np.tile(image, reps)[:depth, :size, :size])
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a smoke run: fewer steps, sizes and stacks")
+    parser.add_argument("--max-seconds", type=float, default=60.0, help="training cap for the objects section")
+    parser.add_argument("--out", type=Path, default=Path("/tmp/napari_unet_gpu"))
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    facts = {"nvidia_smi": gpu_facts()}
+    log(f"nvidia-smi: {facts['nvidia_smi']}")
+
+    cells = synthetic_stack("cells")
+    speed = []
+    for batch, patch, mixed in (QUICK_SPEED_RUNS if args.quick else SPEED_RUNS):
+        row = training_speed(cells, batch, patch, mixed, 20 if args.quick else 100, args.out)
+        log(f"train {row['device']}: batch {batch} x {patch}px mixed={mixed}: {row['patches_per_s']:.1f} patches/s, "
+            f"{row['step_ms']:.1f} ms/step, first batch after {row['seconds_to_first_batch']:.1f} s")
+        speed.append(row)
+
+    objects = {}
+    for kind in ["cells"] if args.quick else ["cells", "nuclei"]:
+        stack = synthetic_stack(kind)
+        cap = 20.0 if args.quick else args.max_seconds
+        objects[stack["name"]] = run_stack(stack, TrainConfig(instances=True, max_seconds=cap), args.out)
+
+    model_dir = objects["synthetic cells"]["training"]["model_dir"]
+    volume = big_volume(cells["image"], 16 if args.quick else 64, 512 if args.quick else 1024)
+    predict = [prediction_speed(model_dir, volume, output) for output in ("labels", "instances")]
+    for row in predict:
+        log(f"predict {row['output']} {row['shape']}: {row['slices_per_s']:.2f} slices/s ({row['wall_s']:.1f} s)")
+
+    report = markdown_table(["batch", "patch", "mixed precision", "device", "patches/s", "ms/step", "first batch (s)"],
+                            [[r["batch"], r["patch"], r["mixed_precision"], r["device"], r["patches_per_s"],
+                              r["step_ms"], r["seconds_to_first_batch"]] for r in speed])
+    report += "\n\n" + markdown_table(["output", "shape", "slices/s", "wall (s)", "first slice (s)"],
+                                      [[r["output"], r["shape"], r["slices_per_s"], r["wall_s"], r["first_slice_s"]]
+                                       for r in predict])
+    rows = []
+    for name, res in objects.items():
+        base = res["baseline"]["watershed 3-D"]
+        rows.append([name, res["training"]["train_s"], res["training"]["epochs"], res["unet"]["adapted_rand_error"],
+                     res["unet"]["f1"], base["adapted_rand_error"], base["f1"]])
+    report += "\n\n" + markdown_table(["stack", "train (s)", "epochs", "U-Net ARE", "U-Net F1", "baseline ARE",
+                                       "baseline F1"], rows)
+    print(report)
+    tag = "gpu_quick" if args.quick else "gpu"
+    write_text(args.out / f"{tag}_table.md", f"nvidia-smi: {facts['nvidia_smi']}\n\n{report}\n")
+    write_json(args.out / f"{tag}.json", {"facts": facts, "training_speed": speed, "prediction_speed": predict,
+                                          "objects": objects})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
