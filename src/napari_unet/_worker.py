@@ -92,6 +92,9 @@ def run_job(target, params, array_specs, output_specs, events, stop_event):
         params = dict(params)
         # Before the job's import, so that e.g. KERAS_BACKEND is seen when keras loads.
         os.environ.update({str(k): str(v) for k, v in params.pop("_env", {}).items()})
+        # As TensorFlow's memory growth (core.train): JAX then takes GPU memory as needed,
+        # not 75 % of it up front, so a second process (napari's, a preview) still fits.
+        os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
         arrays = {name: _open_input(spec, segments) for name, spec in array_specs.items()}
         outputs = {name: _open_output(spec, segments) for name, spec in output_specs.items()}
         job = resolve_target(target)(arrays=arrays, outputs=outputs, stop_event=stop_event, **params)
