@@ -11,7 +11,7 @@ spawned worker, exactly as from the docks.
 2. Training speed: patches/s of the training steps alone (batch events of the second epoch,
    after compilation), at the default batch and patch size and at GPU-sized ones, in float32
    and with mixed precision.
-3. Prediction speed: slices/s through a (64, 1024, 1024) volume, class labels and 3-D objects.
+3. Prediction speed: slices/s through a (32, 1024, 1024) volume, class labels and 3-D objects.
 4. Objects: the synthetic cells and nuclei trained with the defaults under a short time cap,
    scored in 3-D beside the classical watershed baseline (as ``objects.py``).
 """
@@ -102,7 +102,7 @@ def main(argv=None) -> int:
         objects[stack["name"]] = run_stack(stack, TrainConfig(instances=True, max_seconds=cap), args.out)
 
     model_dir = objects["synthetic cells"]["training"]["model_dir"]
-    volume = big_volume(cells["image"], 16 if args.quick else 64, 512 if args.quick else 1024)
+    volume = big_volume(cells["image"], 16 if args.quick else 32, 512 if args.quick else 1024)
     predict = [prediction_speed(model_dir, volume, output) for output in ("labels", "instances")]
     for row in predict:
         log(f"predict {row['output']} {row['shape']}: {row['slices_per_s']:.2f} slices/s ({row['wall_s']:.1f} s)")
