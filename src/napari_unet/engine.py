@@ -415,8 +415,10 @@ def _check_output(name, spec):
 
 # -- the two jobs the plugin runs ---------------------------------------------------------
 def _worker_env() -> dict:
-    # Quiet TensorFlow's C++ logging unless the user asked for it; the plugin needs the TF backend.
-    return {"TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"), "KERAS_BACKEND": "tensorflow"}
+    # Quiet TensorFlow's C++ logging unless the user asked for it. TensorFlow is the default
+    # backend; KERAS_BACKEND=jax (e.g. where only JAX sees the GPU) is passed on.
+    return {"TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
+            "KERAS_BACKEND": os.environ.get("KERAS_BACKEND", "tensorflow")}
 
 
 def start_training(image, labels, model_cfg, train_cfg, out_dir, resume_from=None, overwrite=False) -> Job:

@@ -71,11 +71,13 @@ def test_predict_padded_handles_odd_sizes_and_crops_back():
     assert y.shape == (3, 37, 29, 3) and y.dtype == np.float32
     padded = np.pad(x, [(0, 0), (0, 3), (0, 3), (0, 0)], mode="reflect")  # to 40 x 32
     expected = keras.ops.convert_to_numpy(model.predict_on_batch(padded))[:, :37, :29]
-    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-6)
+    # GPU convolutions (TF32, kernels chosen by batch size) differ by ~1e-4; a wrong pad or
+    # crop differs by ~1e-1.
+    np.testing.assert_allclose(y, expected, rtol=1e-3, atol=1e-3)
     # A size that is already a multiple is not padded at all.
     ok = x[:, :32, :28]
     np.testing.assert_allclose(
-        predict_padded(model, ok, 4), keras.ops.convert_to_numpy(model.predict_on_batch(ok)), rtol=1e-5, atol=1e-6
+        predict_padded(model, ok, 4), keras.ops.convert_to_numpy(model.predict_on_batch(ok)), rtol=1e-3, atol=1e-3
     )
 
 
