@@ -39,16 +39,24 @@ def _tf_gpus():
     return tf, tf.config.list_physical_devices("GPU")
 
 
+def gpu_names() -> list:
+    """Names of the GPUs the Keras backend (TensorFlow or JAX) sees."""
+    import keras
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return [d.device_kind for d in jax.devices() if d.platform == "gpu"]
+    tf, gpus = _tf_gpus()
+    return [tf.config.experimental.get_device_details(g).get("device_name", g.name) for g in gpus]
+
+
 def describe_device(threads: int = 0) -> str:
     """``"GPU: <name>"`` when the backend (TensorFlow or JAX) sees a GPU, else ``"CPU (<n> threads)"``."""
     import keras
 
-    tf, gpus = _tf_gpus()
-    names = [tf.config.experimental.get_device_details(g).get("device_name", g.name) for g in gpus]
-    if keras.backend.backend() == "jax":
-        import jax
-
-        names = [d.device_kind for d in jax.devices() if d.platform == "gpu"]
+    tf, _ = _tf_gpus()
+    names = gpu_names()
     if names:
         return f"GPU: {names[0]}" + (f" (+{len(names) - 1} more)" if len(names) > 1 else "")
     n = threads or (tf.config.threading.get_intra_op_parallelism_threads() if tf else 0)
@@ -282,8 +290,7 @@ def train(
     _check_patch_size(train_cfg, model_cfg, height, width)
 
     mixed = train_cfg.mixed_precision
-    _, gpus = _tf_gpus()
-    if mixed and not gpus:
+    if mixed and not gpu_names():
         mixed = False
         warnings.append("Mixed precision needs a GPU; training in float32 on the CPU.")
 
