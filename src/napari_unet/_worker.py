@@ -28,6 +28,10 @@ OOM_HINT = "Reduce the batch size or the patch/tile size."
 MAX_EVENT_BYTES = 16 << 20
 # How long a worker whose parent died may take to stop before it exits anyway.
 ORPHAN_GRACE_S = 10.0
+# What a terminal or a service manager sends to stop the command line.
+TERMINAL_SIGNALS = frozenset(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
 # Added to the worker's nice value: on a machine with few cores, napari's event loop must get
 # the CPU at once when it needs it; an otherwise idle machine still gives the worker every core.
 WORKER_NICENESS = 10
@@ -81,8 +85,7 @@ def close_segment(shm: SharedMemory) -> None:
 # -- the job wrapper ------------------------------------------------------------------------
 def run_job(target, params, array_specs, output_specs, events, stop_event):
     """Entry point of the worker process: run ``target`` and forward its events to ``events``."""
-    # Ctrl-C in a terminal reaches the whole process group; the parent decides what it means.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    leave_terminal_signals()
     _lower_priority()
     _stop_when_orphaned(stop_event)
     segments = []
@@ -125,6 +128,25 @@ def run_job(target, params, array_specs, output_specs, events, stop_event):
             sys.stderr.flush()
         finally:
             os._exit(0)
+
+
+def leave_terminal_signals() -> None:
+    """Let the parent alone decide what Ctrl-C, SIGTERM and SIGHUP mean.
+
+    They reach the whole process group (Ctrl-C, a closing terminal, ``kill -- -PGID``); the
+    parent answers them with a graceful stop, which the worker must live through to save the
+    model. So the worker moves to its own process group, and only then unblocks the signals the
+    parent blocked while starting it (``engine._terminal_signals_blocked``). Its own SIGTERM
+    stays the default: it is how the parent ends a worker that does not stop.
+    """
+    if hasattr(os, "setpgid"):
+        try:
+            os.setpgid(0, 0)
+        except OSError:
+            pass
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # sent to this process alone: still the parent's call
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, TERMINAL_SIGNALS)
 
 
 def _lower_priority() -> None:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import shutil
+import signal
 import time
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from . import engine, io
+from . import _interrupts as interrupts, engine, io
 from .cli import predict_config, train_configs, write_json, _parse_slices
 from .core.bundle import check_target
 from .core.data import class_count
@@ -31,32 +32,43 @@ def load_image(path) -> tuple[np.ndarray, dict, bool]:
 
 
 def follow(job, on_event=None, desc="Working", unit="step") -> dict:
-    """Run a job to its end with a terminal progress bar; Ctrl-C asks it to stop gracefully."""
+    """Run a job to its end with a terminal progress bar.
+
+    Ctrl-C, SIGTERM and SIGHUP ask it to stop gracefully (see ``_interrupts``); a second
+    Ctrl-C kills the worker.
+    """
     bar = tqdm(total=1, desc=desc, unit=unit, dynamic_ncols=True)
     final, stopping = None, False
-    job.start()
     try:
-        while final is None:
-            try:
+        with interrupts.deferred():
+            job.start()
+            while final is None:
                 events = job.poll()
                 for event in events:
-                    kind = event.get("type")
                     if on_event is not None:
                         on_event(event, bar)
-                    if kind in ("done", "stopped", "error"):
+                    if event.get("type") in engine.FINAL_EVENTS:
                         final = event
+                stopping = _answer_signals(job, bar, stopping)
                 if not events:
                     time.sleep(0.05)
-            except KeyboardInterrupt:
-                if stopping:
-                    job.kill()
-                    raise
-                stopping = True
-                bar.write("Stopping after the current batch (Ctrl-C again to kill)...")
-                job.stop()
     finally:
         bar.close()
     return final
+
+
+def _answer_signals(job, bar, stopping: bool) -> bool:
+    """Ask the job to stop at the first signal; kill it at a second Ctrl-C. Returns ``stopping``."""
+    for signum in interrupts.take():
+        if stopping and signum == signal.SIGINT:
+            job.kill()
+            raise interrupts.Interrupted(signum)
+        if not stopping:
+            stopping = True
+            bar.write(f"{interrupts.signal_name(signum)}: stopping after the current batch "
+                      "(Ctrl-C again to kill)...")
+            job.stop()
+    return stopping
 
 
 def _raise_on_error(final: dict, what: str):

@@ -22,6 +22,7 @@ import time
 import types
 import weakref
 from dataclasses import dataclass
+from multiprocessing import resource_tracker
 from multiprocessing.shared_memory import SharedMemory
 from pathlib import Path
 
@@ -146,23 +147,33 @@ class Job:
             raise RuntimeError("This job was already started.")
         _open_jobs.add(self)
         try:
-            inputs = {name: self._share_input(value) for name, value in self._arrays.items()}
-            outputs = {name: self._make_output(name, spec) for name, spec in self._output_specs.items()}
-            self._arrays = {}  # the shared copies are all the worker needs
-            self._resources.queue = _CONTEXT.Queue()
-            self._stop_event = _CONTEXT.Event()
-            process = _CONTEXT.Process(
-                target=_worker.run_job,
-                args=(self.target, self.params, inputs, outputs, self._resources.queue, self._stop_event),
-                name=f"napari-unet {self.target}",
-            )
-            with _main_module_hidden():
-                process.start()
-            self._resources.process = process
+            # The resource tracker (it unlinks semaphores and segments after a crash) and the
+            # worker inherit this block: the tracker then outlives a closing terminal, and the
+            # worker unblocks them only once it has left the terminal's process group (see
+            # _worker.leave_terminal_signals). Two blocks: ensure_running unblocks SIGINT/SIGTERM.
+            with _terminal_signals_blocked():
+                resource_tracker.ensure_running()
+            with _terminal_signals_blocked():
+                self._spawn()
         except BaseException:
             self.close()
             raise
         return self
+
+    def _spawn(self) -> None:
+        inputs = {name: self._share_input(value) for name, value in self._arrays.items()}
+        outputs = {name: self._make_output(name, spec) for name, spec in self._output_specs.items()}
+        self._arrays = {}  # the shared copies are all the worker needs
+        self._resources.queue = _CONTEXT.Queue()
+        self._stop_event = _CONTEXT.Event()
+        process = _CONTEXT.Process(
+            target=_worker.run_job,
+            args=(self.target, self.params, inputs, outputs, self._resources.queue, self._stop_event),
+            name=f"napari-unet {self.target}",
+        )
+        with _main_module_hidden():
+            process.start()
+        self._resources.process = process
 
     def poll(self, max_events: int = 1000) -> list[dict]:
         """The events that arrived since the last call; never blocks.
@@ -354,6 +365,19 @@ class Job:
             "hint": _crash_hint(exitcode),
             "traceback": "",
         }
+
+
+@contextlib.contextmanager
+def _terminal_signals_blocked():
+    """Hold back Ctrl-C, SIGTERM and SIGHUP (delivered on exit) while child processes start."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _worker.TERMINAL_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 @contextlib.contextmanager
