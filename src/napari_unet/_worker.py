@@ -7,6 +7,7 @@ functions import the core (and through it keras) inside their bodies.
 
 from __future__ import annotations
 
+import faulthandler
 import importlib
 import math
 import multiprocessing
@@ -22,12 +23,18 @@ from multiprocessing.shared_memory import SharedMemory
 
 import numpy as np
 
+from napari_unet._logs import first_line
+
 FINAL_EVENTS = frozenset({"done", "stopped", "error"})
 OOM_HINT = "Reduce the batch size or the patch/tile size."
 # Events are progress messages; bulk data goes through shared memory or files.
 MAX_EVENT_BYTES = 16 << 20
 # How long a worker whose parent died may take to stop before it exits anyway.
 ORPHAN_GRACE_S = 10.0
+# What a terminal or a service manager sends to stop the command line.
+TERMINAL_SIGNALS = frozenset(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
 # Added to the worker's nice value: on a machine with few cores, napari's event loop must get
 # the CPU at once when it needs it; an otherwise idle machine still gives the worker every core.
 WORKER_NICENESS = 10
@@ -81,15 +88,16 @@ def close_segment(shm: SharedMemory) -> None:
 # -- the job wrapper ------------------------------------------------------------------------
 def run_job(target, params, array_specs, output_specs, events, stop_event):
     """Entry point of the worker process: run ``target`` and forward its events to ``events``."""
-    # Ctrl-C in a terminal reaches the whole process group; the parent decides what it means.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    leave_terminal_signals()
     _lower_priority()
     _stop_when_orphaned(stop_event)
     segments = []
     arrays = outputs = job = None
+    params = dict(params)
+    log_path = params.pop("_log", None)
+    _stderr_to_log(log_path)
     try:
         events.put({"type": "worker_started", "pid": os.getpid()})
-        params = dict(params)
         # Before the job's import, so that e.g. KERAS_BACKEND is seen when keras loads.
         os.environ.update({str(k): str(v) for k, v in params.pop("_env", {}).items()})
         # As TensorFlow's memory growth (core.train): JAX then takes GPU memory as needed,
@@ -108,8 +116,8 @@ def run_job(target, params, array_specs, output_specs, events, stop_event):
         if final is None:
             events.put({"type": "done"})
     except Exception as exc:
-        traceback.print_exc(file=sys.stderr)
-        events.put(error_event(exc))
+        traceback.print_exc(file=sys.stderr)  # into the log
+        events.put(error_event(exc, log_path))
     finally:
         if job is not None and hasattr(job, "close"):
             try:
@@ -130,6 +138,44 @@ def run_job(target, params, array_specs, output_specs, events, stop_event):
             os._exit(0)
 
 
+def leave_terminal_signals() -> None:
+    """Let the parent alone decide what Ctrl-C, SIGTERM and SIGHUP mean.
+
+    They reach the whole process group (Ctrl-C, a closing terminal, ``kill -- -PGID``); the
+    parent answers them with a graceful stop, which the worker must live through to save the
+    model. So the worker moves to its own process group, and only then unblocks the signals the
+    parent blocked while starting it (``engine._terminal_signals_blocked``). Its own SIGTERM
+    stays the default: it is how the parent ends a worker that does not stop.
+    """
+    if hasattr(os, "setpgid"):
+        try:
+            os.setpgid(0, 0)
+        except OSError:
+            pass
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # sent to this process alone: still the parent's call
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, TERMINAL_SIGNALS)
+
+
+def _stderr_to_log(path) -> None:
+    """Send everything the worker writes to stderr into its log file.
+
+    Tracebacks, TensorFlow's messages and, through faulthandler, the Python stack of a crash
+    all land there; the user sees one line, and the parent removes the file when the job ends
+    well. Without a log file (none could be created) stderr stays where it was.
+    """
+    if not path:
+        return
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    except OSError:
+        return
+    sys.stderr.flush()
+    os.dup2(fd, 2)
+    os.close(fd)
+    faulthandler.enable(file=sys.stderr)
+
+
 def _lower_priority() -> None:
     if hasattr(os, "nice"):  # POSIX; on Windows the worker keeps the normal priority
         try:
@@ -147,22 +193,36 @@ def resolve_target(target: str):
         raise ValueError(f"Job target {target!r}: module {module_name} has no {function_name!r}.") from None
 
 
-def error_event(exc: BaseException) -> dict:
-    """The event that reports a failed job, with a hint the user can act on."""
-    message = str(exc) or type(exc).__name__
+def error_event(exc: BaseException, log_path=None) -> dict:
+    """The event that reports a failed job: a one-line message, a hint the user can act on,
+    and the log file that holds the traceback."""
+    message = first_line(str(exc)) or type(exc).__name__
     if _is_out_of_memory(exc):
         hint = OOM_HINT
     elif isinstance(exc, ValueError):
         hint = message  # already written for the user
     else:
-        hint = "See the traceback in the log."
+        message = f"{type(exc).__name__}: {message}"  # unexpected: the type says what broke
+        hint = "This is a bug in napari-unet or a library; please report it with the log."
     return {
         "type": "error",
         "message": message,
         "error_type": type(exc).__name__,
         "hint": hint,
+        "log": None if log_path is None else str(log_path),
         "traceback": "".join(traceback.format_exception(exc)),
     }
+
+
+def failure_line(final: dict, what: str = "The job") -> str:
+    """The one line a user sees for an "error" event, in the CLI and in the docks alike."""
+    message = first_line(final.get("message") or "") or f"{what} failed."
+    hint = first_line(final.get("hint") or "")
+    line = message if not hint or hint in message else f"{message} {hint}"
+    if final.get("log"):
+        line += f" (details: {final['log']})"
+    return line
+
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:

@@ -140,19 +140,39 @@ def predict_config(args, **overrides) -> PredictConfig:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from . import cli_commands  # heavier imports only once arguments parse
+    from . import _interrupts as interrupts, cli_commands  # heavier imports only once arguments parse
 
-    try:
-        return getattr(cli_commands, f"run_{args.command}")(args)
-    except (ConfigError, ValueError, FileExistsError, FileNotFoundError) as exc:
-        print(f"napari-unet {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except RuntimeError as exc:  # a job that failed in the worker
-        print(f"napari-unet {args.command}: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("Interrupted.", file=sys.stderr)
-        return 130
+    with interrupts.handled():
+        try:
+            status = getattr(cli_commands, f"run_{args.command}")(args)
+        except (ConfigError, ValueError, FileExistsError, FileNotFoundError) as exc:
+            print(f"napari-unet {args.command}: error: {exc}", file=sys.stderr)
+            return 2
+        except cli_commands.JobFailed as exc:
+            print(f"napari-unet {args.command}: {exc}", file=sys.stderr)
+            return 1
+        except interrupts.Interrupted as exc:
+            print(f"napari-unet {args.command}: interrupted ({exc}).", file=sys.stderr)
+            return interrupts.exit_status(exc.signum)
+        except KeyboardInterrupt:
+            print("Interrupted.", file=sys.stderr)
+            return 130
+        except Exception as exc:  # a bug: one line here, the traceback in a log file
+            print(f"napari-unet {args.command}: {_unexpected(exc, args.command)}", file=sys.stderr)
+            return 1
+        signum = interrupts.last_signal()
+    if signum is not None:  # the job stopped gracefully; still say that it did not finish
+        print(f"napari-unet {args.command}: stopped by {interrupts.signal_name(signum)}.", file=sys.stderr)
+        return interrupts.exit_status(signum)
+    return status
+
+
+def _unexpected(exc: Exception, command: str) -> str:
+    from ._logs import first_line, write_exception
+
+    log = write_exception(exc, f"napari-unet {command}: {' '.join(sys.argv[1:])}")
+    line = f"unexpected error: {type(exc).__name__}: {first_line(str(exc))}"
+    return line + (f" (details: {log})" if log else "")
 
 
 def write_json(path: Path, data: dict) -> None:

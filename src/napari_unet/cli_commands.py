@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import shutil
+import signal
 import time
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from . import engine, io
+from . import _interrupts as interrupts, engine, io
 from .cli import predict_config, train_configs, write_json, _parse_slices
-from .core.bundle import check_target
+from .core import leftovers
+from .core.bundle import check_target, reclaim_stale_saves
 from .core.data import class_count
 
 
@@ -31,39 +33,52 @@ def load_image(path) -> tuple[np.ndarray, dict, bool]:
 
 
 def follow(job, on_event=None, desc="Working", unit="step") -> dict:
-    """Run a job to its end with a terminal progress bar; Ctrl-C asks it to stop gracefully."""
+    """Run a job to its end with a terminal progress bar.
+
+    Ctrl-C, SIGTERM and SIGHUP ask it to stop gracefully (see ``_interrupts``); a second
+    Ctrl-C kills the worker.
+    """
     bar = tqdm(total=1, desc=desc, unit=unit, dynamic_ncols=True)
     final, stopping = None, False
-    job.start()
     try:
-        while final is None:
-            try:
+        with interrupts.deferred():
+            job.start()
+            while final is None:
                 events = job.poll()
                 for event in events:
-                    kind = event.get("type")
                     if on_event is not None:
                         on_event(event, bar)
-                    if kind in ("done", "stopped", "error"):
+                    if event.get("type") in engine.FINAL_EVENTS:
                         final = event
+                stopping = _answer_signals(job, bar, stopping)
                 if not events:
                     time.sleep(0.05)
-            except KeyboardInterrupt:
-                if stopping:
-                    job.kill()
-                    raise
-                stopping = True
-                bar.write("Stopping after the current batch (Ctrl-C again to kill)...")
-                job.stop()
     finally:
         bar.close()
     return final
 
 
+def _answer_signals(job, bar, stopping: bool) -> bool:
+    """Ask the job to stop at the first signal; kill it at a second Ctrl-C. Returns ``stopping``."""
+    for signum in interrupts.take():
+        if stopping and signum == signal.SIGINT:
+            job.kill()
+            raise interrupts.Interrupted(signum)
+        if not stopping:
+            stopping = True
+            bar.write(f"{interrupts.signal_name(signum)}: stopping after the current batch "
+                      "(Ctrl-C again to kill)...")
+            job.stop()
+    return stopping
+
+
+class JobFailed(RuntimeError):
+    """A job that failed in the worker; its text is the one line the user sees."""
+
+
 def _raise_on_error(final: dict, what: str):
     if final.get("type") == "error":
-        hint = final.get("hint") or ""
-        message = final.get("message", f"{what} failed")
-        raise RuntimeError(f"{what} failed: {message}" + (f"\n{hint}" if hint and hint not in message else ""))
+        raise JobFailed(f"{what} failed: {engine.failure_line(final, what)}")
 
 
 def train_with_progress(image, labels, model_cfg, train_cfg, out_dir, resume=None,
@@ -120,7 +135,14 @@ def predict_with_progress(volume, model_dir, cfg, channel_axis=None, **outputs):
 
 
 # -- sub-commands ---------------------------------------------------------------------------
+def _tidy_model_folder(path) -> None:
+    """Say what killed saves left beside a model folder, and tidy it (it may put a model back)."""
+    for line in reclaim_stale_saves(path):
+        print(line)
+
+
 def run_train(args) -> int:
+    _tidy_model_folder(args.out)
     check_target(args.out, overwrite=args.overwrite)  # fail before loading anything
     image, meta, _ = load_image(args.image)
     labels, _ = io.read_array(args.labels)
@@ -153,6 +175,7 @@ def check_new_output(path, option: str, inputs=()) -> Path:
 
 
 def run_predict(args) -> int:
+    _tidy_model_folder(args.model)
     inputs = (args.image, args.model)
     out = check_new_output(args.out, "--out", inputs)
     if args.prob:
@@ -165,6 +188,8 @@ def run_predict(args) -> int:
                          **_object_settings(args, scale, array.ndim - has_channels))
     tmp = out.with_name(out.name + ".partial.zarr")
     prob_tmp = Path(args.prob).with_name(Path(args.prob).name + ".partial.zarr") if args.prob else None
+    for path in (tmp, prob_tmp):
+        _reclaim_partial(path)
     outputs = {"out_path": str(tmp)}
     if prob_tmp:
         outputs["prob_path"] = str(prob_tmp)
@@ -180,6 +205,12 @@ def run_predict(args) -> int:
                 shutil.rmtree(path, ignore_errors=True)
     print(f"Labels written to {out}" + (f", probabilities to {args.prob}" if args.prob else ""))
     return 0
+
+
+def _reclaim_partial(path) -> None:
+    """Remove the unfinished output of a killed run, which would block this one."""
+    if path is not None and path.exists() and leftovers.remove_stale_folder(path):
+        print(f"Removed {path}, the unfinished output of a killed run.")
 
 
 def _object_settings(args, scale, spatial_ndim: int) -> dict:
@@ -211,6 +242,7 @@ def _channel_axis(meta: dict):
 def _finish_output(tmp: Path, out: Path, scale, labels: bool):
     """Move a finished zarr into place, or stream it into a TIFF one slice at a time."""
     if out.suffix == ".zarr":
+        leftovers.unmark(tmp)
         tmp.rename(out)
         return
     import zarr
@@ -225,6 +257,7 @@ def run_evaluate(args) -> int:
     if args.json and Path(args.json).exists():
         raise FileExistsError(f"--json {args.json} exists; pick another name or delete it first.")
 
+    _tidy_model_folder(args.model)
     image, meta, has_channels = load_image(args.image)
     gt, _ = io.read_array(args.labels)
     gt = np.asarray(gt)

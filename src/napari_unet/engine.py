@@ -15,6 +15,7 @@ import multiprocessing
 import multiprocessing.util  # noqa: F401  registers its exit hook now, so ours runs before it
 import os
 import queue
+import re
 import secrets
 import signal
 import sys
@@ -22,15 +23,17 @@ import time
 import types
 import weakref
 from dataclasses import dataclass
+from multiprocessing import resource_tracker
 from multiprocessing.shared_memory import SharedMemory
 from pathlib import Path
 
 import numpy as np
 
-from . import _worker
-from ._worker import FINAL_EVENTS, OOM_HINT
+from . import _logs, _worker
+from .core import leftovers
+from ._worker import FINAL_EVENTS, OOM_HINT, failure_line
 
-__all__ = ["Job", "LazyFile", "ZarrOutput", "start_training", "start_prediction", "FINAL_EVENTS"]
+__all__ = ["Job", "LazyFile", "ZarrOutput", "start_training", "start_prediction", "FINAL_EVENTS", "failure_line"]
 
 _CONTEXT = multiprocessing.get_context("spawn")
 # Seconds a finished worker gets to exit by itself, then after SIGTERM, before SIGKILL.
@@ -65,6 +68,7 @@ class _Resources:
         self.queue = None
         self.segments: list[SharedMemory] = []
         self.exitcode = None
+        self.log_path = None  # the worker's stderr: kept only when the job failed
 
     def release(self, finished: bool) -> None:
         process = self.process
@@ -144,25 +148,38 @@ class Job:
             raise RuntimeError("This job is closed; create a new one.")
         if self._resources.process is not None:
             raise RuntimeError("This job was already started.")
+        reclaim_stale_segments()
         _open_jobs.add(self)
         try:
-            inputs = {name: self._share_input(value) for name, value in self._arrays.items()}
-            outputs = {name: self._make_output(name, spec) for name, spec in self._output_specs.items()}
-            self._arrays = {}  # the shared copies are all the worker needs
-            self._resources.queue = _CONTEXT.Queue()
-            self._stop_event = _CONTEXT.Event()
-            process = _CONTEXT.Process(
-                target=_worker.run_job,
-                args=(self.target, self.params, inputs, outputs, self._resources.queue, self._stop_event),
-                name=f"napari-unet {self.target}",
-            )
-            with _main_module_hidden():
-                process.start()
-            self._resources.process = process
+            # The resource tracker (it unlinks semaphores and segments after a crash) and the
+            # worker inherit this block: the tracker then outlives a closing terminal, and the
+            # worker unblocks them only once it has left the terminal's process group (see
+            # _worker.leave_terminal_signals). Two blocks: ensure_running unblocks SIGINT/SIGTERM.
+            with _terminal_signals_blocked():
+                resource_tracker.ensure_running()
+            with _terminal_signals_blocked():
+                self._spawn()
         except BaseException:
             self.close()
             raise
         return self
+
+    def _spawn(self) -> None:
+        inputs = {name: self._share_input(value) for name, value in self._arrays.items()}
+        outputs = {name: self._make_output(name, spec) for name, spec in self._output_specs.items()}
+        self._arrays = {}  # the shared copies are all the worker needs
+        self._resources.queue = _CONTEXT.Queue()
+        self._stop_event = _CONTEXT.Event()
+        self._resources.log_path = _logs.new_log_path("worker")
+        params = {**self.params, "_log": self._resources.log_path}
+        process = _CONTEXT.Process(
+            target=_worker.run_job,
+            args=(self.target, params, inputs, outputs, self._resources.queue, self._stop_event),
+            name=f"napari-unet {self.target}",
+        )
+        with _main_module_hidden():
+            process.start()
+        self._resources.process = process
 
     def poll(self, max_events: int = 1000) -> list[dict]:
         """The events that arrived since the last call; never blocks.
@@ -241,6 +258,9 @@ class Job:
         self._views.clear()
         self._finalizer.detach()
         self._resources.release(finished=self._final is not None)
+        if self._resources.log_path is not None and not self._failed:
+            with contextlib.suppress(OSError):
+                os.unlink(self._resources.log_path)  # a job that ended well needs no log
 
     def __enter__(self) -> "Job":
         return self
@@ -257,6 +277,17 @@ class Job:
     @property
     def finished(self) -> bool:
         return self._final is not None
+
+    @property
+    def _failed(self) -> bool:
+        # Ended by an error, or closed while running (the log may say why it did not end).
+        return self._final is None or self._final.get("type") == "error"
+
+    @property
+    def log_path(self) -> str | None:
+        """The file that receives the worker's stderr (tracebacks, crash stacks)."""
+        path = self._resources.log_path
+        return None if path is None else str(path)
 
     @property
     def final_event(self) -> dict | None:
@@ -297,8 +328,7 @@ class Job:
 
     # -- internals --------------------------------------------------------------------------
     def _new_segment(self, nbytes: int) -> SharedMemory:
-        # A recognisable name, so a leak (after a hard crash) is easy to spot in /dev/shm.
-        shm = SharedMemory(name=f"napari_unet_{secrets.token_hex(6)}", create=True, size=max(nbytes, 1))
+        shm = SharedMemory(name=segment_name(), create=True, size=max(nbytes, 1))
         self._resources.segments.append(shm)
         return shm
 
@@ -318,6 +348,7 @@ class Job:
 
             zarr.open_array(spec.path, mode="w-", shape=spec.shape, dtype=spec.dtype,
                             chunks=spec.chunks or spec.shape, fill_value=0)
+            leftovers.mark_owner(spec.path)  # so that a later run can tell it was left by a killed one
             return ("zarr", str(spec.path))
         shape, dtype = tuple(spec[0]), np.dtype(spec[1])
         shm = self._new_segment(int(np.prod(shape)) * dtype.itemsize)
@@ -352,8 +383,56 @@ class Job:
             "error_type": "WorkerDied",
             "exitcode": exitcode,
             "hint": _crash_hint(exitcode),
+            "log": self.log_path,
             "traceback": "",
         }
+
+
+# Segment names carry the owner's process id: napari_unet_<pid>_<random>. Normally the owner
+# unlinks them (close, exit, and the graceful stop on Ctrl-C, SIGTERM and SIGHUP), and after a
+# SIGKILL of the owner alone multiprocessing's resource tracker does, once the worker has
+# ended. When the tracker was killed too (SIGKILL to the whole process group), the names stay
+# in /dev/shm; the next job removes those whose owner is gone. A shared-memory name is local to
+# the machine, so the process id is enough; a reused id keeps a leak, never removes a live one.
+SEGMENT_PREFIX = "napari_unet_"
+_SEGMENT_NAME = re.compile(rf"{SEGMENT_PREFIX}(\d+)_[0-9a-f]+")
+_SHM_DIR = Path("/dev/shm")  # where POSIX shared memory is listed, on Linux
+
+
+def segment_name() -> str:
+    # Short: macOS allows 31 characters.
+    return f"{SEGMENT_PREFIX}{os.getpid()}_{secrets.token_hex(4)}"
+
+
+def reclaim_stale_segments() -> list[str]:
+    """Unlink the segments of napari-unet processes that have ended; returns their names."""
+    reclaimed = []
+    try:
+        names = [entry.name for entry in _SHM_DIR.iterdir()]
+    except OSError:  # not Linux: nothing to list
+        return reclaimed
+    for name in names:
+        match = _SEGMENT_NAME.fullmatch(name)
+        if match and not leftovers.process_alive(int(match.group(1))):
+            with contextlib.suppress(OSError):
+                shm = SharedMemory(name=name)  # attach, then unlink: the tracker sees both
+                shm.close()
+                shm.unlink()
+                reclaimed.append(name)
+    return reclaimed
+
+
+@contextlib.contextmanager
+def _terminal_signals_blocked():
+    """Hold back Ctrl-C, SIGTERM and SIGHUP (delivered on exit) while child processes start."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _worker.TERMINAL_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 @contextlib.contextmanager
@@ -384,7 +463,7 @@ def _describe_exit(exitcode) -> str:
 def _crash_hint(exitcode) -> str:
     if exitcode == -signal.SIGKILL:
         return "The system may have run out of memory and killed it. " + OOM_HINT
-    return "See the terminal or log for the worker's messages; your data in napari is unaffected."
+    return "Its last messages are in the log; your data is unaffected."
 
 
 def _check_input(name, value):

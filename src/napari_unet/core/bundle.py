@@ -19,12 +19,14 @@ import datetime
 import json
 import os
 import platform
+import re
 import shutil
 import uuid
 from pathlib import Path
 
 import numpy as np
 
+from . import leftovers
 from .config import ConfigError, ModelConfig
 
 FORMAT_VERSION = 1
@@ -178,6 +180,7 @@ def save_bundle(path, model, meta: dict, overwrite: bool = False) -> Path:
     fails, whatever was at ``path`` before is left as it was.
     """
     target = Path(path).absolute()
+    reclaim_stale_saves(target)  # first: it may put back a model that check_target must see
     check_target(target, overwrite)
     meta = dict(meta)
     missing = [key for key in ("model_config", "normalization") if key not in meta]
@@ -203,14 +206,46 @@ def save_bundle(path, model, meta: dict, overwrite: bool = False) -> Path:
 
 
 def _fresh_folder(target: Path, purpose: str) -> Path:
-    """A new hidden folder beside ``target`` (same file system, so renames are atomic)."""
+    """A new hidden folder beside ``target`` (same file system, so renames are atomic).
+
+    Its name carries the owner (``pid@host``), so that a later save can tell the folder of a
+    killed run from that of a live one (``reclaim_stale_saves``).
+    """
     while True:
-        folder = target.parent / f".{target.name}.{purpose}-{uuid.uuid4().hex[:8]}"
+        folder = target.parent / f".{target.name}.{purpose}-{leftovers.owner_tag()}-{uuid.uuid4().hex[:8]}"
         try:
             folder.mkdir()  # unlike mkdtemp, honours the umask like any other folder
             return folder
         except FileExistsError:
             continue
+
+
+def reclaim_stale_saves(path) -> list[str]:
+    """Tidy what killed saves to ``path`` left beside it; returns one line per thing done.
+
+    A half-written ``.NAME.saving-*`` folder is removed. A ``.NAME.old-*`` folder holds the
+    previous model while the new one is renamed into place: if the model folder is missing,
+    the kill came between the two renames, and the previous model is put back.
+    """
+    target = Path(path).absolute()
+    pattern = re.compile(rf"\.{re.escape(target.name)}\.(saving|old)-(\d+@.+)-[0-9a-f]{{8}}")
+    done = []
+    try:
+        entries = sorted(target.parent.iterdir())
+    except OSError:
+        return done
+    for folder in entries:
+        match = pattern.fullmatch(folder.name)
+        if not match or not folder.is_dir() or not leftovers.owner_gone(match.group(2)):
+            continue
+        previous = folder / target.name
+        if match.group(1) == "old" and previous.is_dir() and not target.exists():
+            os.replace(previous, target)
+            done.append(f"Restored the model {target}, which a killed save had moved aside.")
+        shutil.rmtree(folder, ignore_errors=True)
+        if match.group(1) == "saving":
+            done.append(f"Removed {folder}, the unfinished save of a killed run.")
+    return done
 
 
 def _move_into_place(tmp: Path, target: Path, overwrite: bool) -> None:

@@ -6,6 +6,8 @@ from magicgui.widgets import Container
 from napari.layers import Image
 from napari.utils.notifications import show_error
 
+from ..engine import failure_line
+
 
 class JobDock(Container):
     """A dock with a run button, a status label, an optional napari progress and a job poller.
@@ -59,8 +61,6 @@ class JobDock(Container):
             self._napari_progress = None
 
     def _report_failure(self, final: dict, what: str):
-        message = final.get("message", f"{what} failed.")
-        hint = final.get("hint")
-        text = message if not hint or hint in message else f"{message}\n{hint}"
-        self.status.value = "Failed: " + text.splitlines()[0][:200]
-        show_error(f"{what} failed: {text}")
+        line = failure_line(final, what)  # the same line the command line prints
+        self.status.value = "Failed: " + line[:200]
+        show_error(f"{what} failed: {line}")
