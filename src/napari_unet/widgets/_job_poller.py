@@ -30,20 +30,37 @@ class JobPoller(QObject):
         self._on_finished = on_finished
         self._on_tick = on_tick
         self._final: dict | None = None
+        self._started = False
         self._timer = QTimer(self)
         self._timer.setInterval(interval_ms)
         self._timer.timeout.connect(self._tick)
 
     def start(self) -> "JobPoller":
-        self.job.start()
+        """Start polling; the job itself starts on the first tick.
+
+        Starting the worker holds the event loop ~0.1 s: in its own turn, not in the click
+        that also adds layers, so napari redraws in between.
+        """
         self._timer.start()
         return self
+
+    def stop(self) -> None:
+        """Ask the job to stop after its current step (or not to start at all)."""
+        if self._started:
+            self.job.stop()
+        elif self.active:
+            self._timer.stop()
+            self.job.close()
+            self._on_finished({"type": "stopped", "done_slices": []})
 
     @property
     def active(self) -> bool:
         return self._timer.isActive()
 
     def _tick(self):
+        if not self._started:
+            self._start_job()
+            return
         for event in self.job.poll():
             if event.get("type") in FINAL_EVENTS and self._final is None:
                 self._final = event
@@ -52,6 +69,15 @@ class JobPoller(QObject):
             self._on_tick()
         if self._final is not None or not self.job.running:
             self._finish()
+
+    def _start_job(self):
+        self._started = True
+        try:
+            self.job.start()
+        except Exception as exc:  # noqa: BLE001  shown as the job's failure, like any other
+            self._timer.stop()  # Job.start has closed the job already
+            self._on_finished({"type": "error", "message": f"The worker could not start: {exc}",
+                               "hint": "Close other programs or restart napari."})
 
     def _finish(self):
         self._timer.stop()

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
+
+# The first Labels layer of a dtype costs napari 0.3-0.8 s once (importing pandas for the
+# features table, loading numba's colour-mapping code for that dtype): warmed up off the
+# click that adds the first output layer.
+OUTPUT_LABEL_DTYPES = (np.uint8, np.uint32)
 
 
 def spatial_shape(layer) -> tuple:
@@ -39,3 +45,18 @@ def unique_path(path: Path) -> Path:
     while path.with_name(f"{path.name}-{n}").exists():
         n += 1
     return path.with_name(f"{path.name}-{n}")
+
+
+def preload_layer_modules() -> None:
+    """Warm up, in a background thread, what napari's first Labels layers would load."""
+
+    def load():
+        try:
+            from napari.layers import Labels
+
+            for dtype in OUTPUT_LABEL_DTYPES:
+                Labels(np.zeros((1, 2, 2), dtype))  # never added to a viewer
+        except Exception:  # noqa: BLE001  a warm-up only: napari loads it all itself later
+            pass
+
+    threading.Thread(target=load, name="napari-unet preload", daemon=True).start()

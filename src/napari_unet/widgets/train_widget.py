@@ -191,7 +191,7 @@ class TrainWidget(JobDock):
 
     def stop_training(self, _value=None):
         if self.poller is not None and self.poller.active:
-            self.poller.job.stop()
+            self.poller.stop()
             self.status.value = "Stopping after the current batch; the best model so far is kept."
 
     def _on_event(self, event: dict):
