@@ -18,6 +18,7 @@ stack on its cell/membrane mask instead (a class model) and asks it for the cell
     python benchmarks/objects.py --data path/to/isbi2012                 # defaults
     python benchmarks/objects.py --data path/to/isbi2012 --max-seconds 1800 --early-stopping 0 \
         --lr-schedule cosine --tag 30min       # the same model trained for 30 minutes
+    python benchmarks/objects.py --data path/to/isbi2012 --boundary-width 2 --tag boundary2   # a wider target
 """
 
 from __future__ import annotations
@@ -191,12 +192,15 @@ def main(argv=None) -> int:
     parser.add_argument("--lr-schedule", default=TrainConfig().lr_schedule)
     parser.add_argument("--early-stopping", type=int, default=TrainConfig().early_stopping_patience,
                         help="patience in epochs; 0 trains for the whole --max-seconds")
+    parser.add_argument("--boundary-width", type=int, default=TrainConfig().boundary_width,
+                        help="px of the boundary class inside each object (the target to compare)")
     parser.add_argument("--tag", default="defaults")
     parser.add_argument("--out", type=Path, default=Path("/tmp/napari_unet_objects"))
     args = parser.parse_args(argv)
 
     train_cfg = TrainConfig(instances=True, max_seconds=args.max_seconds, threads=args.threads,
-                            lr_schedule=args.lr_schedule, early_stopping_patience=args.early_stopping)
+                            lr_schedule=args.lr_schedule, early_stopping_patience=args.early_stopping,
+                            boundary_width=args.boundary_width)
     results = {}
     for key in args.stacks:
         if key.startswith("isbi") and not (args.data / "train-volume.tif").is_file():

@@ -473,3 +473,20 @@ def test_objects_tile_the_image_when_the_background_is_thin_gaps():
     dish = np.zeros((2, 64, 64), np.int32)
     dish[0, 10:20, 10:20] = 1  # one object in a wide background
     assert not data.objects_tile_the_image(dish, "full_slices")
+
+
+def test_instance_boundary_width_widens_the_ring_inside_each_object():
+    labels = np.zeros((20, 30), np.uint16)
+    labels[4:16, 3:13] = 1
+    labels[4:16, 13:25] = 2  # touches object 1 along x = 12 | 13
+    for width in (1, 2, 3):
+        target, _ = data.make_targets(labels, "full_slices", 3, instances=True, boundary_width=width)
+        boundary = target[..., 2] > 0
+        assert not boundary[labels == 0].any()
+        # Along a row through both objects: width px on each outer edge, 2 x width at the contact.
+        row = boundary[10]
+        assert row[3:3 + width].all() and not row[3 + width]
+        assert row[13 - width:13 + width].all() and not row[13 - width - 1] and not row[13 + width]
+        assert row[25 - width:25].all() and not row[25 - width - 1]
+        # The class map stays one-hot: interior + boundary = object pixels.
+        assert np.array_equal(target[..., 1:].sum(-1) > 0, labels > 0)

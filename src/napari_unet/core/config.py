@@ -127,6 +127,8 @@ class TrainConfig(_JsonConfig):
     seed: int = 0
     percentiles: Tuple[float, float] = (1.0, 99.8)
     foreground_bias: float = 0.5  # fraction of patches centred on a foreground pixel
+    # Instances: width in px of the boundary class inside each object (see README, Objects).
+    boundary_width: int = 1
     mixed_precision: bool = False
     threads: int = 0  # CPU threads for the worker; 0 = library default
     max_seconds: float = 300.0  # wall-clock cap; 0 = no limit
@@ -146,6 +148,7 @@ class TrainConfig(_JsonConfig):
         _check_range("seed", self.seed, 0, 2**31 - 1)
         _check_range("foreground_bias", self.foreground_bias, 0.0, 1.0, kind=(float, int))
         _check_range("threads", self.threads, 0, 1024)
+        _check_range("boundary_width", self.boundary_width, 1, 16)
         _check_range("max_seconds", self.max_seconds, 0.0, 1e7, kind=(float, int))
         lo, hi = self.percentiles
         if not (0.0 <= lo < hi <= 100.0):

@@ -233,17 +233,27 @@ def class_count(labels_zyx, mode: str, instances: bool = False) -> int:
     return 1 if top <= 2 else top
 
 
+def instance_boundaries(labels, width: int = 1) -> np.ndarray:
+    """Object pixels within ``width`` px of their object's edge (touching objects: 2 x width)."""
+    ring = find_boundaries(labels, mode="inner")
+    if width > 1:
+        # A dilated ring reaches other objects only within width - 1 px of their own edge.
+        ring = ndi.binary_dilation(ring, iterations=width - 1)
+    return ring & (labels > 0)
+
+
 def _one_hot(class_map, n_classes):
     return (class_map[..., np.newaxis] == np.arange(n_classes)).astype(np.float32)
 
 
-def make_targets(labels_2d, mode: str, n_classes: int, instances: bool = False):
+def make_targets(labels_2d, mode: str, n_classes: int, instances: bool = False, boundary_width: int = 1):
     """``(target (Y, X, n_classes) float32, mask (Y, X) float32)`` for one slice.
 
     ``n_classes == 1`` gives one 0/1 foreground channel, otherwise one-hot.
     The mask is 1 on pixels that enter the loss: the whole slice in
     full_slices mode if it holds any label (else nothing), the painted pixels
-    in scribbles mode.
+    in scribbles mode. With ``instances``, the boundary class is the ring of each object's
+    pixels within ``boundary_width`` px of its edge.
     """
     _check_mode(mode, instances)
     labels = np.asarray(labels_2d)
@@ -266,7 +276,7 @@ def make_targets(labels_2d, mode: str, n_classes: int, instances: bool = False):
     if instances:
         if n_classes != 3:
             raise ValueError(f"Instance targets have 3 classes (background, interior, boundary), got n_classes={n_classes}.")
-        boundary = find_boundaries(labels, mode="inner") & (labels > 0)
+        boundary = instance_boundaries(labels, boundary_width)
         return _one_hot(np.where(boundary, 2, (labels > 0).astype(np.int64)), 3), mask
     if n_classes == 1:
         nonzero = labels[labels != 0]

@@ -305,7 +305,8 @@ def train(
     targets, masks = {}, {}
     for z in idx:
         i = position[int(z)]
-        targets[i], masks[i] = data.make_targets(labels_zyx[int(z)], mode, n_classes, instances)
+        targets[i], masks[i] = data.make_targets(labels_zyx[int(z)], mode, n_classes, instances,
+                                                 train_cfg.boundary_width)
     train_items, val_items = data.split_validation(idx, labels_zyx, train_cfg.val_fraction, train_cfg.seed)
     train_items = [(position[z], box) for z, box in train_items]
     val_items = [(position[z], box) for z, box in val_items]
@@ -333,6 +334,7 @@ def train(
         "classes": describe_classes(mode, n_classes, instances, _label_values(labels_zyx, idx, train_cfg, n_classes)),
         "annotation_mode": mode,
         "instances": instances,
+        "boundary_width": train_cfg.boundary_width if instances else None,
         # A hint for prediction: objects that tile the image (cells between membranes) take the
         # background too, and the gaps between them are evidence that can rejoin pieces.
         "objects_tile": bool((instances or n_classes == 1) and mode == "full_slices"
