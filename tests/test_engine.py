@@ -76,11 +76,9 @@ def test_stop_ends_a_cooperative_job_with_its_own_stopped_event():
 def test_a_job_that_ignores_stop_is_ended_after_the_timeout():
     with Job(f"{JOBS}:ignore_stop", {}).start() as job:
         poll_until(job, lambda ev: "batch" in types(ev))
-        started = time.monotonic()
         job.stop(timeout=0.5)
-        assert time.monotonic() - started < 0.1  # stop() itself never waits
+        assert job.running  # stop() itself never waits for the worker
         events = job.wait(timeout=WAIT_S)
-        assert time.monotonic() - started >= 0.5
     final = events[-1]
     assert final["type"] == "stopped" and final["forced"] is True
     assert final["exitcode"] == -signal.SIGTERM and "within 0.5 s" in final["message"]
@@ -130,7 +128,9 @@ def test_a_killed_worker_is_reported_exactly_once_without_hanging():
 
 def test_a_worker_that_exits_abruptly_is_reported_after_its_last_events():
     with Job(f"{JOBS}:exit_abruptly", {"code": 3}).start() as job:
-        events = job.wait(timeout=WAIT_S)
+        events = poll_until(job, lambda ev: "progress" in types(ev))
+        job.stop()  # the job's cue to die
+        events += job.wait(timeout=WAIT_S)
     assert types(events) == ["worker_started", "progress", "error"]
     assert "exit code 3" in events[-1]["message"]
 

@@ -67,7 +67,6 @@ def test_reader_and_writer_load_no_tf_keras_qt_or_napari(tmp_path):
 
 
 def test_sample_data_loads_no_tf_keras_or_qt(tmp_path):
-    pytest.importorskip("napari_unet._sample_data")
     found = _run_clean(tmp_path, """
         import napari_unet._sample_data
         layers = napari_unet._sample_data.make_sample_data()

@@ -31,7 +31,8 @@ def test_returns_image_then_partial_labels(layers):
 
 
 def test_layers_are_accepted_by_napari(layers):
-    napari_layers = pytest.importorskip("napari.layers")
+    import napari.layers as napari_layers
+
     for data, kwargs, layer_type in layers:
         layer = napari_layers.Layer.create(data, kwargs, layer_type)
         assert layer.name == kwargs["name"]

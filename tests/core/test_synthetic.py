@@ -1,4 +1,3 @@
-import time
 
 import numpy as np
 import pytest
@@ -23,15 +22,8 @@ def dice(a, b):
 
 
 @pytest.fixture(scope="module")
-def timed_volume():
-    start = time.perf_counter()
-    volume = make_cells_volume()
-    return volume, time.perf_counter() - start
-
-
-@pytest.fixture(scope="module")
-def volume(timed_volume):
-    return timed_volume[0]
+def volume():
+    return make_cells_volume()
 
 
 def test_default_shapes_and_dtypes(volume):
@@ -136,11 +128,6 @@ def test_default_annotated_slices():
     assert default_annotated_slices(3) == (0, 1, 2)
     with pytest.raises(ValueError, match="n_slices"):
         default_annotated_slices(0)
-
-
-def test_generation_is_fast(timed_volume):
-    # About 2 s on one idle core; the margin is for a busy test machine.
-    assert timed_volume[1] < 15
 
 
 # --- Densely packed nuclei ------------------------------------------------------
