@@ -53,6 +53,13 @@ def test_train_predict_evaluate_round_trip(tmp_path, capsys):
     np.testing.assert_array_equal(pred, (prob > 0.5).astype(np.uint8))
     assert not list(tmp_path.glob("*.partial.zarr")), "temporary outputs left behind"
 
+    # Three-axis: the bar follows each pass, then the writing.
+    capsys.readouterr()
+    assert main(["predict", "--model", str(model), "--image", str(tmp_path / "vol.tif"),
+                 "--out", str(tmp_path / "mask3.tif"), "--three-axis"]) == 0
+    err = capsys.readouterr().err
+    assert all(f"Pass {a} of 3" in err for a in (1, 2, 3)) and "Writing" in err, err[-500:]
+
     # The output is never overwritten.
     assert main(["predict", "--model", str(model), "--image", str(tmp_path / "vol.tif"),
                  "--out", str(mask)]) == 2

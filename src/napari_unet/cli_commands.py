@@ -115,13 +115,26 @@ def train_with_progress(image, labels, model_cfg, train_cfg, out_dir, resume=Non
     return final
 
 
+def _show_stage(bar, desc: str, total: int) -> None:
+    """Restart the bar when a new stage (a pass, the writing) begins."""
+    if bar.desc != desc:
+        bar.reset(total=total)
+        bar.set_description(desc, refresh=False)
+    elif bar.total != total:
+        bar.total = total
+
+
 def predict_with_progress(volume, model_dir, cfg, channel_axis=None, **outputs):
     """Predict; returns (final_event, labels, probs) — arrays are copies unless written to disk."""
     job = engine.start_prediction(volume, str(model_dir), cfg, channel_axis=channel_axis, **outputs)
 
     def show(event, bar):
-        if event.get("type") == "slice":
-            bar.total = event["n_slices"]
+        kind = event.get("type")
+        if kind == "progress":  # three-axis: the passes along each axis come first
+            _show_stage(bar, f"Pass {event['axis'] + 1} of 3", event["n_slices"])
+            bar.update(1)
+        elif kind == "slice":
+            _show_stage(bar, "Writing" if cfg.three_axis else "Segmenting", event["n_slices"])
             bar.update(1)
 
     with job:

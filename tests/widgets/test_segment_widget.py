@@ -113,3 +113,21 @@ def test_3d_objects_keep_one_id_through_the_slices(make_napari_viewer, qtbot, ti
     assert (objects_3d == largest).reshape(6, -1).any(axis=1).all()
     assert ids_3d.size < ids_2d.size
     assert "tensorflow" not in sys.modules and "keras" not in sys.modules
+
+
+def test_three_axis_passes_show_in_the_dock(make_napari_viewer, qtbot, tiny_volume, tiny_model_dir):
+    viewer = make_napari_viewer()
+    viewer.add_image(tiny_volume[0], name="img")
+    widget = _widget(viewer, tiny_model_dir)
+    widget.three_axis.value = True
+    statuses, show_pass = [], widget._show_pass
+
+    def record(event):  # what the dock says after each pass event
+        show_pass(event)
+        statuses.append(widget.status.value)
+
+    widget._show_pass = record
+    widget.run_button.clicked.emit()
+    qtbot.waitUntil(lambda: not widget.poller.active, timeout=120_000)
+    assert widget.status.value.startswith("Done"), widget.status.value
+    assert all(any(s.startswith(f"Pass {a} of 3") for s in statuses) for a in (1, 2, 3)), statuses[:5]

@@ -239,6 +239,8 @@ class SegmentWidget(JobDock):
             self.status.value = "Cancelling after the current batch..."
 
     def _on_event(self, event: dict):
+        if event.get("type") == "progress":  # three-axis passes, before any slice is written
+            self._show_pass(event)
         if event.get("type") != "slice":
             return
         i, n = event["index"], event["n_slices"]
@@ -257,6 +259,12 @@ class SegmentWidget(JobDock):
             self._napari_progress.refresh()
         self.status.value = f"Slice {i + 1} of {n}"
         self._dirty = True
+
+    def _show_pass(self, event: dict):
+        i, n = event["index"], event["n_slices"]
+        self.progress_bar.max = n
+        self.progress_bar.value = i + 1
+        self.status.value = f"Pass {event['axis'] + 1} of 3: slice {i + 1} of {n}"
 
     def _refresh_if_dirty(self):
         # One redraw per timer tick, however many slices arrived: the fill-in stays live and cheap.
