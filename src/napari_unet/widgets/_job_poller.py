@@ -6,7 +6,7 @@ from typing import Callable
 
 from qtpy.QtCore import QObject, QTimer
 
-FINAL_EVENTS = {"done", "stopped", "error"}
+from ..engine import FINAL_EVENTS
 
 
 class JobPoller(QObject):
