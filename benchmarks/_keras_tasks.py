@@ -23,7 +23,7 @@ def conv_flops(model_cfg: dict, height: int, width: int) -> dict:
     """Forward convolution FLOPs of one ``height x width`` input, and the parameter count."""
     _keras()
     from napari_unet.core.config import ModelConfig
-    from napari_unet.core.model import build_unet, count_conv_flops
+    from napari_unet.core.model import build_unet
 
     model = build_unet(ModelConfig.from_dict(model_cfg))
     return {"forward_flops": count_conv_flops(model, height, width), "params": int(model.count_params())}
@@ -119,3 +119,23 @@ def make_tiny_bundle(out_dir: str, seed: int = 0) -> str:
     if final is None or final["type"] != "done":
         raise RuntimeError(f"Training the tiny model did not finish: {final}")
     return final["model_dir"]
+
+
+def count_conv_flops(model, height: int, width: int) -> float:
+    """Forward FLOPs of the convolutions for one ``height x width`` input.
+
+    Conv2D: ``2 * k * k * Cin * Cout * H_out * W_out``. Conv2DTranspose scatters
+    each input pixel through the kernel, so it is counted per input pixel:
+    ``2 * k * k * Cin * Cout * H_in * W_in``. Other layers are ignored.
+    """
+    keras = _keras()
+    sized = keras.models.clone_model(model, input_tensors=keras.Input((height, width, model.input_shape[-1])))
+    flops = 0.0
+    for layer in sized.layers:
+        if isinstance(layer, (keras.layers.Conv2D, keras.layers.Conv2DTranspose)):
+            kh, kw = layer.kernel_size
+            cin, cout = layer.input.shape[-1], layer.filters
+            ref = layer.input if isinstance(layer, keras.layers.Conv2DTranspose) else layer.output
+            h, w = ref.shape[1], ref.shape[2]
+            flops += 2.0 * kh * kw * cin * cout * h * w
+    return flops

@@ -7,7 +7,6 @@ Every check raises ``ConfigError`` (a ``ValueError``) naming the bad field.
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, fields
 from typing import Tuple
 
@@ -32,9 +31,6 @@ class _JsonConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
-
     @classmethod
     def from_dict(cls, data: dict):
         known = {f.name for f in fields(cls)}
@@ -47,10 +43,6 @@ class _JsonConfig:
             if f.name in kwargs and isinstance(kwargs[f.name], list):
                 kwargs[f.name] = tuple(kwargs[f.name])
         return cls(**kwargs)
-
-    @classmethod
-    def from_json(cls, text: str):
-        return cls.from_dict(json.loads(text))
 
     def replace(self, **changes):
         return dataclasses.replace(self, **changes)
