@@ -139,3 +139,16 @@ def test_help_lists_the_commands():
                          capture_output=True, text=True, check=True).stdout
     for command in ("train", "predict", "evaluate", "demo"):
         assert command in out
+
+
+@pytest.mark.parametrize("existing", ["masks.tif", "metrics.json", "overview.png", "model"])
+def test_demo_refuses_to_replace_its_outputs_unasked(tmp_path, capsys, existing):
+    out = tmp_path / "demo"
+    out.mkdir()
+    (out / existing).write_text("keep me") if "." in existing else (out / existing).mkdir()
+    assert main(["demo", "--out", str(out), *TINY]) == 2
+    err = capsys.readouterr().err
+    assert str(out / existing) in err and "--overwrite" in err and len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in out.iterdir()) == [existing]  # refused before any work
+    if "." in existing:
+        assert (out / existing).read_text() == "keep me"

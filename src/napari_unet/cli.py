@@ -27,7 +27,7 @@ def _parse_slices(text: str | None) -> slice | None:
         raise SystemExit(f"--slices must look like 20:30, got {text!r}") from None
 
 
-def _add_train_options(p: argparse.ArgumentParser):
+def _add_train_options(p: argparse.ArgumentParser, overwrite_help="replace an existing model folder"):
     d, m = TrainConfig(), ModelConfig()
     p.add_argument("--mode", dest="annotation_mode", default=d.annotation_mode,
                    choices=sorted(ANNOTATION_MODES), help="annotation mode (see README)")
@@ -55,7 +55,7 @@ def _add_train_options(p: argparse.ArgumentParser):
     p.add_argument("--n-filters", type=int, default=m.n_filters)
     p.add_argument("--depth", type=int, default=m.depth)
     p.add_argument("--resume", default=None, help="model folder to fine-tune from")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing model folder")
+    p.add_argument("--overwrite", action="store_true", help=overwrite_help)
 
 
 def _add_predict_options(p: argparse.ArgumentParser):
@@ -121,7 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", default=None)
     p.add_argument("--out", default="demo_output", help="output folder")
     p.add_argument("--view", action="store_true", help="open the result in napari")
-    _add_train_options(p)
+    _add_train_options(p, overwrite_help="replace the model, masks, metrics and overview an earlier "
+                                         "demo wrote in --out")
     return parser
 
 
