@@ -152,3 +152,40 @@ def test_demo_refuses_to_replace_its_outputs_unasked(tmp_path, capsys, existing)
     assert sorted(p.name for p in out.iterdir()) == [existing]  # refused before any work
     if "." in existing:
         assert (out / existing).read_text() == "keep me"
+
+
+def _stop_as_soon_as_started(monkeypatch, start_name):
+    """Make the next engine job ask to stop the moment its worker starts, as an early Ctrl-C would."""
+    from napari_unet import cli_commands
+
+    real = getattr(cli_commands.engine, start_name)
+
+    def start_then_stop(*args, **kwargs):
+        job = real(*args, **kwargs)
+        start = job.start
+
+        def started():
+            start()
+            job.stop()
+            return job
+
+        job.start = started
+        return job
+
+    monkeypatch.setattr(cli_commands.engine, start_name, start_then_stop)
+
+
+@pytest.mark.slow
+def test_a_stop_before_the_first_epoch_keeps_the_old_model(tmp_path, capsys, monkeypatch):
+    _volume(tmp_path)
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "bundle.json").write_text('{"a": "good model"}')
+    _stop_as_soon_as_started(monkeypatch, "start_training")
+    rc = main(["train", "--image", str(tmp_path / "vol.tif"), "--labels", str(tmp_path / "vol_labels.tif"),
+               "--out", str(model), "--overwrite", *TINY])
+    captured = capsys.readouterr()
+    assert rc == 130
+    assert "no model was saved" in captured.err and "Model saved" not in captured.out
+    assert (model / "bundle.json").read_text() == '{"a": "good model"}'
+    assert [p.name for p in model.iterdir()] == ["bundle.json"]

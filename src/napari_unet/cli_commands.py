@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -127,6 +128,9 @@ def run_train(args) -> int:
     model_cfg, train_cfg = train_configs(args)
     final = train_with_progress(image, np.asarray(labels), model_cfg, train_cfg, args.out,
                                 resume=args.resume, overwrite=args.overwrite)
+    if not final.get("model_saved", True):
+        print(final["message"], file=sys.stderr)
+        return 130 if final.get("type") == "stopped" else 1
     dice = final.get("best_val_dice")
     print(f"Model saved to {final['model_dir']}")
     print("Validation Dice: " + ("n/a (no validation data)" if dice is None else f"{dice:.4f}")

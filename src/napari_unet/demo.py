@@ -64,6 +64,8 @@ def run_demo(args) -> int:
     final = train_with_progress(image, labels, model_cfg, train_cfg, out / MODEL_FOLDER,
                                 overwrite=args.overwrite)
     train_seconds = time.perf_counter() - start
+    if not final.get("model_saved", True):
+        raise RuntimeError(final["message"])
 
     start = time.perf_counter()
     has_channels = image.ndim == 4

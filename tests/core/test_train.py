@@ -1,3 +1,4 @@
+import shutil
 import threading
 
 import numpy as np
@@ -94,6 +95,30 @@ def stopped_run(volume, tmp_path_factory):
     return out, events
 
 
+def test_stop_before_the_first_epoch_never_replaces_a_model(binary_run, volume, tmp_path):
+    image, truth = volume
+    existing = tmp_path / "model"
+    shutil.copytree(binary_run[0], existing)
+    before = {p.name: p.read_bytes() for p in existing.iterdir()}
+    stop = threading.Event()
+    events = []
+    for event in train(image, binary_labels(truth), TINY_MODEL, TINY_TRAIN, existing,
+                       stop_event=stop, overwrite=True):
+        events.append(event)
+        if event["type"] == "batch":
+            stop.set()  # during the first epoch
+    final = events[-1]
+    assert final["type"] == "stopped" and final["model_saved"] is False and final["model_dir"] is None
+    assert "no model was saved" in final["message"] and str(existing) in final["message"]
+    assert {p.name: p.read_bytes() for p in existing.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no stray temporary folder
+
+    fresh = tmp_path / "fresh"
+    stop.set()
+    final = run(image, binary_labels(truth), fresh, stop_event=stop)[-1]
+    assert final["model_saved"] is False and not fresh.exists()
+
+
 def test_same_seed_gives_the_same_losses(binary_run, stopped_run):
     first = [e["loss"] for e in binary_run[1] if e["type"] == "batch"]
     second = [e["loss"] for e in stopped_run[1] if e["type"] == "batch"]
@@ -104,7 +129,7 @@ def test_same_seed_gives_the_same_losses(binary_run, stopped_run):
 def test_stop_between_batches_saves_the_model(stopped_run):
     out, events = stopped_run
     assert [e["type"] for e in events] == ["start"] + ["batch"] * 3 + ["epoch", "batch", "stopped"]
-    assert events[-1]["best_epoch"] == 1 and events[-1]["model_dir"] == str(out)
+    assert events[-1]["best_epoch"] == 1 and events[-1]["model_dir"] == str(out) and events[-1]["model_saved"]
     assert events[-1]["history"]["epoch"] == [1]
     _, meta = load_bundle(out)
     assert meta["validation"]["best_epoch"] == 1

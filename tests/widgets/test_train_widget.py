@@ -122,3 +122,13 @@ def test_train_disabled_with_reason_for_bad_inputs(make_napari_viewer, tiny_volu
     widget.image.value = viewer.layers["nan image"]
     widget.labels.value = viewer.layers["ann"]
     assert not widget.train_button.enabled and "NaN" in widget.status.value
+
+
+def test_a_run_that_saved_no_model_says_so(widget_with_data, tmp_path):
+    _, widget = widget_with_data
+    widget.patch_size.value = 32  # valid inputs: the dock keeps the run's message
+    before = list(TRAINED_MODELS.paths)
+    message = f"Training ended before the first epoch finished: no model was saved. {tmp_path} was left as it was."
+    widget._on_finished({"type": "stopped", "model_dir": None, "model_saved": False, "message": message})
+    assert widget.status.value == message
+    assert widget.last_model_dir is None and TRAINED_MODELS.paths == before

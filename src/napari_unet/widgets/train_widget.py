@@ -222,7 +222,10 @@ class TrainWidget(JobDock):
         self.time_left.value = "-"
         self.stop_button.enabled = False
         kind = final.get("type")
-        if kind in ("done", "stopped") and final.get("model_dir"):
+        if kind in ("done", "stopped") and not final.get("model_saved", True):
+            self.status.value = final["message"]  # ended before the first epoch: nothing written
+            show_warning(self.status.value)
+        elif kind in ("done", "stopped") and final.get("model_dir"):
             self.last_model_dir = Path(final["model_dir"])
             TRAINED_MODELS.add(self.last_model_dir)
             dice = final.get("best_val_dice")
