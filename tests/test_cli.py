@@ -189,3 +189,19 @@ def test_a_stop_before_the_first_epoch_keeps_the_old_model(tmp_path, capsys, mon
     assert "no model was saved" in captured.err and "Model saved" not in captured.out
     assert (model / "bundle.json").read_text() == '{"a": "good model"}'
     assert [p.name for p in model.iterdir()] == ["bundle.json"]
+
+
+def test_an_unwritable_model_folder_is_refused_before_training(tmp_path, capsys, read_only_folder):
+    from napari_unet import engine
+    from napari_unet.core.config import TrainConfig
+
+    _volume(tmp_path)
+    for out in (read_only_folder / "model", read_only_folder / "new" / "model"):
+        assert main(["train", "--image", str(tmp_path / "vol.tif"), "--labels",
+                     str(tmp_path / "vol_labels.tif"), "--out", str(out), *TINY]) == 2
+        err = capsys.readouterr().err.strip()
+        assert f"{read_only_folder} is not writable" in err and len(err.splitlines()) == 1
+        with pytest.raises(ValueError, match="not writable"):
+            engine.start_training(np.zeros((2, 32, 32)), np.zeros((2, 32, 32), np.uint8), None,
+                                  TrainConfig(), out)
+    assert list(read_only_folder.iterdir()) == []

@@ -423,7 +423,11 @@ def start_training(image, labels, model_cfg, train_cfg, out_dir, resume_from=Non
     """A (not yet started) job that trains a U-Net and saves it to ``out_dir``.
 
     ``model_cfg=None`` lets the trainer pick the class and channel counts the data needs.
+    An ``out_dir`` that may not be replaced, or cannot be written, is refused here.
     """
+    from .core.bundle import check_target  # no Keras: only the folder is looked at
+
+    check_target(out_dir, overwrite)
     params = {
         "model_cfg": None if model_cfg is None else model_cfg.to_dict(),
         "train_cfg": train_cfg.to_dict(),

@@ -20,6 +20,7 @@ from napari.utils import progress
 from napari.utils.notifications import show_error, show_info, show_warning
 
 from .. import engine
+from ..core.bundle import check_target
 from ..core.config import ConfigError, ModelConfig, TrainConfig
 from ..core.data import class_count, validate_training_pair
 from ._job_dock import JobDock
@@ -164,6 +165,11 @@ class TrainWidget(JobDock):
             show_error(str(exc))
             return
         out_dir = self._output_dir()
+        try:
+            check_target(out_dir, overwrite=bool(self.replace.value))
+        except (ValueError, FileExistsError) as exc:
+            show_error(str(exc))
+            return
         try:
             out_dir.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
