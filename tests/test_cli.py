@@ -205,3 +205,31 @@ def test_an_unwritable_model_folder_is_refused_before_training(tmp_path, capsys,
             engine.start_training(np.zeros((2, 32, 32)), np.zeros((2, 32, 32), np.uint8), None,
                                   TrainConfig(), out)
     assert list(read_only_folder.iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def rgb_model(tmp_path_factory):
+    """A tiny model trained on a (Z, Y, X, 3) RGB stack: (folder, image (Z, Y, X, 3))."""
+    folder = tmp_path_factory.mktemp("rgb")
+    _, y, x = np.mgrid[0:4, 0:48, 0:48]
+    truth = (((y - 20) ** 2 + (x - 24) ** 2) < 120).astype(np.uint8)
+    image = np.stack([truth * 150 + 40, truth * 90 + 60, 80 - truth * 30], axis=-1).astype(np.uint8)
+    tifffile.imwrite(folder / "rgb.tif", image, photometric="rgb")
+    tifffile.imwrite(folder / "rgb_labels.tif", truth, photometric="minisblack")
+    assert main(["train", "--image", str(folder / "rgb.tif"), "--labels", str(folder / "rgb_labels.tif"),
+                 "--out", str(folder / "model"), *TINY]) == 0
+    return folder / "model", image
+
+
+@pytest.mark.slow
+def test_predict_writes_the_spatial_scale_of_multichannel_images(rgb_model, tmp_path):
+    model, image = rgb_model
+    tifffile.imwrite(tmp_path / "rgb.tif", image, photometric="rgb")
+    tifffile.imwrite(tmp_path / "zcyx.tif", np.moveaxis(image, -1, 1), imagej=True, resolution=(2.0, 2.0),
+                     metadata={"spacing": 3.0, "unit": "um", "axes": "ZCYX"})
+    for name, scale in (("rgb.tif", (1.0, 1.0, 1.0)), ("zcyx.tif", (3.0, 0.5, 0.5))):
+        out = tmp_path / f"{name}-mask.tif"
+        assert main(["predict", "--model", str(model), "--image", str(tmp_path / name), "--out", str(out)]) == 0
+        labels, meta = io.read_array(out)
+        assert labels.shape == image.shape[:3]
+        np.testing.assert_allclose(meta["scale"], scale)

@@ -25,6 +25,14 @@ def _channels_last(array, meta: dict):
     return array, False
 
 
+def spatial_scale(meta: dict):
+    """The voxel size of the spatial axes: a channel ('C') or RGB sample ('S') axis has none."""
+    scale, axes = meta.get("scale"), meta.get("axes", "")
+    if scale is None or len(axes) != len(scale):
+        return scale
+    return tuple(s for s, name in zip(scale, axes) if name not in "SC")
+
+
 def load_image(path) -> tuple[np.ndarray, dict, bool]:
     array, meta = io.read_array(path)
     array, has_channels = _channels_last(array, meta)
@@ -164,7 +172,7 @@ def run_predict(args) -> int:
     array, meta = io.open_lazy(args.image)
     _, has_channels = _channels_last(array, meta)
     channel_axis = _channel_axis(meta) if has_channels else None
-    scale = meta.get("scale")
+    scale = spatial_scale(meta)
     cfg = predict_config(args, return_probabilities=bool(args.prob),
                          **_object_settings(args, scale, array.ndim - has_channels))
     tmp = out.with_name(out.name + ".partial.zarr")
@@ -239,7 +247,7 @@ def run_evaluate(args) -> int:
     if chosen is not None:
         index = (slice(None),) * args.axis + (chosen,)
         image, gt = image[index], gt[index]
-    cfg = predict_config(args, **_object_settings(args, meta.get("scale"), len(spatial)))
+    cfg = predict_config(args, **_object_settings(args, spatial_scale(meta), len(spatial)))
     _, pred, _ = predict_with_progress(image, args.model, cfg,
                                        channel_axis=image.ndim - 1 if has_channels else None)
     if cfg.output == "instances":

@@ -9,7 +9,7 @@ import numpy as np
 
 from . import io
 from .cli import train_configs, write_json
-from .cli_commands import load_image, predict_with_progress, train_with_progress
+from .cli_commands import load_image, spatial_scale, predict_with_progress, train_with_progress
 from .core.bundle import check_target
 from .core.config import PredictConfig
 from .core.data import annotated_slices
@@ -26,7 +26,7 @@ def _demo_data(args):
             raise ValueError("Give both --image and --labels, or neither for the built-in sample.")
         image, meta, _ = load_image(args.image)
         labels, _ = io.read_array(args.labels)
-        return image, np.asarray(labels), None, meta.get("scale"), Path(args.image).stem
+        return image, np.asarray(labels), None, spatial_scale(meta), Path(args.image).stem
     from .core.synthetic import make_cells_volume
 
     sample = make_cells_volume()
