@@ -136,6 +136,10 @@ def predict_config(args, **overrides) -> PredictConfig:
     fields = PredictConfig.__dataclass_fields__
     values = {k: v for k, v in vars(args).items() if k in fields and v is not None}
     values.update(overrides)
+    overlap = PredictConfig.tile_overlap  # the CLI keeps the default overlap
+    if values.get("tile_size", overlap * 2 + 1) <= 2 * overlap:
+        raise ValueError(f"--tile-size {values['tile_size']} is too small: tiles overlap by {overlap} px on each "
+                         f"side, so use more than {2 * overlap} (e.g. 256).")
     return PredictConfig(**values)
 
 

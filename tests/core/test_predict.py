@@ -225,7 +225,8 @@ def test_stop_event_stops_with_the_done_slices():
         events.append(event)
         if event.get("index") == 1:
             stop.set()
-    assert events[-1] == {"type": "stopped", "done_slices": [0, 1]}
+    assert events[-1] == {"type": "stopped", "done_slices": [0, 1], "n_slices": 6,
+                          "message": "Stopped after 2 of 6 slices; the other slices are 0."}
     assert [e["type"] for e in events] == ["slice", "slice", "stopped"]
     assert (out[2:] == 7).all() and (out[:2] != 7).any()
 

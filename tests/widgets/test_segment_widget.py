@@ -59,6 +59,7 @@ def test_cancel_keeps_finished_slices(make_napari_viewer, qtbot, tiny_model_dir)
     assert widget.status.value.startswith("Cancelled"), widget.status.value
     filled = viewer.layers[f"big [{tiny_model_dir.name}]"].data.reshape(200, -1).any(axis=1)
     assert 1 <= filled.sum() < 200
+    assert f"{filled.sum()} of 200 slices" in widget.status.value, widget.status.value
 
 
 def test_model_trained_in_session_is_offered(make_napari_viewer, tiny_model_dir):

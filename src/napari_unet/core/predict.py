@@ -71,7 +71,7 @@ def predict_volume(
     ``min_tile``: smallest tile the model can use (default ``size_multiple``).
 
     Events: ``{"type": "slice", "index", "n_slices"}`` after each slice is written
-    (in order); ``{"type": "stopped", "done_slices"}`` if ``stop_event.is_set()``
+    (in order); ``{"type": "stopped", "done_slices", "n_slices", "message"}`` if ``stop_event.is_set()``
     (checked before each batch); finally ``{"type": "done", "n_slices", "labels",
     "probs"}``. Bad input raises ``ValueError`` here, before any slice is read.
     """
@@ -293,7 +293,7 @@ def _events(spatial_shape, axis, tiles, writer, passes):
     done = []
     for i, probs in _passes(axis, spatial_shape, tiles, writer.n_classes, passes):
         if i is None:
-            yield {"type": "stopped", "done_slices": done}
+            yield stopped_event(done, n)
             return
         for j in writer(axis, i, probs):
             done.append(j)
@@ -303,12 +303,18 @@ def _events(spatial_shape, axis, tiles, writer, passes):
     yield writer.done_event(n)
 
 
+def stopped_event(done_slices, n_slices) -> dict:
+    """A stop keeps the slices written so far; the others stay 0."""
+    return {"type": "stopped", "done_slices": list(done_slices), "n_slices": n_slices,
+            "message": f"Stopped after {len(done_slices)} of {n_slices} slices; the other slices are 0."}
+
+
 def _three_axis_events(spatial_shape, axis, plans, writer, n_classes, passes):
     total = np.zeros(spatial_shape + (n_classes,), np.float32)
     for a in (0, 1, 2):
         for i, probs in _passes(a, spatial_shape, plans[a], n_classes, passes):
             if i is None:
-                yield {"type": "stopped", "done_slices": []}
+                yield stopped_event([], spatial_shape[axis])
                 return
             total[_index(a, i)] += probs
             yield {"type": "progress", "axis": a, "index": i, "n_slices": spatial_shape[a]}

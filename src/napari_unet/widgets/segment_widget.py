@@ -184,6 +184,7 @@ class SegmentWidget(JobDock):
         self.progress_bar.value = 0
         self._napari_progress = progress(total=1, desc="Segmenting")
         self._dirty = False
+        self._slices_done = 0  # counted here: a stop by force has no count of its own
         self.poller = JobPoller(job, self._on_event, self._on_finished,
                                 on_tick=self._refresh_if_dirty).start()
         self.run_button.enabled = False
@@ -254,6 +255,7 @@ class SegmentWidget(JobDock):
             self._napari_progress.n = i + 1
             self._napari_progress.refresh()
         self.status.value = f"Slice {i + 1} of {n}"
+        self._slices_done += 1
         self._dirty = True
 
     def _refresh_if_dirty(self):
@@ -275,8 +277,8 @@ class SegmentWidget(JobDock):
         if kind == "done":
             self.status.value = f"Done: {self.result_layer.name}"
         elif kind == "stopped":
-            done = len(final.get("done_slices", []))
-            self.status.value = f"Cancelled: {done} slice(s) were segmented and kept."
+            done, total = self._slices_done, self.progress_bar.max if self._slices_done else "?"
+            self.status.value = f"Cancelled after {done} of {final.get('n_slices', total)} slices: those are kept, the others are empty."
             show_info(self.status.value)
         else:
             self._report_failure(final, "Segmentation")
