@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 from .core.config import (
-    ANNOTATION_MODES, FILL_CHOICES, LOSSES, LR_SCHEDULES, OBJECT_MODES, OBJECT_SOURCES, PREDICT_OUTPUTS, SEED_MODES,
+    ANNOTATION_MODES, FILL_CHOICES, LOSSES, LR_SCHEDULES, NORMALIZE_CHOICES, OBJECT_MODES, OBJECT_SOURCES,
+    PREDICT_OUTPUTS, SEED_MODES,
     ConfigError, ModelConfig, PredictConfig, TrainConfig,
 )
 
@@ -83,6 +84,9 @@ def _add_predict_options(p: argparse.ArgumentParser):
                         "(cells between painted membranes)")
     p.add_argument("--voxel-size", type=float, nargs=3, default=None, metavar=("Z", "Y", "X"),
                    help="voxel size for 3-D objects (default: from the TIFF, else cubic voxels)")
+    p.add_argument("--normalize", default=d.normalize, choices=sorted(NORMALIZE_CHOICES),
+                   help="map intensities by the training image's percentiles stored in the model, or by "
+                        "this volume's own (for data recorded differently, e.g. 16-bit instead of 8-bit)")
     p.add_argument("--tile-size", type=int, default=d.tile_size)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--tta", action="store_true", help="average the 8 flips/rotations")

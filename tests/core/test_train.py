@@ -172,12 +172,10 @@ def test_default_model_config_follows_the_data(volume, tmp_path):
     labels = np.zeros_like(truth)
     labels[[1, 4]] = truth[[1, 4]]
     rgb = np.repeat(image[..., None], 2, axis=-1)
-    stop = threading.Event()
-    stop.set()  # stopped before the first batch: the untrained model is still saved
-    events = run(rgb, labels, tmp_path / "m", model_cfg=None, stop_event=stop,
-                 train_cfg=TINY_TRAIN.replace(instances=True))
-    assert [e["type"] for e in events] == ["start", "stopped"]
-    assert events[0]["n_classes"] == 3 and events[-1]["best_epoch"] is None
+    events = run(rgb, labels, tmp_path / "m", model_cfg=None,
+                 train_cfg=TINY_TRAIN.replace(instances=True, epochs=1, steps_per_epoch=1))
+    assert [e["type"] for e in events] == ["start", "batch", "epoch", "done"]
+    assert events[0]["n_classes"] == 3 and events[-1]["best_epoch"] == 1
     model, meta = load_bundle(tmp_path / "m")
     cfg = ModelConfig.from_dict(meta["model_config"])
     assert (cfg.in_channels, cfg.n_classes, cfg.depth) == (2, 3, ModelConfig().depth)
@@ -201,13 +199,14 @@ def test_early_stopping_ends_when_validation_stops_improving(volume, tmp_path, m
     assert [e["epoch"] for e in events if e["type"] == "epoch"] == [1, 2, 3]
 
 
-def test_time_budget_ends_training_and_saves(volume, tmp_path):
+def test_a_time_budget_spent_before_the_first_epoch_saves_nothing(volume, tmp_path):
     image, truth = volume
     cfg = TINY_TRAIN.replace(epochs=20, max_seconds=1e-6)
     events = run(image, binary_labels(truth), tmp_path / "b", train_cfg=cfg)
     assert events[-1]["type"] == "done" and events[-1]["finish_reason"] == "time_limit"
     assert "epoch" not in [e["type"] for e in events]
-    load_bundle(tmp_path / "b")
+    assert events[-1]["model_saved"] is False and "no model was saved" in events[-1]["message"]
+    assert not (tmp_path / "b").exists()
 
 
 def test_fine_tuning_reuses_model_and_normalization(binary_run, volume, tmp_path):

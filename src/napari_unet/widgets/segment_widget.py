@@ -58,6 +58,8 @@ class SegmentWidget(JobDock):
         self.objects_from = ComboBox(label="Objects are", value=defaults.objects_from, choices=[
             ("the painted class", "foreground"),
             ("regions it encloses (e.g. cells between membranes)", "background")])
+        self.intensities = ComboBox(label="Intensities", value=defaults.normalize, choices=[
+            ("as in the training image (model)", "model"), ("by this volume's own percentiles", "volume")])
         self.three_axis = CheckBox(label="Average XY, XZ and YZ passes (3x slower)", value=False)
         self.tile_size = SpinBox(label="Tile size", value=defaults.tile_size, min=32, max=16384,
                                  step=32)
@@ -71,7 +73,7 @@ class SegmentWidget(JobDock):
             self.image, self.model, self.model_file, self.summary, self.axis, self.threshold,
             self.output, self.objects, self.seeds, self.seed_distance, self.min_size, self.fill_background,
             self.objects_from,
-            self.tile_size, self.tta, self.three_axis, self.probabilities, self.run_button,
+            self.intensities, self.tile_size, self.tta, self.three_axis, self.probabilities, self.run_button,
             self.cancel_button, self.progress_bar, self.status,
         ])
         self.result_layer = None
@@ -168,7 +170,7 @@ class SegmentWidget(JobDock):
                 objects=self.objects.value, seeds=self.seeds.value, fill_background=self.fill_background.value,
                 seed_distance=float(self.seed_distance.value), min_object_size=self.min_size.value,
                 objects_from=self.objects_from.value if self._binary_model() else "foreground",
-                voxel_size=self._voxel_size(),
+                voxel_size=self._voxel_size(), normalize=self.intensities.value,
             )
         except ConfigError as exc:
             show_error(str(exc))
@@ -240,6 +242,8 @@ class SegmentWidget(JobDock):
             self.status.value = "Cancelling after the current batch..."
 
     def _on_event(self, event: dict):
+        if event.get("type") == "warning":
+            show_warning(event.get("message", ""))
         if event.get("type") != "slice":
             return
         i, n = event["index"], event["n_slices"]
