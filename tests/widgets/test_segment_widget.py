@@ -114,3 +114,21 @@ def test_3d_objects_keep_one_id_through_the_slices(make_napari_viewer, qtbot, ti
     assert (objects_3d == largest).reshape(6, -1).any(axis=1).all()
     assert ids_3d.size < ids_2d.size
     assert "tensorflow" not in sys.modules and "keras" not in sys.modules
+
+
+def test_intensities_far_from_the_training_data_are_warned_about(make_napari_viewer, qtbot, tiny_volume,
+                                                                 tiny_model_dir, monkeypatch):
+    from napari_unet.widgets import segment_widget
+
+    viewer = make_napari_viewer()
+    image, _, _ = tiny_volume
+    viewer.add_image(image.astype(np.uint16) * 257, name="16-bit")  # the training data were 8-bit
+    widget = _widget(viewer, tiny_model_dir)
+    assert widget.intensities.value == "volume"  # the default needs no warning
+    warnings = []
+    monkeypatch.setattr(segment_widget, "show_warning", warnings.append)
+    widget.intensities.value = "model"
+    widget.run_button.clicked.emit()
+    qtbot.waitUntil(lambda: not widget.poller.active, timeout=120_000)
+    assert widget.status.value.startswith("Done"), widget.status.value
+    assert len(warnings) == 1 and "differ strongly" in warnings[0] and "'Intensities'" in warnings[0]
