@@ -9,9 +9,12 @@ runs it at the end in a child pytest with the same options; its failures fail th
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 CORE = Path(__file__).resolve().parent / "core"
 
@@ -60,3 +63,17 @@ def pytest_sessionfinish(session, exitstatus):
     result = subprocess.run(_child_args(config), cwd=config.invocation_params.dir)
     if result.returncode not in (0, 5) and session.exitstatus == 0:  # 5: nothing collected
         session.exitstatus = result.returncode
+
+
+@pytest.fixture
+def read_only_folder(tmp_path, monkeypatch):
+    """A folder nobody may write to: chmod where that binds (not for root), else os.access says so."""
+    folder = tmp_path / "read_only"
+    folder.mkdir()
+    if os.geteuid() == 0:  # root writes anywhere: let os.access answer as for a read-only mount
+        real = os.access
+        monkeypatch.setattr(os, "access", lambda p, mode, **kw: (
+            not (mode & os.W_OK and Path(p) == folder) and real(p, mode, **kw)))
+    folder.chmod(0o555)
+    yield folder
+    folder.chmod(0o755)

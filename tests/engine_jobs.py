@@ -65,3 +65,18 @@ def report_environment(arrays, outputs, stop_event, names=()):
     yield {"type": "env", "values": {name: os.environ.get(name) for name in names},
            "heavy_modules": sorted({"napari", "qtpy", "PyQt6", "tensorflow", "keras"} & set(sys.modules)),
            "niceness": os.nice(0) if hasattr(os, "nice") else None}
+
+
+def predict_some_then_wait(arrays, outputs, stop_event, model_dir, predict_cfg, channel_axis=None,
+                           source_path=None, slices=2):
+    """Stands in for the prediction job: finishes ``slices`` slices (slice i holds i + 1), then
+    waits for the stop request, as a run cancelled part way does."""
+    labels, probs = outputs["labels"], outputs.get("probs")
+    n = labels.shape[0]
+    for i in range(slices):
+        labels[i] = i + 1
+        if probs is not None:
+            probs[i] = 0.5
+        yield {"type": "slice", "index": i, "n_slices": n}
+    stop_event.wait(60)
+    yield {"type": "stopped", "done_slices": list(range(slices))}

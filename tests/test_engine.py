@@ -1,5 +1,6 @@
 """The worker-process engine, with the small jobs of ``engine_jobs.py`` (no Qt, no TensorFlow)."""
 
+import json
 import multiprocessing
 import os
 import signal
@@ -170,6 +171,14 @@ def test_a_lazy_file_goes_in_and_a_zarr_array_comes_out(tmp_path):
         Job(f"{JOBS}:fill_slices", {}, outputs={"out": out})
 
 
+def model_folder(folder, in_channels=1, n_classes=1):
+    """A model folder as far as the parent reads it (bundle.json; the worker would need weights)."""
+    (folder / "bundle.json").write_text(json.dumps({
+        "format_version": 1, "model_config": {"in_channels": in_channels, "n_classes": n_classes},
+        "normalization": {"low": [0.0] * in_channels, "high": [255.0] * in_channels}}))
+    return folder
+
+
 def test_bad_jobs_are_refused_before_spawning(tmp_path):
     with pytest.raises(ValueError, match="package.module:function"):
         Job("engine_jobs.fill_slices", {})
@@ -177,13 +186,15 @@ def test_bad_jobs_are_refused_before_spawning(tmp_path):
         Job(f"{JOBS}:fill_slices", {}, outputs={"out": "big"})
     with pytest.raises(ValueError, match="does not exist"):
         start_prediction(np.zeros((4, 32, 32)), tmp_path / "missing", PredictConfig())
+    with pytest.raises(ValueError, match="is a file, not a model folder"):
+        start_prediction(np.zeros((4, 32, 32)), Path(__file__), PredictConfig())
     with pytest.raises(ValueError, match="2-D or 3-D"):
-        start_prediction(np.zeros((2, 4, 32, 32)), tmp_path, PredictConfig())
+        start_prediction(np.zeros((2, 4, 32, 32)), model_folder(tmp_path), PredictConfig())
 
 
 def test_start_prediction_allocates_outputs_of_the_spatial_shape(tmp_path):
     cfg = PredictConfig(output="instances", return_probabilities=True, axis=1)
-    job = start_prediction(np.zeros((5, 6, 32, 3), np.uint8), tmp_path, cfg, channel_axis=-1,
+    job = start_prediction(np.zeros((5, 6, 32, 3), np.uint8), model_folder(tmp_path, 3), cfg, channel_axis=-1,
                            prob_path=tmp_path / "probs.zarr")
     assert job.target == "napari_unet._worker:predict_job"
     assert job._output_specs["labels"] == ((5, 6, 32), np.uint32)

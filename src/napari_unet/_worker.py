@@ -322,17 +322,22 @@ def train_job(arrays, outputs, stop_event, model_cfg, train_cfg, out_dir, resume
     )
 
 
-def predict_job(arrays, outputs, stop_event, model_dir, predict_cfg, channel_axis=None):
-    """Segment ``arrays["volume"]`` with a saved model into ``outputs``; yields one event per slice."""
+def predict_job(arrays, outputs, stop_event, model_dir, predict_cfg, channel_axis=None, source_path=None):
+    """Segment ``arrays["volume"]`` with a saved model into ``outputs``; yields one event per slice.
+
+    ``source_path``: the file a lazy volume is read from, named in its read errors.
+    """
     from napari_unet.core.bundle import load_bundle, model_config_of
     from napari_unet.core.config import PredictConfig
     from napari_unet.core.predict import predict_volume
+    from napari_unet.io import NamedReads
 
     cfg = PredictConfig.from_dict(predict_cfg)
+    volume = arrays["volume"] if source_path is None else NamedReads(arrays["volume"], source_path)
     model, meta = load_bundle(model_dir)
     model_cfg = model_config_of(meta)
     events = predict_volume(
-        arrays["volume"],
+        volume,
         model.predict_on_batch,
         cfg,
         n_classes=model_cfg.n_classes,

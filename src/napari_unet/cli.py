@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 from .core.config import (
-    ANNOTATION_MODES, FILL_CHOICES, LOSSES, LR_SCHEDULES, OBJECT_MODES, OBJECT_SOURCES, PREDICT_OUTPUTS, SEED_MODES,
+    ANNOTATION_MODES, FILL_CHOICES, LOSSES, LR_SCHEDULES, NORMALIZE_CHOICES, OBJECT_MODES, OBJECT_SOURCES,
+    PREDICT_OUTPUTS, SEED_MODES,
     ConfigError, ModelConfig, PredictConfig, TrainConfig,
 )
 
@@ -27,7 +28,7 @@ def _parse_slices(text: str | None) -> slice | None:
         raise SystemExit(f"--slices must look like 20:30, got {text!r}") from None
 
 
-def _add_train_options(p: argparse.ArgumentParser):
+def _add_train_options(p: argparse.ArgumentParser, overwrite_help="replace an existing model folder"):
     d, m = TrainConfig(), ModelConfig()
     p.add_argument("--mode", dest="annotation_mode", default=d.annotation_mode,
                    choices=sorted(ANNOTATION_MODES), help="annotation mode (see README)")
@@ -55,7 +56,7 @@ def _add_train_options(p: argparse.ArgumentParser):
     p.add_argument("--n-filters", type=int, default=m.n_filters)
     p.add_argument("--depth", type=int, default=m.depth)
     p.add_argument("--resume", default=None, help="model folder to fine-tune from")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing model folder")
+    p.add_argument("--overwrite", action="store_true", help=overwrite_help)
 
 
 def _add_predict_options(p: argparse.ArgumentParser):
@@ -83,6 +84,9 @@ def _add_predict_options(p: argparse.ArgumentParser):
                         "(cells between painted membranes)")
     p.add_argument("--voxel-size", type=float, nargs=3, default=None, metavar=("Z", "Y", "X"),
                    help="voxel size for 3-D objects (default: from the TIFF, else cubic voxels)")
+    p.add_argument("--normalize", default=d.normalize, choices=sorted(NORMALIZE_CHOICES),
+                   help="map intensities by the training image's percentiles stored in the model, or by "
+                        "this volume's own (for data recorded differently, e.g. 16-bit instead of 8-bit)")
     p.add_argument("--tile-size", type=int, default=d.tile_size)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--tta", action="store_true", help="average the 8 flips/rotations")
@@ -121,7 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", default=None)
     p.add_argument("--out", default="demo_output", help="output folder")
     p.add_argument("--view", action="store_true", help="open the result in napari")
-    _add_train_options(p)
+    _add_train_options(p, overwrite_help="replace the model, masks, metrics and overview an earlier "
+                                         "demo wrote in --out")
     return parser
 
 
@@ -135,6 +140,10 @@ def predict_config(args, **overrides) -> PredictConfig:
     fields = PredictConfig.__dataclass_fields__
     values = {k: v for k, v in vars(args).items() if k in fields and v is not None}
     values.update(overrides)
+    overlap = PredictConfig.tile_overlap  # the CLI keeps the default overlap
+    if values.get("tile_size", overlap * 2 + 1) <= 2 * overlap:
+        raise ValueError(f"--tile-size {values['tile_size']} is too small: tiles overlap by {overlap} px on each "
+                         f"side, so use more than {2 * overlap} (e.g. 256).")
     return PredictConfig(**values)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from tqdm import tqdm
 from . import _interrupts as interrupts, engine, io
 from .cli import predict_config, train_configs, write_json, _parse_slices
 from .core import leftovers
-from .core.bundle import check_target, reclaim_stale_saves
+from .core.bundle import check_target, read_bundle_meta, reclaim_stale_saves
 from .core.data import class_count
 
 
@@ -24,6 +25,14 @@ def _channels_last(array, meta: dict):
         if name in axes and array.ndim == len(axes):
             return np.moveaxis(array, axes.index(name), -1), True
     return array, False
+
+
+def spatial_scale(meta: dict):
+    """The voxel size of the spatial axes: a channel ('C') or RGB sample ('S') axis has none."""
+    scale, axes = meta.get("scale"), meta.get("axes", "")
+    if scale is None or len(axes) != len(scale):
+        return scale
+    return tuple(s for s, name in zip(scale, axes) if name not in "SC")
 
 
 def load_image(path) -> tuple[np.ndarray, dict, bool]:
@@ -128,6 +137,8 @@ def predict_with_progress(volume, model_dir, cfg, channel_axis=None, **outputs):
     """Predict; returns (final_event, labels, probs) — arrays are copies unless written to disk."""
     job = engine.start_prediction(volume, str(model_dir), cfg, channel_axis=channel_axis, **outputs)
 
+    written = []
+
     def show(event, bar):
         kind = event.get("type")
         if kind == "progress":  # three-axis: the passes along each axis come first
@@ -136,9 +147,13 @@ def predict_with_progress(volume, model_dir, cfg, channel_axis=None, **outputs):
         elif kind == "slice":
             _show_stage(bar, "Writing" if cfg.three_axis else "Segmenting", event["n_slices"])
             bar.update(1)
+            written.append(event["index"])
+        elif event.get("type") == "warning":
+            bar.write("warning: " + event.get("message", ""))
 
     with job:
         final = follow(job, show, desc="Segmenting", unit="slice")
+        final["slices_written"] = len(written)  # also known when the worker was ended by force
         _raise_on_error(final, "Segmentation")
         labels = None if outputs.get("out_path") else np.array(job.output("labels"))
         probs = None
@@ -162,6 +177,9 @@ def run_train(args) -> int:
     model_cfg, train_cfg = train_configs(args)
     final = train_with_progress(image, np.asarray(labels), model_cfg, train_cfg, args.out,
                                 resume=args.resume, overwrite=args.overwrite)
+    if not final.get("model_saved", True):
+        print(final["message"], file=sys.stderr)
+        return 130 if final.get("type") == "stopped" else 1
     dice = final.get("best_val_dice")
     print(f"Model saved to {final['model_dir']}")
     print("Validation Dice: " + ("n/a (no validation data)" if dice is None else f"{dice:.4f}")
@@ -191,32 +209,35 @@ def run_predict(args) -> int:
     _tidy_model_folder(args.model)
     inputs = (args.image, args.model)
     out = check_new_output(args.out, "--out", inputs)
-    if args.prob:
-        check_new_output(args.prob, "--prob", inputs + (args.out,))
+    prob = check_new_output(args.prob, "--prob", inputs + (args.out,)) if args.prob else None
+    read_bundle_meta(args.model)  # a file, a missing folder or a broken model: say so before any work
     array, meta = io.open_lazy(args.image)
     _, has_channels = _channels_last(array, meta)
     channel_axis = _channel_axis(meta) if has_channels else None
-    scale = meta.get("scale")
+    spatial = check_image_axes(array.shape, meta, channel_axis, args.image)
+    scale = spatial_scale(meta)
     cfg = predict_config(args, return_probabilities=bool(args.prob),
-                         **_object_settings(args, scale, array.ndim - has_channels))
-    tmp = out.with_name(out.name + ".partial.zarr")
-    prob_tmp = Path(args.prob).with_name(Path(args.prob).name + ".partial.zarr") if args.prob else None
-    for path in (tmp, prob_tmp):
-        _reclaim_partial(path)
-    outputs = {"out_path": str(tmp)}
-    if prob_tmp:
-        outputs["prob_path"] = str(prob_tmp)
+                         **_object_settings(args, scale, len(spatial)))
+    finals = {out: _temporary(out)}
+    if prob:
+        finals[prob] = _temporary(prob)
+    for tmp in finals.values():
+        _reclaim_partial(tmp)
+    _check_disk_space(finals, spatial, cfg)
     try:
         final, _, _ = predict_with_progress(engine.LazyFile(str(args.image)), args.model, cfg,
-                                            channel_axis=channel_axis, **outputs)
-        _finish_output(tmp, out, scale, labels=True)
-        if prob_tmp:
-            _finish_output(prob_tmp, Path(args.prob), scale, labels=False)
+                                            channel_axis=channel_axis, out_path=str(finals[out]),
+                                            **({"prob_path": str(finals[prob])} if prob else {}))
+        if final.get("type") == "stopped":
+            return _keep_incomplete(final, finals, out, scale,
+                                    n_slices=spatial[cfg.axis] if len(spatial) == 3 else 1)
+        for path, tmp in finals.items():
+            _finish_output(tmp, path, scale, labels=path == out)
     finally:
-        for path in (tmp, prob_tmp):
-            if path is not None and path.exists():
-                shutil.rmtree(path, ignore_errors=True)
-    print(f"Labels written to {out}" + (f", probabilities to {args.prob}" if args.prob else ""))
+        for tmp in finals.values():
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+    print(f"Labels written to {out}" + (f", probabilities to {prob}" if prob else ""))
     return 0
 
 
@@ -226,11 +247,65 @@ def _reclaim_partial(path) -> None:
         print(f"Removed {path}, the unfinished output of a killed run.")
 
 
+def _temporary(path: Path) -> Path:
+    return path.with_name(path.name + ".partial.zarr")
+
+
+def check_image_axes(shape, meta: dict, channel_axis, path) -> tuple:
+    """The spatial shape; refuses what is not one 2-D or 3-D image (time series, positions)."""
+    spatial = tuple(n for axis, n in enumerate(shape) if axis != channel_axis)
+    if len(spatial) not in (2, 3):
+        raise ValueError(
+            f"--image {path} has axes {meta.get('axes', '?')} (shape {tuple(shape)}), but one 2-D or 3-D image "
+            "is segmented at a time (YX or ZYX, plus at most one channel or RGB axis): save each time point "
+            "or position as its own TIFF (e.g. in Fiji: Image > Duplicate)."
+        )
+    return spatial
+
+
+def _check_disk_space(finals: dict, spatial, cfg) -> None:
+    """Outputs (uncompressed: the most they take) must fit; a TIFF is written from a temporary zarr
+    beside it, so it needs twice that."""
+    need = {}
+    for path, (shape, dtype) in zip(finals, engine.prediction_outputs(spatial, cfg).values()):
+        copies = 1 if path.suffix == ".zarr" else 2
+        need[path.parent] = need.get(path.parent, 0) + copies * engine.output_nbytes(shape, dtype)
+    for folder, nbytes in need.items():
+        io.check_free_space(folder, nbytes, "the outputs")
+
+
+INCOMPLETE = "incomplete"  # marks the file that keeps a cancelled prediction's finished slices
+
+
+def incomplete_name(path: Path) -> Path:
+    """``mask.tif`` -> ``mask.incomplete.tif`` (``-2``, ``-3``, ... if that exists too)."""
+    stem, suffix = path.name[: -len(path.suffix)], path.suffix
+    candidate, n = path.with_name(f"{stem}.{INCOMPLETE}{suffix}"), 2
+    while candidate.exists():
+        candidate, n = path.with_name(f"{stem}.{INCOMPLETE}-{n}{suffix}"), n + 1
+    return candidate
+
+
+def _keep_incomplete(final: dict, finals: dict, out: Path, scale, n_slices: int) -> int:
+    """A cancelled run keeps its finished slices in files named as incomplete, never the asked names."""
+    done = final.get("slices_written", 0)
+    if done == 0:
+        print("Cancelled before any slice was finished: nothing was written.", file=sys.stderr)
+        return 130
+    kept = []
+    for path, tmp in finals.items():
+        kept.append(incomplete_name(path))
+        _finish_output(tmp, kept[-1], scale, labels=path == out)
+    asked = ", ".join(map(str, finals))
+    print(f"Cancelled after {done} of {n_slices} slices: the finished slices are in "
+          f"{', '.join(map(str, kept))} (the other slices are 0); {asked} "
+          f"{'was' if len(finals) == 1 else 'were'} not written.", file=sys.stderr)
+    return 130
+
+
 def _object_settings(args, scale, spatial_ndim: int) -> dict:
     """Output kind from the model (objects for a model trained on ids) and the voxel size of 3-D
     objects: --voxel-size, else the file's, else cubic voxels (said once)."""
-    from .core.bundle import read_bundle_meta
-
     settings = {}
     if args.output is None:
         settings["output"] = "instances" if read_bundle_meta(args.model).get("instances") else "labels"
@@ -271,17 +346,18 @@ def run_evaluate(args) -> int:
         raise FileExistsError(f"--json {args.json} exists; pick another name or delete it first.")
 
     _tidy_model_folder(args.model)
+    read_bundle_meta(args.model)
     image, meta, has_channels = load_image(args.image)
+    spatial = check_image_axes(image.shape, meta, image.ndim - 1 if has_channels else None, args.image)
     gt, _ = io.read_array(args.labels)
     gt = np.asarray(gt)
-    spatial = image.shape[:-1] if has_channels else image.shape
     if tuple(gt.shape) != tuple(spatial):
         raise ValueError(f"--labels shape {gt.shape} differs from --image shape {spatial}.")
     chosen = _parse_slices(args.slices)
     if chosen is not None:
         index = (slice(None),) * args.axis + (chosen,)
         image, gt = image[index], gt[index]
-    cfg = predict_config(args, **_object_settings(args, meta.get("scale"), len(spatial)))
+    cfg = predict_config(args, **_object_settings(args, spatial_scale(meta), len(spatial)))
     _, pred, _ = predict_with_progress(image, args.model, cfg,
                                        channel_axis=image.ndim - 1 if has_channels else None)
     if cfg.output == "instances":

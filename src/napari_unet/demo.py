@@ -9,7 +9,8 @@ import numpy as np
 
 from . import io
 from .cli import train_configs, write_json
-from .cli_commands import load_image, predict_with_progress, train_with_progress
+from .cli_commands import load_image, spatial_scale, predict_with_progress, train_with_progress
+from .core.bundle import check_target
 from .core.config import PredictConfig
 from .core.data import annotated_slices
 
@@ -25,7 +26,7 @@ def _demo_data(args):
             raise ValueError("Give both --image and --labels, or neither for the built-in sample.")
         image, meta, _ = load_image(args.image)
         labels, _ = io.read_array(args.labels)
-        return image, np.asarray(labels), None, meta.get("scale"), Path(args.image).stem
+        return image, np.asarray(labels), None, spatial_scale(meta), Path(args.image).stem
     from .core.synthetic import make_cells_volume
 
     sample = make_cells_volume()
@@ -33,8 +34,24 @@ def _demo_data(args):
     return sample["image"], labels, sample["instances"], sample["scale"], "synthetic cells"
 
 
+DEMO_FILES = ("masks.tif", "metrics.json", "overview.png")
+MODEL_FOLDER = "model"
+
+
+def check_demo_outputs(out: Path, overwrite: bool) -> None:
+    """Refuse, before any work, to replace what an earlier run (or the user) left in ``out``."""
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"--out {out} is a file, not a folder; pick a folder name.")
+    for path in [out / MODEL_FOLDER] + [out / name for name in DEMO_FILES]:
+        if path.exists() and not overwrite:
+            raise FileExistsError(f"{path} exists; rerun with --overwrite to replace the demo's outputs, "
+                                  "or pick another --out folder.")
+    check_target(out / MODEL_FOLDER, overwrite=overwrite)  # even with --overwrite, only a model folder
+
+
 def run_demo(args) -> int:
     out = Path(args.out)
+    check_demo_outputs(out, args.overwrite)
     out.mkdir(parents=True, exist_ok=True)
     image, labels, truth, scale, name = _demo_data(args)
     model_cfg, train_cfg = train_configs(args)
@@ -44,9 +61,11 @@ def run_demo(args) -> int:
     print(f"{name}: volume {image.shape}, annotated slices {annotated.tolist()}; writing to {out}/")
 
     start = time.perf_counter()
-    # The demo owns its output folder: rerunning it replaces its own model there.
-    final = train_with_progress(image, labels, model_cfg, train_cfg, out / "model", overwrite=True)
+    final = train_with_progress(image, labels, model_cfg, train_cfg, out / MODEL_FOLDER,
+                                overwrite=args.overwrite)
     train_seconds = time.perf_counter() - start
+    if not final.get("model_saved", True):
+        raise RuntimeError(final["message"])
 
     start = time.perf_counter()
     has_channels = image.ndim == 4

@@ -30,8 +30,9 @@ from pathlib import Path
 import numpy as np
 
 from . import _logs, _worker
-from .core import leftovers
 from ._worker import FINAL_EVENTS, OOM_HINT, failure_line
+from .core import leftovers
+from .core.bundle import read_bundle_meta  # JSON only: no Keras here
 
 __all__ = ["Job", "LazyFile", "ZarrOutput", "start_training", "start_prediction", "FINAL_EVENTS", "failure_line"]
 
@@ -504,7 +505,11 @@ def start_training(image, labels, model_cfg, train_cfg, out_dir, resume_from=Non
     """A (not yet started) job that trains a U-Net and saves it to ``out_dir``.
 
     ``model_cfg=None`` lets the trainer pick the class and channel counts the data needs.
+    An ``out_dir`` that may not be replaced, or cannot be written, is refused here.
     """
+    from .core.bundle import check_target  # no Keras: only the folder is looked at
+
+    check_target(out_dir, overwrite)
     params = {
         "model_cfg": None if model_cfg is None else model_cfg.to_dict(),
         "train_cfg": train_cfg.to_dict(),
@@ -525,26 +530,48 @@ def start_prediction(image, model_dir, predict_cfg, channel_axis=None, out_path=
     axis with every class). They live in shared memory, or in new zarr arrays at ``out_path``
     / ``prob_path`` for volumes larger than memory.
     """
-    if not Path(model_dir).is_dir():
-        raise ValueError(f"Model folder {model_dir} does not exist; pick the folder a training run wrote.")
+    read_bundle_meta(model_dir)  # a missing folder, a file or a broken bundle is refused here
     spatial = _spatial_shape(_shape_of(image), channel_axis)
     slice_axis = predict_cfg.axis % 3 if len(spatial) == 3 else None
-    dtype = np.uint32 if predict_cfg.output == "instances" else np.uint8
-    outputs = {"labels": _output_spec(spatial, dtype, out_path, slice_axis)}
-    if predict_cfg.return_probabilities:
-        classes = ()
-        if all_classes:
-            from .core.bundle import read_bundle_meta  # JSON only: no Keras here
-
-            classes = (read_bundle_meta(model_dir)["model_config"]["n_classes"],)
-        outputs["probs"] = _output_spec(spatial + classes, np.float32, prob_path, slice_axis)
+    classes = (read_bundle_meta(model_dir)["model_config"]["n_classes"],) if all_classes else ()
+    shapes = prediction_outputs(spatial, predict_cfg, classes)
+    outputs = {name: _output_spec(shape, dtype, path, slice_axis)
+               for (name, (shape, dtype)), path in zip(shapes.items(), (out_path, prob_path))}
+    _check_disk_space(outputs)
     params = {
         "model_dir": str(model_dir),
         "predict_cfg": predict_cfg.to_dict(),
         "channel_axis": channel_axis,
+        "source_path": image.path if isinstance(image, LazyFile) else None,
         "_env": _worker_env(),
     }
     return Job("napari_unet._worker:predict_job", params, arrays={"volume": image}, outputs=outputs)
+
+
+def prediction_outputs(spatial_shape, predict_cfg, prob_classes=()) -> dict:
+    """``{name: (shape, dtype)}`` of what a prediction writes: "labels", and "probs" when asked."""
+    spatial_shape = tuple(spatial_shape)
+    outputs = {"labels": (spatial_shape, np.dtype(np.uint32 if predict_cfg.output == "instances" else np.uint8))}
+    if predict_cfg.return_probabilities:
+        outputs["probs"] = (spatial_shape + tuple(prob_classes), np.dtype(np.float32))
+    return outputs
+
+
+def output_nbytes(shape, dtype) -> int:
+    return int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+
+
+def _check_disk_space(outputs: dict) -> None:
+    """Outputs written to disk must fit there (uncompressed: the most they can take)."""
+    need: dict[Path, int] = {}
+    for spec in outputs.values():
+        if isinstance(spec, ZarrOutput):
+            folder = Path(spec.path).absolute().parent
+            need[folder] = need.get(folder, 0) + output_nbytes(spec.shape, spec.dtype)
+    for folder, nbytes in need.items():
+        from .io import check_free_space
+
+        check_free_space(folder, nbytes, "the prediction")
 
 
 def _shape_of(image) -> tuple:
@@ -561,9 +588,10 @@ def _spatial_shape(shape, channel_axis) -> tuple:
             raise ValueError(f"channel_axis {channel_axis} is out of range for an image of shape {shape}.")
         shape = shape[: channel_axis % len(shape)] + shape[channel_axis % len(shape) + 1:]
     if len(shape) not in (2, 3):
+        hint = ("set channel_axis for a multichannel image" if channel_axis is None and len(shape) == 4
+                else "pass one time point or position at a time")
         raise ValueError(
-            f"Expected a 2-D or 3-D image (plus an optional channel axis), got shape {shape}; "
-            "set channel_axis for multichannel images."
+            f"Expected a 2-D or 3-D image (plus an optional channel axis), got spatial shape {shape}: {hint}."
         )
     return tuple(shape)
 

@@ -49,6 +49,7 @@ import logging
 import math
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -121,6 +122,30 @@ def read_tiff(path, lazy=None) -> list[tuple]:
 def open_lazy(path):
     """A dask array over the file's first series plus its metadata; reads no pixels."""
     return _load(path, lazy=True)
+
+
+class NamedReads:
+    """A lazily opened array whose read errors name its file: a corrupt compressed page of a TIFF
+    fails only when it is read, with a decoder's message that says nothing of which file."""
+
+    def __init__(self, array, path):
+        self.array, self.path = array, Path(path)
+
+    shape = property(lambda self: self.array.shape)
+    dtype = property(lambda self: self.array.dtype)
+    ndim = property(lambda self: self.array.ndim)
+
+    def reshape(self, *shape):
+        return NamedReads(self.array.reshape(*shape), self.path)
+
+    def __getitem__(self, index):
+        try:
+            return np.asarray(self.array[index])
+        except Exception as exc:  # decoders raise many types
+            raise _corrupt(self.path, f"{type(exc).__name__}: {exc}") from exc
+
+    def __array__(self, dtype=None, copy=None):
+        return np.asarray(self[...], dtype=dtype)
 
 
 def read_array(path):
@@ -385,6 +410,23 @@ def _layer_kwargs(meta, layer_axes, name, channel) -> dict:
 
 
 # --------------------------------------------------------------------- writing
+
+
+def check_free_space(folder, nbytes: int, what: str) -> None:
+    """Refuse, before any work, an output of up to ``nbytes`` that the disk of ``folder`` cannot hold."""
+    free = shutil.disk_usage(folder).free
+    if nbytes > free:
+        raise ValueError(
+            f"Not enough disk space for {what} in {folder}: it needs up to {format_bytes(nbytes)} and "
+            f"{format_bytes(free)} are free. Free some space or write to another disk."
+        )
+
+
+def format_bytes(nbytes: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if nbytes < 1024 or unit == "GiB":
+            return f"{nbytes:.0f} {unit}" if unit == "bytes" else f"{nbytes:.1f} {unit}"
+        nbytes /= 1024
 
 
 def write_labels_tiff(path, data, scale=None, axes=None, units=None) -> str:

@@ -33,8 +33,10 @@ def whole_slice(model, image_yx, multiple):
 
 
 def run(volume, model, cfg=None, **kwargs):
+    """Predict with the stored normalisation ``NORM``, so results can be checked against known intensities."""
     kwargs = {"n_classes": 1, "size_multiple": 8, "normalization": NORM, **kwargs}
-    return list(predict_volume(volume, model, cfg or PredictConfig(return_probabilities=True), **kwargs))
+    cfg = (cfg or PredictConfig(return_probabilities=True)).replace(normalize="model")
+    return list(predict_volume(volume, model, cfg, **kwargs))
 
 
 def test_tiles_stitch_without_seams():
@@ -225,7 +227,8 @@ def test_stop_event_stops_with_the_done_slices():
         events.append(event)
         if event.get("index") == 1:
             stop.set()
-    assert events[-1] == {"type": "stopped", "done_slices": [0, 1]}
+    assert events[-1] == {"type": "stopped", "done_slices": [0, 1], "n_slices": 6,
+                          "message": "Stopped after 2 of 6 slices; the other slices are 0."}
     assert [e["type"] for e in events] == ["slice", "slice", "stopped"]
     assert (out[2:] == 7).all() and (out[:2] != 7).any()
 
@@ -266,8 +269,11 @@ def test_lazy_volume_is_read_one_slice_at_a_time(lazy):
     counting = CountingVolume(stored)
     volume = counting if lazy == "zarr" else da.from_array(counting, chunks=(1, 24, 20))
     out = zarr.create_array(store=zarr.storage.MemoryStore(), shape=data.shape, chunks=(1, 24, 20), dtype="u1")
-    cfg = PredictConfig(tile_size=16, tile_overlap=4, batch_size=3)
-    events = run(volume, blur_model, cfg, out_labels=CountingOutput(out, counting))
+    cfg = PredictConfig(tile_size=16, tile_overlap=4, batch_size=3, normalize="model")
+    events = predict_volume(volume, blur_model, cfg, out_labels=CountingOutput(out, counting), **GOOD)
+    counting.reads.clear()  # the intensity checks read a sample first, one slice at a time too
+    counting.max_in_flight = 0
+    events = list(events)
     assert events[-1]["type"] == "done"
     assert sorted(counting.reads) == list(range(9))
     assert counting.max_in_flight <= cfg.batch_size
@@ -333,7 +339,8 @@ def test_bad_axis_is_refused_by_the_config():
 
 
 def test_model_with_the_wrong_number_of_classes():
-    events = predict_volume(np.zeros((2, 16, 16)), blur_model, PredictConfig(), **{**GOOD, "n_classes": 3})
+    volume = np.random.default_rng(8).random((2, 16, 16))
+    events = predict_volume(volume, blur_model, PredictConfig(), **{**GOOD, "n_classes": 3})
     with pytest.raises(ValueError, match=r"returned shape \(2, 16, 16, 1\).*expected \(2, 16, 16, 3\).*n_classes \(3\)"):
         list(events)
 
@@ -370,3 +377,49 @@ def test_fill_background_lets_objects_take_every_pixel():
     assert len(np.unique(filled)) == 2  # the same two objects, grown over the background
     tiled = run(image, lambda x: x, cfg, objects_tile=True)[-1]["labels"]  # "auto" follows the model
     np.testing.assert_array_equal(tiled, filled)
+
+
+def _nan_volume():
+    volume = np.random.default_rng(9).random((3, 16, 16)).astype(np.float32)
+    volume[1, 2, 3] = np.nan
+    volume[2, 5, 5] = np.inf
+    return volume
+
+
+@pytest.mark.parametrize("volume, match", [
+    (np.full((3, 16, 16), 7, np.uint16), "constant"),
+    (_nan_volume(), "2 NaN or infinite"),
+])
+def test_constant_and_nan_volumes_are_refused_in_the_words_of_training(volume, match):
+    from napari_unet.core.data import validate_training_pair
+
+    labels = np.zeros(volume.shape, np.uint8)
+    labels[0, :8] = 1
+    with pytest.raises(ValueError, match=match) as predicting:
+        predict_volume(volume, blur_model, PredictConfig(), **GOOD)
+    with pytest.raises(ValueError) as training:
+        validate_training_pair(volume, labels, "full_slices")
+    assert str(predicting.value) == str(training.value)
+
+
+def test_a_volume_far_from_the_training_intensities_is_warned_about_or_normalised_by_itself():
+    rng = np.random.default_rng(10)
+    volume8 = (rng.random((3, 16, 16)) * 200 + 20).astype(np.uint8)
+    stored = {"percentiles": [1.0, 99.8], "low": [22.0], "high": [219.0]}
+    kwargs = {**GOOD, "normalization": stored}
+    cfg = PredictConfig(return_probabilities=True, normalize="model")
+    same = list(predict_volume(volume8, blur_model, cfg, **kwargs))
+    assert "warning" not in [e["type"] for e in same]
+
+    volume16 = volume8.astype(np.uint16) * 257
+    events = list(predict_volume(volume16, blur_model, cfg, **kwargs))
+    assert events[0]["type"] == "warning" and "--normalize volume" in events[0]["message"]
+    assert "from 22 to 219" in events[0]["message"]
+    assert events[-1]["labels"].mean() > 0.99  # what the warning is about: all foreground
+
+    own = list(predict_volume(volume16, blur_model, cfg.replace(normalize="volume"), **kwargs))
+    assert "warning" not in [e["type"] for e in own]
+    own8 = list(predict_volume(volume8, blur_model, cfg.replace(normalize="volume"), **kwargs))
+    # By its own percentiles the 16-bit copy is segmented as the 8-bit volume is.
+    np.testing.assert_allclose(own[-1]["probs"], own8[-1]["probs"], atol=1e-5)
+    np.testing.assert_array_equal(own[-1]["labels"], own8[-1]["labels"])

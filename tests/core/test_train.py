@@ -1,3 +1,4 @@
+import shutil
 import threading
 
 import numpy as np
@@ -94,6 +95,30 @@ def stopped_run(volume, tmp_path_factory):
     return out, events
 
 
+def test_stop_before_the_first_epoch_never_replaces_a_model(binary_run, volume, tmp_path):
+    image, truth = volume
+    existing = tmp_path / "model"
+    shutil.copytree(binary_run[0], existing)
+    before = {p.name: p.read_bytes() for p in existing.iterdir()}
+    stop = threading.Event()
+    events = []
+    for event in train(image, binary_labels(truth), TINY_MODEL, TINY_TRAIN, existing,
+                       stop_event=stop, overwrite=True):
+        events.append(event)
+        if event["type"] == "batch":
+            stop.set()  # during the first epoch
+    final = events[-1]
+    assert final["type"] == "stopped" and final["model_saved"] is False and final["model_dir"] is None
+    assert "no model was saved" in final["message"] and str(existing) in final["message"]
+    assert {p.name: p.read_bytes() for p in existing.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no stray temporary folder
+
+    fresh = tmp_path / "fresh"
+    stop.set()
+    final = run(image, binary_labels(truth), fresh, stop_event=stop)[-1]
+    assert final["model_saved"] is False and not fresh.exists()
+
+
 def test_same_seed_gives_the_same_losses(binary_run, stopped_run):
     first = [e["loss"] for e in binary_run[1] if e["type"] == "batch"]
     second = [e["loss"] for e in stopped_run[1] if e["type"] == "batch"]
@@ -104,7 +129,7 @@ def test_same_seed_gives_the_same_losses(binary_run, stopped_run):
 def test_stop_between_batches_saves_the_model(stopped_run):
     out, events = stopped_run
     assert [e["type"] for e in events] == ["start"] + ["batch"] * 3 + ["epoch", "batch", "stopped"]
-    assert events[-1]["best_epoch"] == 1 and events[-1]["model_dir"] == str(out)
+    assert events[-1]["best_epoch"] == 1 and events[-1]["model_dir"] == str(out) and events[-1]["model_saved"]
     assert events[-1]["history"]["epoch"] == [1]
     _, meta = load_bundle(out)
     assert meta["validation"]["best_epoch"] == 1
@@ -147,12 +172,10 @@ def test_default_model_config_follows_the_data(volume, tmp_path):
     labels = np.zeros_like(truth)
     labels[[1, 4]] = truth[[1, 4]]
     rgb = np.repeat(image[..., None], 2, axis=-1)
-    stop = threading.Event()
-    stop.set()  # stopped before the first batch: the untrained model is still saved
-    events = run(rgb, labels, tmp_path / "m", model_cfg=None, stop_event=stop,
-                 train_cfg=TINY_TRAIN.replace(instances=True))
-    assert [e["type"] for e in events] == ["start", "stopped"]
-    assert events[0]["n_classes"] == 3 and events[-1]["best_epoch"] is None
+    events = run(rgb, labels, tmp_path / "m", model_cfg=None,
+                 train_cfg=TINY_TRAIN.replace(instances=True, epochs=1, steps_per_epoch=1))
+    assert [e["type"] for e in events] == ["start", "batch", "epoch", "done"]
+    assert events[0]["n_classes"] == 3 and events[-1]["best_epoch"] == 1
     model, meta = load_bundle(tmp_path / "m")
     cfg = ModelConfig.from_dict(meta["model_config"])
     assert (cfg.in_channels, cfg.n_classes, cfg.depth) == (2, 3, ModelConfig().depth)
@@ -176,13 +199,14 @@ def test_early_stopping_ends_when_validation_stops_improving(volume, tmp_path, m
     assert [e["epoch"] for e in events if e["type"] == "epoch"] == [1, 2, 3]
 
 
-def test_time_budget_ends_training_and_saves(volume, tmp_path):
+def test_a_time_budget_spent_before_the_first_epoch_saves_nothing(volume, tmp_path):
     image, truth = volume
     cfg = TINY_TRAIN.replace(epochs=20, max_seconds=1e-6)
     events = run(image, binary_labels(truth), tmp_path / "b", train_cfg=cfg)
     assert events[-1]["type"] == "done" and events[-1]["finish_reason"] == "time_limit"
     assert "epoch" not in [e["type"] for e in events]
-    load_bundle(tmp_path / "b")
+    assert events[-1]["model_saved"] is False and "no model was saved" in events[-1]["message"]
+    assert not (tmp_path / "b").exists()
 
 
 def test_fine_tuning_reuses_model_and_normalization(binary_run, volume, tmp_path):

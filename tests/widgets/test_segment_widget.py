@@ -59,6 +59,7 @@ def test_cancel_keeps_finished_slices(make_napari_viewer, qtbot, tiny_model_dir)
     assert widget.status.value.startswith("Cancelled"), widget.status.value
     filled = viewer.layers[f"big [{tiny_model_dir.name}]"].data.reshape(200, -1).any(axis=1)
     assert 1 <= filled.sum() < 200
+    assert f"{filled.sum()} of 200 slices" in widget.status.value, widget.status.value
 
 
 def test_model_trained_in_session_is_offered(make_napari_viewer, tiny_model_dir):
@@ -131,3 +132,21 @@ def test_three_axis_passes_show_in_the_dock(make_napari_viewer, qtbot, tiny_volu
     qtbot.waitUntil(lambda: not widget.poller.active, timeout=120_000)
     assert widget.status.value.startswith("Done"), widget.status.value
     assert all(any(s.startswith(f"Pass {a} of 3") for s in statuses) for a in (1, 2, 3)), statuses[:5]
+
+
+def test_intensities_far_from_the_training_data_are_warned_about(make_napari_viewer, qtbot, tiny_volume,
+                                                                 tiny_model_dir, monkeypatch):
+    from napari_unet.widgets import segment_widget
+
+    viewer = make_napari_viewer()
+    image, _, _ = tiny_volume
+    viewer.add_image(image.astype(np.uint16) * 257, name="16-bit")  # the training data were 8-bit
+    widget = _widget(viewer, tiny_model_dir)
+    assert widget.intensities.value == "volume"  # the default needs no warning
+    warnings = []
+    monkeypatch.setattr(segment_widget, "show_warning", warnings.append)
+    widget.intensities.value = "model"
+    widget.run_button.clicked.emit()
+    qtbot.waitUntil(lambda: not widget.poller.active, timeout=120_000)
+    assert widget.status.value.startswith("Done"), widget.status.value
+    assert len(warnings) == 1 and "differ strongly" in warnings[0] and "'Intensities'" in warnings[0]

@@ -122,3 +122,26 @@ def test_train_disabled_with_reason_for_bad_inputs(make_napari_viewer, tiny_volu
     widget.image.value = viewer.layers["nan image"]
     widget.labels.value = viewer.layers["ann"]
     assert not widget.train_button.enabled and "NaN" in widget.status.value
+
+
+def test_a_run_that_saved_no_model_says_so(widget_with_data, tmp_path):
+    _, widget = widget_with_data
+    widget.patch_size.value = 32  # valid inputs: the dock keeps the run's message
+    before = list(TRAINED_MODELS.paths)
+    message = f"Training ended before the first epoch finished: no model was saved. {tmp_path} was left as it was."
+    widget._on_finished({"type": "stopped", "model_dir": None, "model_saved": False, "message": message})
+    assert widget.status.value == message
+    assert widget.last_model_dir is None and TRAINED_MODELS.paths == before
+
+
+def test_an_unwritable_model_folder_is_refused_before_training(widget_with_data, read_only_folder, monkeypatch):
+    from napari_unet.widgets import train_widget
+
+    _, widget = widget_with_data
+    widget.patch_size.value = 32
+    widget.model_dir.value = read_only_folder / "model"
+    errors = []
+    monkeypatch.setattr(train_widget, "show_error", errors.append)
+    widget.start_training()
+    assert widget.poller is None  # no worker was started
+    assert len(errors) == 1 and "not writable" in errors[0] and "\n" not in errors[0]

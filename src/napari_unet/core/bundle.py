@@ -150,12 +150,14 @@ def model_config_of(meta: dict) -> ModelConfig:
 
 
 def check_target(path, overwrite: bool = False) -> None:
-    """Raise ``FileExistsError`` if saving to ``path`` would replace something it should not.
+    """Raise ``FileExistsError`` if saving to ``path`` would replace something it should not,
+    ``ValueError`` if its folder is not writable.
 
     An empty folder is fine. An existing model folder needs ``overwrite``; a
     non-empty folder that is not a model folder, or a file, is never replaced.
     """
     target = Path(path)
+    _check_writable(target)
     if not target.exists():
         return
     if target.is_dir() and not any(target.iterdir()):
@@ -170,6 +172,20 @@ def check_target(path, overwrite: bool = False) -> None:
     raise FileExistsError(
         f"{target} exists and is not a model folder; it is never replaced. Choose a new name for the model."
     )
+
+
+def _check_writable(target: Path) -> None:
+    """The model is written beside ``target`` and renamed into place (its missing folders are
+    created), so the nearest existing folder above it must be writable: say so before training."""
+    folder = target.absolute().parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ValueError(f"Cannot save the model to {target}: {folder} is a file, not a folder. "
+                         "Pick another place for the model.")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"Cannot save the model to {target}: the folder {folder} is not writable. "
+                         "Pick a folder you can write to.")
 
 
 def save_bundle(path, model, meta: dict, overwrite: bool = False) -> Path:

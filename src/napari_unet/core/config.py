@@ -155,6 +155,8 @@ MAX_3D_ANISOTROPY = 6.0  # slice spacing / pixel size above which "auto" links 2
 FILL_CHOICES = {"auto", "yes", "no"}
 SEED_MODES = {"interior", "distance"}
 OBJECT_SOURCES = {"foreground", "background"}  # "background": regions enclosed by the painted class
+# Intensities mapped by the training image's percentiles stored in the model, or by the volume's own.
+NORMALIZE_CHOICES = {"model", "volume"}
 
 
 @dataclass(frozen=True)
@@ -179,6 +181,10 @@ class PredictConfig(_JsonConfig):
     fill_background: str = "auto"  # objects take the background too; auto: if they tiled the annotations
     objects_from: str = "foreground"  # binary models: "background" = regions the foreground encloses
     voxel_size: Tuple[float, ...] = ()  # (z, y, x) for 3-D objects; () = unknown, taken as isotropic
+    # Intensities mapped by the volume's own percentiles: right for 8- and 16-bit copies of one stack,
+    # where the training ones (stored in the model) gave 0.485 foreground for 0.723 on the 16-bit copy
+    # (benchmarks/normalization.py); "model" keeps the stored ones.
+    normalize: str = "volume"
     block_slices: int = 32  # 3-D objects are found in slabs of this many slices ...
     halo: int = 4  # ... each seeing this many more on either side, then joined across slabs
 
@@ -198,6 +204,7 @@ class PredictConfig(_JsonConfig):
         _check_choice("seeds", self.seeds, SEED_MODES)
         _check_choice("objects_from", self.objects_from, OBJECT_SOURCES)
         _check_choice("fill_background", self.fill_background, FILL_CHOICES)
+        _check_choice("normalize", self.normalize, NORMALIZE_CHOICES)
         _check_range("seed_distance", self.seed_distance, 0.5, 1000.0, kind=(float, int))
         _check_range("block_slices", self.block_slices, 1, 100000)
         _check_range("halo", self.halo, 0, 1000)

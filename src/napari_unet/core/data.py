@@ -107,29 +107,83 @@ def pad_to_multiple(x, multiple: int, axes=(0, 1), mode: str = "reflect", **pad_
 def compute_normalization(image_zyxc, percentiles=(1, 99.8), max_samples: int = 10**7, seed: int = 0) -> dict:
     """Per-channel percentiles of the image, stored with a model to reuse on new data.
 
-    Large images are subsampled (random slices, then a regular pixel grid with
-    a random start), which keeps lazy arrays lazy. Non-finite values are ignored.
+    Large images are subsampled (``intensity_sample``), which keeps lazy arrays lazy.
+    Non-finite values are ignored.
     """
     image_zyxc = as_zyxc(image_zyxc)
     z, y, x, c = image_zyxc.shape
+    sample = intensity_sample(lambda k: image_zyxc[k], z, (y, x, c), max_samples, seed)
+    return normalization_from_sample(sample, percentiles)
+
+
+def intensity_sample(read_slice, n_slices: int, slice_shape, max_samples: int = 10**7, seed: int = 0):
+    """``(N, C)`` float64 pixels of at most about ``max_samples``: random slices, then a regular
+    pixel grid with a random start. ``read_slice(k)`` gives slice ``k`` as ``(Y, X, C)``."""
+    y, x, c = slice_shape
     rng = np.random.default_rng(seed)
-    zs = np.arange(z)
-    if z * y * x > max_samples:
-        n_slices = min(z, max(1, max_samples // (y * x)))
-        zs = np.sort(rng.choice(z, n_slices, replace=False))
+    zs = np.arange(n_slices)
+    if n_slices * y * x > max_samples:
+        zs = np.sort(rng.choice(n_slices, min(n_slices, max(1, max_samples // (y * x))), replace=False))
     step = max(1, math.ceil(math.sqrt(len(zs) * y * x / max_samples)))
     oy, ox = (int(rng.integers(step)), int(rng.integers(step))) if step > 1 else (0, 0)
-    sample = np.concatenate(
-        [np.asarray(image_zyxc[int(k), oy::step, ox::step]).reshape(-1, c) for k in zs]
+    return np.concatenate(
+        [np.asarray(read_slice(int(k))[oy::step, ox::step]).reshape(-1, c) for k in zs]
     ).astype(np.float64)
+
+
+def normalization_from_sample(sample, percentiles=(1, 99.8)) -> dict:
     low, high = [], []
-    for ch in range(c):
+    for ch in range(sample.shape[-1]):
         v = sample[:, ch]
         v = v[np.isfinite(v)]
         lo, hi = np.percentile(v, percentiles) if v.size else (0.0, 1.0)
         low.append(float(lo))
         high.append(float(hi) if hi > lo else float(lo) + 1.0)
     return {"method": "percentile", "percentiles": [float(p) for p in percentiles], "low": low, "high": high}
+
+
+# A new volume whose percentile range, mapped by the training normalisation, is wider or narrower
+# than the training range by more than this factor (or moved by more than one range) is "different".
+RANGE_FACTOR = 3.0
+
+
+def intensity_mismatch(own: dict, stored: dict) -> str:
+    """Why a volume's own percentiles differ strongly from the stored training ones; "" if they do not."""
+    for ch, (lo, hi, own_lo, own_hi) in enumerate(zip(stored["low"], stored["high"], own["low"], own["high"])):
+        a, b = (own_lo - lo) / (hi - lo), (own_hi - lo) / (hi - lo)
+        if not 1 / RANGE_FACTOR <= b - a <= RANGE_FACTOR or abs((a + b) / 2 - 0.5) > 1:
+            which = "" if len(stored["low"]) == 1 else f" (channel {ch})"
+            return (f"this volume's intensities{which} run from {own_lo:g} to {own_hi:g} "
+                    f"(1st-99.8th percentile), the training image's from {lo:g} to {hi:g}")
+    return ""
+
+
+def nonfinite_message(count: int, where: str = "The image") -> str:
+    return (f"{where} has {count} NaN or infinite pixels: replace them first "
+            "(e.g. numpy.nan_to_num, or fill with the median intensity).")
+
+
+def constant_message(value) -> str:
+    return (f"The image is constant (every pixel is {value:g}): there is nothing to learn or segment; "
+            "pick another image or channel.")
+
+
+def check_image_values(planes) -> None:
+    """Refuse NaN or infinite pixels and a constant image, in the same words for training and
+    prediction. ``planes``: arrays (slices, or a sample) that together make the image."""
+    bad, low, high = 0, math.inf, -math.inf
+    for plane in planes:
+        plane = np.asarray(plane)
+        if plane.dtype.kind in "fc":
+            finite = np.isfinite(plane)
+            bad += int(plane.size - np.count_nonzero(finite))
+            plane = plane[finite]
+        if plane.size:
+            low, high = min(low, float(plane.min())), max(high, float(plane.max()))
+    if bad:
+        raise ValueError(nonfinite_message(bad))
+    if low >= high:
+        raise ValueError(constant_message(low))
 
 
 def normalize(x, norm: dict):
@@ -306,13 +360,7 @@ def validate_training_pair(image, labels, mode: str, instances: bool = False) ->
             "0 is background or unlabelled, objects and classes are 1, 2, ..."
         )
     image_zyxc, labels_zyx = as_training_pair(image, labels)
-    if np.dtype(image_zyxc.dtype).kind in "fc":
-        bad = sum(int(np.count_nonzero(~np.isfinite(np.asarray(image_zyxc[z])))) for z in range(image_zyxc.shape[0]))
-        if bad:
-            raise ValueError(
-                f"The image has {bad} NaN or infinite pixels: replace them before training "
-                "(e.g. numpy.nan_to_num, or fill with the median intensity)."
-            )
+    check_image_values(image_zyxc[z] for z in range(image_zyxc.shape[0]))
     idx = annotated_slices(labels_zyx, mode)
     if idx.size == 0:
         raise ValueError(_no_annotation_message(mode))

@@ -39,7 +39,9 @@ from typing import Callable, Iterator
 import numpy as np
 
 from .config import MAX_3D_ANISOTROPY, PredictConfig
-from .data import normalize
+from .data import (
+    check_image_values, intensity_mismatch, intensity_sample, nonfinite_message, normalization_from_sample, normalize,
+)
 from .objects import StreamingObjects, object_maps
 from .postprocess import labels_from_probs
 from .tiling import pad_for_tiles, round_up, stitch, tile_slices
@@ -71,7 +73,7 @@ def predict_volume(
     ``min_tile``: smallest tile the model can use (default ``size_multiple``).
 
     Events: ``{"type": "slice", "index", "n_slices"}`` after each slice is written
-    (in order); ``{"type": "stopped", "done_slices"}`` if ``stop_event.is_set()``
+    (in order); ``{"type": "stopped", "done_slices", "n_slices", "message"}`` if ``stop_event.is_set()``
     (checked before each batch); finally ``{"type": "done", "n_slices", "labels",
     "probs"}``. Bad input raises ``ValueError`` here, before any slice is read.
     """
@@ -102,6 +104,8 @@ def predict_volume(
     _check_output("out_labels", out_labels, [spatial_shape])
     _check_output("out_probs", out_probs, [spatial_shape, spatial_shape + (n_classes,)])
 
+    # Last, as it reads a sample of the volume: NaN/inf, constant images and intensities.
+    normalization, warnings = _choose_normalization(volume, spatial_shape, channel_axis, normalization, cfg)
     reader = _SliceReader(volume, channel_axis, normalization)
     predict_batch = _BatchPredictor(predict_fn, n_classes, cfg.tta)
     objects = _object_builder(cfg, spatial_shape, axis, n_classes, boundary_model, objects_tile) if instances else None
@@ -109,8 +113,38 @@ def predict_volume(
     writer = _SliceWriter(cfg, out_labels, out_probs, n_classes, objects, _model_kind(n_classes, boundary_model), fill)
     passes = dict(reader=reader, predict_batch=predict_batch, batch_size=cfg.batch_size, stop_event=stop_event)
     if cfg.three_axis:
-        return _three_axis_events(spatial_shape, axis, plans, writer, n_classes, passes)
-    return _events(spatial_shape, axis, plans[axis], writer, passes)
+        return _after(warnings, _three_axis_events(spatial_shape, axis, plans, writer, n_classes, passes))
+    return _after(warnings, _events(spatial_shape, axis, plans[axis], writer, passes))
+
+
+def _after(first: list, events):
+    yield from first
+    yield from events
+
+
+# ------------------------------------------------------------ intensities
+
+
+def _choose_normalization(volume, spatial_shape, channel_axis, stored: dict, cfg):
+    """``(normalization, warning events)``: the volume's own percentiles or the stored training
+    ones (``cfg.normalize``), after refusing NaN/inf and constant images as training does. A
+    volume far from the training intensities, mapped by the stored values, gets a warning."""
+    read = _SliceReader(volume, channel_axis, None)
+    first_axis = 0 if len(spatial_shape) == 3 else None
+    n_slices = spatial_shape[0] if first_axis == 0 else 1
+    slice_shape = _slice_shape(spatial_shape, first_axis) + (1 if channel_axis is None else volume.shape[channel_axis],)
+    sample = intensity_sample(lambda k: read(first_axis, k), n_slices, slice_shape)
+    check_image_values([sample])
+    own = normalization_from_sample(sample, stored.get("percentiles", (1.0, 99.8)))
+    if cfg.normalize == "volume":
+        return own, []
+    mismatch = intensity_mismatch(own, stored)
+    if not mismatch:
+        return stored, []
+    return stored, [{"type": "warning", "message": (
+        f"The intensities differ strongly from the training data: {mismatch}, so the labels may be all "
+        "foreground or all background. Normalise by the volume's own percentiles (normalize='volume'; "
+        "--normalize volume on the command line; 'Intensities' in the Segment dock).")}]
 
 
 # ------------------------------------------------------------------ checks
@@ -210,6 +244,11 @@ class _SliceReader:
                 channel_axis -= 1
         image = np.asarray(self.volume[tuple(index)])
         image = image[..., np.newaxis] if channel_axis is None else np.moveaxis(image, channel_axis, -1)
+        if self.normalization is None:  # raw intensities, for the checks
+            return image
+        if image.dtype.kind in "fc" and not np.isfinite(image).all():  # a sample may have missed it
+            raise ValueError(nonfinite_message(int(image.size - np.count_nonzero(np.isfinite(image))),
+                                               f"Slice {i} of the image"))
         return normalize(image, self.normalization)
 
 
@@ -293,7 +332,7 @@ def _events(spatial_shape, axis, tiles, writer, passes):
     done = []
     for i, probs in _passes(axis, spatial_shape, tiles, writer.n_classes, passes):
         if i is None:
-            yield {"type": "stopped", "done_slices": done}
+            yield stopped_event(done, n)
             return
         for j in writer(axis, i, probs):
             done.append(j)
@@ -303,12 +342,18 @@ def _events(spatial_shape, axis, tiles, writer, passes):
     yield writer.done_event(n)
 
 
+def stopped_event(done_slices, n_slices) -> dict:
+    """A stop keeps the slices written so far; the others stay 0."""
+    return {"type": "stopped", "done_slices": list(done_slices), "n_slices": n_slices,
+            "message": f"Stopped after {len(done_slices)} of {n_slices} slices; the other slices are 0."}
+
+
 def _three_axis_events(spatial_shape, axis, plans, writer, n_classes, passes):
     total = np.zeros(spatial_shape + (n_classes,), np.float32)
     for a in (0, 1, 2):
         for i, probs in _passes(a, spatial_shape, plans[a], n_classes, passes):
             if i is None:
-                yield {"type": "stopped", "done_slices": []}
+                yield stopped_event([], spatial_shape[axis])
                 return
             total[_index(a, i)] += probs
             yield {"type": "progress", "axis": a, "index": i, "n_slices": spatial_shape[a]}

@@ -235,6 +235,12 @@ def _label_values(labels_zyx, idx, train_cfg: TrainConfig, n_classes: int):
     return None
 
 
+def nothing_saved_message(out_dir, replacing: bool) -> str:
+    """What a run that ended before its first epoch tells the user: nothing was written."""
+    kept = f" {out_dir} was left as it was." if replacing and Path(out_dir).exists() else ""
+    return f"Training ended before the first epoch finished: no model was saved.{kept}"
+
+
 def train(
     image,
     labels,
@@ -254,7 +260,9 @@ def train(
     channel counts the data needs. ``resume_from`` (a bundle folder)
     fine-tunes that model, reusing its architecture and normalisation.
     Yields "start", "batch", "epoch" (and "warning") events, then "done", or
-    "stopped" when ``stop_event`` is set; either way the best model is saved.
+    "stopped" when ``stop_event`` is set; either way the best model is saved. A run
+    that ends before its first epoch finished writes nothing: its final event has
+    ``model_saved=False``, ``model_dir=None`` and a ``message`` saying so.
     """
     import keras
 
@@ -365,11 +373,10 @@ def train(
     saved = {"overwrite": overwrite, "at": time.monotonic()}
 
     def write_best():
-        if best["weights"] is not None:
-            current = model.get_weights()
-            model.set_weights(best["weights"])
-        else:  # stopped before the first epoch ended: keep what there is
-            current = None
+        if best["weights"] is None:
+            return  # no epoch finished: an untrained model must never replace a good one
+        current = model.get_weights()
+        model.set_weights(best["weights"])
         meta["history"] = history
         meta["validation"] = {
             "best_epoch": best["epoch"], "best_val_dice": best["val_dice"],
@@ -378,12 +385,14 @@ def train(
         }
         save_bundle(out_dir, model, meta, overwrite=saved["overwrite"])
         saved.update(overwrite=True, at=time.monotonic())  # from now on the folder is ours
-        if current is not None:
-            model.set_weights(current)
+        model.set_weights(current)
 
     def final_event(kind, **extra):
+        if best["weights"] is None:
+            extra["message"] = nothing_saved_message(out_dir, saved["overwrite"])
         return {
-            "type": kind, "model_dir": str(out_dir), "best_epoch": best["epoch"],
+            "type": kind, "model_dir": str(out_dir) if best["weights"] is not None else None,
+            "model_saved": best["weights"] is not None, "best_epoch": best["epoch"],
             "best_val_dice": best["val_dice"], "best_val_iou": best["val_iou"],
             "best_val_loss": best["val_loss"], "history": history,
             "seconds": time.monotonic() - started, **extra,

@@ -59,6 +59,8 @@ class SegmentWidget(JobDock):
         self.objects_from = ComboBox(label="Objects are", value=defaults.objects_from, choices=[
             ("the painted class", "foreground"),
             ("regions it encloses (e.g. cells between membranes)", "background")])
+        self.intensities = ComboBox(label="Intensities", value=defaults.normalize, choices=[
+            ("as in the training image (model)", "model"), ("by this volume's own percentiles", "volume")])
         self.three_axis = CheckBox(label="Average XY, XZ and YZ passes (3x slower)", value=False)
         self.tile_size = SpinBox(label="Tile size", value=defaults.tile_size, min=32, max=16384,
                                  step=32)
@@ -72,7 +74,7 @@ class SegmentWidget(JobDock):
             self.image, self.model, self.model_file, self.summary, self.axis, self.threshold,
             self.output, self.objects, self.seeds, self.seed_distance, self.min_size, self.fill_background,
             self.objects_from,
-            self.tile_size, self.tta, self.three_axis, self.probabilities, self.run_button,
+            self.intensities, self.tile_size, self.tta, self.three_axis, self.probabilities, self.run_button,
             self.cancel_button, self.progress_bar, self.status,
         ])
         self.result_layer = None
@@ -169,7 +171,7 @@ class SegmentWidget(JobDock):
                 objects=self.objects.value, seeds=self.seeds.value, fill_background=self.fill_background.value,
                 seed_distance=float(self.seed_distance.value), min_object_size=self.min_size.value,
                 objects_from=self.objects_from.value if self._binary_model() else "foreground",
-                voxel_size=self._voxel_size(),
+                voxel_size=self._voxel_size(), normalize=self.intensities.value,
             )
         except ConfigError as exc:
             show_error(str(exc))
@@ -184,6 +186,7 @@ class SegmentWidget(JobDock):
         self._axis = cfg.axis if len(spatial_shape(image)) == 3 else None
         self.progress_bar.value = 0
         self._dirty = False
+        self._slices_done = 0  # counted here: a stop by force has no count of its own
         self.poller = JobPoller(job, self._on_event, self._on_finished,
                                 on_tick=self._refresh_if_dirty).start()
         self.run_button.enabled = False
@@ -241,6 +244,8 @@ class SegmentWidget(JobDock):
     def _on_event(self, event: dict):
         if event.get("type") == "progress":  # three-axis passes, before any slice is written
             self._show_pass(event)
+        if event.get("type") == "warning":
+            show_warning(event.get("message", ""))
         if event.get("type") != "slice":
             return
         i, n = event["index"], event["n_slices"]
@@ -258,6 +263,7 @@ class SegmentWidget(JobDock):
             self._napari_progress.n = i + 1
             self._napari_progress.refresh()
         self.status.value = f"Slice {i + 1} of {n}"
+        self._slices_done += 1
         self._dirty = True
 
     def _show_pass(self, event: dict):
@@ -285,8 +291,8 @@ class SegmentWidget(JobDock):
         if kind == "done":
             self.status.value = f"Done: {self.result_layer.name}"
         elif kind == "stopped":
-            done = len(final.get("done_slices", []))
-            self.status.value = f"Cancelled: {done} slice(s) were segmented and kept."
+            done, total = self._slices_done, self.progress_bar.max if self._slices_done else "?"
+            self.status.value = f"Cancelled after {done} of {final.get('n_slices', total)} slices: those are kept, the others are empty."
             show_info(self.status.value)
         else:
             self._report_failure(final, "Segmentation")

@@ -20,6 +20,7 @@ from napari.utils import progress
 from napari.utils.notifications import show_error, show_info, show_warning
 
 from .. import engine
+from ..core.bundle import check_target
 from ..core.config import ConfigError, ModelConfig, TrainConfig
 from ..core.data import class_count, validate_training_pair
 from ._job_dock import JobDock
@@ -165,6 +166,11 @@ class TrainWidget(JobDock):
             return
         out_dir = self._output_dir()
         try:
+            check_target(out_dir, overwrite=bool(self.replace.value))
+        except (ValueError, FileExistsError) as exc:
+            show_error(str(exc))
+            return
+        try:
             out_dir.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             show_error(f"Cannot create {out_dir.parent}: {exc}. Pick another folder.")
@@ -222,7 +228,10 @@ class TrainWidget(JobDock):
         self.time_left.value = "-"
         self.stop_button.enabled = False
         kind = final.get("type")
-        if kind in ("done", "stopped") and final.get("model_dir"):
+        if kind in ("done", "stopped") and not final.get("model_saved", True):
+            self.status.value = final["message"]  # ended before the first epoch: nothing written
+            show_warning(self.status.value)
+        elif kind in ("done", "stopped") and final.get("model_dir"):
             self.last_model_dir = Path(final["model_dir"])
             TRAINED_MODELS.add(self.last_model_dir)
             dice = final.get("best_val_dice")
