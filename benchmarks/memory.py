@@ -6,8 +6,12 @@ folder, segments it with a tiny model through the engine, opened lazily by the w
 peak resident memory of the worker and of this (parent) process. Files are deleted after.
 
     python benchmarks/memory.py --sizes-gb 0.25 1 4 --out bench_output
+    python benchmarks/memory.py --output instances --sizes-gb 0.25 --out bench_output
 
-Writes ``memory.json`` and ``memory_table.md`` to ``--out``.
+``--output labels`` (default): class labels from a tiny binary model; writes ``memory.json``
+and ``memory_table.md`` to ``--out``. ``--output instances``: 3-D objects (voxel size 1, 1, 1)
+from a tiny instance model (background, interior, boundary); writes ``memory_instances.json``
+and ``memory_instances_table.md``.
 """
 
 from __future__ import annotations
@@ -69,7 +73,19 @@ def check_disk(folder: Path, sizes_gb) -> None:
         )
 
 
-def measure(model_dir: str, folder: Path, size_gb: float, slice_size: int) -> dict:
+OUTPUTS = ("labels", "instances")
+
+
+def predict_config(output: str) -> PredictConfig:
+    # Instances: the default "auto" objects with no voxel size, i.e. true 3-D objects.
+    return PredictConfig(output=output)
+
+
+def result_stem(output: str) -> str:
+    return "memory" if output == "labels" else f"memory_{output}"
+
+
+def measure(model_dir: str, folder: Path, size_gb: float, slice_size: int, output: str = "labels") -> dict:
     n_slices = max(1, round(size_gb * GB / slice_size**2))
     stack, out = folder / f"stack_{size_gb:g}gb.tif", folder / f"labels_{size_gb:g}gb.zarr"
     log(f"{size_gb:g} GB: writing {n_slices} slices of {slice_size} x {slice_size} to {stack}")
@@ -83,7 +99,8 @@ def measure(model_dir: str, folder: Path, size_gb: float, slice_size: int) -> di
                 progress["next"] = time.perf_counter() + 10
                 log(f"{size_gb:g} GB: slice {event['index'] + 1}/{event['n_slices']}")
 
-        job = engine.start_prediction(engine.LazyFile(str(stack)), model_dir, PredictConfig(), out_path=str(out))
+        job = engine.start_prediction(engine.LazyFile(str(stack)), model_dir, predict_config(output),
+                                      out_path=str(out))
         run = run_engine_job(job, on_event)
         done = run["final"]
         if done["type"] != "done" or done.get("n_slices") != n_slices:
@@ -93,6 +110,7 @@ def measure(model_dir: str, folder: Path, size_gb: float, slice_size: int) -> di
         stack.unlink(missing_ok=True)
         shutil.rmtree(out, ignore_errors=True)
     result = {
+        "output": output,
         "size_gb": nbytes / GB,
         "n_slices": n_slices,
         "slice_shape": [slice_size, slice_size],
@@ -129,9 +147,9 @@ def summary(rows: list) -> dict:
     return out
 
 
-def table(rows: list, summ: dict) -> str:
-    header = ["stack (GB)", "slices", "predict (s)", "s/slice", "MB/s", "worker peak RSS (MB)", "parent peak RSS (MB)"]
-    body = [[f"{r['size_gb']:.3g}", r["n_slices"], f"{r['predict_s']:.1f}", f"{r['s_per_slice_after_first']:.2f}",
+def table(rows: list, summ: dict, output: str = "labels") -> str:
+    header = ["output", "stack (GB)", "slices", "predict (s)", "s/slice", "MB/s", "worker peak RSS (MB)", "parent peak RSS (MB)"]
+    body = [[output, f"{r['size_gb']:.3g}", r["n_slices"], f"{r['predict_s']:.1f}", f"{r['s_per_slice_after_first']:.2f}",
              f"{r['mb_per_s']:.1f}", f"{r['peak_rss_worker_mb']:.0f}", f"{r['peak_rss_parent_mb']:.0f}"] for r in rows]
     text = markdown_table(header, body)
     lines = [f"\nWorker peak RSS spread across sizes: {summ['worker_peak_spread_mb']:.0f} MB; "
@@ -143,7 +161,9 @@ def table(rows: list, summ: dict) -> str:
     return text + "\n" + "\n".join(lines)
 
 
-def run(sizes_gb, out: Path, slice_size: int = 2048, tmp: Path | None = None) -> dict:
+def run(sizes_gb, out: Path, slice_size: int = 2048, tmp: Path | None = None, output: str = "labels") -> dict:
+    if output not in OUTPUTS:
+        raise ValueError(f"--output must be one of {', '.join(OUTPUTS)}; got {output!r}.")
     out = Path(out).absolute()
     out.mkdir(parents=True, exist_ok=True)
     sizes_gb = sorted(float(s) for s in sizes_gb)
@@ -153,24 +173,28 @@ def run(sizes_gb, out: Path, slice_size: int = 2048, tmp: Path | None = None) ->
     check_disk(base, sizes_gb)
     folder = Path(tempfile.mkdtemp(prefix="napari-unet-memory-", dir=base))
     try:
-        log("training a tiny model (4 filters, depth 2) in a helper process")
+        kind = "instance " if output == "instances" else ""
+        log(f"training a tiny {kind}model (4 filters, depth 2) in a helper process")
         import _keras_tasks as tasks
 
+        make = tasks.make_tiny_instance_bundle if output == "instances" else tasks.make_tiny_bundle
         with keras_helper() as helper:
-            model_dir = helper.submit(tasks.make_tiny_bundle, str(folder / "tiny-model")).result()
-        rows = [measure(model_dir, folder, size, slice_size) for size in sizes_gb]
+            model_dir = helper.submit(make, str(folder / "tiny-model")).result()
+        rows = [measure(model_dir, folder, size, slice_size, output) for size in sizes_gb]
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     summ = summary(rows)
-    text = table(rows, summ)
+    text = table(rows, summ, output)
     loaded = sorted(m for m in ("tensorflow", "keras") if m in sys.modules)  # must stay empty, as in napari
-    report = {"benchmark": "memory", "machine": machine_info(), "predict_config": PredictConfig().to_dict(),
+    report = {"benchmark": "memory", "output": output, "machine": machine_info(),
+              "predict_config": predict_config(output).to_dict(),
               "rows": rows, "summary": summ, "table_markdown": text,
               "tensorflow_or_keras_in_benchmark_process": loaded}
-    write_json(out / "memory.json", report)
-    write_text(out / "memory_table.md", text + "\n")
+    stem = result_stem(output)
+    write_json(out / f"{stem}.json", report)
+    write_text(out / f"{stem}_table.md", text + "\n")
     print("\n" + text + "\n", flush=True)
-    log(f"wrote {out / 'memory.json'} and {out / 'memory_table.md'}")
+    log(f"wrote {out / f'{stem}.json'} and {out / f'{stem}_table.md'}")
     return report
 
 
@@ -180,6 +204,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--slice-size", type=int, default=2048,
                         help="slice height and width in pixels (default: %(default)s)")
     parser.add_argument("--tmp", type=Path, default=None, help="folder for the temporary stacks (default: system temp)")
+    parser.add_argument("--output", choices=OUTPUTS, default="labels",
+                        help="class labels, or 3-D objects through the engine (default: %(default)s)")
 
 
 def main(argv=None) -> int:
@@ -188,7 +214,7 @@ def main(argv=None) -> int:
     add_arguments(parser)
     parser.add_argument("--out", type=Path, default=Path("bench_output"), help="output folder")
     args = parser.parse_args(argv)
-    run(args.sizes_gb, args.out, args.slice_size, args.tmp)
+    run(args.sizes_gb, args.out, args.slice_size, args.tmp, args.output)
     return 0
 
 

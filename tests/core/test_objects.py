@@ -501,3 +501,91 @@ def test_a_long_object_with_two_distance_maxima_is_one_object():
     inside[8:12, 29:31] = 0.2  # the model sees a boundary across the neck
     maps = np.stack([np.maximum(inside, 0.6), inside], axis=-1)
     assert n_objects(objects.seeded_watershed(maps, seeds="distance", join_pieces=True)) == 2
+
+
+# ------------------------------------------------------------ memory budget and Y/X tiles
+
+
+def tiled_plan(budget, tile_halo=3, slice_shape=(48, 48)):
+    plan = objects.slab_plan(slice_shape, 8, 3, tile_halo, budget)
+    assert plan["tile"][0] < slice_shape[0] and plan["tile"][1] < slice_shape[1]  # the budget forces tiles
+    return plan
+
+
+@pytest.mark.parametrize("seeds", SEED_MODES)
+@pytest.mark.parametrize("budget, tile_halo", [(60_000, 2), (60_000, 4), (400_000, 3)])
+def test_tiled_slabs_equal_in_memory(seeds, budget, tile_halo):
+    # 16 x 16 tiles: objects of blobs_volume cross tile faces and slab faces.
+    maps = maps_from_labels(blobs_volume())
+    tiled_plan(budget, tile_halo)
+    tiled = label_volume(maps, seeds=seeds, block_slices=8, halo=3, tile_halo=tile_halo, memory_budget=budget)
+    whole = label_volume(maps, seeds=seeds, block_slices=8, halo=3)
+    assert same_partition(tiled, whole)
+    assert n_objects(tiled) == n_objects(blobs_volume())
+
+
+def test_tube_crossing_a_tile_face_and_slab_faces_gets_one_id():
+    truth = np.zeros((30, 48, 48), np.uint32)
+    for z in range(30):  # an oblique tube: its axis goes from x = 8 to x = 40, across tile faces
+        truth[z][ball((48, 48), (16, 8 + z * 32 / 29), 4)] = 1
+    truth[:, ball((48, 48), (32, 32), 5)] = 2  # a straight tube on the corner of four tiles
+    plan = tiled_plan(60_000)
+    labels = label_volume(maps_from_labels(truth), block_slices=8, halo=3, tile_halo=3, memory_budget=60_000)
+    assert plan["core_slices"] < 30
+    assert n_objects(labels) == 2
+    assert same_partition(labels, truth)
+
+
+def test_tiles_spare_big_objects_from_min_size():
+    truth = np.zeros((12, 48, 48), np.uint32)
+    truth[:, 20:28, 2:46] = 1  # 8 x 44 x 12 voxels, cut by the tile faces into pieces of < 800
+    truth[6, 38:42, 6:10] = 2  # small, inside one tile and one slab core
+    tiled_plan(60_000)
+    labels = label_volume(maps_from_labels(truth), block_slices=8, halo=3, tile_halo=3, min_size=800,
+                          memory_budget=60_000)
+    assert np.array_equal(labels > 0, truth == 1)
+    assert n_objects(labels) == 1
+
+
+def test_small_slices_keep_whole_slabs_and_large_ones_fit_the_budget():
+    small = objects.slab_plan((256, 128), 32, 4)
+    assert small["core_slices"] == 32 and small["tile"] == (256, 128)
+    for size in (512, 1024, 2048):
+        plan = objects.slab_plan((size, size), 32, 4)
+        assert plan["nbytes"] <= objects.MEMORY_BUDGET, size
+        assert plan["core_slices"] >= 1 and plan["tile"][0] >= 16
+
+
+def random_cells(shape, seed=0):
+    """Maps of smooth random blobs, ~10 px across, with interior shrunk from foreground."""
+    rng = np.random.default_rng(seed)
+    field = ndi.gaussian_filter(rng.random(shape, np.float32), (1, 3, 3))
+    field = (field - field.mean()) / field.std()
+    foreground = np.clip(0.5 + field, 0, 1)
+    return np.stack([foreground, np.clip(foreground - 0.15, 0, 1)], axis=-1).astype(np.float32)
+
+
+def peak_bytes_of_labelling(maps, **kwargs):
+    import tracemalloc
+
+    objects_ = StreamingObjects(len(maps), maps.shape[1:3], seeds="distance", **kwargs)
+    tracemalloc.start()
+    try:
+        for index in range(len(maps)):
+            objects_.push(index, maps[index])  # labels dropped at once, as a writer does
+        objects_.flush()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_memory_of_3d_objects_stays_within_the_budget():
+    maps = random_cells((12, 192, 192))
+    budget = 3_000_000
+    plan = objects.slab_plan((192, 192), 8, 3, 8, budget)
+    assert plan["tile"] < (192, 192) and plan["nbytes"] <= budget
+    tiled = peak_bytes_of_labelling(maps, block_slices=8, halo=3, tile_halo=8, memory_budget=budget)
+    whole = peak_bytes_of_labelling(maps, block_slices=8, halo=3)
+    # The budget rests on measured bytes per voxel: allow the estimate a small error.
+    assert tiled <= 1.1 * budget
+    assert whole > 5 * budget

@@ -38,6 +38,22 @@ _MIN_PEAK_HEIGHT = 2.0
 _MIN_IOU = 0.5
 _MIN_SHARE = 0.5
 
+# Memory of "3d" objects. A slab's maps are kept as probabilities in steps of 1/255
+# (uint8: 2 bytes per pixel for both maps instead of 8), labels as uint32.
+_MAP_LEVELS = 255
+_MAP_BYTES, _LABEL_BYTES = 2, 4
+# Working memory per voxel of labelling one tile of a slab: seeded_watershed's peak, measured
+# 96 B (distance seeds) and 37-53 B (interior seeds) on a 12 x 1024 x 1024 slab, plus the
+# tile's float32 maps (8 B) and its stitching masks (5 B).
+_TILE_BYTES_PER_VOXEL = 110
+# Bytes "3d" objects may hold at once: buffered maps, the labels kept for stitching and one
+# tile's watershed. A 4 GB stack of 2048 x 2048 slices must segment in under 1.5 GB of worker
+# memory, of which TensorFlow, the model and the prediction buffers take about 1.25 GB.
+MEMORY_BUDGET = 200 * 2**20
+# Context on each side of a Y/X tile, in pixels, for the watershed and for stitching.
+TILE_HALO = 16
+_MIN_TILE = 16  # tile core side when even a one-slice slab exceeds the budget
+
 
 # ------------------------------------------------------------------ maps
 
@@ -253,6 +269,17 @@ class StreamingObjects:
       join in a later slab keeps several ids, and ``halo=0`` cuts objects at
       every slab border.
 
+    Memory in ``"3d"`` stays within ``memory_budget`` bytes (``MEMORY_BUDGET``) for
+    slices up to about 2048 x 2048 (beyond, the buffered slices alone outgrow it).
+    The maps are kept to steps of 1/255, so a probability within 1/510 of
+    ``threshold`` may fall on either side of it. Large slices get fewer core slices
+    per slab (at least 1; the ``halo`` stays), and when the watershed of a whole slab
+    would still not fit, each slab is labelled in Y/X tiles that see ``tile_halo``
+    more pixels on each side. Tiles are joined like slabs: an object takes the id
+    of the object it overlaps most among the ids already returned or written by
+    earlier tiles, where it holds a mutual majority. Tiles that cut through large
+    objects can change where those objects are split.
+
     ``min_size`` in ``"3d"``: a slab removes an object of fewer voxels only if it
     sees all of it, so pieces of big objects are never removed at slab borders.
     An object is kept when it reaches the slab's last slice (unless that is the
@@ -278,12 +305,16 @@ class StreamingObjects:
         min_size: int = 0,
         sampling=None,
         join_pieces: bool = False,
+        tile_halo: int = TILE_HALO,
+        memory_budget: int = MEMORY_BUDGET,
     ):
         _check_int("n_slices", n_slices, 1)
         self.slice_shape = _check_slice_shape(slice_shape)
         _check_choice("mode", mode, OBJECT_MODES)
         _check_int("block_slices", block_slices, 1)
         _check_int("halo", halo, 0)
+        _check_int("tile_halo", tile_halo, 0)
+        _check_int("memory_budget", memory_budget, 1)
         _check_labelling(threshold, seeds, seed_distance, min_size)
         sampling = check_sampling(sampling, 3)
         self.n_slices, self.mode = int(n_slices), mode
@@ -293,7 +324,8 @@ class StreamingObjects:
                          join_pieces=bool(join_pieces))
         ids = _IdCounter()
         if mode == "3d":
-            self._labeller = _SlabObjects(self.n_slices, int(block_slices), int(halo), labelling, sampling, ids)
+            plan = slab_plan(self.slice_shape, int(block_slices), int(halo), int(tile_halo), int(memory_budget))
+            self._labeller = _SlabObjects(self.n_slices, self.slice_shape, plan, labelling, sampling, ids)
         else:
             plane_sampling = None if sampling is None else sampling[1:]
             self._labeller = _SliceObjects(mode == "linked", labelling, plane_sampling, ids)
@@ -386,20 +418,80 @@ class _SliceObjects:
         return []
 
 
-class _SlabObjects:
-    """Mode "3d": overlapping slabs, each labelled in 3-D and stitched to the last."""
+def slab_plan(slice_shape, block_slices, halo, tile_halo=TILE_HALO, budget=MEMORY_BUDGET) -> dict:
+    """How "3d" objects cut a volume of ``slice_shape`` slices to stay within ``budget`` bytes.
 
-    def __init__(self, n_slices, block_slices, halo, labelling, sampling, ids):
-        self.n_slices, self.block, self.halo = n_slices, block_slices, halo
+    Returns ``core_slices`` (<= ``block_slices``), ``halo``, ``tile`` (the Y/X core size of a
+    tile; the slice shape when slabs are not tiled), ``tile_halo`` and ``nbytes``, the
+    estimated peak.
+    """
+    height, width = slice_shape
+    area = height * width
+
+    def buffers(core):  # the slab's maps, its labels, and the labels kept from the last slab
+        return area * ((core + 2 * halo) * _MAP_BYTES + (core + halo) * _LABEL_BYTES)
+
+    def watershed(core, tile_area):
+        return (core + 2 * halo) * tile_area * _TILE_BYTES_PER_VOXEL
+
+    def plan(core, tile):
+        extended = min(tile[0] + 2 * tile_halo, height) * min(tile[1] + 2 * tile_halo, width)
+        if tile == (height, width):
+            extended = area
+        return dict(core_slices=core, halo=halo, tile=tile, tile_halo=tile_halo,
+                    nbytes=buffers(core) + watershed(core, extended))
+
+    # Whole slices while a slab keeps at least two halos of core slices: relabelling
+    # the halos then costs at most as much again as the core.
+    for core in range(block_slices, max(min(block_slices, 2 * halo), 1) - 1, -1):
+        if buffers(core) + watershed(core, area) <= budget:
+            return plan(core, (height, width))
+    # Otherwise tiles: slabs as deep as half the budget allows, the rest for one tile.
+    core = next((c for c in range(block_slices, 0, -1) if buffers(c) <= budget / 2), 1)
+    tile_area = max(budget - buffers(core), 0) / ((core + 2 * halo) * _TILE_BYTES_PER_VOXEL)
+    side = max(int(np.sqrt(tile_area)) - 2 * tile_halo, _MIN_TILE)
+    return plan(core, (min(side, height), min(side, width)))
+
+
+def _tiles(slice_shape, tile, tile_halo):
+    """``(core, extended)`` pairs of (y slice, x slice), in raster order, covering a slice."""
+    axes = []
+    for n, size in zip(slice_shape, tile):
+        edges = np.linspace(0, n, -(-n // size) + 1).round().astype(int)  # equal tiles
+        axes.append([(slice(a, b), slice(max(a - tile_halo, 0), min(b + tile_halo, n)))
+                     for a, b in zip(edges[:-1], edges[1:])])
+    return [((y, x), (ey, ex)) for y, ey in axes[0] for x, ex in axes[1]]
+
+
+def _quantise(maps_slice):
+    """Maps in [0, 1] as uint8 steps of 1/255, one channel at a time (no float copy of both)."""
+    out = np.empty(maps_slice.shape, np.uint8)
+    for channel in range(maps_slice.shape[-1]):
+        out[..., channel] = np.rint(maps_slice[..., channel] * _MAP_LEVELS)
+    return out
+
+
+def _dequantise(maps):
+    return np.multiply(maps, np.float32(1 / _MAP_LEVELS), dtype=np.float32)
+
+
+class _SlabObjects:
+    """Mode "3d": overlapping slabs, each labelled in 3-D (in Y/X tiles if large) and
+    stitched to the ids already returned and to the tiles labelled before it."""
+
+    def __init__(self, n_slices, slice_shape, plan, labelling, sampling, ids):
+        self.n_slices, self.slice_shape = n_slices, slice_shape
+        self.block, self.halo = plan["core_slices"], plan["halo"]
+        self.tiles = _tiles(slice_shape, plan["tile"], plan["tile_halo"])
         labelling = dict(labelling)
         self.min_size = labelling.pop("min_size")
         self.labelling, self.sampling, self.ids = labelling, sampling, ids
-        self.maps = {}  # index -> maps slice, only those a coming slab needs
-        self.returned = deque(maxlen=halo)  # final labels of the last `halo` slices
+        self.maps = {}  # index -> uint8 maps slice, only those a coming slab needs
+        self.returned = deque(maxlen=self.halo)  # final labels of the last `halo` slices
         self.core_start = 0  # first core slice of the next slab
 
     def push(self, index, maps_slice):
-        self.maps[index] = np.array(maps_slice)  # a copy: the caller may reuse its buffer
+        self.maps[index] = _quantise(maps_slice)  # a copy: the caller may reuse its buffer
         done = []
         while self.core_start < self.n_slices and index >= self._extent(self.n_slices)[3] - 1:
             done += self._label_slab(self.n_slices)
@@ -419,30 +511,68 @@ class _SlabObjects:
 
     def _label_slab(self, end):
         s0, s1, e0, e1 = self._extent(end)
-        maps = np.stack([self.maps[i] for i in range(e0, e1)])
-        local = _watershed(maps, sampling=self.sampling, **self.labelling)
-        zone = local[: s0 - e0]  # slices already returned: their final labels are self.returned
-        previous = np.stack(self.returned) if zone.size else np.zeros(zone.shape, np.uint32)
-        kept = self._kept(local, zone, previous, first=e0 > 0, last=e1 < end)
-        core = local[s0 - e0 : s1 - e0]
-        labels = self._final_ids(kept, core, zone, previous)[core]
+        # One array per slice, so that the planes kept for stitching hold nothing else.
+        core = [np.zeros(self.slice_shape, np.uint32) for _ in range(s0, s1)]
+        written = np.zeros(self.slice_shape, bool)  # Y/X cores of the tiles labelled so far
+        for tile in self.tiles:
+            self._label_tile(tile, (s0, s1, e0, e1), end, core, written)
+            written[tile[0]] = True
         self._advance(s1)
-        # Copies, so the slab's other slices are not held through views.
-        self.returned.extend(np.array(plane) for plane in labels[max(len(labels) - self.halo, 0) :])
-        return list(zip(range(s0, s1), labels))
+        # The returned planes themselves: callers only read them.
+        self.returned.extend(core[max(len(core) - self.halo, 0) :])
+        return list(zip(range(s0, s1), core))
 
-    def _kept(self, local, zone, previous, first, last):
+    def _label_tile(self, tile, extent, end, core, written_yx):
+        (y, x), (ey, ex) = tile
+        s0, s1, e0, e1 = extent
+        maps = _dequantise(np.stack([self.maps[i][ey, ex] for i in range(e0, e1)]))
+        local = _watershed(maps, sampling=self.sampling, **self.labelling)
+        del maps
+        written, previous = self._written_ids(local.shape, extent, (ey, ex), core, written_yx)
+        zone, before = local[written], previous[written]
+        del previous
+        kept = self._kept(local, zone, before, self._open_faces(local, written, extent, (ey, ex), end))
+        inner = (slice(y.start - ey.start, y.stop - ey.start), slice(x.start - ex.start, x.stop - ex.start))
+        in_core = local[s0 - e0 : s1 - e0][(slice(None),) + inner]
+        ids = self._final_ids(kept, in_core, zone, before)
+        for plane, labels in zip(core, in_core):
+            plane[y, x] = ids[labels]
+
+    def _written_ids(self, shape, extent, window, core, written_yx):
+        """Where the tile's voxels already have final ids, and those ids (0 elsewhere)."""
+        s0, s1, e0, _ = extent
+        written, previous = np.zeros(shape, bool), np.zeros(shape, np.uint32)
+        n_before = s0 - e0  # slices returned by earlier slabs, all kept in self.returned
+        if n_before:
+            written[:n_before] = True
+            previous[:n_before] = np.stack([plane[window] for plane in list(self.returned)[-n_before:]])
+        written[n_before : n_before + s1 - s0] = written_yx[window]
+        previous[n_before : n_before + s1 - s0] = np.stack([plane[window] for plane in core])
+        return written, previous
+
+    def _open_faces(self, local, written, extent, window, end):
+        """Labels on the faces of the tile's block that cut the volume, where nothing is
+        written beyond yet: objects there may go on outside."""
+        _, _, e0, e1 = extent
+        (ey, ex), (height, width) = window, self.slice_shape
+        cuts = [(0, 0, e0 > 0), (0, -1, e1 < end), (1, 0, ey.start > 0), (1, -1, ey.stop < height),
+                (2, 0, ex.start > 0), (2, -1, ex.stop < width)]
+        faces = []
+        for axis, side, cut in cuts:
+            if cut:
+                face = (slice(None),) * axis + (side,)
+                faces.append(local[face][~written[face]])
+        return faces
+
+    def _kept(self, local, zone, previous, open_faces):
         """Per local id, whether the object survives ``min_size`` (index 0 = background, False)."""
         sizes = np.bincount(local.ravel())
         kept = sizes >= max(self.min_size, 1)
-        # Objects the slab does not see whole may be pieces of bigger ones, and
+        # Objects the tile does not see whole may be pieces of bigger ones, and
         # objects partly returned already must go on.
-        if last:
-            kept[np.unique(local[-1])] = True
-        if zone.size:
-            kept[np.unique(zone[previous > 0])] = True
-        elif first:
-            kept[np.unique(local[0])] = True
+        for face in open_faces:
+            kept[np.unique(face)] = True
+        kept[np.unique(zone[previous > 0])] = True
         kept[0] = False
         return kept
 

@@ -17,7 +17,8 @@ Outputs:
   watershed on the probabilities (``core.objects``). ``cfg.objects == "3d"``
   (default): one id per object through the volume, found in slabs of
   ``cfg.block_slices`` slices with a halo and joined across slabs, so labels are
-  written slab by slab, a little behind the predicted slices. ``"2d"``: objects
+  written slab by slab, a little behind the predicted slices. Large slices get
+  thinner slabs, labelled in Y/X tiles, within ``objects.MEMORY_BUDGET``. ``"2d"``: objects
   per slice (ids unique across the volume); ``"linked"``: per slice, then linked
   to the previous slice by overlap.
 - probabilities: float32. If ``out_probs`` has a channel axis (last, of length K)
