@@ -144,6 +144,16 @@ def test_bad_inputs_give_clear_messages(tmp_path, capsys):
         main(["train", "--image", "x.tif"])  # --labels and --out missing
 
 
+def test_bad_option_values_fail_with_the_config_s_one_line_message(tmp_path, capsys):
+    _volume(tmp_path)
+    args = ["train", "--image", str(tmp_path / "vol.tif"), "--labels", str(tmp_path / "vol_labels.tif"),
+            "--out", str(tmp_path / "model")]
+    assert main(args + ["--learning-rate", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == ["napari-unet train: error: learning_rate must be between 1e-07 and 1.0, got 0.0"]
+    assert not (tmp_path / "model").exists()
+
+
 def test_help_lists_the_commands():
     out = subprocess.run([sys.executable, "-m", "napari_unet.cli", "--help"],
                          capture_output=True, text=True, check=True).stdout

@@ -3,6 +3,7 @@ import pytest
 from keras import ops
 
 from napari_unet.core.losses import (
+    LOSS_FUNCTIONS,
     dice_coef,
     get_loss,
     inverse_frequency_weights,
@@ -147,7 +148,7 @@ def test_unannotated_pixels_change_neither_losses_nor_metrics(kind, binary, soft
     prob2[outside] = new_prob / new_prob.sum(-1, keepdims=True) if k > 1 else new_prob
     assert not np.array_equal(prob, prob2) and not np.array_equal(target, target2)
     weights = [0.3, 2.0] if k == 1 else [0.3, 2.0, 5.0]
-    losses = [get_loss(name, k, weights) for name in ("bce", "dice", "bce_dice", "weighted_ce")]
+    losses = [get_loss(name, k, weights) for name in LOSS_FUNCTIONS]  # every loss offered
     functions = losses + [dice_coef, iou]
     for fn in functions:
         before = value(fn(pack(target, mask), prob))
@@ -184,3 +185,21 @@ def test_get_loss_rejects_bad_requests():
         get_loss("weighted_ce", 1, [1.0, 2.0, 3.0])
     with pytest.raises(ValueError, match="non-negative"):
         get_loss("weighted_ce", 2, [1.0, -2.0])
+
+
+def test_every_offered_loss_is_a_training_choice():
+    from napari_unet.core.config import TrainConfig
+
+    for name in LOSS_FUNCTIONS:
+        assert TrainConfig(loss=name).loss == name
+    with pytest.raises(ValueError, match="loss must be one of"):
+        TrainConfig(loss="focal")
+
+
+def test_loss_names_are_read_without_loading_keras():
+    import subprocess
+    import sys
+
+    code = ("import sys; from napari_unet.core.config import LOSSES; "
+            "assert 'bce_dice' in LOSSES; assert 'keras' not in sys.modules, 'keras imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, fields
-from typing import Tuple
+from typing import ClassVar, Tuple
+
+from .losses import LOSS_FUNCTIONS
 
 
 class ConfigError(ValueError):
@@ -16,6 +18,7 @@ class ConfigError(ValueError):
 
 
 def _check_range(name, value, lo, hi, kind=(int,)):
+    # bool is an int to Python, but True is no count or size.
     if isinstance(value, bool) or not isinstance(value, kind):
         raise ConfigError(f"{name} must be a {kind[0].__name__}, got {value!r}")
     if not (lo <= value <= hi):
@@ -27,7 +30,40 @@ def _check_choice(name, value, choices):
         raise ConfigError(f"{name} must be one of {sorted(choices)}, got {value!r}")
 
 
+def _check_bool(name, value):
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name} must be true or false, got {value!r}")
+
+
+# A float field also takes an int (1 for 1.0); an int field takes only ints.
+_NUMBER_KINDS = {"int": (int,), "float": (float, int)}
+
+
+def _check_declared(config) -> None:
+    """Check every field against its class's LIMITS and CHOICES, and every bool field's type."""
+    for f in fields(config):
+        value = getattr(config, f.name)
+        if f.name in config.LIMITS:
+            _check_range(f.name, value, *config.LIMITS[f.name], kind=_NUMBER_KINDS[f.type])
+        elif f.name in config.CHOICES:
+            _check_choice(f.name, value, config.CHOICES[f.name])
+        elif f.type == "bool":
+            _check_bool(f.name, value)
+
+
+def limits(config_cls, name: str) -> tuple:
+    """The (lowest, highest) value a config accepts for field ``name``: the docks and the CLI show these."""
+    try:
+        return config_cls.LIMITS[name]
+    except KeyError:
+        raise KeyError(f"{config_cls.__name__}.{name} has no numeric limits") from None
+
+
 class _JsonConfig:
+    # Per class: field -> (lowest, highest) and field -> allowed values; the single source of both.
+    LIMITS: ClassVar[dict] = {}
+    CHOICES: ClassVar[dict] = {}
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -48,6 +84,10 @@ class _JsonConfig:
         return dataclasses.replace(self, **changes)
 
 
+ACTIVATIONS = {"relu", "elu", "gelu", "swish", "leaky_relu"}
+UPSAMPLINGS = {"transpose", "bilinear"}
+
+
 @dataclass(frozen=True)
 class ModelConfig(_JsonConfig):
     """Architecture of the 2-D U-Net.
@@ -65,16 +105,17 @@ class ModelConfig(_JsonConfig):
     activation: str = "relu"
     upsampling: str = "transpose"  # "transpose" or "bilinear"
 
+    LIMITS = {
+        "in_channels": (1, 64),
+        "n_classes": (1, 255),
+        "depth": (2, 6),
+        "n_filters": (2, 256),
+        "dropout": (0.0, 0.9),
+    }
+    CHOICES = {"activation": ACTIVATIONS, "upsampling": UPSAMPLINGS}
+
     def __post_init__(self):
-        _check_range("in_channels", self.in_channels, 1, 64)
-        _check_range("n_classes", self.n_classes, 1, 255)
-        _check_range("depth", self.depth, 2, 6)
-        _check_range("n_filters", self.n_filters, 2, 256)
-        _check_range("dropout", self.dropout, 0.0, 0.9, kind=(float, int))
-        _check_choice("activation", self.activation, {"relu", "elu", "gelu", "swish", "leaky_relu"})
-        _check_choice("upsampling", self.upsampling, {"transpose", "bilinear"})
-        if not isinstance(self.batch_norm, bool):
-            raise ConfigError(f"batch_norm must be true or false, got {self.batch_norm!r}")
+        _check_declared(self)
 
     @property
     def size_multiple(self) -> int:
@@ -83,7 +124,7 @@ class ModelConfig(_JsonConfig):
 
 
 ANNOTATION_MODES = {"full_slices", "scribbles"}
-LOSSES = {"bce", "dice", "bce_dice", "weighted_ce"}
+LOSSES = set(LOSS_FUNCTIONS)  # a new loss is added in losses.py alone
 LR_SCHEDULES = {"plateau", "cosine", "constant"}
 
 
@@ -125,23 +166,25 @@ class TrainConfig(_JsonConfig):
     threads: int = 0  # CPU threads for the worker; 0 = library default
     max_seconds: float = 300.0  # wall-clock cap; 0 = no limit
 
+    LIMITS = {
+        "epochs": (1, 100000),
+        "steps_per_epoch": (1, 100000),
+        "batch_size": (1, 1024),
+        "patch_size": (16, 4096),
+        "learning_rate": (1e-7, 1.0),
+        "lr_patience": (1, 10000),
+        "val_fraction": (0.0, 0.9),
+        "early_stopping_patience": (0, 10000),
+        "seed": (0, 2**31 - 1),
+        "foreground_bias": (0.0, 1.0),
+        "boundary_width": (1, 16),
+        "threads": (0, 1024),
+        "max_seconds": (0.0, 1.2e7),  # whole minutes (200000), as the Train dock shows it
+    }
+    CHOICES = {"annotation_mode": ANNOTATION_MODES, "loss": LOSSES, "lr_schedule": LR_SCHEDULES}
+
     def __post_init__(self):
-        _check_choice("annotation_mode", self.annotation_mode, ANNOTATION_MODES)
-        _check_range("epochs", self.epochs, 1, 100000)
-        _check_range("steps_per_epoch", self.steps_per_epoch, 1, 100000)
-        _check_range("batch_size", self.batch_size, 1, 1024)
-        _check_range("patch_size", self.patch_size, 16, 4096)
-        _check_range("learning_rate", self.learning_rate, 1e-7, 1.0, kind=(float,))
-        _check_range("val_fraction", self.val_fraction, 0.0, 0.9, kind=(float, int))
-        _check_choice("loss", self.loss, LOSSES)
-        _check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
-        _check_range("early_stopping_patience", self.early_stopping_patience, 0, 10000)
-        _check_range("lr_patience", self.lr_patience, 1, 10000)
-        _check_range("seed", self.seed, 0, 2**31 - 1)
-        _check_range("foreground_bias", self.foreground_bias, 0.0, 1.0, kind=(float, int))
-        _check_range("threads", self.threads, 0, 1024)
-        _check_range("boundary_width", self.boundary_width, 1, 16)
-        _check_range("max_seconds", self.max_seconds, 0.0, 1e7, kind=(float, int))
+        _check_declared(self)
         lo, hi = self.percentiles
         if not (0.0 <= lo < hi <= 100.0):
             raise ConfigError(f"percentiles must satisfy 0 <= low < high <= 100, got {self.percentiles!r}")
@@ -188,25 +231,31 @@ class PredictConfig(_JsonConfig):
     block_slices: int = 32  # 3-D objects are found in slabs of this many slices ...
     halo: int = 4  # ... each seeing this many more on either side, then joined across slabs
 
+    LIMITS = {
+        "axis": (-3, 2),
+        "tile_size": (16, 16384),
+        "tile_overlap": (0, 1024),
+        "batch_size": (1, 1024),
+        "threshold": (0.0, 1.0),
+        "min_object_size": (0, 10**9),
+        "seed_distance": (0.5, 1000.0),
+        "block_slices": (1, 100000),
+        "halo": (0, 1000),
+    }
+    CHOICES = {
+        "output": PREDICT_OUTPUTS,
+        "objects": OBJECT_MODES,
+        "seeds": SEED_MODES,
+        "fill_background": FILL_CHOICES,
+        "objects_from": OBJECT_SOURCES,
+        "normalize": NORMALIZE_CHOICES,
+    }
+
     def __post_init__(self):
-        _check_range("axis", self.axis, -3, 2)
-        _check_range("tile_size", self.tile_size, 16, 16384)
-        _check_range("tile_overlap", self.tile_overlap, 0, 1024)
+        _check_declared(self)
         if self.tile_overlap * 2 >= self.tile_size:
             raise ConfigError(
                 f"tile_overlap ({self.tile_overlap}) must be less than half of tile_size ({self.tile_size})"
             )
-        _check_range("batch_size", self.batch_size, 1, 1024)
-        _check_range("threshold", self.threshold, 0.0, 1.0, kind=(float, int))
-        _check_choice("output", self.output, PREDICT_OUTPUTS)
-        _check_range("min_object_size", self.min_object_size, 0, 10**9)
-        _check_choice("objects", self.objects, OBJECT_MODES)
-        _check_choice("seeds", self.seeds, SEED_MODES)
-        _check_choice("objects_from", self.objects_from, OBJECT_SOURCES)
-        _check_choice("fill_background", self.fill_background, FILL_CHOICES)
-        _check_choice("normalize", self.normalize, NORMALIZE_CHOICES)
-        _check_range("seed_distance", self.seed_distance, 0.5, 1000.0, kind=(float, int))
-        _check_range("block_slices", self.block_slices, 1, 100000)
-        _check_range("halo", self.halo, 0, 1000)
         if self.voxel_size and (len(self.voxel_size) != 3 or min(self.voxel_size) <= 0):
             raise ConfigError(f"voxel_size must be three positive numbers (z, y, x) or empty, got {self.voxel_size!r}")

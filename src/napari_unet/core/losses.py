@@ -5,16 +5,30 @@
 it. ``y_pred`` holds ``K`` probabilities: one sigmoid channel (``K == 1``) or a
 softmax. Every value is a mean over the annotated pixels of the whole batch,
 so unannotated pixels never count, whatever the model predicts there.
+
+``LOSS_FUNCTIONS`` is the one list of losses: the configs, the CLI and the docks take their
+choices from it. The configs are read in the GUI process, so importing this module must not
+load Keras; ``ops`` loads it on first use.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from keras import ops
 
 EPSILON = 1e-7
 DICE_SMOOTH = 1.0  # keeps the soft Dice finite and smooth on patches without foreground
-LOSS_NAMES = ("bce", "dice", "bce_dice", "weighted_ce")
+
+
+class _KerasOps:
+    """``keras.ops``, imported when a loss or metric first runs (in the worker), not at import."""
+
+    def __getattr__(self, name):
+        from keras import ops as keras_ops
+
+        return getattr(keras_ops, name)
+
+
+ops = _KerasOps()
 
 
 def _split(y_true, y_pred):
@@ -129,14 +143,23 @@ def inverse_frequency_weights(class_pixel_counts) -> np.ndarray:
     return weights.astype(np.float32)
 
 
+# Name (as in TrainConfig.loss) -> loss; "weighted_ce" maps to the factory that takes the class weights.
+LOSS_FUNCTIONS = {
+    "bce": masked_bce,
+    "dice": masked_dice_loss,
+    "bce_dice": masked_bce_dice,
+    "weighted_ce": weighted_ce,
+}
+
+
 def get_loss(name: str, n_classes: int, class_weights=None):
     """The loss function called ``name`` for a model with ``n_classes`` outputs.
 
     For softmax models ``"bce"`` is categorical cross-entropy. ``"weighted_ce"``
     needs ``class_weights`` (``n_classes`` of them, or 2 for a sigmoid model).
     """
-    if name not in LOSS_NAMES:
-        raise ValueError(f"Unknown loss {name!r}: choose one of {list(LOSS_NAMES)}.")
+    if name not in LOSS_FUNCTIONS:
+        raise ValueError(f"Unknown loss {name!r}: choose one of {list(LOSS_FUNCTIONS)}.")
     if name == "weighted_ce":
         expected = 2 if n_classes == 1 else n_classes
         if class_weights is None or len(class_weights) != expected:
@@ -145,7 +168,7 @@ def get_loss(name: str, n_classes: int, class_weights=None):
                 f"got {class_weights!r}; see inverse_frequency_weights."
             )
         return weighted_ce(class_weights)
-    return {"bce": masked_bce, "dice": masked_dice_loss, "bce_dice": masked_bce_dice}[name]
+    return LOSS_FUNCTIONS[name]
 
 
 # -------------------------------------------------------------------- metrics

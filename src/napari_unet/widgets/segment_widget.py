@@ -24,6 +24,7 @@ from ..core.config import ConfigError, PredictConfig
 from ._job_dock import JobDock
 from ._job_poller import JobPoller
 from ._layers import is_lazy, layer_array, preload_layer_modules, source_file, spatial_shape
+from ._limits import spin_range
 from ._session import TRAINED_MODELS
 
 OUTPUT_MARKER = "napari_unet_output"  # metadata key of layers this widget created
@@ -41,8 +42,8 @@ class SegmentWidget(JobDock):
         self.summary = Label(label="Model summary", value="-")
         self.axis = ComboBox(label="Slice axis", choices=[("0 (Z)", 0), ("1 (Y)", 1), ("2 (X)", 2)],
                              value=0)
-        self.threshold = FloatSpinBox(label="Threshold", value=defaults.threshold, min=0.0, max=1.0,
-                                      step=0.05)
+        self.threshold = FloatSpinBox(label="Threshold", value=defaults.threshold, step=0.05,
+                                      **spin_range(PredictConfig, "threshold"))
         self.output = ComboBox(label="Output", choices=[("classes", "labels"), ("objects", "instances")])
         self.objects = ComboBox(label="Objects", value=defaults.objects, choices=[
             ("auto (3-D unless slices lie far apart)", "auto"), ("3-D: one id through the volume", "3d"),
@@ -52,18 +53,18 @@ class SegmentWidget(JobDock):
                                                  ("no", "no")])
         self.seeds = ComboBox(label="Seeds", value=defaults.seeds, choices=[
             ("object interiors", "interior"), ("distance maxima", "distance")])
-        self.seed_distance = FloatSpinBox(label="Seed distance (px)", value=defaults.seed_distance,
-                                          min=0.5, max=1000.0, step=0.5)
+        self.seed_distance = FloatSpinBox(label="Seed distance (px)", value=defaults.seed_distance, step=0.5,
+                                          **spin_range(PredictConfig, "seed_distance"))
         self.min_size = SpinBox(label="Min object size (voxels)", value=defaults.min_object_size,
-                                min=0, max=10**9)
+                                **spin_range(PredictConfig, "min_object_size"))
         self.objects_from = ComboBox(label="Objects are", value=defaults.objects_from, choices=[
             ("the painted class", "foreground"),
             ("regions it encloses (e.g. cells between membranes)", "background")])
         self.intensities = ComboBox(label="Intensities", value=defaults.normalize, choices=[
             ("as in the training image (model)", "model"), ("by this volume's own percentiles", "volume")])
         self.three_axis = CheckBox(label="Average XY, XZ and YZ passes (3x slower)", value=False)
-        self.tile_size = SpinBox(label="Tile size", value=defaults.tile_size, min=32, max=16384,
-                                 step=32)
+        self.tile_size = SpinBox(label="Tile size", value=defaults.tile_size, step=32,
+                                 **spin_range(PredictConfig, "tile_size"))
         self.tta = CheckBox(label="Test-time augmentation (8x slower)", value=False)
         self.probabilities = CheckBox(label="Also add probabilities", value=False)
         self.run_button = PushButton(text="Run")

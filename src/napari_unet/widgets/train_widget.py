@@ -21,15 +21,17 @@ from napari.utils.notifications import show_error, show_info, show_warning
 
 from .. import engine
 from ..core.bundle import check_target
-from ..core.config import ConfigError, ModelConfig, TrainConfig
+from ..core.config import ConfigError, ModelConfig, TrainConfig, limits
 from ..core.data import class_count, validate_training_pair
 from ._job_dock import JobDock
 from ._job_poller import JobPoller
 from ._layers import layer_array, spatial_shape, unique_path
+from ._limits import decimals_to_show, spin_range
 from ._loss_plot import LossPlot
 from ._session import TRAINED_MODELS
 
 DEFAULT_MODELS_DIR = Path.home() / "napari-unet-models"
+SECONDS_PER_MINUTE = 60.0
 
 
 class TrainWidget(JobDock):
@@ -48,22 +50,28 @@ class TrainWidget(JobDock):
             value=defaults.annotation_mode,
         )
         self.instances = CheckBox(label="Objects have own ids (learn boundaries)", value=False)
-        self.n_filters = SpinBox(label="Base filters", value=model_defaults.n_filters, min=2, max=256)
-        self.depth = SpinBox(label="Depth", value=model_defaults.depth, min=2, max=6)
-        self.epochs = SpinBox(label="Epochs", value=defaults.epochs, min=1, max=100000)
-        self.steps = SpinBox(label="Steps per epoch", value=defaults.steps_per_epoch, min=1, max=100000)
+        self.n_filters = SpinBox(label="Base filters", value=model_defaults.n_filters,
+                                 **spin_range(ModelConfig, "n_filters"))
+        self.depth = SpinBox(label="Depth", value=model_defaults.depth, **spin_range(ModelConfig, "depth"))
+        self.epochs = SpinBox(label="Epochs", value=defaults.epochs, **spin_range(TrainConfig, "epochs"))
+        self.steps = SpinBox(label="Steps per epoch", value=defaults.steps_per_epoch,
+                             **spin_range(TrainConfig, "steps_per_epoch"))
+        # Shown in minutes; the config holds seconds.
+        no_limit, longest = limits(TrainConfig, "max_seconds")
         self.time_limit = FloatSpinBox(
-            label="Time limit (min, 0 = none)", value=defaults.max_seconds / 60, min=0.0, max=10000.0, step=1.0
+            label="Time limit (min, 0 = none)", value=defaults.max_seconds / SECONDS_PER_MINUTE,
+            min=no_limit / SECONDS_PER_MINUTE, max=longest / SECONDS_PER_MINUTE, step=1.0,
         )
-        self.batch_size = SpinBox(label="Batch size", value=defaults.batch_size, min=1, max=1024)
-        self.patch_size = SpinBox(label="Patch size", value=defaults.patch_size, min=16, max=4096, step=16)
-        self.learning_rate = FloatSpinBox(
-            label="Learning rate", value=defaults.learning_rate, min=1e-6, max=1.0, step=1e-4
-        )
-        self.learning_rate.native.setDecimals(6)
-        self.val_fraction = FloatSpinBox(
-            label="Validation fraction", value=defaults.val_fraction, min=0.0, max=0.9, step=0.05
-        )
+        self.batch_size = SpinBox(label="Batch size", value=defaults.batch_size,
+                                  **spin_range(TrainConfig, "batch_size"))
+        self.patch_size = SpinBox(label="Patch size", value=defaults.patch_size, step=16,
+                                  **spin_range(TrainConfig, "patch_size"))
+        rates = limits(TrainConfig, "learning_rate")
+        self.learning_rate = FloatSpinBox(label="Learning rate", value=defaults.learning_rate, step=1e-4)
+        self.learning_rate.native.setDecimals(decimals_to_show(rates[0]))  # first: Qt rounds the range to them
+        self.learning_rate.range = rates
+        self.val_fraction = FloatSpinBox(label="Validation fraction", value=defaults.val_fraction, step=0.05,
+                                         **spin_range(TrainConfig, "val_fraction"))
         self.model_dir = FileEdit(label="Save model to", mode="d", value=DEFAULT_MODELS_DIR / "unet")
         self.replace = CheckBox(label="Replace an existing model there", value=False)
         self.train_button = PushButton(text="Train")
@@ -140,7 +148,7 @@ class TrainWidget(JobDock):
             patch_size=self.patch_size.value,
             learning_rate=float(self.learning_rate.value),
             val_fraction=float(self.val_fraction.value),
-            max_seconds=60.0 * float(self.time_limit.value),
+            max_seconds=SECONDS_PER_MINUTE * float(self.time_limit.value),
         )
         return model_cfg, train_cfg
 
