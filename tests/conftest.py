@@ -27,8 +27,14 @@ def _path_args(config) -> list[Path]:
     return [Path(str(arg).split("::")[0]).resolve() for arg in config.args]
 
 
+def _ignored(config) -> list[Path]:
+    return [Path(p).resolve() for p in (config.getoption("ignore") or [])]
+
+
 def _mixed(config) -> bool:
     """True when the run covers tests/core and other tests too (e.g. ``pytest`` or ``pytest tests``)."""
+    if any(_inside(CORE, p) for p in _ignored(config)):  # scripts/test.sh's second half
+        return False
     paths = _path_args(config)
     covers_core = any(_inside(CORE, p) or _inside(p, CORE) for p in paths)
     covers_other = any(not _inside(p, CORE) for p in paths)
@@ -48,7 +54,15 @@ def pytest_ignore_collect(collection_path, config):
 def _child_args(config) -> list[str]:
     """This run's options, with the paths it named inside tests/core (else tests/core)."""
     paths = {str(arg) for arg in config.args}
-    options = [arg for arg in config.invocation_params.args if str(arg) not in paths]
+    options, skip_next = [], False
+    for arg in map(str, config.invocation_params.args):
+        # A report file named in this run would be overwritten by the child's: the child writes none.
+        if arg in ("--junitxml", "--junit-xml"):
+            skip_next = True
+        elif not (skip_next or arg in paths or arg.startswith(("--junitxml=", "--junit-xml="))):
+            options.append(arg)
+        else:
+            skip_next = False
     core_paths = [str(arg) for arg in config.args if _inside(Path(str(arg).split("::")[0]).resolve(), CORE)]
     return [sys.executable, "-m", "pytest", *options, *(core_paths or [str(CORE)])]
 

@@ -169,6 +169,12 @@ def _tidy_model_folder(path) -> None:
         print(line)
 
 
+def _say_why_unfinished(message: str) -> None:
+    """The failure line on stderr; after a signal, the command line's "stopped by ..." is that
+    line, and this one, saying what was kept, goes to stdout."""
+    print(message, file=sys.stdout if interrupts.last_signal() is not None else sys.stderr)
+
+
 def run_train(args) -> int:
     _tidy_model_folder(args.out)
     check_target(args.out, overwrite=args.overwrite)  # fail before loading anything
@@ -178,7 +184,7 @@ def run_train(args) -> int:
     final = train_with_progress(image, np.asarray(labels), model_cfg, train_cfg, args.out,
                                 resume=args.resume, overwrite=args.overwrite)
     if not final.get("model_saved", True):
-        print(final["message"], file=sys.stderr)
+        _say_why_unfinished(final["message"])
         return 130 if final.get("type") == "stopped" else 1
     dice = final.get("best_val_dice")
     print(f"Model saved to {final['model_dir']}")
@@ -290,16 +296,16 @@ def _keep_incomplete(final: dict, finals: dict, out: Path, scale, n_slices: int)
     """A cancelled run keeps its finished slices in files named as incomplete, never the asked names."""
     done = final.get("slices_written", 0)
     if done == 0:
-        print("Cancelled before any slice was finished: nothing was written.", file=sys.stderr)
+        _say_why_unfinished("Cancelled before any slice was finished: nothing was written.")
         return 130
     kept = []
     for path, tmp in finals.items():
         kept.append(incomplete_name(path))
         _finish_output(tmp, kept[-1], scale, labels=path == out)
     asked = ", ".join(map(str, finals))
-    print(f"Cancelled after {done} of {n_slices} slices: the finished slices are in "
-          f"{', '.join(map(str, kept))} (the other slices are 0); {asked} "
-          f"{'was' if len(finals) == 1 else 'were'} not written.", file=sys.stderr)
+    _say_why_unfinished(f"Cancelled after {done} of {n_slices} slices: the finished slices are in "
+                        f"{', '.join(map(str, kept))} (the other slices are 0); {asked} "
+                        f"{'was' if len(finals) == 1 else 'were'} not written.")
     return 130
 
 

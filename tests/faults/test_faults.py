@@ -59,6 +59,30 @@ def _model_moved_aside(folder):
     (folder / "model").rename(aside / "model")
 
 
+def _image_variants(folder):
+    """The case's volume with a NaN, as a constant, as 16-bit, and as a 5-D TZCYX stack."""
+    import numpy as np
+    import tifffile
+
+    image = tifffile.imread(folder / "vol.tif")
+    with_nan = image.astype(np.float32)
+    with_nan[1, 2, 3] = np.nan
+    tifffile.imwrite(folder / "nan.tif", with_nan, photometric="minisblack")
+    tifffile.imwrite(folder / "constant.tif", np.full_like(image, 7), photometric="minisblack")
+    tifffile.imwrite(folder / "vol16.tif", image.astype(np.uint16) * 257, photometric="minisblack")
+    tifffile.imwrite(folder / "tzcyx.tif", np.zeros((2, 3, 2, 16, 16), np.uint8), imagej=True,
+                     metadata={"axes": "TZCYX"})
+
+
+def _earlier_demo(folder):
+    (folder / "demo").mkdir()
+    (folder / "demo" / "masks.tif").write_bytes(b"an earlier result")
+
+
+def _predict_on(image: str) -> list[str]:
+    return [*PREDICT[:4], image, "--out", "{dir}/mask.tif"]
+
+
 CASES = [
     # -- checks that existed before the suite
     Case("corrupt tiff", [*TRAIN[:2], "{dir}/broken.tif", "--labels", "{labels}", "--out", "{dir}/m"],
@@ -74,6 +98,25 @@ CASES = [
     Case("evaluate --json on an existing file", ["evaluate", "--model", "{model}", "--image", "{image}",
                                                  "--labels", "{truth}", "--json", "{dir}/scores.json"],
          rc=2, message=r"exists", setup=_existing_json),
+    # -- outputs, inputs and messages (each refused before any work, or in one line)
+    Case("demo over an earlier demo's outputs", ["demo", "--out", "{dir}/demo"], rc=2,
+         message=r"masks\.tif exists; rerun with --overwrite", setup=_earlier_demo),
+    Case("--model is a file", ["predict", "--model", "{model}/bundle.json", "--image", "{image}",
+                               "--out", "{dir}/mask.tif"], rc=2, message=r"is a file, not a model folder"),
+    Case("--tile-size too small", [*_predict_on("{image}"), "--tile-size", "16"], rc=2,
+         message=r"--tile-size 16 is too small"),
+    Case("a 5-D TZCYX image", _predict_on("{dir}/tzcyx.tif"), rc=2,
+         message=r"save each time point", setup=_image_variants),
+    Case("NaN pixels in predict", _predict_on("{dir}/nan.tif"), rc=1,
+         message=r"NaN or infinite pixels", setup=_image_variants),
+    Case("a constant image in predict", _predict_on("{dir}/constant.tif"),
+         rc=1, message=r"is constant", setup=_image_variants),
+    Case("16-bit volume on an 8-bit model, stored normalisation",
+         [*_predict_on("{dir}/vol16.tif"), "--normalize", "model"], rc=0,
+         message=r"differ strongly", setup=_image_variants, expect=("mask.tif",)),
+    Case("Ctrl-C before the first epoch, --overwrite on a good model",
+         [*TRAIN, "--out", "{model}", "--overwrite", *TINY[:8], "--steps-per-epoch", "100000"], rc=130,
+         message=r"stopped by Ctrl-C", signal=signal.SIGINT, after=r"^Device:"),
     # -- a failure in the worker: one line, the traceback in the log
     Case("worker check fails", [*TRAIN, "--out", "{dir}/m", *TINY[:6], "--patch-size", "512"],
          rc=1, message=r"^napari-unet train: Training failed: patch_size 512 .*\(details: .*\.log\)$"),

@@ -145,3 +145,27 @@ def test_an_unwritable_model_folder_is_refused_before_training(widget_with_data,
     widget.start_training()
     assert widget.poller is None  # no worker was started
     assert len(errors) == 1 and "not writable" in errors[0] and "\n" not in errors[0]
+
+
+@pytest.mark.slow
+def test_a_killed_worker_is_one_line_in_the_dock_as_in_the_cli(widget_with_data, qtbot, tmp_path,
+                                                                set_tiny_training, monkeypatch):
+    import os
+    import signal
+
+    from napari_unet.engine import failure_line
+    from napari_unet.widgets import _job_dock
+
+    _, widget = widget_with_data
+    errors = []
+    monkeypatch.setattr(_job_dock, "show_error", errors.append)
+    set_tiny_training(widget, tmp_path / "model", epochs=500)
+    widget.train_button.clicked.emit()
+    qtbot.waitUntil(lambda: widget.poller.job.pid is not None and widget.progress_bar.value > 0, timeout=180_000)
+    os.kill(widget.poller.job.pid, signal.SIGKILL)  # as the out-of-memory killer would
+    qtbot.waitUntil(lambda: not widget.poller.active, timeout=60_000)
+    final = widget.poller.job.final_event
+    assert final["type"] == "error" and "SIGKILL" in final["message"]
+    assert errors == [f"Training failed: {failure_line(final, 'Training')}"]
+    assert len(errors[0].splitlines()) == 1 and "Traceback" not in errors[0]
+    assert widget.status.value.startswith("Failed: ")
