@@ -116,7 +116,7 @@ def train_with_progress(image, labels, model_cfg, train_cfg, out_dir, resume=Non
                       + (f"  val_loss {event['val_loss']:.4f}  val_dice {dice:.4f}" if dice is not None else "")
                       + f"  ({event.get('seconds', 0):.1f} s)")
         elif kind == "warning":
-            bar.write("warning: " + event.get("message", ""))
+            bar.write("warning: " + event.get("message", ""), file=sys.stderr)
 
     with job:
         final = follow(job, show, desc="Training", unit="%")
@@ -149,7 +149,7 @@ def predict_with_progress(volume, model_dir, cfg, channel_axis=None, **outputs):
             bar.update(1)
             written.append(event["index"])
         elif event.get("type") == "warning":
-            bar.write("warning: " + event.get("message", ""))
+            bar.write("warning: " + event.get("message", ""), file=sys.stderr)
 
     with job:
         final = follow(job, show, desc="Segmenting", unit="slice")
