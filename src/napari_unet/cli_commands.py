@@ -12,7 +12,7 @@ import numpy as np
 from tqdm import tqdm
 
 from . import _interrupts as interrupts, engine, io
-from .cli import predict_config, train_configs, write_json, _parse_slices
+from .cli_args import parse_slices, predict_config, train_configs, write_json
 from .core import leftovers
 from .core.bundle import check_target, read_bundle_meta, reclaim_stale_saves
 from .core.data import class_count
@@ -359,7 +359,7 @@ def run_evaluate(args) -> int:
     gt = np.asarray(gt)
     if tuple(gt.shape) != tuple(spatial):
         raise ValueError(f"--labels shape {gt.shape} differs from --image shape {spatial}.")
-    chosen = _parse_slices(args.slices)
+    chosen = parse_slices(args.slices)
     if chosen is not None:
         index = (slice(None),) * args.axis + (chosen,)
         image, gt = image[index], gt[index]
@@ -376,9 +376,3 @@ def run_evaluate(args) -> int:
     if args.json:
         write_json(Path(args.json), report)
     return 0
-
-
-def run_demo(args) -> int:
-    from .demo import run_demo as demo
-
-    return demo(args)

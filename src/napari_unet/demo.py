@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from . import io
-from .cli import train_configs, write_json
+from .cli_args import train_configs, write_json
 from .cli_commands import load_image, spatial_scale, predict_with_progress, train_with_progress
 from .core.bundle import check_target
 from .core.config import PredictConfig

@@ -4,7 +4,8 @@ import re
 
 import pytest
 
-from napari_unet.cli import build_parser, main
+from napari_unet.cli import main
+from napari_unet.cli_args import build_parser
 from napari_unet.core.config import LOSSES, PredictConfig, TrainConfig, limits
 from napari_unet.core.losses import LOSS_FUNCTIONS
 from napari_unet.widgets.segment_widget import SegmentWidget
