@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import psutil
 
+from napari_unet.engine import run_to_end
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "isbi2012"
 MB = 1024**2
@@ -84,22 +86,19 @@ def run_engine_job(job, on_event=None, keep_outputs=(), poll_interval: float = 0
     events = []
     outputs = {}
     with RssSampler() as rss:
+
+        def record(event):
+            event = dict(event, t=time.perf_counter() - t0)
+            if event["type"] == "worker_started":
+                rss.worker_pid = event["pid"]
+            events.append(event)
+            if on_event is not None:
+                on_event(event)
+
         t0 = time.perf_counter()
         job.start()
         try:
-            while True:
-                new = job.poll()
-                for event in new:
-                    event = dict(event, t=time.perf_counter() - t0)
-                    if event["type"] == "worker_started":
-                        rss.worker_pid = event["pid"]
-                    events.append(event)
-                    if on_event is not None:
-                        on_event(event)
-                if job.finished:
-                    break
-                if not new:
-                    time.sleep(poll_interval)
+            run_to_end(job, record, idle_s=poll_interval)
             wall = time.perf_counter() - t0
             outputs = {name: np.array(job.output(name)) for name in keep_outputs}
         finally:

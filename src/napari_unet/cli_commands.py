@@ -5,7 +5,6 @@ from __future__ import annotations
 import shutil
 import signal
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -48,37 +47,36 @@ def follow(job, on_event=None, desc="Working", unit="step") -> dict:
     Ctrl-C kills the worker.
     """
     bar = tqdm(total=1, desc=desc, unit=unit, dynamic_ncols=True)
-    final, stopping = None, False
+
+    def show(event):
+        if on_event is not None:
+            on_event(event, bar)
+
     try:
         with interrupts.deferred():
             job.start()
-            while final is None:
-                events = job.poll()
-                for event in events:
-                    if on_event is not None:
-                        on_event(event, bar)
-                    if event.get("type") in engine.FINAL_EVENTS:
-                        final = event
-                stopping = _answer_signals(job, bar, stopping)
-                if not events:
-                    time.sleep(0.05)
+            return engine.run_to_end(job, show, after_poll=_SignalAnswer(job, bar), idle_s=0.05)
     finally:
         bar.close()
-    return final
 
 
-def _answer_signals(job, bar, stopping: bool) -> bool:
-    """Ask the job to stop at the first signal; kill it at a second Ctrl-C. Returns ``stopping``."""
-    for signum in interrupts.take():
-        if stopping and signum == signal.SIGINT:
-            job.kill()
-            raise interrupts.Interrupted(signum)
-        if not stopping:
-            stopping = True
-            bar.write(f"{interrupts.signal_name(signum)}: stopping after the current batch "
-                      "(Ctrl-C again to kill)...")
-            job.stop()
-    return stopping
+class _SignalAnswer:
+    """Called after each poll: asks the job to stop at the first signal, kills it at a second Ctrl-C."""
+
+    def __init__(self, job, bar):
+        self.job, self.bar = job, bar
+        self.stopping = False
+
+    def __call__(self) -> None:
+        for signum in interrupts.take():
+            if self.stopping and signum == signal.SIGINT:
+                self.job.kill()
+                raise interrupts.Interrupted(signum)
+            if not self.stopping:
+                self.stopping = True
+                self.bar.write(f"{interrupts.signal_name(signum)}: stopping after the current batch "
+                               "(Ctrl-C again to kill)...")
+                self.job.stop()
 
 
 class JobFailed(RuntimeError):

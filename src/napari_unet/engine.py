@@ -30,11 +30,13 @@ from pathlib import Path
 import numpy as np
 
 from . import _logs, _worker
+from ._runner import drain, run_to_end
 from ._worker import FINAL_EVENTS, OOM_HINT, failure_line
 from .core import leftovers
 from .core.bundle import read_bundle_meta  # JSON only: no Keras here
 
-__all__ = ["Job", "LazyFile", "ZarrOutput", "start_training", "start_prediction", "FINAL_EVENTS", "failure_line"]
+__all__ = ["Job", "LazyFile", "ZarrOutput", "start_training", "start_prediction", "FINAL_EVENTS", "failure_line",
+           "drain", "run_to_end"]
 
 _CONTEXT = multiprocessing.get_context("spawn")
 # Seconds a finished worker gets to exit by itself, then after SIGTERM, before SIGKILL.
@@ -236,15 +238,8 @@ class Job:
         """Block until the job ends and return all its remaining events (for scripts and tests)."""
         if self._resources.process is None:
             raise RuntimeError("Start the job before waiting for it.")
-        deadline = None if timeout is None else time.monotonic() + timeout
         events = []
-        while self._final is None and not self._closed:
-            new = self.poll()
-            events.extend(new)
-            if not new:
-                if deadline is not None and time.monotonic() > deadline:
-                    raise TimeoutError(f"Job {self.target} still running after {timeout} s.")
-                time.sleep(0.02)
+        run_to_end(self, events.append, timeout=timeout)
         return events
 
     def close(self) -> None:

@@ -6,14 +6,14 @@ from typing import Callable
 
 from qtpy.QtCore import QObject, QTimer
 
-from ..engine import FINAL_EVENTS
+from ..engine import drain
 
 
 class JobPoller(QObject):
     """Calls ``on_event`` for every event of ``job`` and ``on_finished`` once at the end.
 
-    A QTimer drains the job's queue every ``interval_ms``; each tick is non-blocking,
-    so napari stays responsive whatever the worker does.
+    A QTimer drains the job's queue every ``interval_ms``; each tick is one ``engine.drain``,
+    which never blocks, so napari stays responsive whatever the worker does.
     """
 
     def __init__(
@@ -61,10 +61,7 @@ class JobPoller(QObject):
         if not self._started:
             self._start_job()
             return
-        for event in self.job.poll():
-            if event.get("type") in FINAL_EVENTS and self._final is None:
-                self._final = event
-            self._on_event(event)
+        self._drain()
         if self._on_tick is not None:
             self._on_tick()
         if self._final is not None or not self.job.running:
@@ -81,13 +78,14 @@ class JobPoller(QObject):
 
     def _finish(self):
         self._timer.stop()
-        # Drain what is left, then free shared memory and the process.
-        for event in self.job.poll():
-            if event.get("type") in FINAL_EVENTS and self._final is None:
-                self._final = event
-            self._on_event(event)
+        self._drain()  # what is left; then free shared memory and the process
         final = self._final or {"type": "error", "message": "The worker ended without a result."}
         try:
             self._on_finished(final)
         finally:
             self.job.close()
+
+    def _drain(self):
+        final = drain(self.job, self._on_event)
+        if self._final is None:
+            self._final = final
