@@ -103,15 +103,19 @@ def score_bundle(model_dir: str, volume, truth_cells, predict_cfg: dict) -> dict
 def make_tiny_bundle(out_dir: str, seed: int = 0) -> str:
     """A real but tiny model bundle (4 base filters, depth 2, no batch norm), trained for a
     few steps: cheap per pixel, so that reading and writing the volume dominate."""
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 255, (2, 64, 64), dtype=np.uint8)
+    return _train_tiny(image, (image > 127).astype(np.uint8), out_dir, seed, instances=False)
+
+
+def _train_tiny(image, labels, out_dir: str, seed: int, instances: bool) -> str:
+    """A few steps of a 4-filter, depth-2 U-Net without batch norm; returns the model folder."""
     _keras()
     from napari_unet.core.config import ModelConfig, TrainConfig
     from napari_unet.core.train import train
 
-    rng = np.random.default_rng(seed)
-    image = rng.integers(0, 255, (2, 64, 64), dtype=np.uint8)
-    labels = (image > 127).astype(np.uint8)
-    model_cfg = ModelConfig(n_filters=4, depth=2, batch_norm=False)
-    train_cfg = TrainConfig(epochs=1, steps_per_epoch=3, batch_size=2, patch_size=32,
+    model_cfg = ModelConfig(n_classes=3 if instances else 1, n_filters=4, depth=2, batch_norm=False)
+    train_cfg = TrainConfig(epochs=1, steps_per_epoch=3, batch_size=2, patch_size=32, instances=instances,
                             val_fraction=0.0, augment=False, seed=seed)
     final = None
     for event in train(image, labels, model_cfg, train_cfg, out_dir, overwrite=True):
@@ -144,22 +148,10 @@ def count_conv_flops(model, height: int, width: int) -> float:
 def make_tiny_instance_bundle(out_dir: str, seed: int = 0) -> str:
     """As ``make_tiny_bundle``, but an instance model (background, interior, boundary),
     trained on the ids of smooth blobs: what 3-D object output is made for."""
-    _keras()
     from scipy import ndimage as ndi
-
-    from napari_unet.core.config import ModelConfig, TrainConfig
-    from napari_unet.core.train import train
 
     rng = np.random.default_rng(seed)
     field = ndi.gaussian_filter(rng.random((2, 64, 64), np.float32), (0, 3, 3))
     image = ((field - field.min()) / np.ptp(field) * 255).astype(np.uint8)
     labels = np.stack([ndi.label(plane > np.median(plane))[0] for plane in field]).astype(np.uint16)
-    model_cfg = ModelConfig(n_classes=3, n_filters=4, depth=2, batch_norm=False)
-    train_cfg = TrainConfig(epochs=1, steps_per_epoch=3, batch_size=2, patch_size=32, instances=True,
-                            val_fraction=0.0, augment=False, seed=seed)
-    final = None
-    for event in train(image, labels, model_cfg, train_cfg, out_dir, overwrite=True):
-        final = event
-    if final is None or final["type"] != "done":
-        raise RuntimeError(f"Training the tiny instance model did not finish: {final}")
-    return final["model_dir"]
+    return _train_tiny(image, labels, out_dir, seed, instances=True)
