@@ -185,6 +185,8 @@ def run_train(args) -> int:
         _say_why_unfinished(final["message"])
         return 130 if final.get("type") == "stopped" else 1
     dice = final.get("best_val_dice")
+    if final.get("message"):  # saved, but not where asked (its disk refused it)
+        print("warning: " + final["message"], file=sys.stderr)
     print(f"Model saved to {final['model_dir']}")
     print("Validation Dice: " + ("n/a (no validation data)" if dice is None else f"{dice:.4f}")
           + f" (best epoch {final.get('best_epoch')})")

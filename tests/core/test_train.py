@@ -1,5 +1,6 @@
 import shutil
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -298,3 +299,28 @@ def test_defaults_train_until_a_plateau_within_a_time_cap():
     d = TrainConfig()
     assert d.lr_schedule == "plateau" and d.early_stopping_patience > d.lr_patience > 0
     assert 60 <= d.max_seconds <= 600  # a few minutes on a CPU
+
+
+def test_a_model_its_disk_refuses_is_saved_to_the_temporary_folder(volume, tmp_path, monkeypatch):
+    import errno
+
+    from napari_unet.core import train as train_module
+
+    image, truth = volume
+    wanted = tmp_path / "full_disk" / "model"
+    real_save = train_module.save_bundle
+
+    def save(folder, *args, **kwargs):
+        if Path(folder) == wanted:
+            raise OSError(errno.ENOSPC, "No space left on device", str(folder))
+        return real_save(folder, *args, **kwargs)
+
+    monkeypatch.setattr(train_module, "save_bundle", save)
+    monkeypatch.setattr(train_module, "rescue_folder", lambda out: tmp_path / "rescued" / "model")
+    events = run(image, binary_labels(truth), wanted)
+    final = events[-1]
+    assert final["type"] == "done" and final["model_saved"]
+    assert final["model_dir"] == str(tmp_path / "rescued" / "model") and not wanted.exists()
+    assert "No space left on device" in final["message"] and str(tmp_path / "rescued" / "model") in final["message"]
+    model, meta = load_bundle(final["model_dir"])
+    assert meta["validation"]["best_epoch"] == final["best_epoch"]

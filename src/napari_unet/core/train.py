@@ -127,6 +127,26 @@ def cosine_learning_rate(train_cfg: TrainConfig, step_fraction: float, elapsed_s
 # ------------------------------------------------------------------ inputs
 
 
+def rescue_folder(out_dir) -> Path:
+    """Where a model goes when its own folder cannot take it: the temporary folder."""
+    import tempfile
+
+    return Path(tempfile.gettempdir()) / f"{Path(out_dir).name}-rescued-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def save_or_rescue(out_dir, model, meta, overwrite: bool) -> tuple[Path, str | None]:
+    """Save the bundle; if its disk refuses (full, read-only), save it to ``rescue_folder``
+    instead, so hours of training are not lost. Returns ``(folder, note for the user or None)``."""
+    try:
+        save_bundle(out_dir, model, meta, overwrite=overwrite)
+        return Path(out_dir), None
+    except OSError as exc:
+        rescue = rescue_folder(out_dir)
+        save_bundle(rescue, model, meta)  # a second failure is reported as the job's error
+        return rescue, (f"The model could not be saved to {out_dir} ({exc.strerror or exc}); "
+                        f"it was saved to {rescue} instead: move it where you want it.")
+
+
 def _check_patch_size(train_cfg: TrainConfig, model_cfg: ModelConfig, height: int, width: int) -> None:
     p, m = train_cfg.patch_size, model_cfg.size_multiple
     if p > min(height, width):
@@ -370,7 +390,7 @@ def train(
 
     history = {key: [] for key in ("epoch", "loss", "val_loss", "val_dice", "val_iou", "seconds")}
     best = {"score": None, "epoch": None, "weights": None, "val_loss": None, "val_dice": None, "val_iou": None}
-    saved = {"overwrite": overwrite, "at": time.monotonic()}
+    saved = {"overwrite": overwrite, "at": time.monotonic(), "dir": Path(out_dir)}
 
     def write_best():
         if best["weights"] is None:
@@ -383,15 +403,18 @@ def train(
             "best_val_iou": best["val_iou"], "best_val_loss": best["val_loss"],
             "monitor": "val_loss" if has_val else "loss",
         }
-        save_bundle(out_dir, model, meta, overwrite=saved["overwrite"])
+        saved["dir"], note = save_or_rescue(saved["dir"], model, meta, overwrite=saved["overwrite"])
         saved.update(overwrite=True, at=time.monotonic())  # from now on the folder is ours
+        saved["note"] = saved.get("note") or note
         model.set_weights(current)
 
     def final_event(kind, **extra):
         if best["weights"] is None:
             extra["message"] = nothing_saved_message(out_dir, saved["overwrite"])
+        elif saved.get("note"):
+            extra["message"] = saved["note"]
         return {
-            "type": kind, "model_dir": str(out_dir) if best["weights"] is not None else None,
+            "type": kind, "model_dir": str(saved["dir"]) if best["weights"] is not None else None,
             "model_saved": best["weights"] is not None, "best_epoch": best["epoch"],
             "best_val_dice": best["val_dice"], "best_val_iou": best["val_iou"],
             "best_val_loss": best["val_loss"], "history": history,

@@ -250,6 +250,8 @@ class TrainWidget(JobDock):
             self.status.value = f"{verb}. Model saved to {self.last_model_dir}"
             show_info(f"{verb}: model saved to {self.last_model_dir}. "
                       "It is now offered in 'Segment with U-Net'.")
+            if final.get("message"):  # saved, but not where asked (its disk refused it)
+                show_warning(final["message"])
         elif kind == "stopped":
             self.status.value = "Training was ended before a model could be saved."
             show_warning(final.get("message") or self.status.value)
