@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sets up everything (Debian packages, .venv) and runs the test suite under Xvfb.
-# Keras/TensorFlow tests (tests/core) and napari/Qt tests run in two separate pytest
-# processes: loading TensorFlow next to napari's OpenGL crashes (see README, Architecture),
+# Keras tests (tests/core, on TensorFlow and again on JAX) and napari/Qt tests run in separate
+# pytest processes: loading TensorFlow next to napari's OpenGL crashes (see README, Architecture),
 # and the GUI tests check that their process never loads it.
 # Extra arguments replace the default selection, e.g. scripts/test.sh tests/test_io.py -x
 set -uo pipefail
@@ -15,6 +15,8 @@ if [ $# -gt 0 ]; then
 fi
 reports=$(mktemp -d)
 run tests/core --junitxml="$reports/core.xml"; core=$?
+# The model code is written with keras.ops, so the core must pass on JAX too (CPU wheel).
+KERAS_BACKEND=jax run tests/core --junitxml="$reports/core_jax.xml"; core_jax=$?
 run tests --ignore=tests/core --junitxml="$reports/gui.xml"; gui=$?
 .venv/bin/python - "$reports"/*.xml <<'PY'
 import sys, xml.etree.ElementTree as ET
@@ -28,4 +30,4 @@ passed = totals["tests"] - failed - totals["skipped"]
 print(f"\ntests: {passed} passed, {failed} failed, {totals['skipped']} skipped")
 PY
 rm -rf "$reports"
-[ $core -eq 0 ] && [ $gui -eq 0 ]
+[ $core -eq 0 ] && [ $core_jax -eq 0 ] && [ $gui -eq 0 ]
