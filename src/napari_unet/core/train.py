@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -284,209 +285,320 @@ def train(
     that ends before its first epoch finished writes nothing: its final event has
     ``model_saved=False``, ``model_dir=None`` and a ``message`` saying so.
     """
-    import keras
+    # A generator function, so that like before every check runs on the first ``next()``.
+    yield from Trainer(image, labels, model_cfg, train_cfg, out_dir,
+                       stop_event=stop_event, resume_from=resume_from, overwrite=overwrite).run()
 
-    from .losses import get_loss, inverse_frequency_weights
 
-    mode, instances = train_cfg.annotation_mode, train_cfg.instances
-    data.validate_training_pair(image, labels, mode, instances)
-    image_zyxc, labels_zyx = data.as_training_pair(image, labels)
-    _, height, width, in_channels = image_zyxc.shape
-    n_classes = data.class_count(labels_zyx, mode, instances)
-    out_dir = Path(out_dir).absolute()
-    check_target(out_dir, overwrite)  # fail now, not after the training
+@dataclass
+class Best:
+    """The best epoch so far and its weights (kept in memory until written)."""
 
-    warnings = []
-    if instances and data.annotated_object_count(labels_zyx, mode) < 2:
-        warnings.append(
-            "Only one object is annotated: paint several objects, some of them touching, so the model "
-            "learns what separates them."
-        )
-    resume_meta = None
-    if resume_from is not None:
-        from .bundle import read_bundle_meta
+    score: tuple | None = None
+    epoch: int | None = None
+    weights: list | None = None
+    val_loss: float | None = None
+    val_dice: float | None = None
+    val_iou: float | None = None
 
-        resume_meta = read_bundle_meta(resume_from)
-        _check_resume_meta(resume_meta, train_cfg, n_classes, in_channels, resume_from)
-        if model_cfg is not None and model_cfg != model_config_of(resume_meta):
-            warnings.append(
-                f"Fine-tuning keeps the architecture of {resume_from}; the model settings given were ignored."
-            )
-        model_cfg = model_config_of(resume_meta)
-    else:
-        model_cfg = _resolve_model_config(model_cfg, n_classes, in_channels, train_cfg)
-    _check_patch_size(train_cfg, model_cfg, height, width)
 
-    mixed = train_cfg.mixed_precision
-    if mixed and not gpu_names():
-        mixed = False
-        warnings.append("Mixed precision needs a GPU; training in float32 on the CPU.")
+@dataclass
+class Saving:
+    """Where the model is written, and when it last was."""
 
-    # Only the annotated slices are loaded and normalised: the volume may be lazy and large.
-    idx = data.annotated_slices(labels_zyx, mode)
-    if resume_meta is not None:
-        norm = resume_meta["normalization"]
-    else:
-        norm = data.compute_normalization(image_zyxc, train_cfg.percentiles, seed=train_cfg.seed)
-    position = {int(z): i for i, z in enumerate(idx)}
-    image_norm = np.stack([data.normalize(np.asarray(image_zyxc[int(z)]), norm) for z in idx])
-    targets, masks = {}, {}
-    for z in idx:
-        i = position[int(z)]
-        targets[i], masks[i] = data.make_targets(labels_zyx[int(z)], mode, n_classes, instances,
-                                                 train_cfg.boundary_width)
-    train_items, val_items = data.split_validation(idx, labels_zyx, train_cfg.val_fraction, train_cfg.seed)
-    train_items = [(position[z], box) for z, box in train_items]
-    val_items = [(position[z], box) for z, box in val_items]
+    folder: Path
+    overwrite: bool  # False until the first write: from then on the folder is ours
+    at: float
+    note: str | None = None  # the first rescued save's explanation for the user
 
-    keras.utils.set_random_seed(train_cfg.seed)
-    sampler = data.PatchSampler(
-        image_norm, targets, masks, train_items, train_cfg.patch_size, train_cfg.batch_size,
-        foreground_bias=train_cfg.foreground_bias, augment=train_cfg.augment, seed=train_cfg.seed,
-    )
-    x_val, y_val = data.validation_arrays(image_norm, targets, masks, val_items, model_cfg.size_multiple)
-    has_val = len(x_val) > 0
 
-    class_weights = None
-    if train_cfg.loss == "weighted_ce":
-        class_weights = inverse_frequency_weights(_class_pixel_counts(targets, masks, train_items))
-    loss_fn = get_loss(train_cfg.loss, n_classes, class_weights)
-    model, _ = _build(model_cfg, mixed, resume_from)
-    total_steps = train_cfg.epochs * train_cfg.steps_per_epoch
-    model.compile(optimizer=keras.optimizers.Adam(train_cfg.learning_rate), loss=loss_fn)
+class Trainer:
+    """One training run; ``run()`` yields the events ``train()`` documents."""
 
-    meta = {
-        "model_config": model_cfg,
-        "train_config": train_cfg,
-        "normalization": norm,
-        "classes": describe_classes(mode, n_classes, instances, _label_values(labels_zyx, idx, train_cfg, n_classes)),
-        "annotation_mode": mode,
-        "instances": instances,
-        "boundary_width": train_cfg.boundary_width if instances else None,
-        # A hint for prediction: objects that tile the image (cells between membranes) take the
-        # background too, and the gaps between them are evidence that can rejoin pieces.
-        "objects_tile": bool((instances or n_classes == 1) and mode == "full_slices"
-                             and data.objects_tile_the_image(labels_zyx, mode)),
-        "training_data": {
-            "image_shape": list(np.shape(image)), "annotated_slices": [int(z) for z in idx],
-            "train_regions": len(train_items), "val_regions": len(val_items),
-        },
-        "resumed_from": None if resume_from is None else str(Path(resume_from).absolute()),
-    }
-    device = describe_device(train_cfg.threads)
-    yield {
-        "type": "start",
-        "device": device,
-        "n_train_slices": len({z for z, _ in train_items}),
-        "n_val_slices": len({z for z, _ in val_items}),
-        "n_classes": n_classes,
-        "epochs": train_cfg.epochs,
-        "steps_per_epoch": train_cfg.steps_per_epoch,
-        "params": int(model.count_params()),
-        "mixed_precision": mixed,
-    }
-    for message in warnings:
-        yield {"type": "warning", "message": message}
+    def __init__(self, image, labels, model_cfg, train_cfg: TrainConfig, out_dir, *,
+                 stop_event=None, resume_from=None, overwrite: bool = False):
+        self.image, self.labels, self.model_cfg, self.cfg = image, labels, model_cfg, train_cfg
+        self.out_dir, self.stop_event = out_dir, stop_event
+        self.resume_from, self.overwrite = resume_from, overwrite
+        self.warnings: list[str] = []
+        self.history = {key: [] for key in ("epoch", "loss", "val_loss", "val_dice", "val_iou", "seconds")}
+        self.best = Best()
+        self.since_best = self.plateaus = 0
+        self.finish_reason = None
+        self.stopped = False
 
-    history = {key: [] for key in ("epoch", "loss", "val_loss", "val_dice", "val_iou", "seconds")}
-    best = {"score": None, "epoch": None, "weights": None, "val_loss": None, "val_dice": None, "val_iou": None}
-    saved = {"overwrite": overwrite, "at": time.monotonic(), "dir": Path(out_dir)}
+    # -------------------------------------------------------------- the run
 
-    def write_best():
-        if best["weights"] is None:
-            return  # no epoch finished: an untrained model must never replace a good one
-        current = model.get_weights()
-        model.set_weights(best["weights"])
-        meta["history"] = history
-        meta["validation"] = {
-            "best_epoch": best["epoch"], "best_val_dice": best["val_dice"],
-            "best_val_iou": best["val_iou"], "best_val_loss": best["val_loss"],
-            "monitor": "val_loss" if has_val else "loss",
-        }
-        saved["dir"], note = save_or_rescue(saved["dir"], model, meta, overwrite=saved["overwrite"])
-        saved.update(overwrite=True, at=time.monotonic())  # from now on the folder is ours
-        saved["note"] = saved.get("note") or note
-        model.set_weights(current)
-
-    def final_event(kind, **extra):
-        if best["weights"] is None:
-            extra["message"] = nothing_saved_message(out_dir, saved["overwrite"])
-        elif saved.get("note"):
-            extra["message"] = saved["note"]
-        return {
-            "type": kind, "model_dir": str(saved["dir"]) if best["weights"] is not None else None,
-            "model_saved": best["weights"] is not None, "best_epoch": best["epoch"],
-            "best_val_dice": best["val_dice"], "best_val_iou": best["val_iou"],
-            "best_val_loss": best["val_loss"], "history": history,
-            "seconds": time.monotonic() - started, **extra,
-        }
-
-    started = time.monotonic()
-    steps = train_cfg.steps_per_epoch
-    since_best = plateaus = 0
-    finish_reason = None
-    for epoch in range(1, train_cfg.epochs + 1):
-        epoch_start = time.monotonic()
-        losses = []
-        for batch in range(1, steps + 1):
-            if stop_event is not None and stop_event.is_set():
-                write_best()
-                yield final_event("stopped")
+    def run(self) -> Iterator[dict]:
+        self._check_inputs()
+        self._choose_model_config()
+        self._choose_precision()
+        self._prepare_slices()
+        self._split()
+        self._build_model()
+        self.meta = self._bundle_meta()
+        yield self._start_event()
+        for message in self.warnings:
+            yield {"type": "warning", "message": message}
+        self.saving = Saving(folder=Path(self.out_dir), overwrite=self.overwrite, at=time.monotonic())
+        self.started = time.monotonic()
+        for epoch in range(1, self.cfg.epochs + 1):
+            epoch_start, losses = time.monotonic(), []
+            yield from self._epoch_batches(epoch, losses)
+            if self.stopped:
+                self._write_best()
+                yield self._final_event("stopped")
                 return
-            if train_cfg.max_seconds and time.monotonic() - started >= train_cfg.max_seconds:
-                finish_reason = "time_limit"
+            if not losses:
+                break  # the time cap came before this epoch's first batch
+            yield self._end_epoch(epoch, losses, epoch_start)
+            if self._should_finish():
                 break
-            x, y = sampler.sample_batch()
+        self._write_best()
+        yield self._final_event("done", finish_reason=self.finish_reason or "epochs")
+
+    # ------------------------------------------------------------ the data
+
+    def _check_inputs(self) -> None:
+        cfg = self.cfg
+        data.validate_training_pair(self.image, self.labels, cfg.annotation_mode, cfg.instances)
+        self.image_zyxc, self.labels_zyx = data.as_training_pair(self.image, self.labels)
+        _, self.height, self.width, self.in_channels = self.image_zyxc.shape
+        self.n_classes = data.class_count(self.labels_zyx, cfg.annotation_mode, cfg.instances)
+        self.out_dir = Path(self.out_dir).absolute()
+        check_target(self.out_dir, self.overwrite)  # fail now, not after the training
+        if cfg.instances and data.annotated_object_count(self.labels_zyx, cfg.annotation_mode) < 2:
+            self.warnings.append(
+                "Only one object is annotated: paint several objects, some of them touching, so the model "
+                "learns what separates them."
+            )
+
+    def _choose_model_config(self) -> None:
+        self.resume_meta = None
+        if self.resume_from is not None:
+            from .bundle import read_bundle_meta
+
+            self.resume_meta = read_bundle_meta(self.resume_from)
+            _check_resume_meta(self.resume_meta, self.cfg, self.n_classes, self.in_channels, self.resume_from)
+            if self.model_cfg is not None and self.model_cfg != model_config_of(self.resume_meta):
+                self.warnings.append(f"Fine-tuning keeps the architecture of {self.resume_from}; "
+                                     "the model settings given were ignored.")
+            self.model_cfg = model_config_of(self.resume_meta)
+        else:
+            self.model_cfg = _resolve_model_config(self.model_cfg, self.n_classes, self.in_channels, self.cfg)
+        _check_patch_size(self.cfg, self.model_cfg, self.height, self.width)
+
+    def _choose_precision(self) -> None:
+        self.mixed = self.cfg.mixed_precision
+        if self.mixed and not gpu_names():
+            self.mixed = False
+            self.warnings.append("Mixed precision needs a GPU; training in float32 on the CPU.")
+
+    def _prepare_slices(self) -> None:
+        """Normalise the annotated slices and make their targets and masks."""
+        # Only the annotated slices are loaded and normalised: the volume may be lazy and large.
+        cfg, mode = self.cfg, self.cfg.annotation_mode
+        self.idx = data.annotated_slices(self.labels_zyx, mode)
+        if self.resume_meta is not None:
+            self.norm = self.resume_meta["normalization"]
+        else:
+            self.norm = data.compute_normalization(self.image_zyxc, cfg.percentiles, seed=cfg.seed)
+        self.position = {int(z): i for i, z in enumerate(self.idx)}
+        self.image_norm = np.stack([data.normalize(np.asarray(self.image_zyxc[int(z)]), self.norm)
+                                    for z in self.idx])
+        self.targets, self.masks = {}, {}
+        for z in self.idx:
+            i = self.position[int(z)]
+            self.targets[i], self.masks[i] = data.make_targets(
+                self.labels_zyx[int(z)], mode, self.n_classes, cfg.instances, cfg.boundary_width)
+
+    def _split(self) -> None:
+        """Training and validation regions, indexed by position among the annotated slices."""
+        train_items, val_items = data.split_validation(self.idx, self.labels_zyx, self.cfg.val_fraction,
+                                                       self.cfg.seed)
+        self.train_items = [(self.position[z], box) for z, box in train_items]
+        self.val_items = [(self.position[z], box) for z, box in val_items]
+
+    # ----------------------------------------------------------- the model
+
+    def _build_model(self) -> None:
+        import keras
+
+        from .losses import get_loss, inverse_frequency_weights
+
+        cfg = self.cfg
+        keras.utils.set_random_seed(cfg.seed)  # before the sampler and the weights are drawn
+        self.sampler = data.PatchSampler(
+            self.image_norm, self.targets, self.masks, self.train_items, cfg.patch_size, cfg.batch_size,
+            foreground_bias=cfg.foreground_bias, augment=cfg.augment, seed=cfg.seed,
+        )
+        self.x_val, self.y_val = data.validation_arrays(self.image_norm, self.targets, self.masks,
+                                                        self.val_items, self.model_cfg.size_multiple)
+        self.has_val = len(self.x_val) > 0
+        class_weights = None
+        if cfg.loss == "weighted_ce":
+            class_weights = inverse_frequency_weights(_class_pixel_counts(self.targets, self.masks,
+                                                                          self.train_items))
+        self.loss_fn = get_loss(cfg.loss, self.n_classes, class_weights)
+        self.model, _ = _build(self.model_cfg, self.mixed, self.resume_from)
+        self.total_steps = cfg.epochs * cfg.steps_per_epoch
+        self.model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), loss=self.loss_fn)
+
+    def _bundle_meta(self) -> dict:
+        cfg, mode, instances, labels = self.cfg, self.cfg.annotation_mode, self.cfg.instances, self.labels_zyx
+        label_values = _label_values(labels, self.idx, cfg, self.n_classes)
+        return {
+            "model_config": self.model_cfg,
+            "train_config": cfg,
+            "normalization": self.norm,
+            "classes": describe_classes(mode, self.n_classes, instances, label_values),
+            "annotation_mode": mode,
+            "instances": instances,
+            "boundary_width": cfg.boundary_width if instances else None,
+            # A hint for prediction: objects that tile the image (cells between membranes) take the
+            # background too, and the gaps between them are evidence that can rejoin pieces.
+            "objects_tile": bool((instances or self.n_classes == 1) and mode == "full_slices"
+                                 and data.objects_tile_the_image(labels, mode)),
+            "training_data": {
+                "image_shape": list(np.shape(self.image)), "annotated_slices": [int(z) for z in self.idx],
+                "train_regions": len(self.train_items), "val_regions": len(self.val_items),
+            },
+            "resumed_from": None if self.resume_from is None else str(Path(self.resume_from).absolute()),
+        }
+
+    def _start_event(self) -> dict:
+        device = describe_device(self.cfg.threads)
+        return {
+            "type": "start",
+            "device": device,
+            "n_train_slices": len({z for z, _ in self.train_items}),
+            "n_val_slices": len({z for z, _ in self.val_items}),
+            "n_classes": self.n_classes,
+            "epochs": self.cfg.epochs,
+            "steps_per_epoch": self.cfg.steps_per_epoch,
+            "params": int(self.model.count_params()),
+            "mixed_precision": self.mixed,
+        }
+
+    # ------------------------------------------------------------ batches
+
+    def _elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def _epoch_batches(self, epoch: int, losses: list) -> Iterator[dict]:
+        """Train one epoch's batches, appending to ``losses``; stops early on a stop
+        request (``self.stopped``) or at the time cap (``self.finish_reason``)."""
+        steps = self.cfg.steps_per_epoch
+        for batch in range(1, steps + 1):
+            if self.stop_event is not None and self.stop_event.is_set():
+                self.stopped = True
+                return
+            if self.cfg.max_seconds and self._elapsed() >= self.cfg.max_seconds:
+                self.finish_reason = "time_limit"
+                return
             step = (epoch - 1) * steps + batch - 1
-            if train_cfg.lr_schedule == "plateau":
-                model.optimizer.learning_rate = plateau_learning_rate(train_cfg, plateaus)
-            else:
-                model.optimizer.learning_rate = cosine_learning_rate(
-                    train_cfg, step / total_steps, time.monotonic() - started
-                )
-            loss = float(model.train_on_batch(x, y))
-            if not math.isfinite(loss):
-                raise ValueError(
-                    f"Training diverged: the loss is {loss} at epoch {epoch}, batch {batch}. "
-                    "Lower the learning rate (e.g. to a tenth)."
-                )
+            loss = self._train_step(epoch, batch, step)
             losses.append(loss)
             yield {
                 "type": "batch", "epoch": epoch, "batch": batch, "steps": steps, "loss": loss,
-                "progress": training_progress(train_cfg, (step + 1) / total_steps, time.monotonic() - started),
-                "seconds_left": seconds_left(train_cfg, time.monotonic() - started),
+                "progress": training_progress(self.cfg, (step + 1) / self.total_steps, self._elapsed()),
+                "seconds_left": seconds_left(self.cfg, self._elapsed()),
             }
-        if not losses:
-            break
+
+    def _train_step(self, epoch: int, batch: int, step: int) -> float:
+        x, y = self.sampler.sample_batch()
+        self._set_learning_rate(step)
+        loss = float(self.model.train_on_batch(x, y))
+        if not math.isfinite(loss):
+            raise ValueError(
+                f"Training diverged: the loss is {loss} at epoch {epoch}, batch {batch}. "
+                "Lower the learning rate (e.g. to a tenth)."
+            )
+        return loss
+
+    def _set_learning_rate(self, step: int) -> None:
+        if self.cfg.lr_schedule == "plateau":
+            rate = plateau_learning_rate(self.cfg, self.plateaus)
+        else:
+            rate = cosine_learning_rate(self.cfg, step / self.total_steps, self._elapsed())
+        self.model.optimizer.learning_rate = rate
+
+    # ---------------------------------------------------------- epoch end
+
+    def _end_epoch(self, epoch: int, losses: list, epoch_start: float) -> dict:
+        """Validate, record the epoch and track the best; returns the "epoch" event."""
+        import keras
+
         epoch_loss = float(np.mean(losses))
         val_loss = val_dice = val_iou = None
-        if has_val:
-            val_loss, val_dice, val_iou = _validate(model, loss_fn, x_val, y_val, train_cfg.batch_size)
+        if self.has_val:
+            val_loss, val_dice, val_iou = _validate(self.model, self.loss_fn, self.x_val, self.y_val,
+                                                    self.cfg.batch_size)
         seconds = time.monotonic() - epoch_start
-        for key, value in zip(history, (epoch, epoch_loss, val_loss, val_dice, val_iou, seconds)):
-            history[key].append(value)
-        # Validation loss covers every class; a one-class Dice can reward "all foreground".
-        score = (-val_loss,) if has_val else (-epoch_loss,)
-        if best["score"] is None or score > best["score"]:
-            best.update(score=score, epoch=epoch, weights=model.get_weights(),
-                        val_loss=val_loss, val_dice=val_dice, val_iou=val_iou)
-            since_best = 0
-            if time.monotonic() - saved["at"] >= CHECKPOINT_INTERVAL_S:
-                write_best()
-        else:
-            since_best += 1
-            if since_best % train_cfg.lr_patience == 0:
-                plateaus += 1  # only the "plateau" schedule reads it
-        yield {
-            "type": "epoch", "epoch": epoch, "epochs": train_cfg.epochs, "loss": epoch_loss,
+        for key, value in zip(self.history, (epoch, epoch_loss, val_loss, val_dice, val_iou, seconds)):
+            self.history[key].append(value)
+        self._track_best(epoch, epoch_loss, val_loss, val_dice, val_iou)
+        return {
+            "type": "epoch", "epoch": epoch, "epochs": self.cfg.epochs, "loss": epoch_loss,
             "val_loss": val_loss, "val_dice": val_dice, "val_iou": val_iou, "seconds": seconds,
-            "best_epoch": best["epoch"],
-            "learning_rate": float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)),
+            "best_epoch": self.best.epoch,
+            "learning_rate": float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)),
         }
-        if finish_reason:
-            break
-        if train_cfg.early_stopping_patience and since_best >= train_cfg.early_stopping_patience:
-            finish_reason = "early_stopping"
-            break
-    write_best()
-    yield final_event("done", finish_reason=finish_reason or "epochs")
+
+    def _track_best(self, epoch, epoch_loss, val_loss, val_dice, val_iou) -> None:
+        """Keep an improvement (and checkpoint it when the last write is old), else count a plateau."""
+        # Validation loss covers every class; a one-class Dice can reward "all foreground".
+        score = (-val_loss,) if self.has_val else (-epoch_loss,)
+        if self.best.score is None or score > self.best.score:
+            self.best = Best(score=score, epoch=epoch, weights=self.model.get_weights(),
+                             val_loss=val_loss, val_dice=val_dice, val_iou=val_iou)
+            self.since_best = 0
+            if time.monotonic() - self.saving.at >= CHECKPOINT_INTERVAL_S:
+                self._write_best()
+        else:
+            self.since_best += 1
+            if self.since_best % self.cfg.lr_patience == 0:
+                self.plateaus += 1  # only the "plateau" schedule reads it
+
+    def _should_finish(self) -> bool:
+        """True after the time cap, or when early stopping's patience has run out."""
+        if self.finish_reason:
+            return True
+        patience = self.cfg.early_stopping_patience
+        if patience and self.since_best >= patience:
+            self.finish_reason = "early_stopping"
+            return True
+        return False
+
+    # ------------------------------------------------------------- saving
+
+    def _write_best(self) -> None:
+        if self.best.weights is None:
+            return  # no epoch finished: an untrained model must never replace a good one
+        current = self.model.get_weights()
+        self.model.set_weights(self.best.weights)
+        self.meta["history"] = self.history
+        self.meta["validation"] = {
+            "best_epoch": self.best.epoch, "best_val_dice": self.best.val_dice,
+            "best_val_iou": self.best.val_iou, "best_val_loss": self.best.val_loss,
+            "monitor": "val_loss" if self.has_val else "loss",
+        }
+        saving = self.saving
+        saving.folder, note = save_or_rescue(saving.folder, self.model, self.meta, overwrite=saving.overwrite)
+        saving.overwrite, saving.at = True, time.monotonic()  # from now on the folder is ours
+        saving.note = saving.note or note
+        self.model.set_weights(current)
+
+    def _final_event(self, kind: str, **extra) -> dict:
+        saved = self.best.weights is not None
+        if not saved:
+            extra["message"] = nothing_saved_message(self.out_dir, self.saving.overwrite)
+        elif self.saving.note:
+            extra["message"] = self.saving.note
+        return {
+            "type": kind, "model_dir": str(self.saving.folder) if saved else None,
+            "model_saved": saved, "best_epoch": self.best.epoch,
+            "best_val_dice": self.best.val_dice, "best_val_iou": self.best.val_iou,
+            "best_val_loss": self.best.val_loss, "history": self.history,
+            "seconds": self._elapsed(), **extra,
+        }
