@@ -47,18 +47,21 @@ def gpu_facts() -> str:
         return f"no nvidia-smi ({exc.__class__.__name__})"
 
 
-def training_speed(stack: dict, batch: int, patch: int, mixed: bool, steps: int, out: Path) -> dict:
-    """Patches/s of the steps of epoch 2 (epoch 1 holds the compilation)."""
+def training_speed(stack: dict, batch: int, patch: int, mixed: bool, steps: int, out: Path,
+                   prefetch: int = TrainConfig().prefetch_batches) -> dict:
+    """Patches/s of the steps of epoch 2 (epoch 1 holds the compilation), and its data-wait share."""
     cfg = TrainConfig(instances=True, epochs=2, steps_per_epoch=steps, batch_size=batch, patch_size=patch,
-                      mixed_precision=mixed, max_seconds=0, early_stopping_patience=0)
-    job = engine.start_training(stack["image"], stack["labels"], None, cfg, str(out / f"speed_{batch}_{patch}_{mixed}"),
-                                overwrite=True)
+                      mixed_precision=mixed, max_seconds=0, early_stopping_patience=0, prefetch_batches=prefetch)
+    folder = out / f"speed_{batch}_{patch}_{mixed}_{prefetch}"
+    job = engine.start_training(stack["image"], stack["labels"], None, cfg, str(folder), overwrite=True)
     run = run_engine_job(job)
     start = next(e for e in run["events"] if e["type"] == "start")
     second = [e["t"] for e in run["events"] if e["type"] == "batch" and e["epoch"] == 2]
     step_s = (second[-1] - second[0]) / (len(second) - 1)
     first_batch = next(e["t"] for e in run["events"] if e["type"] == "batch")
-    return {"batch": batch, "patch": patch, "mixed_precision": mixed, "device": start["device"],
+    epoch2 = next(e for e in run["events"] if e["type"] == "epoch" and e["epoch"] == 2)
+    return {"batch": batch, "patch": patch, "mixed_precision": mixed, "prefetch": prefetch,
+            "data_wait_share": epoch2.get("data_wait_share"), "device": start["device"],
             "seconds_to_first_batch": first_batch, "step_ms": 1000 * step_s, "patches_per_s": batch / step_s,
             "peak_rss_worker_mb": run["peak_rss_worker_mb"]}
 

@@ -112,7 +112,9 @@ def train_with_progress(image, labels, model_cfg, train_cfg, out_dir, resume=Non
             dice = event.get("val_dice")
             bar.write(f"epoch {event['epoch']:3d}/{event['epochs']}  loss {event['loss']:.4f}"
                       + (f"  val_loss {event['val_loss']:.4f}  val_dice {dice:.4f}" if dice is not None else "")
-                      + f"  ({event.get('seconds', 0):.1f} s)")
+                      + f"  ({event.get('seconds', 0):.1f} s"
+                      + (f", {100 * event['data_wait_share']:.0f} % waiting for data)"
+                         if event.get("data_wait_share") is not None else ")"))
         elif kind == "warning":
             bar.write("warning: " + event.get("message", ""), file=sys.stderr)
 

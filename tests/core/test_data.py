@@ -486,3 +486,40 @@ def test_instance_boundary_width_widens_the_ring_inside_each_object():
         assert row[25 - width:25].all() and not row[25 - width - 1]
         # The class map stays one-hot: interior + boundary = object pixels.
         assert np.array_equal(target[..., 1:].sum(-1) > 0, labels > 0)
+
+
+def _sampler(seed):
+    rng = np.random.default_rng(0)
+    image = rng.random((2, 64, 64, 1)).astype(np.float32)
+    target, mask = data.make_targets(_blocks((64, 64), n_classes=3), "full_slices", 3)
+    return data.PatchSampler(image, {0: target}, {0: mask}, [(0, (0, 64, 0, 64))], 32, 4, seed=seed)
+
+
+@pytest.mark.parametrize("prefetch", [0, 2])
+def test_prefetched_batches_are_the_serial_batches_in_order(prefetch):
+    serial = _sampler(seed=3)
+    expected = [serial.sample_batch() for _ in range(6)]
+    batches = augment.batches(_sampler(seed=3), prefetch)
+    try:
+        for x_expected, y_expected in expected:
+            x, y = batches.next_batch()
+            np.testing.assert_array_equal(x, x_expected)
+            np.testing.assert_array_equal(y, y_expected)
+    finally:
+        batches.close()
+    assert batches.wait_s > 0
+    if prefetch:
+        assert not batches._thread.is_alive()
+
+
+def test_a_failing_sampler_fails_the_consumer():
+    from napari_unet.core.augment import PrefetchedBatches
+
+    class Broken:
+        def sample_batch(self):
+            raise ValueError("no annotated pixels in this region")
+
+    batches = PrefetchedBatches(Broken())
+    with pytest.raises(ValueError, match="no annotated pixels"):
+        batches.next_batch()
+    batches.close()

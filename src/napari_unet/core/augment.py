@@ -10,6 +10,9 @@ on the structures they annotate. Intensity changes touch the image only.
 
 from __future__ import annotations
 
+import queue
+import threading
+import time
 from functools import lru_cache
 
 import numpy as np
@@ -263,3 +266,71 @@ def validation_arrays(image_norm, targets: dict, masks: dict, val_items, multipl
             np.zeros((0, ty, tx, n_classes + 1), np.float32),
         )
     return np.stack(xs), np.stack(ys)
+
+
+class SerialBatches:
+    """``sampler.sample_batch()`` in the caller's thread; ``wait_s`` is the time it took."""
+
+    def __init__(self, sampler):
+        self._sampler = sampler
+        self.wait_s = 0.0
+
+    def next_batch(self):
+        start = time.perf_counter()
+        try:
+            return self._sampler.sample_batch()
+        finally:
+            self.wait_s += time.perf_counter() - start
+
+    def close(self) -> None:
+        pass
+
+
+def batches(sampler, prefetch: int):
+    """Batches made ahead ``prefetch`` deep in a background thread, or (0) in the caller's."""
+    return PrefetchedBatches(sampler, prefetch) if prefetch > 0 else SerialBatches(sampler)
+
+
+class PrefetchedBatches:
+    """``sampler.sample_batch()`` run ahead in a background thread, ``depth`` batches deep.
+
+    Sampling and augmenting a batch takes milliseconds of Python and numpy; a GPU step takes
+    about as long, so without this the accelerator waits for every batch. One producer keeps
+    the sampler's order, so a seed gives the same batches as calling the sampler directly.
+    ``wait_s`` adds up the time ``next_batch`` waited for a batch.
+    """
+
+    def __init__(self, sampler, depth: int = 2):
+        self._sampler = sampler
+        self._queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self.wait_s = 0.0
+        self._thread = threading.Thread(target=self._fill, name="napari-unet batches", daemon=True)
+        self._thread.start()
+
+    def _fill(self) -> None:
+        try:
+            while not self._stop.is_set():
+                self._put(self._sampler.sample_batch())
+        except Exception as exc:  # noqa: BLE001  raised again in the training loop
+            self._put(exc)
+
+    def _put(self, item) -> None:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def next_batch(self):
+        start = time.perf_counter()
+        item = self._queue.get()
+        self.wait_s += time.perf_counter() - start
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()

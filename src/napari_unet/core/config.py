@@ -162,6 +162,8 @@ class TrainConfig(_JsonConfig):
     foreground_bias: float = 0.5  # fraction of patches centred on a foreground pixel
     # Instances: width in px of the boundary class inside each object (see README, Objects).
     boundary_width: int = 1
+    # Batches made ahead in a background thread while the model steps (0: made in the step).
+    prefetch_batches: int = 2
     mixed_precision: bool = False
     threads: int = 0  # CPU threads for the worker; 0 = library default
     max_seconds: float = 300.0  # wall-clock cap; 0 = no limit
@@ -178,6 +180,7 @@ class TrainConfig(_JsonConfig):
         "seed": (0, 2**31 - 1),
         "foreground_bias": (0.0, 1.0),
         "boundary_width": (1, 16),
+        "prefetch_batches": (0, 64),
         "threads": (0, 1024),
         "max_seconds": (0.0, 1.2e7),  # whole minutes (200000), as the Train dock shows it
     }

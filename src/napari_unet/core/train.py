@@ -20,6 +20,7 @@ from typing import Iterator
 import numpy as np
 
 from . import data
+from .augment import batches
 from .bundle import check_target, describe_classes, load_bundle, model_config_of, save_bundle
 from .config import ModelConfig, TrainConfig
 
@@ -341,9 +342,16 @@ class Trainer:
         for message in self.warnings:
             yield {"type": "warning", "message": message}
         self.saving = Saving(folder=Path(self.out_dir), overwrite=self.overwrite, at=time.monotonic())
+        self.batches = batches(self.sampler, self.cfg.prefetch_batches)
+        try:
+            yield from self._epochs()
+        finally:
+            self.batches.close()
+
+    def _epochs(self) -> Iterator[dict]:
         self.started = time.monotonic()
         for epoch in range(1, self.cfg.epochs + 1):
-            epoch_start, losses = time.monotonic(), []
+            epoch_start, losses, self.epoch_wait0 = time.monotonic(), [], self.batches.wait_s
             yield from self._epoch_batches(epoch, losses)
             if self.stopped:
                 self._write_best()
@@ -506,7 +514,7 @@ class Trainer:
             }
 
     def _train_step(self, epoch: int, batch: int, step: int) -> float:
-        x, y = self.sampler.sample_batch()
+        x, y = self.batches.next_batch()
         self._set_learning_rate(step)
         loss = float(self.model.train_on_batch(x, y))
         if not math.isfinite(loss):
@@ -543,6 +551,8 @@ class Trainer:
             "val_loss": val_loss, "val_dice": val_dice, "val_iou": val_iou, "seconds": seconds,
             "best_epoch": self.best.epoch,
             "learning_rate": float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)),
+            # Share of the epoch spent waiting for batches: high means the device starves.
+            "data_wait_share": (self.batches.wait_s - self.epoch_wait0) / max(seconds, 1e-9),
         }
 
     def _track_best(self, epoch, epoch_loss, val_loss, val_dice, val_iou) -> None:
