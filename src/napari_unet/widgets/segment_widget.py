@@ -36,6 +36,26 @@ class SegmentWidget(JobDock):
         super().__init__(napari_viewer)
         preload_layer_modules()
         defaults = PredictConfig()
+        self._make_input_widgets(defaults)
+        self._make_object_widgets(defaults)
+        self._make_run_widgets(defaults)
+        self.extend([
+            self.image, self.model, self.model_file, self.summary, self.axis, self.threshold,
+            self.output, self.objects, self.seeds, self.seed_distance, self.min_size, self.fill_background,
+            self.objects_from,
+            self.intensities, self.tile_size, self.tta, self.three_axis, self.probabilities, self.run_button,
+            self.cancel_button, self.progress_bar, self.status,
+        ])
+        self.result_layer = None
+        self.prob_layer = None
+        self._axis = 0
+        self._meta: dict | None = None
+        self._dirty = False
+        self._connect()
+        self._follow_layers()
+        self._offer_objects()
+
+    def _make_input_widgets(self, defaults: PredictConfig):
         self.image = ComboBox(label="Image", choices=self._image_choices)
         self.model = ComboBox(label="Model", choices=self._model_choices)
         self.model_file = FileEdit(label="Model folder", mode="d", value="")
@@ -45,6 +65,8 @@ class SegmentWidget(JobDock):
         self.threshold = FloatSpinBox(label="Threshold", value=defaults.threshold, step=0.05,
                                       **spin_range(PredictConfig, "threshold"))
         self.output = ComboBox(label="Output", choices=[("classes", "labels"), ("objects", "instances")])
+
+    def _make_object_widgets(self, defaults: PredictConfig):
         self.objects = ComboBox(label="Objects", value=defaults.objects, choices=[
             ("auto (3-D unless slices lie far apart)", "auto"), ("3-D: one id through the volume", "3d"),
             ("2-D: per slice", "2d"), ("2-D, linked across slices", "linked")])
@@ -60,6 +82,8 @@ class SegmentWidget(JobDock):
         self.objects_from = ComboBox(label="Objects are", value=defaults.objects_from, choices=[
             ("the painted class", "foreground"),
             ("regions it encloses (e.g. cells between membranes)", "background")])
+
+    def _make_run_widgets(self, defaults: PredictConfig):
         self.intensities = ComboBox(label="Intensities", value=defaults.normalize, choices=[
             ("as in the training image (model)", "model"), ("by this volume's own percentiles", "volume")])
         self.three_axis = CheckBox(label="Average XY, XZ and YZ passes (3x slower)", value=False)
@@ -71,18 +95,8 @@ class SegmentWidget(JobDock):
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.progress_bar = ProgressBar(label="Progress", value=0, min=0, max=1)
         self.status = Label(label="Status", value="")
-        self.extend([
-            self.image, self.model, self.model_file, self.summary, self.axis, self.threshold,
-            self.output, self.objects, self.seeds, self.seed_distance, self.min_size, self.fill_background,
-            self.objects_from,
-            self.intensities, self.tile_size, self.tta, self.three_axis, self.probabilities, self.run_button,
-            self.cancel_button, self.progress_bar, self.status,
-        ])
-        self.result_layer = None
-        self.prob_layer = None
-        self._axis = 0
-        self._meta: dict | None = None
-        self._dirty = False
+
+    def _connect(self):
         self.run_button.changed.connect(self.run)
         self.cancel_button.changed.connect(self.cancel)
         for widget in (self.image, self.model, self.model_file, self.axis):
@@ -93,8 +107,6 @@ class SegmentWidget(JobDock):
         TRAINED_MODELS.changed.connect(self._models_changed)
         # The registry outlives this dock: let go of it when the dock's Qt widget is deleted.
         self.native.destroyed.connect(lambda *_: TRAINED_MODELS.changed.disconnect(self._models_changed))
-        self._follow_layers()
-        self._offer_objects()
 
     # -- inputs ---------------------------------------------------------------------------
     def _model_choices(self, _widget=None):
