@@ -168,6 +168,16 @@ def constant_message(value) -> str:
             "pick another image or channel.")
 
 
+def _value_check_planes(image_zyxc):
+    """Every slice where pixels can be NaN (float images); else the normalisation's bounded
+    sample, enough to tell a constant image, so a large or lazy stack is not read whole (the
+    Train dock runs this check on every change of its inputs)."""
+    z, y, x, c = image_zyxc.shape
+    if np.dtype(image_zyxc.dtype).kind in "fc":
+        return (image_zyxc[k] for k in range(z))
+    return [intensity_sample(lambda k: image_zyxc[k], z, (y, x, c))]
+
+
 def check_image_values(planes) -> None:
     """Refuse NaN or infinite pixels and a constant image, in the same words for training and
     prediction. ``planes``: arrays (slices, or a sample) that together make the image."""
@@ -360,7 +370,7 @@ def validate_training_pair(image, labels, mode: str, instances: bool = False) ->
             "0 is background or unlabelled, objects and classes are 1, 2, ..."
         )
     image_zyxc, labels_zyx = as_training_pair(image, labels)
-    check_image_values(image_zyxc[z] for z in range(image_zyxc.shape[0]))
+    check_image_values(_value_check_planes(image_zyxc))
     idx = annotated_slices(labels_zyx, mode)
     if idx.size == 0:
         raise ValueError(_no_annotation_message(mode))
