@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 
-from napari_unet.engine import run_to_end
+from napari_unet.runtime.engine import run_to_end
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "isbi2012"

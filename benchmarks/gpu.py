@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import log, markdown_table, run_engine_job, write_json, write_text  # noqa: E402
 from objects import run_stack, synthetic_stack  # noqa: E402
 
-from napari_unet import engine  # noqa: E402
+from napari_unet.runtime import engine  # noqa: E402
 from napari_unet.core.config import PredictConfig, TrainConfig  # noqa: E402
 
 # (batch, patch, mixed precision): the plugin's defaults, then sizes that fill a GPU better.

@@ -39,7 +39,7 @@ from _common import (  # noqa: E402
     write_text,
 )
 
-from napari_unet import engine  # noqa: E402
+from napari_unet.runtime import engine  # noqa: E402
 from napari_unet.core.config import PredictConfig  # noqa: E402
 
 GB = 1024**3

@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import DEFAULT_DATA, log, markdown_table, run_engine_job, write_json, write_text  # noqa: E402
 
-from napari_unet import engine  # noqa: E402
+from napari_unet.runtime import engine  # noqa: E402
 from napari_unet.core.bundle import read_bundle_meta  # noqa: E402
 from napari_unet.core.baselines import choose_polarity, otsu_foreground, watershed_objects  # noqa: E402
 from napari_unet.core.config import PredictConfig, TrainConfig  # noqa: E402

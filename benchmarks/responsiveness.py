@@ -86,7 +86,7 @@ def run(seconds: float, out: Path, settle_s: float = 3.0, timeout_extra_s: float
     from qtpy.QtCore import QTimer
     from qtpy.QtWidgets import QApplication
 
-    from napari_unet.widgets.train_widget import TrainWidget
+    from napari_unet.plugin.widgets.train_widget import TrainWidget
 
     out = Path(out).absolute()
     out.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import log, markdown_table, run_engine_job, write_json, write_text  # noqa: E402
 from responsiveness import TARGET_MAX_GAP_MS, TICK_MS, Ticker, gap_stats  # noqa: E402
 
-from napari_unet import engine  # noqa: E402
+from napari_unet.runtime import engine  # noqa: E402
 from napari_unet.core.config import TrainConfig  # noqa: E402
 from napari_unet.core.synthetic import make_cells_volume  # noqa: E402
 
@@ -41,7 +41,7 @@ def segment_and_tick(volume, scale, model_dir: str, timeout_s: float = 900.0) ->
     from qtpy.QtCore import QTimer
     from qtpy.QtWidgets import QApplication
 
-    from napari_unet.widgets.segment_widget import FROM_DISK, SegmentWidget
+    from napari_unet.plugin.widgets.segment_widget import FROM_DISK, SegmentWidget
 
     viewer = napari.Viewer(show=True)
     viewer.add_image(volume, name="cells", scale=scale)

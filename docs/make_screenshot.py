@@ -13,9 +13,9 @@ from pathlib import Path
 import napari
 from qtpy.QtWidgets import QApplication
 
-from napari_unet._sample_data import NUCLEI_NAME, make_nuclei_sample_data
-from napari_unet.widgets.segment_widget import SegmentWidget
-from napari_unet.widgets.train_widget import TrainWidget
+from napari_unet.plugin.sample_data import NUCLEI_NAME, make_nuclei_sample_data
+from napari_unet.plugin.widgets.segment_widget import SegmentWidget
+from napari_unet.plugin.widgets.train_widget import TrainWidget
 
 
 def wait_for(widget, app, timeout=900):

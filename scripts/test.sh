@@ -3,7 +3,7 @@
 # Keras tests (tests/core, on TensorFlow and again on JAX) and napari/Qt tests run in separate
 # pytest processes: loading TensorFlow next to napari's OpenGL crashes (see README, Architecture),
 # and the GUI tests check that their process never loads it.
-# Extra arguments replace the default selection, e.g. scripts/test.sh tests/test_io.py -x
+# Extra arguments replace the default selection, e.g. scripts/test.sh tests/io/test_tiff.py -x
 set -uo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh testing || exit 1

@@ -17,6 +17,9 @@ from pathlib import Path
 import pytest
 
 CORE = Path(__file__).resolve().parent / "core"
+# The small worker jobs of tests/runtime/engine_jobs.py, importable by name in spawned workers
+# (which inherit this sys.path) from the CLI and fault tests too.
+sys.path.insert(0, str(Path(__file__).resolve().parent / "runtime"))
 
 
 def _inside(path: Path, folder: Path) -> bool:

@@ -65,5 +65,58 @@ def test_no_import_cycles_in_the_package():
     files = list(ROOT.rglob("*.py"))
     modules = {_module_name(f) for f in files}
     graph = {_module_name(f): _imports(f, modules) for f in files}
-    assert graph["napari_unet.cli"], "the scan found no imports at all"
+    assert graph["napari_unet.cli.main"], "the scan found no imports at all"
     assert _cycle(graph) is None, f"import cycle: {' -> '.join(_cycle(graph))}"
+
+
+# Which top-level parts of the package each part may import: the layers point one way.
+ALLOWED = {
+    "io": {"io"},
+    "core": {"core", "io"},
+    "runtime": {"runtime", "core", "io"},
+    "cli": {"cli", "runtime", "core", "io"},
+    "plugin": {"plugin", "runtime", "core", "io"},
+}
+
+
+def _part(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 2 else None
+
+
+def _layer_breaks(graph: dict) -> list[str]:
+    breaks = []
+    for module, targets in graph.items():
+        part = _part(module)
+        for target in targets:
+            if part in ALLOWED and _part(target) is not None and _part(target) not in ALLOWED[part]:
+                breaks.append(f"{module} -> {target}")
+    return sorted(breaks)
+
+
+def test_the_layer_check_finds_a_planted_break():
+    graph = {"napari_unet.core.train": {"napari_unet.plugin.widgets.train_widget"},
+             "napari_unet.cli.main": {"napari_unet.core.config"}}
+    assert _layer_breaks(graph) == ["napari_unet.core.train -> napari_unet.plugin.widgets.train_widget"]
+
+
+def test_layers_point_one_way_and_only_the_plugin_imports_napari():
+    files = list(ROOT.rglob("*.py"))
+    modules = {_module_name(f) for f in files}
+    graph = {_module_name(f): _imports(f, modules) for f in files}
+    assert {_part(m) for m in graph} >= set(ALLOWED), "the package layout changed: update ALLOWED"
+    assert _layer_breaks(graph) == []
+    # `napari-unet demo --view` opens its result in napari: the one use outside the plugin.
+    outside_plugin = [f for f in files if _part(_module_name(f)) != "plugin" and f != ROOT / "cli" / "demo.py"]
+    importing_napari = [str(f.relative_to(ROOT)) for f in outside_plugin if _imports_napari_or_qt(f)]
+    assert importing_napari == []
+
+
+def _imports_napari_or_qt(path: Path) -> bool:
+    roots = ("napari", "qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "magicgui", "superqt")
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+            [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module else [])
+        if any(name.split(".")[0] in roots for name in names):
+            return True
+    return False

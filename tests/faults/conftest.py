@@ -49,7 +49,7 @@ def fault_files(tmp_path_factory):
     tifffile.imwrite(folder / "truth_labels.tif", truth, photometric="minisblack")
     env = _environment(folder / "logs")
     result = subprocess.run(
-        [sys.executable, "-m", "napari_unet.cli", "train", "--image", str(folder / "vol.tif"),
+        [sys.executable, "-m", "napari_unet.cli.main", "train", "--image", str(folder / "vol.tif"),
          "--labels", str(folder / "vol_labels.tif"), "--out", str(folder / "model"), *TINY, "--epochs", "1"],
         capture_output=True, text=True, env=env, timeout=faultcase.GUARD_S)
     assert result.returncode == 0, result.stderr

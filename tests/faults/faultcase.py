@@ -112,7 +112,7 @@ def _wait_for(lines: queue.Queue, pattern: str, open_streams: int) -> int:
 
 
 def run_command(argv: list[str], case: Case, env: dict, cwd: Path) -> Outcome:
-    command = [sys.executable, "-m", "napari_unet.cli", *argv]
+    command = [sys.executable, "-m", "napari_unet.cli.main", *argv]
     if case.terminal:
         return _run_on_terminal(command, case, env, cwd)
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

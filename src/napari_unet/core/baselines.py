@@ -23,8 +23,8 @@ from skimage.filters import gaussian, threshold_otsu
 from skimage.measure import label as connected_components
 from skimage.segmentation import watershed
 
-from .metrics import dice
-from .objects import check_sampling, drop_small_objects
+from napari_unet.core.metrics import dice
+from napari_unet.core.objects import check_sampling, drop_small_objects
 
 POLARITIES = ("bright", "dark")
 

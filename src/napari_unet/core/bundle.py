@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import leftovers
-from .config import ConfigError, ModelConfig
+from napari_unet.io import leftovers
+from napari_unet.core.config import ConfigError, ModelConfig
 
 FORMAT_VERSION = 1
 SUPPORTED_FORMAT_VERSIONS = (1,)
@@ -75,7 +75,7 @@ def describe_classes(annotation_mode: str, n_classes: int, instances: bool = Fal
 def _versions() -> dict:
     import keras
 
-    from .. import __version__
+    from napari_unet import __version__
 
     backend = keras.backend.backend()
     try:
@@ -284,7 +284,7 @@ def load_bundle(path):
     """``(model, meta)`` from a bundle folder; the model is not compiled."""
     import keras
 
-    from .model import build_unet
+    from napari_unet.core.model import build_unet
 
     folder = Path(path)
     meta = read_bundle_meta(folder)

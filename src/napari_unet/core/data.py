@@ -28,8 +28,8 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage.segmentation import find_boundaries
 
-from .augment import PatchSampler, validation_arrays  # noqa: F401  (part of this API)
-from .config import ANNOTATION_MODES
+from napari_unet.core.augment import PatchSampler, validation_arrays  # noqa: F401  (part of this API)
+from napari_unet.core.config import ANNOTATION_MODES
 
 
 # --------------------------------------------------------------------- shapes

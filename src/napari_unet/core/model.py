@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import keras
 
-from .config import ModelConfig
+from napari_unet.core.config import ModelConfig
 
 
 def _conv_block(x, filters, cfg: ModelConfig, name: str):

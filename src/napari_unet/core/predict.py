@@ -39,13 +39,13 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from .config import MAX_3D_ANISOTROPY, PredictConfig
-from .data import (
+from napari_unet.core.config import MAX_3D_ANISOTROPY, PredictConfig
+from napari_unet.core.data import (
     check_image_values, intensity_mismatch, intensity_sample, nonfinite_message, normalization_from_sample, normalize,
 )
-from .objects import StreamingObjects, object_maps
-from .postprocess import labels_from_probs
-from .tiling import pad_for_tiles, round_up, stitch, tile_slices
+from napari_unet.core.objects import StreamingObjects, object_maps
+from napari_unet.core.postprocess import labels_from_probs
+from napari_unet.core.tiling import pad_for_tiles, round_up, stitch, tile_slices
 
 
 def predict_volume(

@@ -19,10 +19,10 @@ from typing import Iterator
 
 import numpy as np
 
-from . import data
-from .augment import batches
-from .bundle import check_target, describe_classes, load_bundle, model_config_of, save_bundle
-from .config import ModelConfig, TrainConfig
+from napari_unet.core import data
+from napari_unet.core.augment import batches
+from napari_unet.core.bundle import check_target, describe_classes, load_bundle, model_config_of, save_bundle
+from napari_unet.core.config import ModelConfig, TrainConfig
 
 CHECKPOINT_INTERVAL_S = 60.0
 FINAL_LR_FRACTION = 0.05  # the cosine schedule ends at this fraction of the learning rate
@@ -204,7 +204,7 @@ def _build(model_cfg: ModelConfig, mixed_precision: bool, resume_from):
     """Build (or load) the model under the requested dtype policy, then restore the global one."""
     import keras
 
-    from .model import build_unet
+    from napari_unet.core.model import build_unet
 
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy("mixed_float16" if mixed_precision else "float32")
@@ -242,7 +242,7 @@ def _validate(model, loss_fn, x_val, y_val, batch_size: int):
     """``(val_loss, val_dice, val_iou)`` over all validation pixels at once."""
     import keras
 
-    from .losses import dice_coef, iou
+    from napari_unet.core.losses import dice_coef, iou
 
     pred = _predict(model, x_val, batch_size)
     as_float = lambda v: float(keras.ops.convert_to_numpy(v))  # noqa: E731
@@ -384,7 +384,7 @@ class Trainer:
     def _choose_model_config(self) -> None:
         self.resume_meta = None
         if self.resume_from is not None:
-            from .bundle import read_bundle_meta
+            from napari_unet.core.bundle import read_bundle_meta
 
             self.resume_meta = read_bundle_meta(self.resume_from)
             _check_resume_meta(self.resume_meta, self.cfg, self.n_classes, self.in_channels, self.resume_from)
@@ -432,7 +432,7 @@ class Trainer:
     def _build_model(self) -> None:
         import keras
 
-        from .losses import get_loss, inverse_frequency_weights
+        from napari_unet.core.losses import get_loss, inverse_frequency_weights
 
         cfg = self.cfg
         keras.utils.set_random_seed(cfg.seed)  # before the sampler and the weights are drawn

@@ -1,0 +1,382 @@
+"""What each ``napari-unet`` sub-command does. Jobs run in the worker process via the engine."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import sys
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from napari_unet.runtime import interrupts
+from napari_unet.runtime import engine
+from napari_unet.io import disk, tiff
+from napari_unet.cli.args import parse_slices, predict_config, train_configs, write_json
+from napari_unet.io import leftovers
+from napari_unet.core.bundle import check_target, read_bundle_meta, reclaim_stale_saves
+from napari_unet.core.data import class_count
+
+
+def _channels_last(array, meta: dict):
+    """Move a channel ('C') or RGB sample ('S') axis last; returns (array, has_channels)."""
+    axes = meta.get("axes", "")
+    for name in ("S", "C"):
+        if name in axes and array.ndim == len(axes):
+            return np.moveaxis(array, axes.index(name), -1), True
+    return array, False
+
+
+def spatial_scale(meta: dict):
+    """The voxel size of the spatial axes: a channel ('C') or RGB sample ('S') axis has none."""
+    scale, axes = meta.get("scale"), meta.get("axes", "")
+    if scale is None or len(axes) != len(scale):
+        return scale
+    return tuple(s for s, name in zip(scale, axes) if name not in "SC")
+
+
+def load_image(path) -> tuple[np.ndarray, dict, bool]:
+    array, meta = tiff.read_array(path)
+    array, has_channels = _channels_last(array, meta)
+    return np.asarray(array), meta, has_channels
+
+
+def follow(job, on_event=None, desc="Working", unit="step") -> dict:
+    """Run a job to its end with a terminal progress bar.
+
+    Ctrl-C, SIGTERM and SIGHUP ask it to stop gracefully (see ``runtime.interrupts``); a second
+    Ctrl-C kills the worker.
+    """
+    bar = tqdm(total=1, desc=desc, unit=unit, dynamic_ncols=True)
+
+    def show(event):
+        if on_event is not None:
+            on_event(event, bar)
+
+    try:
+        with interrupts.deferred():
+            job.start()
+            return engine.run_to_end(job, show, after_poll=_SignalAnswer(job, bar), idle_s=0.05)
+    finally:
+        bar.close()
+
+
+class _SignalAnswer:
+    """Called after each poll: asks the job to stop at the first signal, kills it at a second Ctrl-C."""
+
+    def __init__(self, job, bar):
+        self.job, self.bar = job, bar
+        self.stopping = False
+
+    def __call__(self) -> None:
+        for signum in interrupts.take():
+            if self.stopping and signum == signal.SIGINT:
+                self.job.kill()
+                raise interrupts.Interrupted(signum)
+            if not self.stopping:
+                self.stopping = True
+                self.bar.write(f"{interrupts.signal_name(signum)}: stopping after the current batch "
+                               "(Ctrl-C again to kill)...")
+                self.job.stop()
+
+
+class JobFailed(RuntimeError):
+    """A job that failed in the worker; its text is the one line the user sees."""
+
+
+def _raise_on_error(final: dict, what: str):
+    if final.get("type") == "error":
+        raise JobFailed(f"{what} failed: {engine.failure_line(final, what)}")
+
+
+def train_with_progress(image, labels, model_cfg, train_cfg, out_dir, resume=None,
+                        overwrite=False) -> dict:
+    model_cfg = model_cfg.replace(
+        in_channels=image.shape[-1] if image.ndim == 4 else 1,
+        n_classes=class_count(labels, train_cfg.annotation_mode, train_cfg.instances),
+    )
+    job = engine.start_training(image, labels, model_cfg, train_cfg, str(out_dir),
+                                resume_from=resume, overwrite=overwrite)
+
+    def show(event, bar):
+        kind = event.get("type")
+        if kind == "start":
+            bar.total = 100  # percent: the steps or the time cap, whichever ends training first
+            bar.write(f"Device: {event.get('device')}; {event.get('n_train_slices')} training and "
+                      f"{event.get('n_val_slices')} validation slice(s); {event.get('params'):,} weights")
+        elif kind == "batch":
+            bar.update(round(event["progress"] * bar.total) - bar.n)  # steps or time, whichever ends first
+            left = event.get("seconds_left")
+            bar.set_postfix(epoch=event["epoch"], loss=f"{event['loss']:.3f}",
+                            **({} if left is None else {"time_left": f"{int(left) // 60}:{int(left) % 60:02d}"}))
+        elif kind == "epoch":
+            dice = event.get("val_dice")
+            bar.write(f"epoch {event['epoch']:3d}/{event['epochs']}  loss {event['loss']:.4f}"
+                      + (f"  val_loss {event['val_loss']:.4f}  val_dice {dice:.4f}" if dice is not None else "")
+                      + f"  ({event.get('seconds', 0):.1f} s"
+                      + (f", {100 * event['data_wait_share']:.0f} % waiting for data)"
+                         if event.get("data_wait_share") is not None else ")"))
+        elif kind == "warning":
+            bar.write("warning: " + event.get("message", ""), file=sys.stderr)
+
+    with job:
+        final = follow(job, show, desc="Training", unit="%")
+    _raise_on_error(final, "Training")
+    return final
+
+
+def _show_stage(bar, desc: str, total: int) -> None:
+    """Restart the bar when a new stage (a pass, the writing) begins."""
+    if bar.desc != desc:
+        bar.reset(total=total)
+        bar.set_description(desc, refresh=False)
+    elif bar.total != total:
+        bar.total = total
+
+
+def predict_with_progress(volume, model_dir, cfg, channel_axis=None, **outputs):
+    """Predict; returns (final_event, labels, probs) — arrays are copies unless written to disk."""
+    job = engine.start_prediction(volume, str(model_dir), cfg, channel_axis=channel_axis, **outputs)
+
+    written = []
+
+    def show(event, bar):
+        kind = event.get("type")
+        if kind == "progress":  # three-axis: the passes along each axis come first
+            _show_stage(bar, f"Pass {event['axis'] + 1} of 3", event["n_slices"])
+            bar.update(1)
+        elif kind == "slice":
+            _show_stage(bar, "Writing" if cfg.three_axis else "Segmenting", event["n_slices"])
+            bar.update(1)
+            written.append(event["index"])
+        elif event.get("type") == "warning":
+            bar.write("warning: " + event.get("message", ""), file=sys.stderr)
+
+    with job:
+        final = follow(job, show, desc="Segmenting", unit="slice")
+        final["slices_written"] = len(written)  # also known when the worker was ended by force
+        _raise_on_error(final, "Segmentation")
+        labels = None if outputs.get("out_path") else np.array(job.output("labels"))
+        probs = None
+        if cfg.return_probabilities and not outputs.get("prob_path"):
+            probs = np.array(job.output("probs"))
+    return final, labels, probs
+
+
+# -- sub-commands ---------------------------------------------------------------------------
+def _tidy_model_folder(path) -> None:
+    """Say what killed saves left beside a model folder, and tidy it (it may put a model back)."""
+    for line in reclaim_stale_saves(path):
+        print(line)
+
+
+def _say_why_unfinished(message: str) -> None:
+    """The failure line on stderr; after a signal, the command line's "stopped by ..." is that
+    line, and this one, saying what was kept, goes to stdout."""
+    print(message, file=sys.stdout if interrupts.last_signal() is not None else sys.stderr)
+
+
+def run_train(args) -> int:
+    _tidy_model_folder(args.out)
+    check_target(args.out, overwrite=args.overwrite)  # fail before loading anything
+    image, meta, _ = load_image(args.image)
+    labels, _ = tiff.read_array(args.labels)
+    model_cfg, train_cfg = train_configs(args)
+    final = train_with_progress(image, np.asarray(labels), model_cfg, train_cfg, args.out,
+                                resume=args.resume, overwrite=args.overwrite)
+    if not final.get("model_saved", True):
+        _say_why_unfinished(final["message"])
+        return 130 if final.get("type") == "stopped" else 1
+    dice = final.get("best_val_dice")
+    if final.get("message"):  # saved, but not where asked (its disk refused it)
+        print("warning: " + final["message"], file=sys.stderr)
+    print(f"Model saved to {final['model_dir']}")
+    print("Validation Dice: " + ("n/a (no validation data)" if dice is None else f"{dice:.4f}")
+          + f" (best epoch {final.get('best_epoch')})")
+    return 0
+
+
+OUTPUT_SUFFIXES = (".tif", ".tiff", ".zarr")
+
+
+def check_new_output(path, option: str, inputs=()) -> Path:
+    """Refuse, before any work, an output that is an input, exists, has no usable suffix, or
+    whose folder is missing."""
+    path = Path(path)
+    if any(path.resolve() == Path(p).resolve() for p in inputs):
+        raise ValueError(f"{option} {path} is one of the inputs; pick a new file name.")
+    if not path.name.lower().endswith(OUTPUT_SUFFIXES):
+        raise ValueError(f"{option} {path} must end in {', '.join(OUTPUT_SUFFIXES)}.")
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"Output folder {path.parent} does not exist; create it first.")
+    if path.exists():
+        raise FileExistsError(f"{path} exists; pick another name or delete it first.")
+    return path
+
+
+def run_predict(args) -> int:
+    _tidy_model_folder(args.model)
+    inputs = (args.image, args.model)
+    out = check_new_output(args.out, "--out", inputs)
+    prob = check_new_output(args.prob, "--prob", inputs + (args.out,)) if args.prob else None
+    read_bundle_meta(args.model)  # a file, a missing folder or a broken model: say so before any work
+    array, meta = tiff.open_lazy(args.image)
+    _, has_channels = _channels_last(array, meta)
+    channel_axis = _channel_axis(meta) if has_channels else None
+    spatial = check_image_axes(array.shape, meta, channel_axis, args.image)
+    scale = spatial_scale(meta)
+    cfg = predict_config(args, return_probabilities=bool(args.prob),
+                         **_object_settings(args, scale, len(spatial)))
+    finals = {out: _temporary(out)}
+    if prob:
+        finals[prob] = _temporary(prob)
+    for tmp in finals.values():
+        _reclaim_partial(tmp)
+    _check_disk_space(finals, spatial, cfg)
+    try:
+        final, _, _ = predict_with_progress(engine.LazyFile(str(args.image)), args.model, cfg,
+                                            channel_axis=channel_axis, out_path=str(finals[out]),
+                                            **({"prob_path": str(finals[prob])} if prob else {}))
+        if final.get("type") == "stopped":
+            return _keep_incomplete(final, finals, out, scale,
+                                    n_slices=spatial[cfg.axis] if len(spatial) == 3 else 1)
+        for path, tmp in finals.items():
+            _finish_output(tmp, path, scale, labels=path == out)
+    finally:
+        for tmp in finals.values():
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+    print(f"Labels written to {out}" + (f", probabilities to {prob}" if prob else ""))
+    return 0
+
+
+def _reclaim_partial(path) -> None:
+    """Remove the unfinished output of a killed run, which would block this one."""
+    if path is not None and path.exists() and leftovers.remove_stale_folder(path):
+        print(f"Removed {path}, the unfinished output of a killed run.")
+
+
+def _temporary(path: Path) -> Path:
+    return path.with_name(path.name + ".partial.zarr")
+
+
+def check_image_axes(shape, meta: dict, channel_axis, path) -> tuple:
+    """The spatial shape; refuses what is not one 2-D or 3-D image (time series, positions)."""
+    spatial = tuple(n for axis, n in enumerate(shape) if axis != channel_axis)
+    if len(spatial) not in (2, 3):
+        raise ValueError(
+            f"--image {path} has axes {meta.get('axes', '?')} (shape {tuple(shape)}), but one 2-D or 3-D image "
+            "is segmented at a time (YX or ZYX, plus at most one channel or RGB axis): save each time point "
+            "or position as its own TIFF (e.g. in Fiji: Image > Duplicate)."
+        )
+    return spatial
+
+
+def _check_disk_space(finals: dict, spatial, cfg) -> None:
+    """Outputs (uncompressed: the most they take) must fit; a TIFF is written from a temporary zarr
+    beside it, so it needs twice that."""
+    need = {}
+    for path, (shape, dtype) in zip(finals, engine.prediction_outputs(spatial, cfg).values()):
+        copies = 1 if path.suffix == ".zarr" else 2
+        need[path.parent] = need.get(path.parent, 0) + copies * engine.output_nbytes(shape, dtype)
+    for folder, nbytes in need.items():
+        disk.check_free_space(folder, nbytes, "the outputs")
+
+
+INCOMPLETE = "incomplete"  # marks the file that keeps a cancelled prediction's finished slices
+
+
+def incomplete_name(path: Path) -> Path:
+    """``mask.tif`` -> ``mask.incomplete.tif`` (``-2``, ``-3``, ... if that exists too)."""
+    stem, suffix = path.name[: -len(path.suffix)], path.suffix
+    candidate, n = path.with_name(f"{stem}.{INCOMPLETE}{suffix}"), 2
+    while candidate.exists():
+        candidate, n = path.with_name(f"{stem}.{INCOMPLETE}-{n}{suffix}"), n + 1
+    return candidate
+
+
+def _keep_incomplete(final: dict, finals: dict, out: Path, scale, n_slices: int) -> int:
+    """A cancelled run keeps its finished slices in files named as incomplete, never the asked names."""
+    done = final.get("slices_written", 0)
+    if done == 0:
+        _say_why_unfinished("Cancelled before any slice was finished: nothing was written.")
+        return 130
+    kept = []
+    for path, tmp in finals.items():
+        kept.append(incomplete_name(path))
+        _finish_output(tmp, kept[-1], scale, labels=path == out)
+    asked = ", ".join(map(str, finals))
+    _say_why_unfinished(f"Cancelled after {done} of {n_slices} slices: the finished slices are in "
+                        f"{', '.join(map(str, kept))} (the other slices are 0); {asked} "
+                        f"{'was' if len(finals) == 1 else 'were'} not written.")
+    return 130
+
+
+def _object_settings(args, scale, spatial_ndim: int) -> dict:
+    """Output kind from the model (objects for a model trained on ids) and the voxel size of 3-D
+    objects: --voxel-size, else the file's, else cubic voxels (said once)."""
+    settings = {}
+    if args.output is None:
+        settings["output"] = "instances" if read_bundle_meta(args.model).get("instances") else "labels"
+    objects_3d = (args.output or settings["output"]) == "instances" and args.objects in ("3d", "auto")
+    if spatial_ndim == 3 and objects_3d:
+        voxel = args.voxel_size or (scale if scale and len(scale) == 3 else None)
+        if voxel is None:
+            print("No voxel size known (none in the file, no --voxel-size): 3-D objects take the voxels "
+                  "as cubes.")
+        settings["voxel_size"] = tuple(float(v) for v in voxel) if voxel else ()
+    return settings
+
+
+def _channel_axis(meta: dict):
+    axes = meta.get("axes", "")
+    for name in ("S", "C"):
+        if name in axes:
+            return axes.index(name)
+    return None
+
+
+def _finish_output(tmp: Path, out: Path, scale, labels: bool):
+    """Move a finished zarr into place, or stream it into a TIFF one slice at a time."""
+    if out.suffix == ".zarr":
+        leftovers.unmark(tmp)
+        tmp.rename(out)
+        return
+    import zarr
+
+    array = zarr.open_array(str(tmp), mode="r")
+    tiff.write_labels_tiff(out, array, scale=scale) if labels else tiff.write_image_tiff(out, array, scale=scale)
+
+
+def run_evaluate(args) -> int:
+    from napari_unet.core.metrics import object_report, segmentation_report
+
+    if args.json and Path(args.json).exists():
+        raise FileExistsError(f"--json {args.json} exists; pick another name or delete it first.")
+
+    _tidy_model_folder(args.model)
+    read_bundle_meta(args.model)
+    image, meta, has_channels = load_image(args.image)
+    spatial = check_image_axes(image.shape, meta, image.ndim - 1 if has_channels else None, args.image)
+    gt, _ = tiff.read_array(args.labels)
+    gt = np.asarray(gt)
+    if tuple(gt.shape) != tuple(spatial):
+        raise ValueError(f"--labels shape {gt.shape} differs from --image shape {spatial}.")
+    chosen = parse_slices(args.slices)
+    if chosen is not None:
+        index = (slice(None),) * args.axis + (chosen,)
+        image, gt = image[index], gt[index]
+    cfg = predict_config(args, **_object_settings(args, spatial_scale(meta), len(spatial)))
+    _, pred, _ = predict_with_progress(image, args.model, cfg,
+                                       channel_axis=image.ndim - 1 if has_channels else None)
+    if cfg.output == "instances":
+        report = object_report(pred, gt, per_slice=args.per_slice)
+    else:
+        report = segmentation_report(pred, gt)
+    report["slices"] = args.slices or "all"
+    for key, value in report.items():
+        print(f"{key:>28}: {value:.4f}" if isinstance(value, float) else f"{key:>28}: {value}")
+    if args.json:
+        write_json(Path(args.json), report)
+    return 0

@@ -1,0 +1,268 @@
+"""The "Train U-Net" dock widget: pick layers and settings, train in the worker, watch it learn."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    FileEdit,
+    FloatSpinBox,
+    Label,
+    ProgressBar,
+    PushButton,
+    SpinBox,
+)
+from napari.layers import Labels
+from napari.utils import progress
+from napari.utils.notifications import show_error, show_info, show_warning
+
+from napari_unet.runtime import engine
+from napari_unet.core.bundle import check_target
+from napari_unet.core.config import ConfigError, ModelConfig, TrainConfig, limits
+from napari_unet.core.data import class_count, validate_training_pair
+from napari_unet.plugin.widgets._job_dock import JobDock
+from napari_unet.plugin.widgets._job_poller import JobPoller
+from napari_unet.plugin.widgets._layers import layer_array, spatial_shape, unique_path
+from napari_unet.plugin.widgets._limits import decimals_to_show, spin_range
+from napari_unet.plugin.widgets._loss_plot import LossPlot
+from napari_unet.plugin.widgets._session import TRAINED_MODELS
+
+DEFAULT_MODELS_DIR = Path.home() / "napari-unet-models"
+SECONDS_PER_MINUTE = 60.0
+
+
+class TrainWidget(JobDock):
+    ready_text = "Ready to train."
+
+    def __init__(self, napari_viewer):
+        super().__init__(napari_viewer)
+        defaults = TrainConfig()
+        model_defaults = ModelConfig()
+        self.image = ComboBox(label="Image", choices=self._image_choices)
+        self.labels = ComboBox(label="Annotations", choices=self._labels_choices)
+        self.mode = ComboBox(
+            label="Annotation mode",
+            choices=[("full slices (0 = background)", "full_slices"),
+                     ("scribbles (0 = unlabelled, 1 = background)", "scribbles")],
+            value=defaults.annotation_mode,
+        )
+        self.instances = CheckBox(label="Objects have own ids (learn boundaries)", value=False)
+        self.n_filters = SpinBox(label="Base filters", value=model_defaults.n_filters,
+                                 **spin_range(ModelConfig, "n_filters"))
+        self.depth = SpinBox(label="Depth", value=model_defaults.depth, **spin_range(ModelConfig, "depth"))
+        self.epochs = SpinBox(label="Epochs", value=defaults.epochs, **spin_range(TrainConfig, "epochs"))
+        self.steps = SpinBox(label="Steps per epoch", value=defaults.steps_per_epoch,
+                             **spin_range(TrainConfig, "steps_per_epoch"))
+        # Shown in minutes; the config holds seconds.
+        no_limit, longest = limits(TrainConfig, "max_seconds")
+        self.time_limit = FloatSpinBox(
+            label="Time limit (min, 0 = none)", value=defaults.max_seconds / SECONDS_PER_MINUTE,
+            min=no_limit / SECONDS_PER_MINUTE, max=longest / SECONDS_PER_MINUTE, step=1.0,
+        )
+        self.batch_size = SpinBox(label="Batch size", value=defaults.batch_size,
+                                  **spin_range(TrainConfig, "batch_size"))
+        self.patch_size = SpinBox(label="Patch size", value=defaults.patch_size, step=16,
+                                  **spin_range(TrainConfig, "patch_size"))
+        rates = limits(TrainConfig, "learning_rate")
+        self.learning_rate = FloatSpinBox(label="Learning rate", value=defaults.learning_rate, step=1e-4)
+        self.learning_rate.native.setDecimals(decimals_to_show(rates[0]))  # first: Qt rounds the range to them
+        self.learning_rate.range = rates
+        self.val_fraction = FloatSpinBox(label="Validation fraction", value=defaults.val_fraction, step=0.05,
+                                         **spin_range(TrainConfig, "val_fraction"))
+        self.model_dir = FileEdit(label="Save model to", mode="d", value=DEFAULT_MODELS_DIR / "unet")
+        self.replace = CheckBox(label="Replace an existing model there", value=False)
+        self.train_button = PushButton(text="Train")
+        self.stop_button = PushButton(text="Stop", enabled=False)
+        self.run_button = self.train_button  # the name JobDock enables and disables
+        self.progress_bar = ProgressBar(label="Progress", value=0, min=0, max=1)
+        self.status = Label(label="Status", value="")
+        self.device = Label(label="Device", value="-")
+        self.time_left = Label(label="Time left", value="-")
+        self.score = Label(label="Validation", value="-")
+        self.extend([
+            self.image, self.labels, self.mode, self.instances, self.n_filters, self.depth,
+            self.epochs, self.steps, self.time_limit, self.batch_size, self.patch_size, self.learning_rate,
+            self.val_fraction, self.model_dir, self.replace, self.train_button, self.stop_button,
+            self.progress_bar, self.time_left, self.device, self.status, self.score,
+        ])
+        self.plot = LossPlot()
+        self.native.layout().addWidget(self.plot.canvas)
+
+        self.last_model_dir: Path | None = None
+        self.train_button.changed.connect(self.start_training)
+        self.stop_button.changed.connect(self.stop_training)
+        for widget in (self.image, self.labels, self.mode, self.instances, self.patch_size):
+            widget.changed.connect(self._check_inputs)
+        self._follow_layers()
+
+    # -- inputs ---------------------------------------------------------------------------
+    def _labels_choices(self, _widget=None):
+        image = self.image.value if hasattr(self, "image") else None
+        layers = [layer for layer in self.viewer.layers if isinstance(layer, Labels)]
+        if image is not None:  # only labels that line up with the image
+            layers = [layer for layer in layers if spatial_shape(layer) == spatial_shape(image)]
+        return [(layer.name, layer) for layer in layers]
+
+    def _layers_changed(self, _event=None):
+        self.image.reset_choices()
+        self.labels.reset_choices()
+        self._check_inputs(keep_status=True)
+
+    def _check_inputs(self, _value=None, *, keep_status: bool = False) -> str:
+        if self.image.value is not None:
+            self.labels.reset_choices()  # only labels matching the picked image
+        return super()._check_inputs(keep_status=keep_status)
+
+    def _input_problem(self) -> str:
+        image, labels = self.image.value, self.labels.value
+        if image is None:
+            return "Pick an Image layer (open one, or File > Open Sample)."
+        if labels is None:
+            return "Pick a Labels layer of the same shape as the image (Layers > New Labels)."
+        shape = spatial_shape(image)
+        if min(shape[-2:]) < self.patch_size.value:
+            return (f"Patch size {self.patch_size.value} is larger than the image "
+                    f"({shape[-2]} x {shape[-1]}); lower the patch size.")
+        try:
+            validate_training_pair(
+                self._image_data(), np.asarray(labels.data), self.mode.value, self.instances.value
+            )
+        except ValueError as exc:
+            return str(exc)
+        return ""
+
+    def _image_data(self):
+        return np.asarray(layer_array(self.image.value))
+
+    def _configs(self):
+        model_cfg = ModelConfig(n_filters=self.n_filters.value, depth=self.depth.value)
+        train_cfg = TrainConfig(
+            annotation_mode=self.mode.value,
+            instances=self.instances.value,
+            epochs=self.epochs.value,
+            steps_per_epoch=self.steps.value,
+            batch_size=self.batch_size.value,
+            patch_size=self.patch_size.value,
+            learning_rate=float(self.learning_rate.value),
+            val_fraction=float(self.val_fraction.value),
+            max_seconds=SECONDS_PER_MINUTE * float(self.time_limit.value),
+        )
+        return model_cfg, train_cfg
+
+    def _output_dir(self) -> Path:
+        path = Path(self.model_dir.value).expanduser()
+        if path.exists() and not self.replace.value:
+            new = unique_path(path)
+            show_info(f"{path} already holds a model; saving to {new} instead "
+                      "(tick 'Replace' to overwrite).")
+            path = new
+        return path
+
+    # -- running --------------------------------------------------------------------------
+    def start_training(self, _value=None):
+        problem = self._check_inputs()
+        if problem:
+            show_warning(problem)
+            return
+        try:
+            model_cfg, train_cfg = self._configs()
+        except ConfigError as exc:
+            show_error(str(exc))
+            return
+        out_dir = self._output_dir()
+        try:
+            check_target(out_dir, overwrite=bool(self.replace.value))
+        except (ValueError, FileExistsError) as exc:
+            show_error(str(exc))
+            return
+        try:
+            out_dir.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            show_error(f"Cannot create {out_dir.parent}: {exc}. Pick another folder.")
+            return
+        image = self._image_data()
+        labels = np.asarray(self.labels.value.data)
+        model_cfg = model_cfg.replace(
+            in_channels=image.shape[-1] if self.image.value.rgb else 1,
+            n_classes=class_count(labels, train_cfg.annotation_mode, train_cfg.instances),
+        )
+        job = engine.start_training(
+            image, labels, model_cfg, train_cfg, str(out_dir), overwrite=bool(self.replace.value)
+        )
+        self.plot.clear()
+        self.score.value = "-"
+        # In percent: the steps or the time cap, whichever ends training first.
+        self.progress_bar.max = 100
+        self.progress_bar.value = 0
+        self._napari_progress = progress(total=100, desc="Training U-Net")
+        self.poller = JobPoller(job, self._on_event, self._on_finished).start()
+        self.train_button.enabled = False
+        self.stop_button.enabled = True
+        self.status.value = f"Starting the worker; the model goes to {out_dir}"
+
+    def stop_training(self, _value=None):
+        if self.poller is not None and self.poller.active:
+            self.poller.stop()
+            self.status.value = "Stopping after the current batch; the best model so far is kept."
+
+    def _on_event(self, event: dict):
+        kind = event.get("type")
+        if kind == "start":
+            self.device.value = str(event.get("device", "?"))
+            self.status.value = (f"Training on {event.get('n_train_slices')} slice(s), "
+                                 f"validating on {event.get('n_val_slices')}.")
+        elif kind == "batch":
+            done = round(event["progress"] * self.progress_bar.max)
+            self.progress_bar.value = done
+            self.time_left.value = format_time_left(event.get("seconds_left"))
+            if self._napari_progress is not None:
+                self._napari_progress.n = done
+                self._napari_progress.set_description(
+                    f"Training U-Net: epoch {event['epoch']}, loss {event['loss']:.3f}"
+                )
+        elif kind == "epoch":
+            self.plot.add_epoch(event)
+            dice = event.get("val_dice")
+            self.status.value = (f"Epoch {event['epoch']}/{event['epochs']}: loss {event['loss']:.3f}"
+                                 + (f", val Dice {dice:.3f}" if dice is not None else ""))
+        elif kind == "warning":
+            show_warning(event.get("message", ""))
+
+    def _on_finished(self, final: dict):
+        self._close_progress()
+        self.time_left.value = "-"
+        self.stop_button.enabled = False
+        kind = final.get("type")
+        if kind in ("done", "stopped") and not final.get("model_saved", True):
+            self.status.value = final["message"]  # ended before the first epoch: nothing written
+            show_warning(self.status.value)
+        elif kind in ("done", "stopped") and final.get("model_dir"):
+            self.last_model_dir = Path(final["model_dir"])
+            TRAINED_MODELS.add(self.last_model_dir)
+            dice = final.get("best_val_dice")
+            self.score.value = "n/a (no validation data)" if dice is None else f"Dice {dice:.3f}"
+            verb = "Training finished" if kind == "done" else "Training stopped"
+            if kind == "done":
+                self.progress_bar.value = self.progress_bar.max
+            self.status.value = f"{verb}. Model saved to {self.last_model_dir}"
+            show_info(f"{verb}: model saved to {self.last_model_dir}. "
+                      "It is now offered in 'Segment with U-Net'.")
+            if final.get("message"):  # saved, but not where asked (its disk refused it)
+                show_warning(final["message"])
+        elif kind == "stopped":
+            self.status.value = "Training was ended before a model could be saved."
+            show_warning(final.get("message") or self.status.value)
+        else:
+            self._report_failure(final, "Training")
+        self._check_inputs(keep_status=True)
+
+
+def format_time_left(seconds) -> str:
+    """"4:05 (or sooner, when the validation loss stops improving)"; "-" without a time cap."""
+    if seconds is None:
+        return "-"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes}:{secs:02d} at most (ends sooner once validation stops improving)"

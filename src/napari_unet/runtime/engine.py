@@ -1,0 +1,600 @@
+"""Run core jobs in a spawned worker process; the parent side streams events, stops and kills.
+
+TensorFlow must never be loaded into the napari process (it crashes next to Mesa's OpenGL),
+so every TensorFlow job runs in a fresh interpreter started with ``spawn``. Big arrays go
+through shared memory (or a file the worker opens itself), small event dicts through a queue.
+Nothing here blocks the caller except ``wait``, and nothing is left running or allocated
+after ``close`` (or at interpreter exit).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import multiprocessing
+import multiprocessing.util  # noqa: F401  registers its exit hook now, so ours runs before it
+import os
+import queue
+import re
+import secrets
+import signal
+import sys
+import time
+import types
+import weakref
+from dataclasses import dataclass
+from multiprocessing import resource_tracker
+from multiprocessing.shared_memory import SharedMemory
+from pathlib import Path
+
+import numpy as np
+
+from napari_unet.runtime import logs
+from napari_unet.runtime import worker
+from napari_unet.runtime.runner import drain, run_to_end
+from napari_unet.runtime.worker import FINAL_EVENTS, OOM_HINT, failure_line
+from napari_unet.io import leftovers
+from napari_unet.core.bundle import read_bundle_meta  # JSON only: no Keras here
+
+__all__ = ["Job", "LazyFile", "ZarrOutput", "start_training", "start_prediction", "FINAL_EVENTS", "failure_line",
+           "drain", "run_to_end"]
+
+_CONTEXT = multiprocessing.get_context("spawn")
+# Seconds a finished worker gets to exit by itself, then after SIGTERM, before SIGKILL.
+_EXIT_GRACE_S = 3.0
+
+
+@dataclass(frozen=True)
+class LazyFile:
+    """An image file the worker opens lazily itself (``napari_unet.io.tiff.open_lazy``)."""
+
+    path: str
+
+
+@dataclass(frozen=True)
+class ZarrOutput:
+    """An output written into a new zarr array on disk, for volumes larger than memory."""
+
+    path: str
+    shape: tuple
+    dtype: str
+    chunks: tuple | None = None
+
+
+class _Resources:
+    """Everything a job must give back: its process, queue and shared memory.
+
+    Kept apart from ``Job`` so that a finalizer can release it when a job is dropped unclosed.
+    """
+
+    def __init__(self):
+        self.process = None
+        self.queue = None
+        self.segments: list[SharedMemory] = []
+        self.exitcode = None
+        self.log_path = None  # the worker's stderr: kept only when the job failed
+
+    def release(self, finished: bool) -> None:
+        process = self.process
+        if process is not None:
+            if process.is_alive() and finished:
+                process.join(_EXIT_GRACE_S)  # it is only flushing and exiting
+            if process.is_alive():
+                process.terminate()
+                process.join(_EXIT_GRACE_S)
+            if process.is_alive():
+                process.kill()
+            process.join()
+            self.exitcode = process.exitcode
+            process.close()
+        if self.queue is not None:
+            self.queue.close()
+        for shm in self.segments:
+            worker.close_segment(shm)
+            try:
+                shm.unlink()
+            except FileNotFoundError:
+                pass
+        self.segments.clear()
+
+
+_open_jobs: "weakref.WeakSet[Job]" = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_jobs():
+    # Runs before multiprocessing's own exit hook, which would wait forever for a live worker.
+    for job in list(_open_jobs):
+        job.close()
+
+
+class Job:
+    """A generator function run in a spawned worker process.
+
+    ``target`` is ``"package.module:function"``; the worker calls
+    ``function(arrays=..., outputs=..., stop_event=..., **params)`` and forwards every event
+    dict it yields. ``arrays`` maps names to numpy arrays (copied once into shared memory;
+    the worker gets read-only zero-copy views) or ``LazyFile`` (opened by the worker).
+    ``outputs`` maps names to ``(shape, dtype)`` (zero-filled shared memory the worker writes
+    and ``output(name)`` reads while the job runs) or ``ZarrOutput``. ``params`` must be
+    small and picklable; ``params["_env"]`` sets environment variables in the worker before
+    the job's module is imported. A job dropped without ``close`` ends its worker when it is
+    garbage-collected; jobs still open at interpreter exit are closed then.
+    """
+
+    def __init__(self, target: str, params: dict, arrays: dict | None = None, outputs: dict | None = None):
+        module, sep, function = target.partition(":")
+        if not (module and sep and function):
+            raise ValueError(f"Job target must look like 'package.module:function', got {target!r}.")
+        self.target = target
+        self.params = dict(params)
+        self._arrays = dict(arrays or {})
+        self._output_specs = dict(outputs or {})
+        for name, value in self._arrays.items():
+            _check_input(name, value)
+        for name, spec in self._output_specs.items():
+            _check_output(name, spec)
+        self._resources = _Resources()
+        self._views: dict[str, np.ndarray] = {}
+        self._stop_event = None
+        self._stop_deadline = None
+        self._stop_timeout = None
+        self._kill_deadline = None
+        self._forced = None  # why the parent ended the process, if it did
+        self._final = None
+        self._closed = False
+        self._finalizer = weakref.finalize(self, self._resources.release, False)
+        self._finalizer.atexit = False  # _close_open_jobs handles exit, in the right order
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def start(self) -> "Job":
+        if self._closed:
+            raise RuntimeError("This job is closed; create a new one.")
+        if self._resources.process is not None:
+            raise RuntimeError("This job was already started.")
+        reclaim_stale_segments()
+        _open_jobs.add(self)
+        try:
+            # The resource tracker (it unlinks semaphores and segments after a crash) and the
+            # worker inherit this block: the tracker then outlives a closing terminal, and the
+            # worker unblocks them only once it has left the terminal's process group (see
+            # worker.leave_terminal_signals). Two blocks: ensure_running unblocks SIGINT/SIGTERM.
+            with _terminal_signals_blocked():
+                resource_tracker.ensure_running()
+            with _terminal_signals_blocked():
+                self._spawn()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _spawn(self) -> None:
+        inputs = {name: self._share_input(value) for name, value in self._arrays.items()}
+        outputs = {name: self._make_output(name, spec) for name, spec in self._output_specs.items()}
+        self._arrays = {}  # the shared copies are all the worker needs
+        self._resources.queue = _CONTEXT.Queue()
+        self._stop_event = _CONTEXT.Event()
+        self._resources.log_path = logs.new_log_path("worker")
+        params = {**self.params, "_log": self._resources.log_path}
+        process = _CONTEXT.Process(
+            target=worker.run_job,
+            args=(self.target, params, inputs, outputs, self._resources.queue, self._stop_event),
+            name=f"napari-unet {self.target}",
+        )
+        with _main_module_hidden():
+            process.start()
+        self._resources.process = process
+
+    def poll(self, max_events: int = 1000) -> list[dict]:
+        """The events that arrived since the last call; never blocks.
+
+        Once the job has ended this includes exactly one final event ("done", "stopped" or
+        "error"), synthesised here when the worker died without sending one.
+        """
+        process = self._resources.process
+        if process is None or self._final is not None or self._closed:
+            return []
+        alive = process.is_alive()  # before draining: once it is dead, its events are all queued
+        events = []
+        while len(events) < max_events:
+            try:
+                event = self._resources.queue.get_nowait()
+            except queue.Empty:
+                break
+            except (EOFError, OSError):  # a worker killed mid-message
+                break
+            events.append(event)
+            if event.get("type") in FINAL_EVENTS:
+                self._final = event
+                return events
+        if len(events) >= max_events:
+            return events
+        if alive:
+            self._enforce_deadlines(process)
+        else:
+            self._final = self._ended_event(process.exitcode)
+            events.append(self._final)
+        return events
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Ask the job to stop after its current batch; end the process if it has not within
+        ``timeout`` seconds (checked by ``poll``, so this returns at once)."""
+        if self._stop_event is None or self._final is not None:
+            return
+        self._stop_event.set()
+        deadline = time.monotonic() + timeout
+        if self._stop_deadline is None or deadline < self._stop_deadline:
+            self._stop_deadline = deadline
+            self._stop_timeout = timeout
+
+    def kill(self) -> None:
+        """End the worker now; ``poll`` then reports "stopped" with ``forced=True``."""
+        process = self._resources.process
+        if process is not None and self._final is None and process.is_alive():
+            self._forced = "The worker process was ended on request"
+            process.kill()
+            process.join(_EXIT_GRACE_S)
+
+    def wait(self, timeout: float | None = None) -> list[dict]:
+        """Block until the job ends and return all its remaining events (for scripts and tests)."""
+        if self._resources.process is None:
+            raise RuntimeError("Start the job before waiting for it.")
+        events = []
+        run_to_end(self, events.append, timeout=timeout)
+        return events
+
+    def close(self) -> None:
+        """End the worker if it still runs and free all shared memory. Safe to call twice.
+
+        Arrays obtained from ``output`` stay readable afterwards; copy what you keep anyway.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        _open_jobs.discard(self)
+        self._views.clear()
+        self._finalizer.detach()
+        self._resources.release(finished=self._final is not None)
+        if self._resources.log_path is not None and not self._failed:
+            with contextlib.suppress(OSError):
+                os.unlink(self._resources.log_path)  # a job that ended well needs no log
+
+    def __enter__(self) -> "Job":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    # -- state ------------------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        """Started and its final event not yet returned by ``poll``."""
+        return self._resources.process is not None and self._final is None and not self._closed
+
+    @property
+    def finished(self) -> bool:
+        return self._final is not None
+
+    @property
+    def _failed(self) -> bool:
+        # Ended by an error, or closed while running (the log may say why it did not end).
+        return self._final is None or self._final.get("type") == "error"
+
+    @property
+    def log_path(self) -> str | None:
+        """The file that receives the worker's stderr (tracebacks, crash stacks)."""
+        path = self._resources.log_path
+        return None if path is None else str(path)
+
+    @property
+    def final_event(self) -> dict | None:
+        return self._final
+
+    @property
+    def exitcode(self) -> int | None:
+        process = self._resources.process
+        if process is None or self._closed:
+            return self._resources.exitcode
+        return process.exitcode
+
+    @property
+    def pid(self) -> int | None:
+        """The worker's process id, once started."""
+        process = self._resources.process
+        return None if process is None or self._closed else process.pid
+
+    @property
+    def shared_memory_names(self) -> tuple[str, ...]:
+        """Names of this job's shared-memory segments (``/dev/shm`` on Linux)."""
+        return tuple(shm.name for shm in self._resources.segments)
+
+    def output(self, name: str):
+        """The live output array ``name`` (read-only); zarr outputs come back as zarr arrays."""
+        if self._closed:
+            raise RuntimeError("This job is closed; copy outputs before closing it.")
+        if name not in self._output_specs:
+            raise KeyError(f"No output {name!r}; this job has {sorted(self._output_specs)}.")
+        spec = self._output_specs[name]
+        if isinstance(spec, ZarrOutput):
+            import zarr
+
+            return zarr.open_array(spec.path, mode="r")
+        if name not in self._views:
+            raise RuntimeError("Start the job before reading its outputs.")
+        return self._views[name]
+
+    # -- internals --------------------------------------------------------------------------
+    def _new_segment(self, nbytes: int) -> SharedMemory:
+        shm = SharedMemory(name=segment_name(), create=True, size=max(nbytes, 1))
+        self._resources.segments.append(shm)
+        return shm
+
+    def _share_input(self, value):
+        if isinstance(value, LazyFile):
+            return ("lazy", str(value.path))
+        array = np.asarray(value)
+        shm = self._new_segment(array.nbytes)
+        view = worker.segment_view(shm, array.shape, array.dtype)
+        np.copyto(view, array)
+        del view
+        return ("shm", shm.name, array.shape, array.dtype.str)
+
+    def _make_output(self, name, spec):
+        if isinstance(spec, ZarrOutput):
+            import zarr
+
+            zarr.open_array(spec.path, mode="w-", shape=spec.shape, dtype=spec.dtype,
+                            chunks=spec.chunks or spec.shape, fill_value=0)
+            leftovers.mark_owner(spec.path)  # so that a later run can tell it was left by a killed one
+            return ("zarr", str(spec.path))
+        shape, dtype = tuple(spec[0]), np.dtype(spec[1])
+        shm = self._new_segment(int(np.prod(shape)) * dtype.itemsize)
+        view = worker.segment_view(shm, shape, dtype)
+        view.fill(0)
+        view.flags.writeable = False  # the worker writes; the parent only reads
+        self._views[name] = view
+        return ("shm", shm.name, shape, dtype.str)
+
+    def _enforce_deadlines(self, process) -> None:
+        now = time.monotonic()
+        if self._stop_deadline is not None and now >= self._stop_deadline:
+            self._forced = f"The job did not stop within {self._stop_timeout:g} s, so its worker process was ended"
+            self._stop_deadline = None
+            self._kill_deadline = now + _EXIT_GRACE_S
+            process.terminate()
+        elif self._kill_deadline is not None and now >= self._kill_deadline:
+            self._kill_deadline = None
+            process.kill()
+
+    def _ended_event(self, exitcode) -> dict:
+        if self._forced:
+            return {
+                "type": "stopped",
+                "forced": True,
+                "exitcode": exitcode,
+                "message": f"{self._forced}; anything not yet saved is lost.",
+            }
+        return {
+            "type": "error",
+            "message": f"The worker process ended unexpectedly ({_describe_exit(exitcode)}).",
+            "error_type": "WorkerDied",
+            "exitcode": exitcode,
+            "hint": _crash_hint(exitcode),
+            "log": self.log_path,
+            "traceback": "",
+        }
+
+
+# Segment names carry the owner's process id: napari_unet_<pid>_<random>. Normally the owner
+# unlinks them (close, exit, and the graceful stop on Ctrl-C, SIGTERM and SIGHUP), and after a
+# SIGKILL of the owner alone multiprocessing's resource tracker does, once the worker has
+# ended. When the tracker was killed too (SIGKILL to the whole process group), the names stay
+# in /dev/shm; the next job removes those whose owner is gone. A shared-memory name is local to
+# the machine, so the process id is enough; a reused id keeps a leak, never removes a live one.
+SEGMENT_PREFIX = "napari_unet_"
+_SEGMENT_NAME = re.compile(rf"{SEGMENT_PREFIX}(\d+)_[0-9a-f]+")
+_SHM_DIR = Path("/dev/shm")  # where POSIX shared memory is listed, on Linux
+
+
+def segment_name() -> str:
+    # Short: macOS allows 31 characters.
+    return f"{SEGMENT_PREFIX}{os.getpid()}_{secrets.token_hex(4)}"
+
+
+def reclaim_stale_segments() -> list[str]:
+    """Unlink the segments of napari-unet processes that have ended; returns their names."""
+    reclaimed = []
+    try:
+        names = [entry.name for entry in _SHM_DIR.iterdir()]
+    except OSError:  # not Linux: nothing to list
+        return reclaimed
+    for name in names:
+        match = _SEGMENT_NAME.fullmatch(name)
+        if match and not leftovers.process_alive(int(match.group(1))):
+            with contextlib.suppress(OSError):
+                shm = SharedMemory(name=name)  # attach, then unlink: the tracker sees both
+                shm.close()
+                shm.unlink()
+                reclaimed.append(name)
+    return reclaimed
+
+
+@contextlib.contextmanager
+def _terminal_signals_blocked():
+    """Hold back Ctrl-C, SIGTERM and SIGHUP (delivered on exit) while child processes start."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, worker.TERMINAL_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+@contextlib.contextmanager
+def _main_module_hidden():
+    """Keep ``spawn`` from re-running the caller's main script in the worker.
+
+    The worker needs only ``napari_unet.runtime.worker``. Re-running ``__main__`` there would start a
+    second napari, or fail for a script without an ``if __name__ == "__main__"`` guard.
+    """
+    main = sys.modules.get("__main__")
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        if main is not None:
+            sys.modules["__main__"] = main
+
+
+def _describe_exit(exitcode) -> str:
+    if exitcode is not None and exitcode < 0:
+        try:
+            return f"exit code {exitcode}, killed by {signal.Signals(-exitcode).name}"
+        except ValueError:
+            pass
+    return f"exit code {exitcode}"
+
+
+def _crash_hint(exitcode) -> str:
+    if exitcode == -signal.SIGKILL:
+        return "The system may have run out of memory and killed it. " + OOM_HINT
+    return "Its last messages are in the log; your data is unaffected."
+
+
+def _check_input(name, value):
+    if isinstance(value, LazyFile):
+        if not Path(value.path).exists():
+            raise ValueError(f"Input {name!r}: file {value.path} does not exist; check the path.")
+        return
+    dtype = getattr(value, "dtype", None)
+    if dtype is None:
+        dtype = np.asarray(value).dtype
+    if np.dtype(dtype) == object:
+        raise ValueError(f"Input {name!r} must be a numeric array or a LazyFile, got {type(value).__name__}.")
+
+
+def _check_output(name, spec):
+    if isinstance(spec, ZarrOutput):
+        if Path(spec.path).exists():
+            raise ValueError(f"Output {name!r}: {spec.path} already exists; pick a new path or delete it.")
+        return
+    try:
+        shape, dtype = spec
+        shape, dtype = tuple(int(n) for n in shape), np.dtype(dtype)
+    except (TypeError, ValueError):
+        raise ValueError(f"Output {name!r} must be (shape, dtype) or a ZarrOutput, got {spec!r}.") from None
+    if any(n < 0 for n in shape) or dtype == object:
+        raise ValueError(f"Output {name!r}: shape {shape} / dtype {dtype} cannot be shared.")
+
+
+# -- the two jobs the plugin runs ---------------------------------------------------------
+def _worker_env() -> dict:
+    # Quiet TensorFlow's C++ logging unless the user asked for it. TensorFlow is the default
+    # backend; KERAS_BACKEND=jax (e.g. where only JAX sees the GPU) is passed on.
+    return {"TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
+            "KERAS_BACKEND": os.environ.get("KERAS_BACKEND", "tensorflow")}
+
+
+def start_training(image, labels, model_cfg, train_cfg, out_dir, resume_from=None, overwrite=False) -> Job:
+    """A (not yet started) job that trains a U-Net and saves it to ``out_dir``.
+
+    ``model_cfg=None`` lets the trainer pick the class and channel counts the data needs.
+    An ``out_dir`` that may not be replaced, or cannot be written, is refused here.
+    """
+    from napari_unet.core.bundle import check_target  # no Keras: only the folder is looked at
+
+    check_target(out_dir, overwrite)
+    params = {
+        "model_cfg": None if model_cfg is None else model_cfg.to_dict(),
+        "train_cfg": train_cfg.to_dict(),
+        "out_dir": str(out_dir),
+        "resume_from": None if resume_from is None else str(resume_from),
+        "overwrite": bool(overwrite),
+        "_env": _worker_env(),
+    }
+    return Job("napari_unet.runtime.worker:train_job", params, arrays={"image": image, "labels": labels})
+
+
+def start_prediction(image, model_dir, predict_cfg, channel_axis=None, out_path=None, prob_path=None,
+                     all_classes=False) -> Job:
+    """A (not yet started) job that segments ``image`` with the model saved in ``model_dir``.
+
+    Outputs: "labels" (uint8, or uint32 for instances) and, with ``return_probabilities``,
+    "probs" (float32), both of the image's spatial shape (``all_classes``: "probs" gets a last
+    axis with every class). They live in shared memory, or in new zarr arrays at ``out_path``
+    / ``prob_path`` for volumes larger than memory.
+    """
+    read_bundle_meta(model_dir)  # a missing folder, a file or a broken bundle is refused here
+    spatial = _spatial_shape(_shape_of(image), channel_axis)
+    slice_axis = predict_cfg.axis % 3 if len(spatial) == 3 else None
+    classes = (read_bundle_meta(model_dir)["model_config"]["n_classes"],) if all_classes else ()
+    shapes = prediction_outputs(spatial, predict_cfg, classes)
+    outputs = {name: _output_spec(shape, dtype, path, slice_axis)
+               for (name, (shape, dtype)), path in zip(shapes.items(), (out_path, prob_path))}
+    _check_disk_space(outputs)
+    params = {
+        "model_dir": str(model_dir),
+        "predict_cfg": predict_cfg.to_dict(),
+        "channel_axis": channel_axis,
+        "source_path": image.path if isinstance(image, LazyFile) else None,
+        "_env": _worker_env(),
+    }
+    return Job("napari_unet.runtime.worker:predict_job", params, arrays={"volume": image}, outputs=outputs)
+
+
+def prediction_outputs(spatial_shape, predict_cfg, prob_classes=()) -> dict:
+    """``{name: (shape, dtype)}`` of what a prediction writes: "labels", and "probs" when asked."""
+    spatial_shape = tuple(spatial_shape)
+    outputs = {"labels": (spatial_shape, np.dtype(np.uint32 if predict_cfg.output == "instances" else np.uint8))}
+    if predict_cfg.return_probabilities:
+        outputs["probs"] = (spatial_shape + tuple(prob_classes), np.dtype(np.float32))
+    return outputs
+
+
+def output_nbytes(shape, dtype) -> int:
+    return int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+
+
+def _check_disk_space(outputs: dict) -> None:
+    """Outputs written to disk must fit there (uncompressed: the most they can take)."""
+    need: dict[Path, int] = {}
+    for spec in outputs.values():
+        if isinstance(spec, ZarrOutput):
+            folder = Path(spec.path).absolute().parent
+            need[folder] = need.get(folder, 0) + output_nbytes(spec.shape, spec.dtype)
+    for folder, nbytes in need.items():
+        from napari_unet.io.disk import check_free_space
+
+        check_free_space(folder, nbytes, "the prediction")
+
+
+def _shape_of(image) -> tuple:
+    if isinstance(image, LazyFile):
+        from napari_unet.io.tiff import open_lazy  # reads the header only
+
+        return tuple(open_lazy(image.path)[0].shape)
+    return tuple(np.shape(image))
+
+
+def _spatial_shape(shape, channel_axis) -> tuple:
+    if channel_axis is not None:
+        if not -len(shape) <= channel_axis < len(shape):
+            raise ValueError(f"channel_axis {channel_axis} is out of range for an image of shape {shape}.")
+        shape = shape[: channel_axis % len(shape)] + shape[channel_axis % len(shape) + 1:]
+    if len(shape) not in (2, 3):
+        hint = ("set channel_axis for a multichannel image" if channel_axis is None and len(shape) == 4
+                else "pass one time point or position at a time")
+        raise ValueError(
+            f"Expected a 2-D or 3-D image (plus an optional channel axis), got spatial shape {shape}: {hint}."
+        )
+    return tuple(shape)
+
+
+def _output_spec(shape, dtype, path, slice_axis):
+    if path is None:
+        return (shape, dtype)
+    # One chunk per slice, so each finished slice is one write.
+    chunks = tuple(1 if axis == slice_axis else n for axis, n in enumerate(shape))
+    return ZarrOutput(str(path), shape, np.dtype(dtype).str, chunks)

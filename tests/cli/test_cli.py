@@ -1,0 +1,384 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_unet.io import tiff
+from napari_unet.cli.main import main
+
+
+def _volume(tmp_path):
+    rng = np.random.default_rng(0)
+    z, y, x = np.mgrid[0:4, 0:48, 0:48]
+    truth = (((y - 20) ** 2 + (x - 24) ** 2) < 120).astype(np.uint8)
+    image = (truth * 120 + 40 + rng.normal(0, 10, truth.shape)).clip(0, 255).astype(np.uint8)
+    labels = np.zeros_like(truth)
+    labels[[0, 3]] = truth[[0, 3]]
+    tifffile.imwrite(tmp_path / "vol.tif", image, imagej=True, resolution=(2.0, 2.0),
+                     metadata={"spacing": 3.0, "unit": "um", "axes": "ZYX"})
+    tifffile.imwrite(tmp_path / "vol_labels.tif", labels, photometric="minisblack")
+    tifffile.imwrite(tmp_path / "truth_labels.tif", truth, photometric="minisblack")
+    return image, truth
+
+
+TINY = ["--n-filters", "4", "--depth", "2", "--epochs", "2", "--steps-per-epoch", "3",
+        "--batch-size", "2", "--patch-size", "32"]
+
+
+@pytest.mark.slow
+def test_train_predict_evaluate_round_trip(tmp_path, capsys):
+    image, truth = _volume(tmp_path)
+    model = tmp_path / "model"
+    assert main(["train", "--image", str(tmp_path / "vol.tif"), "--labels",
+                 str(tmp_path / "vol_labels.tif"), "--out", str(model), *TINY]) == 0
+    out = capsys.readouterr().out
+    assert "Validation Dice" in out and (model / "bundle.json").is_file()
+
+    # An existing model folder is not replaced unasked.
+    assert main(["train", "--image", str(tmp_path / "vol.tif"), "--labels",
+                 str(tmp_path / "vol_labels.tif"), "--out", str(model), *TINY]) == 2
+    assert "exists" in capsys.readouterr().err
+
+    mask = tmp_path / "mask.tif"
+    assert main(["predict", "--model", str(model), "--image", str(tmp_path / "vol.tif"),
+                 "--out", str(mask), "--prob", str(tmp_path / "prob.tif")]) == 0
+    pred, meta = tiff.read_array(mask)
+    assert pred.shape == image.shape and pred.dtype == np.uint8
+    np.testing.assert_allclose(meta["scale"], (3.0, 0.5, 0.5))
+    prob, _ = tiff.read_array(tmp_path / "prob.tif")
+    assert prob.dtype == np.float32 and 0 <= prob.min() and prob.max() <= 1
+    np.testing.assert_array_equal(pred, (prob > 0.5).astype(np.uint8))
+    assert not list(tmp_path.glob("*.partial.zarr")), "temporary outputs left behind"
+
+    # Three-axis: the bar follows each pass, then the writing.
+    capsys.readouterr()
+    assert main(["predict", "--model", str(model), "--image", str(tmp_path / "vol.tif"),
+                 "--out", str(tmp_path / "mask3.tif"), "--three-axis"]) == 0
+    err = capsys.readouterr().err
+    assert all(f"Pass {a} of 3" in err for a in (1, 2, 3)) and "Writing" in err, err[-500:]
+
+    # The output is never overwritten.
+    assert main(["predict", "--model", str(model), "--image", str(tmp_path / "vol.tif"),
+                 "--out", str(mask)]) == 2
+
+    zarr_out = tmp_path / "mask.zarr"
+    assert main(["predict", "--model", str(model), "--image", str(tmp_path / "vol.tif"),
+                 "--out", str(zarr_out)]) == 0
+    import zarr
+
+    np.testing.assert_array_equal(zarr.open_array(str(zarr_out), mode="r")[:], pred)
+
+    report = tmp_path / "scores.json"
+    # The training percentiles, which are those of the whole volume: 2 slices by their own would differ.
+    assert main(["evaluate", "--model", str(model), "--image", str(tmp_path / "vol.tif"),
+                 "--labels", str(tmp_path / "truth_labels.tif"), "--slices", "1:3",
+                 "--json", str(report), "--normalize", "model"]) == 0
+    scores = json.loads(report.read_text())
+    expected = 2 * np.sum(pred[1:3] & truth[1:3]) / (pred[1:3].sum() + truth[1:3].sum())
+    assert scores["dice"] == pytest.approx(expected, abs=1e-6)
+    assert scores["slices"] == "1:3"
+
+    # Objects from the same class model: 3-D ids, with the voxel size read from the TIFF.
+    objects_path = tmp_path / "objects.tif"
+    assert main(["predict", "--model", str(model), "--image", str(tmp_path / "vol.tif"),
+                 "--out", str(objects_path), "--output", "instances", "--min-size", "5"]) == 0
+    assert "No voxel size" not in capsys.readouterr().out
+    objects, _ = tiff.read_array(objects_path)
+    assert objects.dtype == np.uint32 and objects.shape == image.shape
+    assert ((objects > 0) == (pred > 0)).mean() > 0.95  # same foreground, now with ids
+    per_slice_ids = sum(len(np.unique(plane[plane > 0])) for plane in objects)
+    assert 1 <= len(np.unique(objects[objects > 0])) < per_slice_ids  # ids continue across slices
+    assert main(["evaluate", "--model", str(model), "--image", str(tmp_path / "vol.tif"),
+                 "--labels", str(tmp_path / "truth_labels.tif"), "--output", "instances",
+                 "--json", str(tmp_path / "objects.json")]) == 0
+    scores = json.loads((tmp_path / "objects.json").read_text())
+    assert scores["mode"] == "3d" and 0 <= scores["adapted_rand_error"] <= 1 and 0 <= scores["f1"] <= 1
+    assert scores["n_true"] == 1  # the one disc through the 4 slices
+
+
+@pytest.mark.slow
+def test_train_time_limit_ends_a_long_run(tmp_path, capsys):
+    _volume(tmp_path)
+    model = tmp_path / "model"
+    args = TINY[:4] + ["--epochs", "100000"] + TINY[6:]
+    assert main(["train", "--image", str(tmp_path / "vol.tif"), "--labels", str(tmp_path / "vol_labels.tif"),
+                 "--out", str(model), *args, "--max-seconds", "4"]) == 0
+    meta = json.loads((model / "bundle.json").read_text())
+    assert meta["train_config"]["max_seconds"] == 4.0
+    assert 1 <= len(meta["history"]["epoch"]) < 100000
+    assert sum(meta["history"]["seconds"]) < 30
+
+
+def test_outputs_are_checked_before_any_work(tmp_path, capsys):
+    _volume(tmp_path)
+    image = str(tmp_path / "vol.tif")
+    before = (tmp_path / "vol.tif").read_bytes()
+    cases = [
+        (["--out", str(tmp_path / "m.tif"), "--prob", image], "is one of the inputs"),
+        (["--out", str(tmp_path / "m.tif"), "--prob", str(tmp_path / "m.tif")], "is one of the inputs"),
+        (["--out", str(tmp_path / "m.png")], "must end in .tif"),
+        (["--out", str(tmp_path / "m.tif"), "--prob", str(tmp_path / "p.png")], "must end in .tif"),
+        (["--out", str(tmp_path / "m.tif"), "--prob", str(tmp_path / "truth_labels.tif")], "exists"),
+    ]
+    for extra, message in cases:
+        # The model does not even exist: the outputs are refused first.
+        assert main(["predict", "--model", str(tmp_path / "missing"), "--image", image, *extra]) == 2
+        assert message in capsys.readouterr().err
+    assert (tmp_path / "vol.tif").read_bytes() == before
+    assert main(["evaluate", "--model", str(tmp_path / "missing"), "--image", image, "--labels",
+                 str(tmp_path / "truth_labels.tif"), "--json", str(tmp_path / "vol_labels.tif")]) == 2
+    assert "exists" in capsys.readouterr().err
+
+
+def test_bad_inputs_give_clear_messages(tmp_path, capsys):
+    _volume(tmp_path)
+    missing = tmp_path / "missing_model"
+    assert main(["predict", "--model", str(missing), "--image", str(tmp_path / "vol.tif"),
+                 "--out", str(tmp_path / "m.tif")]) == 2
+    err = capsys.readouterr().err
+    assert str(missing) in err and "does not exist" in err and not (tmp_path / "m.tif").exists()
+    with pytest.raises(SystemExit):
+        main(["train", "--image", "x.tif"])  # --labels and --out missing
+
+
+def test_bad_option_values_fail_with_the_config_s_one_line_message(tmp_path, capsys):
+    _volume(tmp_path)
+    args = ["train", "--image", str(tmp_path / "vol.tif"), "--labels", str(tmp_path / "vol_labels.tif"),
+            "--out", str(tmp_path / "model")]
+    assert main(args + ["--learning-rate", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == ["napari-unet train: error: learning_rate must be between 1e-07 and 1.0, got 0.0"]
+    assert not (tmp_path / "model").exists()
+
+
+def test_help_lists_the_commands():
+    out = subprocess.run([sys.executable, "-m", "napari_unet.cli.main", "--help"],
+                         capture_output=True, text=True, check=True).stdout
+    assert "{train,predict,evaluate,demo}" in out.splitlines()[0]  # the usage line names the subcommands
+
+
+@pytest.mark.parametrize("existing", ["masks.tif", "metrics.json", "overview.png", "model"])
+def test_demo_refuses_to_replace_its_outputs_unasked(tmp_path, capsys, existing):
+    out = tmp_path / "demo"
+    out.mkdir()
+    (out / existing).write_text("keep me") if "." in existing else (out / existing).mkdir()
+    assert main(["demo", "--out", str(out), *TINY]) == 2
+    err = capsys.readouterr().err
+    assert str(out / existing) in err and "--overwrite" in err and len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in out.iterdir()) == [existing]  # refused before any work
+    if "." in existing:
+        assert (out / existing).read_text() == "keep me"
+
+
+def _stop_as_soon_as_started(monkeypatch, start_name):
+    """Make the next engine job ask to stop the moment its worker starts, as an early Ctrl-C would."""
+    from napari_unet.cli import commands
+
+    real = getattr(commands.engine, start_name)
+
+    def start_then_stop(*args, **kwargs):
+        job = real(*args, **kwargs)
+        start = job.start
+
+        def started():
+            start()
+            job.stop(timeout=300)  # a slow worker start on a busy machine must not turn into a kill
+            return job
+
+        job.start = started
+        return job
+
+    monkeypatch.setattr(commands.engine, start_name, start_then_stop)
+
+
+@pytest.mark.slow
+def test_a_stop_before_the_first_epoch_keeps_the_old_model(tmp_path, capsys, monkeypatch):
+    _volume(tmp_path)
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "bundle.json").write_text('{"a": "good model"}')
+    _stop_as_soon_as_started(monkeypatch, "start_training")
+    rc = main(["train", "--image", str(tmp_path / "vol.tif"), "--labels", str(tmp_path / "vol_labels.tif"),
+               "--out", str(model), "--overwrite", *TINY])
+    captured = capsys.readouterr()
+    assert rc == 130, captured
+    assert "no model was saved" in captured.err and "Model saved" not in captured.out
+    assert (model / "bundle.json").read_text() == '{"a": "good model"}'
+    assert [p.name for p in model.iterdir()] == ["bundle.json"]
+
+
+def test_an_unwritable_model_folder_is_refused_before_training(tmp_path, capsys, read_only_folder):
+    from napari_unet.runtime import engine
+    from napari_unet.core.config import TrainConfig
+
+    _volume(tmp_path)
+    for out in (read_only_folder / "model", read_only_folder / "new" / "model"):
+        assert main(["train", "--image", str(tmp_path / "vol.tif"), "--labels",
+                     str(tmp_path / "vol_labels.tif"), "--out", str(out), *TINY]) == 2
+        err = capsys.readouterr().err.strip()
+        assert f"{read_only_folder} is not writable" in err and len(err.splitlines()) == 1
+        with pytest.raises(ValueError, match="not writable"):
+            engine.start_training(np.zeros((2, 32, 32)), np.zeros((2, 32, 32), np.uint8), None,
+                                  TrainConfig(), out)
+    assert list(read_only_folder.iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def rgb_model(tmp_path_factory):
+    """A tiny model trained on a (Z, Y, X, 3) RGB stack: (folder, image (Z, Y, X, 3))."""
+    folder = tmp_path_factory.mktemp("rgb")
+    _, y, x = np.mgrid[0:4, 0:48, 0:48]
+    truth = (((y - 20) ** 2 + (x - 24) ** 2) < 120).astype(np.uint8)
+    image = np.stack([truth * 150 + 40, truth * 90 + 60, 80 - truth * 30], axis=-1).astype(np.uint8)
+    tifffile.imwrite(folder / "rgb.tif", image, photometric="rgb")
+    tifffile.imwrite(folder / "rgb_labels.tif", truth, photometric="minisblack")
+    assert main(["train", "--image", str(folder / "rgb.tif"), "--labels", str(folder / "rgb_labels.tif"),
+                 "--out", str(folder / "model"), *TINY]) == 0
+    return folder / "model", image
+
+
+@pytest.mark.slow
+def test_predict_writes_the_spatial_scale_of_multichannel_images(rgb_model, tmp_path):
+    model, image = rgb_model
+    tifffile.imwrite(tmp_path / "rgb.tif", image, photometric="rgb")
+    tifffile.imwrite(tmp_path / "zcyx.tif", np.moveaxis(image, -1, 1), imagej=True, resolution=(2.0, 2.0),
+                     metadata={"spacing": 3.0, "unit": "um", "axes": "ZCYX"})
+    for name, scale in (("rgb.tif", (1.0, 1.0, 1.0)), ("zcyx.tif", (3.0, 0.5, 0.5))):
+        out = tmp_path / f"{name}-mask.tif"
+        assert main(["predict", "--model", str(model), "--image", str(tmp_path / name), "--out", str(out)]) == 0
+        labels, meta = tiff.read_array(out)
+        assert labels.shape == image.shape[:3]
+        np.testing.assert_allclose(meta["scale"], scale)
+
+
+def _model_folder(folder):
+    """A model folder as far as the parent process reads it: bundle.json (the worker needs weights)."""
+    folder.mkdir()
+    (folder / "bundle.json").write_text(json.dumps({
+        "format_version": 1, "model_config": {"in_channels": 1, "n_classes": 1},
+        "normalization": {"low": [0.0], "high": [255.0]}}))
+    return folder
+
+
+def test_a_cancelled_prediction_keeps_its_slices_in_a_file_marked_incomplete(tmp_path, capsys, monkeypatch):
+    from napari_unet.cli import commands
+
+    image, _ = _volume(tmp_path)
+    model = _model_folder(tmp_path / "model")
+    real = commands.engine.start_prediction
+
+    def cancelled_after_two_slices(*args, **kwargs):
+        job = real(*args, **kwargs)
+        job.target = "engine_jobs:predict_some_then_wait"
+        poll = job.poll
+
+        def poll_and_cancel():  # what Ctrl-C does once two slices are in
+            events = poll()
+            if sum(e["type"] == "slice" for e in events):
+                job.stop()
+            return events
+
+        job.poll = poll_and_cancel
+        return job
+
+    monkeypatch.setattr(commands.engine, "start_prediction", cancelled_after_two_slices)
+    mask, prob = tmp_path / "mask.tif", tmp_path / "prob.tif"
+    assert main(["predict", "--model", str(model), "--image", str(tmp_path / "vol.tif"),
+                 "--out", str(mask), "--prob", str(prob)]) == 130
+    err = capsys.readouterr().err
+    assert "2 of 4 slices" in err and "mask.incomplete.tif" in err and "not written" in err
+    assert not mask.exists() and not prob.exists()
+    kept, meta = tiff.read_array(tmp_path / "mask.incomplete.tif")
+    np.testing.assert_array_equal(kept[:, 0, 0], [1, 2, 0, 0])
+    np.testing.assert_allclose(meta["scale"], (3.0, 0.5, 0.5))
+    assert tiff.read_array(tmp_path / "prob.incomplete.tif")[0][:2].min() == 0.5
+    assert not list(tmp_path.glob("*.partial.zarr"))
+
+    # A second cancelled run never replaces the first one's incomplete file.
+    assert main(["predict", "--model", str(model), "--image", str(tmp_path / "vol.tif"),
+                 "--out", str(mask)]) == 130
+    assert (tmp_path / "mask.incomplete-2.tif").is_file()
+
+
+def test_outputs_that_cannot_fit_on_the_disk_are_refused_before_any_work(tmp_path, capsys, monkeypatch):
+    import shutil
+
+    from napari_unet.runtime import engine
+    from napari_unet.core.config import PredictConfig
+
+    _volume(tmp_path)
+    model = _model_folder(tmp_path / "model")
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=10_000))
+    # 4 x 48 x 48 labels: 9,216 bytes, written once as a temporary zarr and once as the TIFF.
+    assert main(["predict", "--model", str(model), "--image", str(tmp_path / "vol.tif"),
+                 "--out", str(tmp_path / "mask.tif")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "Not enough disk space" in err and "18.0 KiB" in err and len(err.splitlines()) == 1
+    assert main(["predict", "--model", str(model), "--image", str(tmp_path / "vol.tif"),
+                 "--out", str(tmp_path / "mask.zarr"), "--prob", str(tmp_path / "prob.zarr")]) == 2
+    assert "Not enough disk space" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="Not enough disk space"):
+        engine.start_prediction(np.zeros((4, 48, 48)), model, PredictConfig(return_probabilities=True),
+                                prob_path=tmp_path / "p.zarr")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "truth_labels.tif", "vol.tif", "vol_labels.tif"]
+    monkeypatch.undo()
+    assert main(["predict", "--model", str(model), "--image", str(tmp_path / "vol.tif"),
+                 "--out", str(tmp_path / "mask.zarr"), "--tile-size", "16"]) == 2  # room enough, other problem
+    assert "Not enough" not in capsys.readouterr().err
+
+
+def test_unclear_inputs_get_messages_in_the_cli_s_own_terms(tmp_path, capsys):
+    _volume(tmp_path)
+    model = _model_folder(tmp_path / "model")
+    image = str(tmp_path / "vol.tif")
+
+    def predict_error(*extra, image=image, model=model):
+        assert main(["predict", "--model", str(model), "--image", image, "--out", str(tmp_path / "m.tif"),
+                     *extra]) != 0
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1, err
+        return err
+
+    assert "is a file, not a model folder" in predict_error(model=tmp_path / "vol.tif")
+    err = predict_error("--tile-size", "16")
+    assert "--tile-size 16" in err and "tile_overlap" not in err
+    tifffile.imwrite(tmp_path / "tzcyx.tif", np.zeros((2, 3, 2, 32, 32), np.uint8), imagej=True,
+                     metadata={"axes": "TZCYX"})
+    err = predict_error(image=str(tmp_path / "tzcyx.tif"))
+    assert "TZCYX" in err and "time point" in err and "channel_axis" not in err
+    assert not (tmp_path / "m.tif").exists()
+
+
+def _corrupt_compressed_tiff(path):
+    """A zlib-compressed stack whose third page holds garbage: its header is fine, its pixels are not."""
+    image = np.random.default_rng(0).integers(0, 255, (4, 48, 48), dtype=np.uint8)
+    tifffile.imwrite(path, image, compression="zlib", imagej=True, metadata={"axes": "ZYX"})
+    with tifffile.TiffFile(path) as tif:
+        offset, size = tif.pages[2].dataoffsets[0], tif.pages[2].databytecounts[0]
+    data = bytearray(path.read_bytes())
+    data[offset + 5:offset + size - 5] = bytes(size - 10)
+    path.write_bytes(bytes(data))
+
+
+@pytest.fixture(scope="module")
+def gray_model(tmp_path_factory):
+    """A tiny model trained on the single-channel test volume."""
+    folder = tmp_path_factory.mktemp("gray")
+    _volume(folder)
+    assert main(["train", "--image", str(folder / "vol.tif"), "--labels", str(folder / "vol_labels.tif"),
+                 "--out", str(folder / "model"), *TINY]) == 0
+    return folder / "model"
+
+
+@pytest.mark.slow
+def test_a_corrupt_compressed_tiff_is_named_when_predicting(gray_model, tmp_path, capsys):
+    _corrupt_compressed_tiff(tmp_path / "broken.tif")
+    assert main(["predict", "--model", str(gray_model), "--image", str(tmp_path / "broken.tif"),
+                 "--out", str(tmp_path / "m.tif")]) == 1
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'broken.tif'} is truncated or corrupt" in err
+    assert not (tmp_path / "m.tif").exists()

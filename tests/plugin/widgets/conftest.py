@@ -1,0 +1,52 @@
+import numpy as np
+import pytest
+
+
+@pytest.fixture
+def tiny_volume():
+    """6 x 48 x 48 bright discs on a dark noisy background; slices 1 and 4 annotated."""
+    rng = np.random.default_rng(0)
+    z, y, x = np.mgrid[0:6, 0:48, 0:48]
+    truth = (((y - 20) ** 2 + (x - 24) ** 2) < 100) | (((y - 36) ** 2 + (x - 12) ** 2) < 40)
+    image = (truth * 120 + 40 + rng.normal(0, 10, truth.shape)).clip(0, 255).astype(np.uint8)
+    labels = np.zeros(truth.shape, np.uint8)
+    labels[[1, 4]] = truth[[1, 4]]
+    return image, labels, truth.astype(np.uint8)
+
+
+TINY_TRAIN = dict(n_filters=4, depth=2, epochs=2, steps=3, batch_size=2, patch_size=32)
+
+
+@pytest.fixture
+def set_tiny_training():
+    """Sets a Train widget to a seconds-long run saving to ``model_dir``."""
+
+    def apply(widget, model_dir, **overrides):
+        for name, value in {**TINY_TRAIN, **overrides}.items():
+            getattr(widget, name).value = value
+        widget.model_dir.value = model_dir
+
+    return apply
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A tiny model trained in the worker process (this process never loads TensorFlow)."""
+    from napari_unet.runtime import engine
+    from napari_unet.core.config import ModelConfig, TrainConfig
+
+    rng = np.random.default_rng(1)
+    z, y, x = np.mgrid[0:4, 0:48, 0:48]
+    truth = ((y - 24) ** 2 + (x - 24) ** 2) < 150
+    image = (truth * 120 + 40 + rng.normal(0, 10, truth.shape)).clip(0, 255).astype(np.uint8)
+    labels = truth.astype(np.uint8)
+    out = tmp_path_factory.mktemp("models") / "tiny"
+    job = engine.start_training(
+        image, labels, ModelConfig(n_filters=4, depth=2),
+        TrainConfig(epochs=2, steps_per_epoch=4, batch_size=2, patch_size=32), str(out),
+    )
+    with job:
+        job.start()
+        events = job.wait(timeout=300)
+    assert events[-1]["type"] == "done", events[-1]
+    return out

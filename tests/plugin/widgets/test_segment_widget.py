@@ -1,0 +1,152 @@
+import sys
+
+import numpy as np
+import pytest
+
+from napari_unet.plugin.widgets._session import TRAINED_MODELS
+from napari_unet.plugin.widgets.segment_widget import FROM_DISK, SegmentWidget
+
+pytestmark = pytest.mark.slow
+
+
+def _widget(viewer, model_dir):
+    widget = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.model.value = FROM_DISK
+    widget.model_file.value = model_dir
+    return widget
+
+
+def test_segment_fills_a_new_labels_layer_with_the_image_scale(make_napari_viewer, qtbot, tiny_volume, tiny_model_dir):
+    viewer = make_napari_viewer()
+    image, labels, truth = tiny_volume
+    viewer.add_image(image, name="img", scale=(2.0, 0.5, 0.5), translate=(0, 10, 10))
+    viewer.add_labels(labels, name="ann")
+    widget = _widget(viewer, tiny_model_dir)
+    assert "channel" in widget.summary.value
+    assert widget.run_button.enabled, widget.status.value
+    widget.run_button.clicked.emit()
+    name = f"img [{tiny_model_dir.name}]"
+    assert name in viewer.layers
+    qtbot.waitUntil(lambda: not widget.poller.active, timeout=120_000)
+    assert widget.status.value.startswith("Done"), widget.status.value
+    result = viewer.layers[name]
+    assert result.data.shape == image.shape
+    np.testing.assert_allclose(result.scale, (2.0, 0.5, 0.5))
+    np.testing.assert_allclose(result.translate, (0, 10, 10))
+    assert result.data.any(), "no slice was filled in"
+    np.testing.assert_array_equal(viewer.layers["ann"].data, labels)  # user's layer untouched
+
+    # A rerun reuses the plugin's own layer instead of adding another one.
+    n_layers = len(viewer.layers)
+    widget.run_button.clicked.emit()
+    qtbot.waitUntil(lambda: not widget.poller.active, timeout=120_000)
+    assert len(viewer.layers) == n_layers and viewer.layers[name] is result
+    assert "tensorflow" not in sys.modules and "keras" not in sys.modules
+
+
+def test_cancel_keeps_finished_slices(make_napari_viewer, qtbot, tiny_model_dir):
+    viewer = make_napari_viewer()
+    rng = np.random.default_rng(0)
+    volume = rng.integers(0, 255, (200, 48, 48), dtype=np.uint8)
+    viewer.add_image(volume, name="big")
+    widget = _widget(viewer, tiny_model_dir)
+    widget.threshold.value = 0.0  # every predicted pixel becomes 1, so finished slices show
+    widget.run_button.clicked.emit()
+    qtbot.waitUntil(lambda: widget.progress_bar.value >= 1, timeout=120_000)
+    widget.cancel_button.clicked.emit()
+    qtbot.waitUntil(lambda: not widget.poller.active, timeout=60_000)
+    assert widget.status.value.startswith("Cancelled"), widget.status.value
+    filled = viewer.layers[f"big [{tiny_model_dir.name}]"].data.reshape(200, -1).any(axis=1)
+    assert 1 <= filled.sum() < 200
+    assert f"{filled.sum()} of 200 slices" in widget.status.value, widget.status.value
+
+
+def test_model_trained_in_session_is_offered(make_napari_viewer, tiny_model_dir):
+    viewer = make_napari_viewer()
+    widget = SegmentWidget(viewer)
+    TRAINED_MODELS.add(tiny_model_dir)
+    assert widget.model.value == str(tiny_model_dir)
+    assert widget.model_path() == tiny_model_dir
+
+
+def test_run_disabled_with_reason_for_channel_mismatch(make_napari_viewer, tiny_model_dir):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((4, 32, 32, 3), np.uint8), name="rgb", rgb=True)
+    widget = _widget(viewer, tiny_model_dir)
+    assert not widget.run_button.enabled
+    assert "expects 1 channel" in widget.status.value
+
+
+def test_missing_model_folder_is_reported(make_napari_viewer, tmp_path):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((4, 32, 32), np.uint8), name="img")
+    widget = _widget(viewer, tmp_path / "nothing here")
+    assert not widget.run_button.enabled
+    assert "nothing here" in widget.status.value
+
+
+def _objects_run(widget, qtbot, mode):
+    widget.output.value = "instances"
+    widget.objects.value = mode
+    widget.min_size.value = 0  # keep the tiny model's small objects
+    widget.run_button.clicked.emit()
+    qtbot.waitUntil(lambda: not widget.poller.active, timeout=120_000)
+    assert widget.status.value.startswith("Done"), widget.status.value
+    return np.array(widget.result_layer.data)
+
+
+def test_3d_objects_keep_one_id_through_the_slices(make_napari_viewer, qtbot, tiny_volume, tiny_model_dir):
+    viewer = make_napari_viewer()
+    image, _, truth = tiny_volume  # two discs, each running through all 6 slices
+    viewer.add_image(image, name="img")
+    widget = _widget(viewer, tiny_model_dir)
+    # A class model segments classes unless objects are asked for; then their options show.
+    assert widget.output.value == "labels" and widget.objects.native.isHidden()
+    objects_3d = _objects_run(widget, qtbot, "3d")
+    assert not widget.objects.native.isHidden() and not widget.seeds.native.isHidden()
+    objects_2d = _objects_run(widget, qtbot, "2d")
+    assert len(viewer.layers) == 2, "the rerun must reuse the plugin's own layer"
+    ids_3d, ids_2d = np.unique(objects_3d[objects_3d > 0]), np.unique(objects_2d[objects_2d > 0])
+    assert ids_3d.size >= 1 and ids_2d.size >= 6
+    # Each 3-D object continues through the slices: far fewer ids than one set per slice.
+    largest = np.bincount(objects_3d.ravel())[1:].argmax() + 1
+    assert (objects_3d == largest).reshape(6, -1).any(axis=1).all()
+    assert ids_3d.size < ids_2d.size
+    assert "tensorflow" not in sys.modules and "keras" not in sys.modules
+
+
+def test_three_axis_passes_show_in_the_dock(make_napari_viewer, qtbot, tiny_volume, tiny_model_dir):
+    viewer = make_napari_viewer()
+    viewer.add_image(tiny_volume[0], name="img")
+    widget = _widget(viewer, tiny_model_dir)
+    widget.three_axis.value = True
+    statuses, show_pass = [], widget._show_pass
+
+    def record(event):  # what the dock says after each pass event
+        show_pass(event)
+        statuses.append(widget.status.value)
+
+    widget._show_pass = record
+    widget.run_button.clicked.emit()
+    qtbot.waitUntil(lambda: not widget.poller.active, timeout=120_000)
+    assert widget.status.value.startswith("Done"), widget.status.value
+    assert all(any(s.startswith(f"Pass {a} of 3") for s in statuses) for a in (1, 2, 3)), statuses[:5]
+
+
+def test_intensities_far_from_the_training_data_are_warned_about(make_napari_viewer, qtbot, tiny_volume,
+                                                                 tiny_model_dir, monkeypatch):
+    from napari_unet.plugin.widgets import segment_widget
+
+    viewer = make_napari_viewer()
+    image, _, _ = tiny_volume
+    viewer.add_image(image.astype(np.uint16) * 257, name="16-bit")  # the training data were 8-bit
+    widget = _widget(viewer, tiny_model_dir)
+    assert widget.intensities.value == "volume"  # the default needs no warning
+    warnings = []
+    monkeypatch.setattr(segment_widget, "show_warning", warnings.append)
+    widget.intensities.value = "model"
+    widget.run_button.clicked.emit()
+    qtbot.waitUntil(lambda: not widget.poller.active, timeout=120_000)
+    assert widget.status.value.startswith("Done"), widget.status.value
+    assert len(warnings) == 1 and "differ strongly" in warnings[0] and "'Intensities'" in warnings[0]
