@@ -6,13 +6,13 @@ CONFIGS = (ModelConfig, TrainConfig, PredictConfig)
 
 
 def _bool_fields(config_cls):
-    return [name for name, f in config_cls.__dataclass_fields__.items() if f.type == "bool"]
+    return [name for name, f in config_cls.model_fields.items() if f.annotation is bool]
 
 
 @pytest.mark.parametrize("config_cls", CONFIGS)
 def test_every_numeric_field_has_limits_around_its_default(config_cls):
     defaults = config_cls()
-    numeric = [name for name, f in config_cls.__dataclass_fields__.items() if f.type in ("int", "float")]
+    numeric = [name for name, f in config_cls.model_fields.items() if f.annotation in (int, float)]
     assert numeric and set(numeric) == set(config_cls.LIMITS)
     for name in numeric:
         lo, hi = limits(config_cls, name)
@@ -58,7 +58,7 @@ def test_bool_fields_refuse_other_values(config_cls):
 
 
 def test_counts_refuse_true():
-    with pytest.raises(ConfigError, match="epochs must be a int"):
+    with pytest.raises(ConfigError, match="epochs must be an integer"):
         TrainConfig(epochs=True)
     with pytest.raises(ConfigError, match="threshold"):
         PredictConfig(threshold=True)
@@ -72,3 +72,44 @@ def test_augment_no_is_refused():
 def test_limits_of_a_field_without_them_is_an_error():
     with pytest.raises(KeyError, match="TrainConfig.loss has no numeric limits"):
         limits(TrainConfig, "loss")
+
+
+@pytest.mark.parametrize("config_cls", CONFIGS)
+def test_unknown_fields_are_refused_by_name(config_cls):
+    with pytest.raises(ConfigError, match=r"has no field\(s\) \['epoch'\]"):
+        config_cls(epoch=3)
+    with pytest.raises(ConfigError, match="has no field"):
+        config_cls.from_dict({**config_cls().to_dict(), "colour": "red"})
+
+
+@pytest.mark.parametrize("config_cls", CONFIGS)
+def test_choices_come_from_the_literal_types_and_refuse_others(config_cls):
+    assert config_cls.CHOICES
+    for name, choices in config_cls.CHOICES.items():
+        assert getattr(config_cls(), name) in choices
+        with pytest.raises(ConfigError, match=f"{name} must be one of"):
+            config_cls(**{name: "not-a-choice"})
+
+
+@pytest.mark.parametrize("config_cls", CONFIGS)
+def test_configs_round_trip_through_json_and_stay_frozen(config_cls):
+    import json
+
+    config = config_cls()
+    again = config_cls.from_dict(json.loads(json.dumps(config.to_dict())))
+    assert again == config
+    with pytest.raises(Exception):
+        config.seed = 5  # frozen
+
+
+def test_replace_validates_like_a_new_config():
+    assert TrainConfig().replace(epochs=3).epochs == 3
+    with pytest.raises(ConfigError, match="epochs must be between"):
+        TrainConfig().replace(epochs=0)
+
+
+def test_cross_field_rules_are_one_line():
+    with pytest.raises(ConfigError, match=r"^tile_overlap \(300\) must be less than half of tile_size"):
+        PredictConfig(tile_size=512, tile_overlap=300)
+    with pytest.raises(ConfigError, match=r"^percentiles must satisfy"):
+        TrainConfig(percentiles=(50.0, 10.0))

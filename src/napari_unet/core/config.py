@@ -1,54 +1,32 @@
 """Validated, frozen, JSON round-trippable configs for model, training and prediction.
 
-Plain dataclasses (no pydantic) so the worker process and the reader stay light.
-Every check raises ``ConfigError`` (a ``ValueError``) naming the bad field.
+pydantic models with bounded fields, ``Literal`` choices and ``extra="forbid"``: the one source
+of the command line's options, help and limits, the docks' widget limits and the worker's
+validation. Every check raises ``ConfigError`` (a ``ValueError``) naming the bad field.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, fields
-from typing import ClassVar, Tuple
+import typing
+from typing import Any, ClassVar, Literal, Tuple
 
-from .losses import LOSS_FUNCTIONS
+import annotated_types
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from napari_unet.core.losses import LOSS_FUNCTIONS
 
 
 class ConfigError(ValueError):
     """A config field holds a value outside its allowed range."""
 
 
-def _check_range(name, value, lo, hi, kind=(int,)):
-    # bool is an int to Python, but True is no count or size.
-    if isinstance(value, bool) or not isinstance(value, kind):
-        raise ConfigError(f"{name} must be a {kind[0].__name__}, got {value!r}")
-    if not (lo <= value <= hi):
-        raise ConfigError(f"{name} must be between {lo} and {hi}, got {value!r}")
+def bounded(default, lo, hi, help: str = ""):
+    """A numeric field accepted between ``lo`` and ``hi``; ``help`` is the CLI's help text."""
+    return Field(default, ge=lo, le=hi, description=help)
 
 
-def _check_choice(name, value, choices):
-    if value not in choices:
-        raise ConfigError(f"{name} must be one of {sorted(choices)}, got {value!r}")
-
-
-def _check_bool(name, value):
-    if not isinstance(value, bool):
-        raise ConfigError(f"{name} must be true or false, got {value!r}")
-
-
-# A float field also takes an int (1 for 1.0); an int field takes only ints.
-_NUMBER_KINDS = {"int": (int,), "float": (float, int)}
-
-
-def _check_declared(config) -> None:
-    """Check every field against its class's LIMITS and CHOICES, and every bool field's type."""
-    for f in fields(config):
-        value = getattr(config, f.name)
-        if f.name in config.LIMITS:
-            _check_range(f.name, value, *config.LIMITS[f.name], kind=_NUMBER_KINDS[f.type])
-        elif f.name in config.CHOICES:
-            _check_choice(f.name, value, config.CHOICES[f.name])
-        elif f.type == "bool":
-            _check_bool(f.name, value)
+def choice(default, help: str = ""):
+    return Field(default, description=help)
 
 
 def limits(config_cls, name: str) -> tuple:
@@ -59,63 +37,97 @@ def limits(config_cls, name: str) -> tuple:
         raise KeyError(f"{config_cls.__name__}.{name} has no numeric limits") from None
 
 
-class _JsonConfig:
-    # Per class: field -> (lowest, highest) and field -> allowed values; the single source of both.
+def _bounds(field) -> tuple | None:
+    lo = next((m.ge for m in field.metadata if isinstance(m, annotated_types.Ge)), None)
+    hi = next((m.le for m in field.metadata if isinstance(m, annotated_types.Le)), None)
+    return None if lo is None else (lo, hi)
+
+
+def _choices(field) -> set | None:
+    if typing.get_origin(field.annotation) is Literal:
+        return set(typing.get_args(field.annotation))
+    return None
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, validate_default=True)
+    # Per class, read from the fields: field -> (lowest, highest), and field -> allowed values.
     LIMITS: ClassVar[dict] = {}
     CHOICES: ClassVar[dict] = {}
 
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs):
+        super().__pydantic_init_subclass__(**kwargs)
+        fields = cls.model_fields
+        cls.LIMITS = {n: b for n, f in fields.items() if (b := _bounds(f)) is not None}
+        cls.CHOICES = {n: c for n, f in fields.items() if (c := _choices(f)) is not None}
+
+    def __init__(self, **data: Any):
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise ConfigError(_one_line(type(self), exc)) from None
+
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return self.model_dump()
 
     @classmethod
     def from_dict(cls, data: dict):
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ConfigError(f"{cls.__name__} has no field(s) {sorted(unknown)}")
-        kwargs = dict(data)
-        for f in fields(cls):
-            # JSON has no tuples.
-            if f.name in kwargs and isinstance(kwargs[f.name], list):
-                kwargs[f.name] = tuple(kwargs[f.name])
-        return cls(**kwargs)
+        # JSON has no tuples.
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
     def replace(self, **changes):
-        return dataclasses.replace(self, **changes)
+        """A copy with ``changes``, validated like a new config."""
+        return type(self)(**{**self.to_dict(), **changes})
 
 
-ACTIVATIONS = {"relu", "elu", "gelu", "swish", "leaky_relu"}
-UPSAMPLINGS = {"transpose", "bilinear"}
+def _one_line(cls, exc: ValidationError) -> str:
+    """The first problem pydantic found, in the words the CLI and the docks show."""
+    errors = exc.errors()
+    unknown = sorted(str(e["loc"][0]) for e in errors if e["type"] == "extra_forbidden")
+    if unknown:
+        return f"{cls.__name__} has no field(s) {unknown}"
+    error = errors[0]
+    name = ".".join(str(part) for part in error["loc"]) or cls.__name__
+    value, kind = error.get("input"), error["type"]
+    if kind in ("greater_than_equal", "less_than_equal"):
+        lo, hi = cls.LIMITS[error["loc"][0]]
+        return f"{name} must be between {lo!r} and {hi!r}, got {value!r}"
+    if kind == "literal_error":
+        return f"{name} must be one of {sorted(cls.CHOICES[error['loc'][0]])}, got {value!r}"
+    if kind == "bool_type":
+        return f"{name} must be true or false, got {value!r}"
+    if kind == "int_type":
+        return f"{name} must be an integer, got {value!r}"
+    if kind == "float_type":
+        return f"{name} must be a number, got {value!r}"
+    if kind == "value_error":
+        return str(error["ctx"]["error"])
+    return f"{name}: {error['msg']}, got {value!r}"
 
 
-@dataclass(frozen=True)
-class ModelConfig(_JsonConfig):
+Activation = Literal["relu", "elu", "gelu", "swish", "leaky_relu"]
+Upsampling = Literal["transpose", "bilinear"]
+
+
+class ModelConfig(_Config):
     """Architecture of the 2-D U-Net.
 
     ``n_classes == 1`` means one sigmoid output (binary mask); ``n_classes >= 2``
     means a softmax over that many classes (class 0 is background).
     """
 
-    in_channels: int = 1
-    n_classes: int = 1
-    depth: int = 3
-    n_filters: int = 16
+    # Set from the data (channels of the image, classes of the annotations), not chosen by users.
+    in_channels: int = bounded(1, 1, 64)
+    n_classes: int = bounded(1, 1, 255)
+    DERIVED: ClassVar[tuple] = ("in_channels", "n_classes")
+    # User choices.
+    depth: int = bounded(3, 2, 6, "levels of the U-Net")
+    n_filters: int = bounded(16, 2, 256, "filters of the first level (doubled at each level)")
     batch_norm: bool = True
-    dropout: float = 0.0
-    activation: str = "relu"
-    upsampling: str = "transpose"  # "transpose" or "bilinear"
-
-    LIMITS = {
-        "in_channels": (1, 64),
-        "n_classes": (1, 255),
-        "depth": (2, 6),
-        "n_filters": (2, 256),
-        "dropout": (0.0, 0.9),
-    }
-    CHOICES = {"activation": ACTIVATIONS, "upsampling": UPSAMPLINGS}
-
-    def __post_init__(self):
-        _check_declared(self)
+    dropout: float = bounded(0.0, 0.0, 0.9)
+    activation: Activation = "relu"
+    upsampling: Upsampling = "transpose"
 
     @property
     def size_multiple(self) -> int:
@@ -123,13 +135,13 @@ class ModelConfig(_JsonConfig):
         return 2**self.depth
 
 
-ANNOTATION_MODES = {"full_slices", "scribbles"}
-LOSSES = set(LOSS_FUNCTIONS)  # a new loss is added in losses.py alone
-LR_SCHEDULES = {"plateau", "cosine", "constant"}
+AnnotationMode = Literal["full_slices", "scribbles"]
+# A new loss is added in losses.py alone: its registry is the source of the choices.
+LossName = Literal[tuple(LOSS_FUNCTIONS)]  # type: ignore[valid-type]
+LrSchedule = Literal["plateau", "cosine", "constant"]
 
 
-@dataclass(frozen=True)
-class TrainConfig(_JsonConfig):
+class TrainConfig(_Config):
     """How to train.
 
     Annotation modes (see README, "Label conventions"):
@@ -139,126 +151,107 @@ class TrainConfig(_JsonConfig):
     ``instances``: labels are object ids; learn foreground + boundary (3 classes).
     """
 
-    annotation_mode: str = "full_slices"
-    instances: bool = False
+    annotation_mode: AnnotationMode = choice("full_slices", "annotation mode (see README)")
+    instances: bool = Field(False, description="labels are object ids: learn boundaries")
     # By default training runs until the validation loss stops improving (the learning
     # rate halves on each plateau), within a time cap: a fixed step count was too short
     # for real stacks and needlessly long for easy ones.
-    epochs: int = 500  # an upper bound; the time cap or early stopping ends training first
-    steps_per_epoch: int = 100  # validation runs once per epoch (50 made plateaus mostly noise)
-    batch_size: int = 4
-    patch_size: int = 96
-    learning_rate: float = 2e-3
-    lr_schedule: str = "plateau"  # halve on plateaus; or cosine decay over the epochs/time; or constant
-    lr_patience: int = 5  # "plateau": epochs without improvement before the rate halves
-    val_fraction: float = 0.2
-    loss: str = "bce_dice"
+    epochs: int = bounded(500, 1, 100000, "an upper bound; the time cap or early stopping ends training first")
+    # Validation runs once per epoch (50 steps made plateaus mostly noise).
+    steps_per_epoch: int = bounded(100, 1, 100000)
+    batch_size: int = bounded(4, 1, 1024)
+    patch_size: int = bounded(96, 16, 4096)
+    learning_rate: float = bounded(2e-3, 1e-7, 1.0)
+    lr_schedule: LrSchedule = choice(
+        "plateau", "plateau: halve the rate when validation stops improving; cosine: decay over "
+                   "the epochs, or over --max-seconds when that ends training first")
+    lr_patience: int = bounded(5, 1, 10000, "plateau schedule: epochs without improvement before the rate halves")
+    val_fraction: float = bounded(0.2, 0.0, 0.9)
+    loss: LossName = choice("bce_dice")
     augment: bool = True
-    # Epochs without improvement before training ends (0 = off). 12 ended ISBI at 140 s, 0.019
-    # worse in adapted Rand error than the same model trained for 30 minutes.
-    early_stopping_patience: int = 20
-    seed: int = 0
+    # 12 ended ISBI at 140 s, 0.019 worse in adapted Rand error than the same model trained for 30 minutes.
+    early_stopping_patience: int = bounded(20, 0, 10000, "patience in epochs (0 = off)")
+    seed: int = bounded(0, 0, 2**31 - 1)
     percentiles: Tuple[float, float] = (1.0, 99.8)
-    foreground_bias: float = 0.5  # fraction of patches centred on a foreground pixel
+    foreground_bias: float = bounded(0.5, 0.0, 1.0, "fraction of patches centred on a foreground pixel")
     # Instances: width in px of the boundary class inside each object (see README, Objects).
-    boundary_width: int = 1
+    boundary_width: int = bounded(1, 1, 16, "instances: width in pixels of the boundary class")
     # Batches made ahead in a background thread while the model steps (0: made in the step).
-    prefetch_batches: int = 2
-    mixed_precision: bool = False
-    threads: int = 0  # CPU threads for the worker; 0 = library default
-    max_seconds: float = 300.0  # wall-clock cap; 0 = no limit
+    prefetch_batches: int = bounded(2, 0, 64)
+    mixed_precision: bool = Field(False, description="float16 compute on GPUs that support it")
+    threads: int = bounded(0, 0, 1024, "CPU threads (0 = all)")
+    # Whole minutes up to 200000, as the Train dock shows it.
+    max_seconds: float = bounded(300.0, 0.0, 1.2e7, "time cap in seconds (0 = no limit); training ends "
+                                 "sooner when validation stops improving (--early-stopping)")
 
-    LIMITS = {
-        "epochs": (1, 100000),
-        "steps_per_epoch": (1, 100000),
-        "batch_size": (1, 1024),
-        "patch_size": (16, 4096),
-        "learning_rate": (1e-7, 1.0),
-        "lr_patience": (1, 10000),
-        "val_fraction": (0.0, 0.9),
-        "early_stopping_patience": (0, 10000),
-        "seed": (0, 2**31 - 1),
-        "foreground_bias": (0.0, 1.0),
-        "boundary_width": (1, 16),
-        "prefetch_batches": (0, 64),
-        "threads": (0, 1024),
-        "max_seconds": (0.0, 1.2e7),  # whole minutes (200000), as the Train dock shows it
-    }
-    CHOICES = {"annotation_mode": ANNOTATION_MODES, "loss": LOSSES, "lr_schedule": LR_SCHEDULES}
-
-    def __post_init__(self):
-        _check_declared(self)
+    @model_validator(mode="after")
+    def _percentiles_in_order(self):
         lo, hi = self.percentiles
         if not (0.0 <= lo < hi <= 100.0):
-            raise ConfigError(f"percentiles must satisfy 0 <= low < high <= 100, got {self.percentiles!r}")
+            raise ValueError(f"percentiles must satisfy 0 <= low < high <= 100, got {self.percentiles!r}")
+        return self
 
 
-PREDICT_OUTPUTS = {"labels", "instances"}
+PredictOutput = Literal["labels", "instances"]
 # One watershed through the volume, per slice, or per slice then linked across slices;
 # "auto": 3d, unless the voxel size says slices lie far apart (see MAX_3D_ANISOTROPY).
-OBJECT_MODES = {"auto", "3d", "2d", "linked"}
+ObjectMode = Literal["auto", "3d", "2d", "linked"]
 MAX_3D_ANISOTROPY = 6.0  # slice spacing / pixel size above which "auto" links 2-D objects
-FILL_CHOICES = {"auto", "yes", "no"}
-SEED_MODES = {"interior", "distance"}
-OBJECT_SOURCES = {"foreground", "background"}  # "background": regions enclosed by the painted class
+FillChoice = Literal["auto", "yes", "no"]
+SeedMode = Literal["interior", "distance"]
+ObjectSource = Literal["foreground", "background"]  # "background": regions enclosed by the painted class
 # Intensities mapped by the training image's percentiles stored in the model, or by the volume's own.
-NORMALIZE_CHOICES = {"model", "volume"}
+NormalizeChoice = Literal["model", "volume"]
 
 
-@dataclass(frozen=True)
-class PredictConfig(_JsonConfig):
+class PredictConfig(_Config):
     """How to run a trained model through a volume."""
 
-    axis: int = 0  # slice axis of a 3-D volume (ignored for 2-D input)
-    tile_size: int = 512  # tiles of at most this size (rounded up to the model multiple)
-    tile_overlap: int = 32
-    batch_size: int = 4
-    threshold: float = 0.5
-    output: str = "labels"  # "labels" (threshold/argmax) or "instances"
-    tta: bool = False  # average the 8 flips/rotations
-    three_axis: bool = False  # average XY, XZ and YZ passes (near-isotropic volumes)
+    axis: int = bounded(0, -3, 2, "slice axis of a 3-D volume")
+    tile_size: int = bounded(512, 16, 16384, "tiles of at most this size (rounded up to the model multiple)")
+    tile_overlap: int = bounded(32, 0, 1024)
+    batch_size: int = bounded(4, 1, 1024)
+    threshold: float = bounded(0.5, 0.0, 1.0)
+    output: PredictOutput = choice(
+        "labels", "labels (classes) or instances (objects); default: instances for a model "
+                  "trained with --instances, labels otherwise")
+    tta: bool = Field(False, description="average the 8 flips/rotations")
+    three_axis: bool = Field(False, description="average XY, XZ and YZ passes (near-isotropic volumes)")
     return_probabilities: bool = False
-    # Objects smaller than this (voxels in 3-D, pixels in 2-D) are dropped: 100 took the synthetic
-    # cells' matching F1 from 0.891 to 0.957 and changed nothing else on the benchmark stacks.
-    min_object_size: int = 100
-    objects: str = "auto"  # instances: "3d" (one id through the volume), "2d", "linked" or "auto"
-    seeds: str = "distance"  # watershed seeds: distance-transform maxima, or interior components
-    seed_distance: float = 3.0  # "distance" seeds: smallest distance between two seeds (px)
-    fill_background: str = "auto"  # objects take the background too; auto: if they tiled the annotations
-    objects_from: str = "foreground"  # binary models: "background" = regions the foreground encloses
+    # 100 took the synthetic cells' matching F1 from 0.891 to 0.957 and changed nothing else
+    # on the benchmark stacks.
+    min_object_size: int = bounded(100, 0, 10**9, "drop objects smaller than this (voxels in 3-D, pixels in 2-D)")
+    objects: ObjectMode = choice(
+        "auto", "instances: 3d = one id per object through the volume; 2d = per slice; linked = per "
+                "slice, then linked across slices by overlap; auto = 3d unless slices lie over 6 "
+                "pixels apart (then linked)")
+    seeds: SeedMode = choice("distance", "watershed seeds: distance-transform maxima, or predicted object interiors")
+    seed_distance: float = bounded(3.0, 0.5, 1000.0, "distance seeds: smallest distance between two seeds (px)")
+    fill_background: FillChoice = choice(
+        "auto", "objects also take the background pixels (auto: when the training objects tiled "
+                "the image, as cells between EM membranes do)")
+    objects_from: ObjectSource = choice(
+        "foreground", "binary models: background = the regions the painted class encloses "
+                      "(cells between painted membranes)")
     voxel_size: Tuple[float, ...] = ()  # (z, y, x) for 3-D objects; () = unknown, taken as isotropic
-    # Intensities mapped by the volume's own percentiles: right for 8- and 16-bit copies of one stack,
-    # where the training ones (stored in the model) gave 0.485 foreground for 0.723 on the 16-bit copy
-    # (benchmarks/normalization.py); "model" keeps the stored ones.
-    normalize: str = "volume"
-    block_slices: int = 32  # 3-D objects are found in slabs of this many slices ...
-    halo: int = 4  # ... each seeing this many more on either side, then joined across slabs
+    # The volume's own percentiles are right for 8- and 16-bit copies of one stack, where the
+    # training ones gave 0.485 foreground for 0.723 on the 16-bit copy (benchmarks/normalization.py).
+    normalize: NormalizeChoice = choice(
+        "volume", "map intensities by the training image's percentiles stored in the model, or by this "
+                  "volume's own (for data recorded differently, e.g. 16-bit instead of 8-bit)")
+    block_slices: int = bounded(32, 1, 100000)  # 3-D objects are found in slabs of this many slices ...
+    halo: int = bounded(4, 0, 1000)  # ... each seeing this many more on either side, then joined
 
-    LIMITS = {
-        "axis": (-3, 2),
-        "tile_size": (16, 16384),
-        "tile_overlap": (0, 1024),
-        "batch_size": (1, 1024),
-        "threshold": (0.0, 1.0),
-        "min_object_size": (0, 10**9),
-        "seed_distance": (0.5, 1000.0),
-        "block_slices": (1, 100000),
-        "halo": (0, 1000),
-    }
-    CHOICES = {
-        "output": PREDICT_OUTPUTS,
-        "objects": OBJECT_MODES,
-        "seeds": SEED_MODES,
-        "fill_background": FILL_CHOICES,
-        "objects_from": OBJECT_SOURCES,
-        "normalize": NORMALIZE_CHOICES,
-    }
-
-    def __post_init__(self):
-        _check_declared(self)
+    @model_validator(mode="after")
+    def _tiles_and_voxels(self):
         if self.tile_overlap * 2 >= self.tile_size:
-            raise ConfigError(
-                f"tile_overlap ({self.tile_overlap}) must be less than half of tile_size ({self.tile_size})"
-            )
+            raise ValueError(
+                f"tile_overlap ({self.tile_overlap}) must be less than half of tile_size ({self.tile_size})")
         if self.voxel_size and (len(self.voxel_size) != 3 or min(self.voxel_size) <= 0):
-            raise ConfigError(f"voxel_size must be three positive numbers (z, y, x) or empty, got {self.voxel_size!r}")
+            raise ValueError(f"voxel_size must be three positive numbers (z, y, x) or empty, got {self.voxel_size!r}")
+        return self
+
+
+def choices_of(config_cls, name: str) -> list:
+    """The sorted values a config accepts for field ``name`` (the CLI's and the docks' choices)."""
+    return sorted(config_cls.CHOICES[name])

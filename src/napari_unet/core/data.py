@@ -29,7 +29,7 @@ from scipy import ndimage as ndi
 from skimage.segmentation import find_boundaries
 
 from napari_unet.core.augment import PatchSampler, validation_arrays  # noqa: F401  (part of this API)
-from napari_unet.core.config import ANNOTATION_MODES
+from napari_unet.core.config import TrainConfig
 
 
 # --------------------------------------------------------------------- shapes
@@ -210,8 +210,9 @@ def normalize(x, norm: dict):
 
 
 def _check_mode(mode, instances=False):
-    if mode not in ANNOTATION_MODES:
-        raise ValueError(f"annotation mode must be one of {sorted(ANNOTATION_MODES)}, got {mode!r}.")
+    modes = TrainConfig.CHOICES["annotation_mode"]
+    if mode not in modes:
+        raise ValueError(f"annotation mode must be one of {sorted(modes)}, got {mode!r}.")
     if instances and mode != "full_slices":
         raise ValueError(
             "Instance labels (one id per object) need fully annotated slices: "
