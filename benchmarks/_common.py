@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 
+from napari_unet.core.events import record as record_of
 from napari_unet.runtime.engine import run_to_end
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -79,7 +80,8 @@ class RssSampler:
 def run_engine_job(job, on_event=None, keep_outputs=(), poll_interval: float = 0.02) -> dict:
     """Start ``job``, poll it to the end and return its timed events and memory peaks.
 
-    Every event gets ``"t"``: seconds since ``job.start()`` was called, as received here.
+    Events are kept as JSON-ready records (``core.events.record``) with ``"t"``: seconds since
+    ``job.start()`` was called, as received here.
     ``keep_outputs`` names shared-memory outputs copied out before the job is closed.
     Raises ``RuntimeError`` if the job ends with an error.
     """
@@ -88,7 +90,7 @@ def run_engine_job(job, on_event=None, keep_outputs=(), poll_interval: float = 0
     with RssSampler() as rss:
 
         def record(event):
-            event = dict(event, t=time.perf_counter() - t0)
+            event = record_of(event, t=time.perf_counter() - t0)
             if event["type"] == "worker_started":
                 rss.worker_pid = event["pid"]
             events.append(event)

@@ -111,6 +111,7 @@ def make_tiny_bundle(out_dir: str, seed: int = 0) -> str:
 def _train_tiny(image, labels, out_dir: str, seed: int, instances: bool) -> str:
     """A few steps of a 4-filter, depth-2 U-Net without batch norm; returns the model folder."""
     _keras()
+    from napari_unet.core import events
     from napari_unet.core.config import ModelConfig, TrainConfig
     from napari_unet.core.train import train
 
@@ -120,9 +121,9 @@ def _train_tiny(image, labels, out_dir: str, seed: int, instances: bool) -> str:
     final = None
     for event in train(image, labels, model_cfg, train_cfg, out_dir, overwrite=True):
         final = event
-    if final is None or final["type"] != "done":
+    if not isinstance(final, events.Done):
         raise RuntimeError(f"Training the tiny model did not finish: {final}")
-    return final["model_dir"]
+    return final.training.model_dir
 
 
 def count_conv_flops(model, height: int, width: int) -> float:

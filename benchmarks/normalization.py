@@ -30,6 +30,7 @@ def main(argv=None):
 
     from napari_unet.core.bundle import load_bundle
     from napari_unet.core.config import PredictConfig, TrainConfig
+    from napari_unet.core.events import Warn
     from napari_unet.core.metrics import dice
     from napari_unet.core.predict import predict_volume
     from napari_unet.core.synthetic import make_cells_volume
@@ -39,7 +40,7 @@ def main(argv=None):
     image = as_uint8(sample["image"])
     with tempfile.TemporaryDirectory() as folder:
         *_, final = train(image, sample["labels"], None, TrainConfig(max_seconds=args.seconds), f"{folder}/m")
-        model, meta = load_bundle(final["model_dir"])
+        model, meta = load_bundle(final.training.model_dir)
     other = make_cells_volume(seed=1)
     cases = {
         "uint8 (training stack)": (image, sample["labels_full"]),
@@ -49,10 +50,10 @@ def main(argv=None):
     rows = []
     for name, (volume, truth) in cases.items():
         for normalize in ("model", "volume"):
-            events = list(predict_volume(volume, model.predict_on_batch, PredictConfig(normalize=normalize),
-                                         n_classes=1, size_multiple=8, normalization=meta["normalization"]))
-            pred = events[-1]["labels"]
-            warned = any(e["type"] == "warning" for e in events)
+            sent = list(predict_volume(volume, model.predict_on_batch, PredictConfig(normalize=normalize),
+                                       n_classes=1, size_multiple=8, normalization=meta["normalization"]))
+            pred = sent[-1].outputs["labels"]
+            warned = any(isinstance(e, Warn) for e in sent)
             rows.append({"volume": name, "normalize": normalize, "foreground": float(pred.mean()),
                          "true_foreground": float((truth > 0).mean()),
                          "dice": float(dice(pred > 0, truth > 0, label=True)), "warned": warned})

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tifffile
 
+from napari_unet.core.events import Slice
 from napari_unet.io import tiff
 from napari_unet.cli.main import main
 
@@ -277,7 +278,7 @@ def test_a_cancelled_prediction_keeps_its_slices_in_a_file_marked_incomplete(tmp
 
         def poll_and_cancel():  # what Ctrl-C does once two slices are in
             events = poll()
-            if sum(e["type"] == "slice" for e in events):
+            if any(isinstance(e, Slice) for e in events):
                 job.stop()
             return events
 

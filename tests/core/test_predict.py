@@ -8,6 +8,7 @@ from scipy import ndimage as ndi
 from skimage.draw import disk
 from skimage.segmentation import find_boundaries
 
+from napari_unet.core.events import Stopped
 from napari_unet.core.config import PredictConfig
 from napari_unet.core.postprocess import labels_from_probs
 from napari_unet.core.predict import predict_volume
@@ -43,14 +44,14 @@ def test_tiles_stitch_without_seams():
     image = np.random.default_rng(0).random((70, 45)).astype(np.float32)  # odd, not multiples of 8
     cfg = PredictConfig(tile_size=32, tile_overlap=8, batch_size=3, return_probabilities=True)
     events = run(image, blur_model, cfg)
-    assert [e["type"] for e in events] == ["slice", "done"]
+    assert [e.kind for e in events] == ["slice", "done"]
     expected = whole_slice(blur_model, image, 8)[..., 0]
-    assert np.abs(events[-1]["probs"] - expected).max() < 1e-5
-    np.testing.assert_array_equal(events[-1]["labels"], (expected > 0.5).astype(np.uint8))
+    assert np.abs(events[-1].outputs["probs"] - expected).max() < 1e-5
+    np.testing.assert_array_equal(events[-1].outputs["labels"], (expected > 0.5).astype(np.uint8))
 
     # An overlap below the receptive field leaves seams: the comparison above can fail.
     small = run(image, blur_model, cfg.replace(tile_overlap=2))
-    assert np.abs(small[-1]["probs"] - expected).max() > 1e-3
+    assert np.abs(small[-1].outputs["probs"] - expected).max() > 1e-3
 
 
 @pytest.mark.parametrize("axis", [0, 1, 2])
@@ -59,13 +60,13 @@ def test_each_axis_predicts_its_slices(axis):
     cfg = PredictConfig(axis=axis, tile_size=16, tile_overlap=4, batch_size=4, return_probabilities=True)
     events = run(volume, blur_model, cfg, size_multiple=4)
     n = volume.shape[axis]
-    assert [e["type"] for e in events] == ["slice"] * n + ["done"]
-    assert [e["index"] for e in events[:-1]] == list(range(n))
-    assert all(e["n_slices"] == n for e in events)
-    probs, labels = events[-1]["probs"], events[-1]["labels"]
+    assert [e.kind for e in events] == ["slice"] * n + ["done"]
+    assert [e.index for e in events[:-1]] == list(range(n))
+    assert all(e.n_slices == n for e in events)
+    probs, labels = events[-1].outputs["probs"], events[-1].outputs["labels"]
     assert probs.shape == labels.shape == volume.shape and labels.dtype == np.uint8
     # Overlap 4 < receptive field 8 is close but not exact; overlap 8 is exact.
-    exact = run(volume, blur_model, cfg.replace(tile_size=32, tile_overlap=8), size_multiple=8)[-1]["probs"]
+    exact = run(volume, blur_model, cfg.replace(tile_size=32, tile_overlap=8), size_multiple=8)[-1].outputs["probs"]
     for i in range(n):
         image = np.take(volume, i, axis=axis)
         assert np.abs(np.take(probs, i, axis=axis) - whole_slice(blur_model, image, 4)[..., 0]).max() < 0.05
@@ -83,7 +84,7 @@ def test_pointwise_model_is_the_same_along_any_axis_and_with_channels():
     expected = sigmoid(4 * (volume[:, 0] - (volume[:, 1] - 10) / 10))
     for axis in (0, 1, 2):  # the channel axis is before and after the slicing axis
         cfg = PredictConfig(axis=axis, tile_size=16, tile_overlap=4, return_probabilities=True)
-        probs = run(volume, difference, cfg, normalization=norm, channel_axis=1)[-1]["probs"]
+        probs = run(volume, difference, cfg, normalization=norm, channel_axis=1)[-1].outputs["probs"]
         np.testing.assert_allclose(probs, expected, atol=1e-6)
 
 
@@ -99,7 +100,7 @@ def test_multiclass_argmax_and_probability_outputs():
     all_k = np.zeros((24, 20, 3), np.float32)
     fg_max = np.zeros((24, 20), np.float32)
     cfg = PredictConfig(tile_size=16, tile_overlap=4)
-    labels = run(image, nearest, cfg, n_classes=3, out_probs=all_k)[-1]["labels"]
+    labels = run(image, nearest, cfg, n_classes=3, out_probs=all_k)[-1].outputs["labels"]
     run(image, nearest, cfg, n_classes=3, out_probs=fg_max)
     expected = np.argmin(np.abs(image[..., None] - centres), axis=-1)
     np.testing.assert_array_equal(labels, expected)
@@ -116,8 +117,8 @@ def test_tta_is_the_mean_of_the_eight_flips_and_rotations():
         return sigmoid(3 * x * ramp - 1).astype(np.float32)
 
     cfg = PredictConfig(tile_size=64, tile_overlap=8, return_probabilities=True)  # one tile per slice
-    plain = run(image, position_dependent, cfg, size_multiple=16)[-1]["probs"]
-    tta = run(image, position_dependent, cfg.replace(tta=True), size_multiple=16)[-1]["probs"]
+    plain = run(image, position_dependent, cfg, size_multiple=16)[-1].outputs["probs"]
+    tta = run(image, position_dependent, cfg.replace(tta=True), size_multiple=16)[-1].outputs["probs"]
 
     def model2d(a):
         return position_dependent(a[None, ..., None])[0, ..., 0]
@@ -129,7 +130,7 @@ def test_tta_is_the_mean_of_the_eight_flips_and_rotations():
     np.testing.assert_allclose(tta, np.mean(means, axis=0), atol=1e-6)
     assert np.abs(tta - plain).max() > 0.05
     # A model that hands back its own input must not corrupt the other transforms.
-    identity = run(image, lambda x: x, cfg.replace(tta=True), size_multiple=16)[-1]["probs"]
+    identity = run(image, lambda x: x, cfg.replace(tta=True), size_multiple=16)[-1].outputs["probs"]
     np.testing.assert_allclose(identity, image, atol=1e-6)
 
 
@@ -154,7 +155,7 @@ def test_touching_discs_are_separated_by_the_boundary_model_with_ids_unique_acro
     volume = np.stack([labels, labels]).astype(np.float32) / 2
     cfg = PredictConfig(output="instances", objects="2d", tile_size=64, tile_overlap=8)
     events = run(volume, boundary_oracle, cfg, n_classes=3, size_multiple=16, boundary_model=True)
-    instances = events[-1]["labels"]
+    instances = events[-1].outputs["labels"]
     assert instances.dtype == np.uint32
     assert set(np.unique(instances[0])) == {0, 1, 2} and set(np.unique(instances[1])) == {0, 3, 4}
     for z, offset in ((0, 0), (1, 2)):
@@ -170,17 +171,17 @@ def test_touching_discs_are_separated_by_the_boundary_model_with_ids_unique_acro
     # In 3-D (the default) each disc is one object through both slices.
     events = run(volume, boundary_oracle, cfg.replace(objects="3d"), n_classes=3, size_multiple=16,
                  boundary_model=True)
-    objects = events[-1]["labels"]
+    objects = events[-1].outputs["labels"]
     assert set(np.unique(objects)) == {0, 1, 2}
     np.testing.assert_array_equal(objects[0], objects[1])
-    assert sorted(e["index"] for e in events if e["type"] == "slice") == [0, 1]
+    assert sorted(e.index for e in events if e.kind == "slice") == [0, 1]
 
 
 def test_cells_between_painted_membranes_are_offered_as_objects():
     membranes = np.zeros((2, 40, 40), np.float32)
     membranes[:, 20, :] = 1  # one membrane line cuts each slice into two cells
     cfg = PredictConfig(output="instances", objects_from="background", tile_size=64, tile_overlap=8)
-    objects = run(membranes, lambda x: x, cfg)[-1]["labels"]
+    objects = run(membranes, lambda x: x, cfg)[-1].outputs["labels"]
     assert set(np.unique(objects)) == {0, 1, 2} and (objects[:, 20] == 0).all()
     assert len(np.unique(objects[:, :20])) == 1 and len(np.unique(objects[:, 21:])) == 1
     with pytest.raises(ValueError, match="one output class"):
@@ -193,7 +194,7 @@ def test_instances_from_a_sigmoid_model_and_small_objects_dropped():
     image[12:18, 12:18] = 1  # 36 px, touches the first one nowhere
     image[0, 19] = 1  # 1 px
     cfg = PredictConfig(output="instances", tile_size=16, tile_overlap=4, min_object_size=5)
-    instances = run(image, lambda x: x, cfg)[-1]["labels"]
+    instances = run(image, lambda x: x, cfg)[-1].outputs["labels"]
     assert instances.max() == 2 and instances[0, 19] == 0
     assert (instances[2:8, 2:8] == 1).all() and (instances[12:18, 12:18] == 2).all()
 
@@ -205,7 +206,7 @@ def test_instance_ids_that_overflow_the_output_type_are_refused():
     out = np.zeros(image.shape, np.uint8)
     with pytest.raises(ValueError, match="Object id 256 does not fit in out_labels of type uint8: use uint32"):
         run(image, lambda x: x, cfg, out_labels=out)
-    assert run(image, lambda x: x, cfg)[-1]["labels"].max() == 256
+    assert run(image, lambda x: x, cfg)[-1].outputs["labels"].max() == 256
 
 
 def test_postprocess_helpers():
@@ -225,11 +226,11 @@ def test_stop_event_stops_with_the_done_slices():
         volume, blur_model, cfg, n_classes=1, size_multiple=8, normalization=NORM, out_labels=out, stop_event=stop
     ):
         events.append(event)
-        if event.get("index") == 1:
+        if getattr(event, "index", None) == 1:
             stop.set()
-    assert events[-1] == {"type": "stopped", "done_slices": [0, 1], "n_slices": 6,
-                          "message": "Stopped after 2 of 6 slices; the other slices are 0."}
-    assert [e["type"] for e in events] == ["slice", "slice", "stopped"]
+    assert events[-1] == Stopped(done_slices=(0, 1), n_slices=6,
+                                 message="Stopped after 2 of 6 slices; the other slices are 0.")
+    assert [e.kind for e in events] == ["slice", "slice", "stopped"]
     assert (out[2:] == 7).all() and (out[:2] != 7).any()
 
 
@@ -274,10 +275,10 @@ def test_lazy_volume_is_read_one_slice_at_a_time(lazy):
     counting.reads.clear()  # the intensity checks read a sample first, one slice at a time too
     counting.max_in_flight = 0
     events = list(events)
-    assert events[-1]["type"] == "done"
+    assert events[-1].kind == "done"
     assert sorted(counting.reads) == list(range(9))
     assert counting.max_in_flight <= cfg.batch_size
-    expected = run(data, blur_model, cfg)[-1]["labels"]
+    expected = run(data, blur_model, cfg)[-1].outputs["labels"]
     np.testing.assert_array_equal(out[:], expected)
 
 
@@ -285,20 +286,20 @@ def test_memmap_output(tmp_path):
     volume = np.random.default_rng(6).random((3, 16, 16)).astype(np.float32)
     out = np.lib.format.open_memmap(tmp_path / "labels.npy", mode="w+", dtype=np.uint8, shape=volume.shape)
     events = run(volume, blur_model, PredictConfig(tile_size=16, tile_overlap=0), out_labels=out)
-    assert events[-1]["labels"] is out
-    np.testing.assert_array_equal(np.load(tmp_path / "labels.npy"), run(volume, blur_model)[-1]["labels"])
+    assert events[-1].outputs["labels"] is out
+    np.testing.assert_array_equal(np.load(tmp_path / "labels.npy"), run(volume, blur_model)[-1].outputs["labels"])
 
 
 def test_three_axis_is_the_mean_of_the_three_passes():
     volume = np.random.default_rng(7).random((8, 16, 24)).astype(np.float32)
     cfg = PredictConfig(tile_size=32, tile_overlap=8, return_probabilities=True)
-    passes = [run(volume, blur_model, cfg.replace(axis=a))[-1]["probs"] for a in (0, 1, 2)]
+    passes = [run(volume, blur_model, cfg.replace(axis=a))[-1].outputs["probs"] for a in (0, 1, 2)]
     events = run(volume, blur_model, cfg.replace(three_axis=True, axis=1))
-    kinds = [e["type"] for e in events]
+    kinds = [e.kind for e in events]
     assert kinds.count("progress") == 8 + 16 + 24 and kinds.count("slice") == 16 and kinds[-1] == "done"
     mean = np.mean(passes, axis=0)
-    np.testing.assert_allclose(events[-1]["probs"], mean, atol=1e-5)
-    np.testing.assert_array_equal(events[-1]["labels"], (mean > 0.5).astype(np.uint8))
+    np.testing.assert_allclose(events[-1].outputs["probs"], mean, atol=1e-5)
+    np.testing.assert_array_equal(events[-1].outputs["labels"], (mean > 0.5).astype(np.uint8))
     assert np.abs(passes[0] - passes[2]).max() > 0.01  # the passes do differ
 
 
@@ -371,11 +372,11 @@ def test_fill_background_lets_objects_take_every_pixel():
     image = np.zeros((24, 24), np.float32)
     image[4:10, 4:10] = image[14:20, 14:20] = 1
     cfg = PredictConfig(output="instances", tile_size=32, tile_overlap=4, min_object_size=0)
-    masked = run(image, lambda x: x, cfg)[-1]["labels"]
-    filled = run(image, lambda x: x, cfg.replace(fill_background="yes"))[-1]["labels"]
+    masked = run(image, lambda x: x, cfg)[-1].outputs["labels"]
+    filled = run(image, lambda x: x, cfg.replace(fill_background="yes"))[-1].outputs["labels"]
     assert (masked == 0).any() and (filled > 0).all()
     assert len(np.unique(filled)) == 2  # the same two objects, grown over the background
-    tiled = run(image, lambda x: x, cfg, objects_tile=True)[-1]["labels"]  # "auto" follows the model
+    tiled = run(image, lambda x: x, cfg, objects_tile=True)[-1].outputs["labels"]  # "auto" follows the model
     np.testing.assert_array_equal(tiled, filled)
 
 
@@ -409,17 +410,17 @@ def test_a_volume_far_from_the_training_intensities_is_warned_about_or_normalise
     kwargs = {**GOOD, "normalization": stored}
     cfg = PredictConfig(return_probabilities=True, normalize="model")
     same = list(predict_volume(volume8, blur_model, cfg, **kwargs))
-    assert "warning" not in [e["type"] for e in same]
+    assert "warning" not in [e.kind for e in same]
 
     volume16 = volume8.astype(np.uint16) * 257
     events = list(predict_volume(volume16, blur_model, cfg, **kwargs))
-    assert events[0]["type"] == "warning" and "--normalize volume" in events[0]["message"]
-    assert "from 22 to 219" in events[0]["message"]
-    assert events[-1]["labels"].mean() > 0.99  # what the warning is about: all foreground
+    assert events[0].kind == "warning" and "--normalize volume" in events[0].message
+    assert "from 22 to 219" in events[0].message
+    assert events[-1].outputs["labels"].mean() > 0.99  # what the warning is about: all foreground
 
     own = list(predict_volume(volume16, blur_model, cfg.replace(normalize="volume"), **kwargs))
-    assert "warning" not in [e["type"] for e in own]
+    assert "warning" not in [e.kind for e in own]
     own8 = list(predict_volume(volume8, blur_model, cfg.replace(normalize="volume"), **kwargs))
     # By its own percentiles the 16-bit copy is segmented as the 8-bit volume is.
-    np.testing.assert_allclose(own[-1]["probs"], own8[-1]["probs"], atol=1e-5)
-    np.testing.assert_array_equal(own[-1]["labels"], own8[-1]["labels"])
+    np.testing.assert_allclose(own[-1].outputs["probs"], own8[-1].outputs["probs"], atol=1e-5)
+    np.testing.assert_array_equal(own[-1].outputs["labels"], own8[-1].outputs["labels"])

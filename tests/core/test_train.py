@@ -45,25 +45,25 @@ def binary_run(volume, tmp_path_factory):
 
 def test_events_come_in_order_with_their_fields(binary_run):
     out, events = binary_run
-    kinds = [e["type"] for e in events]
+    kinds = [e.kind for e in events]
     assert kinds == ["start"] + (["batch"] * 3 + ["epoch"]) * 2 + ["done"]
     start = events[0]
-    assert start["device"].startswith(("CPU", "GPU"))
-    assert (start["n_train_slices"], start["n_val_slices"], start["n_classes"]) == (1, 1, 1)
-    assert (start["epochs"], start["steps_per_epoch"]) == (2, 3) and start["params"] > 1000
-    batches = [e for e in events if e["type"] == "batch"]
-    assert [(e["epoch"], e["batch"], e["steps"]) for e in batches] == [(ep, b, 3) for ep in (1, 2) for b in (1, 2, 3)]
-    assert all(np.isfinite(e["loss"]) and e["loss"] > 0 for e in batches)
-    epochs = [e for e in events if e["type"] == "epoch"]
+    assert start.device.startswith(("CPU", "GPU"))
+    assert (start.n_train_slices, start.n_val_slices, start.n_classes) == (1, 1, 1)
+    assert (start.epochs, start.steps_per_epoch) == (2, 3) and start.params > 1000
+    batches = [e for e in events if e.kind == "batch"]
+    assert [(e.epoch, e.batch, e.steps) for e in batches] == [(ep, b, 3) for ep in (1, 2) for b in (1, 2, 3)]
+    assert all(np.isfinite(e.loss) and e.loss > 0 for e in batches)
+    epochs = [e for e in events if e.kind == "epoch"]
     for e in epochs:
-        assert e["epochs"] == 2 and e["seconds"] > 0
-        assert np.isfinite(e["val_loss"]) and 0 <= e["val_dice"] <= 1 and 0 <= e["val_iou"] <= e["val_dice"] + 1e-6
-    assert epochs[0]["loss"] == pytest.approx(np.mean([e["loss"] for e in batches[:3]]))
+        assert e.epochs == 2 and e.seconds > 0
+        assert np.isfinite(e.val_loss) and 0 <= e.val_dice <= 1 and 0 <= e.val_iou <= e.val_dice + 1e-6
+    assert epochs[0].loss == pytest.approx(np.mean([e.loss for e in batches[:3]]))
     done = events[-1]
-    assert done["model_dir"] == str(out) and done["finish_reason"] == "epochs"
-    best = int(np.argmax([e["val_dice"] for e in epochs]))
-    assert done["best_epoch"] == best + 1 and done["best_val_dice"] == epochs[best]["val_dice"]
-    assert done["history"]["loss"] == [e["loss"] for e in epochs]
+    assert done.training.model_dir == str(out) and done.finish_reason == "epochs"
+    best = int(np.argmax([e.val_dice for e in epochs]))
+    assert done.training.best_epoch == best + 1 and done.training.best_val_dice == epochs[best].val_dice
+    assert done.training.history["loss"] == [e.loss for e in epochs]
 
 
 def test_saved_bundle_describes_the_training_and_predicts(binary_run, volume):
@@ -74,9 +74,9 @@ def test_saved_bundle_describes_the_training_and_predicts(binary_run, volume):
     assert ModelConfig.from_dict(meta["model_config"]) == TINY_MODEL
     assert TrainConfig.from_dict(meta["train_config"]) == TINY_TRAIN
     assert meta["normalization"]["low"][0] < meta["normalization"]["high"][0] <= 255
-    assert meta["validation"]["best_epoch"] == events[-1]["best_epoch"]
+    assert meta["validation"]["best_epoch"] == events[-1].training.best_epoch
     assert meta["validation"]["monitor"] == "val_loss"
-    assert meta["history"]["val_dice"] == events[-1]["history"]["val_dice"]
+    assert meta["history"]["val_dice"] == events[-1].training.history["val_dice"]
     assert meta["training_data"]["annotated_slices"] == [1, 4]
     prob = model.predict_on_batch(np.zeros((1, 48, 48, 1), np.float32))
     assert prob.shape == (1, 48, 48, 1) and np.isfinite(prob).all()
@@ -91,7 +91,7 @@ def stopped_run(volume, tmp_path_factory):
     events = []
     for event in train(image, binary_labels(truth), TINY_MODEL, TINY_TRAIN, out, stop_event=stop):
         events.append(event)
-        if event["type"] == "batch" and event["epoch"] == 2 and event["batch"] == 1:
+        if event.kind == "batch" and event.epoch == 2 and event.batch == 1:
             stop.set()
     return out, events
 
@@ -106,32 +106,32 @@ def test_stop_before_the_first_epoch_never_replaces_a_model(binary_run, volume, 
     for event in train(image, binary_labels(truth), TINY_MODEL, TINY_TRAIN, existing,
                        stop_event=stop, overwrite=True):
         events.append(event)
-        if event["type"] == "batch":
+        if event.kind == "batch":
             stop.set()  # during the first epoch
     final = events[-1]
-    assert final["type"] == "stopped" and final["model_saved"] is False and final["model_dir"] is None
-    assert "no model was saved" in final["message"] and str(existing) in final["message"]
+    assert final.kind == "stopped" and final.training.model_saved is False and final.training.model_dir is None
+    assert "no model was saved" in final.message and str(existing) in final.message
     assert {p.name: p.read_bytes() for p in existing.iterdir()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no stray temporary folder
 
     fresh = tmp_path / "fresh"
     stop.set()
     final = run(image, binary_labels(truth), fresh, stop_event=stop)[-1]
-    assert final["model_saved"] is False and not fresh.exists()
+    assert final.training.model_saved is False and not fresh.exists()
 
 
 def test_same_seed_gives_the_same_losses(binary_run, stopped_run):
-    first = [e["loss"] for e in binary_run[1] if e["type"] == "batch"]
-    second = [e["loss"] for e in stopped_run[1] if e["type"] == "batch"]
+    first = [e.loss for e in binary_run[1] if e.kind == "batch"]
+    second = [e.loss for e in stopped_run[1] if e.kind == "batch"]
     assert len(second) == 4
     np.testing.assert_allclose(second, first[:4], rtol=1e-5)
 
 
 def test_stop_between_batches_saves_the_model(stopped_run):
     out, events = stopped_run
-    assert [e["type"] for e in events] == ["start"] + ["batch"] * 3 + ["epoch", "batch", "stopped"]
-    assert events[-1]["best_epoch"] == 1 and events[-1]["model_dir"] == str(out) and events[-1]["model_saved"]
-    assert events[-1]["history"]["epoch"] == [1]
+    assert [e.kind for e in events] == ["start"] + ["batch"] * 3 + ["epoch", "batch", "stopped"]
+    assert events[-1].training.best_epoch == 1 and events[-1].training.model_dir == str(out) and events[-1].training.model_saved
+    assert events[-1].training.history["epoch"] == [1]
     _, meta = load_bundle(out)
     assert meta["validation"]["best_epoch"] == 1
 
@@ -144,8 +144,8 @@ def test_scribbles_train_only_on_painted_pixels(volume, tmp_path):
     labels[3, 40:44, 30:46] = 1
     labels[3, 19:21, 22:26] = 2
     events = run(image, labels, tmp_path / "m", train_cfg=TINY_TRAIN.replace(annotation_mode="scribbles", epochs=1))
-    assert events[-1]["type"] == "done"
-    assert events[0]["n_classes"] == 1 and events[0]["n_train_slices"] + events[0]["n_val_slices"] == 2
+    assert events[-1].kind == "done"
+    assert events[0].n_classes == 1 and events[0].n_train_slices + events[0].n_val_slices == 2
     meta = read_bundle_meta(tmp_path / "m")
     assert meta["annotation_mode"] == "scribbles" and meta["classes"]["label_values"] == [1, 2]
 
@@ -156,13 +156,13 @@ def test_multiclass_softmax_with_weighted_cross_entropy(volume, tmp_path):
     labels[[1, 3, 4]] = truth[[1, 3, 4]]  # classes 0, 1, 2
     cfg = TINY_TRAIN.replace(epochs=1, loss="weighted_ce", val_fraction=0.0, mixed_precision=True)
     events = run(image, labels, tmp_path / "m", model_cfg=TINY_MODEL.replace(n_classes=3), train_cfg=cfg)
-    assert events[0]["n_classes"] == 3 and events[0]["n_val_slices"] == 0
-    on_gpu = events[0]["device"].startswith("GPU")
-    assert events[0]["mixed_precision"] == on_gpu
-    assert any(e["type"] == "warning" and "Mixed precision needs a GPU" in e["message"] for e in events) != on_gpu
-    epoch = [e for e in events if e["type"] == "epoch"][0]
-    assert np.isfinite(epoch["loss"]) and epoch["val_dice"] is None
-    assert events[-1]["best_epoch"] == 1 and events[-1]["best_val_dice"] is None
+    assert events[0].n_classes == 3 and events[0].n_val_slices == 0
+    on_gpu = events[0].device.startswith("GPU")
+    assert events[0].mixed_precision == on_gpu
+    assert any(e.kind == "warning" and "Mixed precision needs a GPU" in e.message for e in events) != on_gpu
+    epoch = [e for e in events if e.kind == "epoch"][0]
+    assert np.isfinite(epoch.loss) and epoch.val_dice is None
+    assert events[-1].training.best_epoch == 1 and events[-1].training.best_val_dice is None
     model, meta = load_bundle(tmp_path / "m")
     assert meta["classes"]["activation"] == "softmax" and meta["validation"]["monitor"] == "loss"
     assert model.output_shape[-1] == 3
@@ -175,8 +175,8 @@ def test_default_model_config_follows_the_data(volume, tmp_path):
     rgb = np.repeat(image[..., None], 2, axis=-1)
     events = run(rgb, labels, tmp_path / "m", model_cfg=None,
                  train_cfg=TINY_TRAIN.replace(instances=True, epochs=1, steps_per_epoch=1))
-    assert [e["type"] for e in events] == ["start", "batch", "epoch", "done"]
-    assert events[0]["n_classes"] == 3 and events[-1]["best_epoch"] == 1
+    assert [e.kind for e in events] == ["start", "batch", "epoch", "done"]
+    assert events[0].n_classes == 3 and events[-1].training.best_epoch == 1
     model, meta = load_bundle(tmp_path / "m")
     cfg = ModelConfig.from_dict(meta["model_config"])
     assert (cfg.in_channels, cfg.n_classes, cfg.depth) == (2, 3, ModelConfig().depth)
@@ -193,20 +193,20 @@ def test_early_stopping_ends_when_validation_stops_improving(volume, tmp_path, m
     events = []
     for event in train(image, binary_labels(truth), TINY_MODEL, cfg, tmp_path / "a"):
         events.append(event)
-        if event["type"] == "epoch" and event["epoch"] == 1:
+        if event.kind == "epoch" and event.epoch == 1:
             # The improvement was written at once; the final write then replaces this run's own folder.
             assert read_bundle_meta(tmp_path / "a")["validation"]["best_epoch"] == 1
-    assert events[-1]["finish_reason"] == "early_stopping" and events[-1]["best_epoch"] == 1
-    assert [e["epoch"] for e in events if e["type"] == "epoch"] == [1, 2, 3]
+    assert events[-1].finish_reason == "early_stopping" and events[-1].training.best_epoch == 1
+    assert [e.epoch for e in events if e.kind == "epoch"] == [1, 2, 3]
 
 
 def test_a_time_budget_spent_before_the_first_epoch_saves_nothing(volume, tmp_path):
     image, truth = volume
     cfg = TINY_TRAIN.replace(epochs=20, max_seconds=1e-6)
     events = run(image, binary_labels(truth), tmp_path / "b", train_cfg=cfg)
-    assert events[-1]["type"] == "done" and events[-1]["finish_reason"] == "time_limit"
-    assert "epoch" not in [e["type"] for e in events]
-    assert events[-1]["model_saved"] is False and "no model was saved" in events[-1]["message"]
+    assert events[-1].kind == "done" and events[-1].finish_reason == "time_limit"
+    assert "epoch" not in [e.kind for e in events]
+    assert events[-1].training.model_saved is False and "no model was saved" in events[-1].training.message
     assert not (tmp_path / "b").exists()
 
 
@@ -216,8 +216,8 @@ def test_fine_tuning_reuses_model_and_normalization(binary_run, volume, tmp_path
     other = TINY_MODEL.replace(n_filters=8)
     events = run(image * 2, binary_labels(truth, (2, 3)), tmp_path / "tuned", model_cfg=other,
                  train_cfg=TINY_TRAIN.replace(epochs=1, steps_per_epoch=1), resume_from=source)
-    assert events[-1]["type"] == "done"
-    assert any(e["type"] == "warning" and "architecture" in e["message"] for e in events)
+    assert events[-1].kind == "done"
+    assert any(e.kind == "warning" and "architecture" in e.message for e in events)
     old, new = read_bundle_meta(source), read_bundle_meta(tmp_path / "tuned")
     assert new["normalization"] == old["normalization"]  # not recomputed on the brighter image
     assert new["model_config"] == old["model_config"] and new["resumed_from"] == str(source)
@@ -276,7 +276,7 @@ def test_learning_rate_reaches_the_optimizer(volume, tmp_path):
     cfg = TrainConfig(epochs=3, steps_per_epoch=2, batch_size=2, patch_size=32, learning_rate=1e-3,
                       lr_schedule="cosine", max_seconds=0.0)
     events = list(train(image, binary_labels(labels), TINY_MODEL, cfg, tmp_path / "m"))
-    rates = [e["learning_rate"] for e in events if e["type"] == "epoch"]
+    rates = [e.learning_rate for e in events if e.kind == "epoch"]
     # Read back from the optimizer after each epoch's last step (steps 1, 3 and 5 of 6).
     expected = [train_module.cosine_learning_rate(cfg, step / 6, 0.0) for step in (1, 3, 5)]
     assert rates == pytest.approx(expected, rel=1e-5)
@@ -288,10 +288,10 @@ def test_plateau_schedule_halves_the_rate_on_each_plateau(volume, tmp_path, monk
     cfg = TINY_TRAIN.replace(epochs=5, steps_per_epoch=1, lr_patience=2, early_stopping_patience=0,
                              learning_rate=1e-3, max_seconds=600.0)
     events = list(train(image, binary_labels(truth), TINY_MODEL, cfg, tmp_path / "m"))
-    rates = [e["learning_rate"] for e in events if e["type"] == "epoch"]
+    rates = [e.learning_rate for e in events if e.kind == "epoch"]
     # Epoch 1 is the best; plateaus end epochs 3 and 5, so epochs 4-5 run at half the rate.
     assert rates == pytest.approx([1e-3, 1e-3, 1e-3, 5e-4, 5e-4], rel=1e-5)
-    left = [e["seconds_left"] for e in events if e["type"] == "batch"]
+    left = [e.seconds_left for e in events if e.kind == "batch"]
     assert all(0 < s <= 600 for s in left) and left == sorted(left, reverse=True)
 
 
@@ -319,8 +319,9 @@ def test_a_model_its_disk_refuses_is_saved_to_the_temporary_folder(volume, tmp_p
     monkeypatch.setattr(train_module, "rescue_folder", lambda out: tmp_path / "rescued" / "model")
     events = run(image, binary_labels(truth), wanted)
     final = events[-1]
-    assert final["type"] == "done" and final["model_saved"]
-    assert final["model_dir"] == str(tmp_path / "rescued" / "model") and not wanted.exists()
-    assert "No space left on device" in final["message"] and str(tmp_path / "rescued" / "model") in final["message"]
-    model, meta = load_bundle(final["model_dir"])
-    assert meta["validation"]["best_epoch"] == final["best_epoch"]
+    assert final.kind == "done" and final.training.model_saved
+    assert final.training.model_dir == str(tmp_path / "rescued" / "model") and not wanted.exists()
+    assert "No space left on device" in final.training.message
+    assert str(tmp_path / "rescued" / "model") in final.training.message
+    model, meta = load_bundle(final.training.model_dir)
+    assert meta["validation"]["best_epoch"] == final.training.best_epoch

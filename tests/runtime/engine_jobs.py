@@ -4,7 +4,35 @@ import os
 import sys
 import time
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 import numpy as np
+
+from napari_unet.core.events import Batch, Event, Progress, Slice, Stopped
+
+
+@dataclass(frozen=True)
+class Input(Event):
+    """How the job's input arrived in the worker."""
+
+    kind: ClassVar[str] = "input"
+    module: str
+    sum: int
+    owndata: bool | None
+    writeable: bool | None
+
+
+@dataclass(frozen=True)
+class Environment(Event):
+    kind: ClassVar[str] = "env"
+    values: dict
+    heavy_modules: list
+    niceness: int | None
+
+
+def _batch(n: int) -> Batch:
+    return Batch(epoch=1, batch=n, steps=0, loss=0.0, progress=0.0, seconds_left=None)
 
 
 def fill_slices(arrays, outputs, stop_event, hold=False):
@@ -15,16 +43,15 @@ def fill_slices(arrays, outputs, stop_event, hold=False):
     """
     image, out = arrays["image"], outputs["out"]
     flags = getattr(image, "flags", None)  # None for a lazily opened (dask) file
-    yield {
-        "type": "input",
-        "kind": type(image).__module__.split(".")[0],
-        "sum": int(image.sum()),
-        "owndata": None if flags is None else bool(flags.owndata),
-        "writeable": None if flags is None else bool(flags.writeable),
-    }
+    yield Input(
+        module=type(image).__module__.split(".")[0],
+        sum=int(image.sum()),
+        owndata=None if flags is None else bool(flags.owndata),
+        writeable=None if flags is None else bool(flags.writeable),
+    )
     for i in range(image.shape[0]):
         out[i] = 2 * np.asarray(image[i]).astype(out.dtype) + 1
-        yield {"type": "slice", "index": i, "n_slices": image.shape[0]}
+        yield Slice(index=i, n_slices=image.shape[0])
     if hold:
         stop_event.wait(30)
 
@@ -34,20 +61,20 @@ def batches_until_stopped(arrays, outputs, stop_event, period=0.01):
     batch = 0
     while not stop_event.is_set():
         batch += 1
-        yield {"type": "batch", "batch": batch}
+        yield _batch(batch)
         time.sleep(period)
-    yield {"type": "stopped", "batches": batch}
+    yield Stopped(message=f"stopped after {batch} batches")
 
 
 def ignore_stop(arrays, outputs, stop_event):
     """A job stuck in a long step: it never looks at the stop event."""
     while True:
-        yield {"type": "batch"}
+        yield _batch(0)
         time.sleep(0.01)
 
 
 def fail(arrays, outputs, stop_event, error="ValueError", message="bad input"):
-    yield {"type": "progress"}
+    yield Progress(axis=0, index=0, n_slices=1)
     raise {"ValueError": ValueError, "MemoryError": MemoryError, "RuntimeError": RuntimeError}[error](message)
 
 
@@ -56,15 +83,15 @@ def exit_abruptly(arrays, outputs, stop_event, code=3):
 
     It dies once told to (the stop event), so its last event has surely left the process.
     """
-    yield {"type": "progress"}
+    yield Progress(axis=0, index=0, n_slices=1)
     stop_event.wait()
     os._exit(code)
 
 
 def report_environment(arrays, outputs, stop_event, names=()):
-    yield {"type": "env", "values": {name: os.environ.get(name) for name in names},
-           "heavy_modules": sorted({"napari", "qtpy", "PyQt6", "tensorflow", "keras"} & set(sys.modules)),
-           "niceness": os.nice(0) if hasattr(os, "nice") else None}
+    yield Environment(values={name: os.environ.get(name) for name in names},
+                      heavy_modules=sorted({"napari", "qtpy", "PyQt6", "tensorflow", "keras"} & set(sys.modules)),
+                      niceness=os.nice(0) if hasattr(os, "nice") else None)
 
 
 def predict_some_then_wait(arrays, outputs, stop_event, model_dir, predict_cfg, channel_axis=None,
@@ -77,6 +104,6 @@ def predict_some_then_wait(arrays, outputs, stop_event, model_dir, predict_cfg, 
         labels[i] = i + 1
         if probs is not None:
             probs[i] = 0.5
-        yield {"type": "slice", "index": i, "n_slices": n}
+        yield Slice(index=i, n_slices=n)
     stop_event.wait(60)
-    yield {"type": "stopped", "done_slices": list(range(slices))}
+    yield Stopped(done_slices=tuple(range(slices)), n_slices=n)

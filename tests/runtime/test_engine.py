@@ -16,6 +16,7 @@ import pytest
 from napari_unet.runtime import worker
 from napari_unet.runtime.engine import Job, LazyFile, ZarrOutput, start_prediction
 from napari_unet.core.config import PredictConfig
+from napari_unet.core.events import Done
 
 JOBS = "engine_jobs"
 TESTS_DIR = Path(__file__).parent
@@ -33,7 +34,7 @@ def poll_until(job, predicate, timeout=WAIT_S):
 
 
 def types(events):
-    return [event["type"] for event in events]
+    return [event.kind for event in events]
 
 
 def segment_exists(name):
@@ -53,13 +54,13 @@ def test_shared_arrays_stream_into_the_parent_while_the_job_runs():
         events += job.wait(timeout=WAIT_S)
         names, job_pid = job.shared_memory_names, job.pid
     assert types(events) == ["worker_started", "input"] + ["slice"] * 4 + ["done"]
-    assert events[0]["pid"] == job_pid != os.getpid()
-    assert [e["index"] for e in events if e["type"] == "slice"] == [0, 1, 2, 3]
+    assert events[0].pid == job_pid != os.getpid()
+    assert [e.index for e in events if e.kind == "slice"] == [0, 1, 2, 3]
     info = events[1]
-    assert info["kind"] == "numpy" and info["sum"] == int(image.sum())
+    assert info.module == "numpy" and info.sum == int(image.sum())
     # A read-only view onto the segment, not an unpickled copy.
-    assert (info["owndata"], info["writeable"]) == (False, False)
-    assert job.final_event == {"type": "done"} and job.finished and not job.running
+    assert (info.owndata, info.writeable) == (False, False)
+    assert job.final_event == Done() and job.finished and not job.running
     assert job.exitcode == 0
     assert len(names) == 2 and not any(segment_exists(name) for name in names)
 
@@ -69,8 +70,8 @@ def test_stop_ends_a_cooperative_job_with_its_own_stopped_event():
         events = poll_until(job, lambda ev: types(ev).count("batch") >= 3)
         job.stop(timeout=WAIT_S)
         events += job.wait(timeout=WAIT_S)
-    assert events[-1]["type"] == "stopped" and "forced" not in events[-1]
-    assert events[-1]["batches"] >= 3
+    assert events[-1].kind == "stopped" and not events[-1].forced
+    assert int(events[-1].message.split()[2]) >= 3
     assert set(types(events[1:-1])) == {"batch"}
 
 
@@ -81,8 +82,8 @@ def test_a_job_that_ignores_stop_is_ended_after_the_timeout():
         assert job.running  # stop() itself never waits for the worker
         events = job.wait(timeout=WAIT_S)
     final = events[-1]
-    assert final["type"] == "stopped" and final["forced"] is True
-    assert final["exitcode"] == -signal.SIGTERM and "within 0.5 s" in final["message"]
+    assert final.kind == "stopped" and final.forced is True
+    assert final.exitcode == -signal.SIGTERM and "within 0.5 s" in final.message
     assert job.poll() == []
 
 
@@ -91,7 +92,7 @@ def test_kill_ends_the_worker_at_once_and_reports_stopped():
         poll_until(job, lambda ev: "batch" in types(ev))
         job.kill()
         final = job.wait(timeout=5)[-1]
-    assert final["type"] == "stopped" and final["forced"] and "on request" in final["message"]
+    assert final.kind == "stopped" and final.forced and "on request" in final.message
     assert job.exitcode == -signal.SIGKILL
 
 
@@ -108,22 +109,22 @@ def test_job_exceptions_reach_the_caller_as_error_events(error, message, hint):
         events = job.wait(timeout=WAIT_S)
     assert types(events) == ["worker_started", "progress", "error"]
     final = events[-1]
-    assert final["error_type"] == error
-    assert final["message"] == (message or error)
-    assert final["hint"] == (hint or message)  # a ValueError's message is already user-facing
-    assert "engine_jobs.py" in final["traceback"] and "in fail" in final["traceback"]
+    assert final.error_type == error
+    assert final.message == (message or error)
+    assert final.hint == (hint or message)  # a ValueError's message is already user-facing
+    assert "engine_jobs.py" in final.traceback and "in fail" in final.traceback
 
 
 def test_a_killed_worker_is_reported_exactly_once_without_hanging():
     with Job(f"{JOBS}:batches_until_stopped", {}).start() as job:
         events = poll_until(job, lambda ev: "batch" in types(ev))
-        os.kill(events[0]["pid"], signal.SIGKILL)
+        os.kill(events[0].pid, signal.SIGKILL)
         events += poll_until(job, lambda ev: "error" in types(ev))
         later = [job.poll() for _ in range(5)]
     assert types(events).count("error") == 1 and later == [[]] * 5
     final = job.final_event
-    assert "ended unexpectedly" in final["message"] and "-9" in final["message"]
-    assert "Reduce the batch size" in final["hint"]
+    assert "ended unexpectedly" in final.message and "-9" in final.message
+    assert "Reduce the batch size" in final.hint
     assert job.exitcode == -signal.SIGKILL
 
 
@@ -133,7 +134,7 @@ def test_a_worker_that_exits_abruptly_is_reported_after_its_last_events():
         job.stop()  # the job's cue to die
         events += job.wait(timeout=WAIT_S)
     assert types(events) == ["worker_started", "progress", "error"]
-    assert "exit code 3" in events[-1]["message"]
+    assert "exit code 3" in events[-1].message
 
 
 def test_close_ends_a_running_worker_and_frees_shared_memory():
@@ -165,7 +166,7 @@ def test_a_lazy_file_goes_in_and_a_zarr_array_comes_out(tmp_path):
         events = job.wait(timeout=WAIT_S)
         assert isinstance(job.output("out"), zarr.Array)
     assert types(events)[-1] == "done", events[-1]
-    assert events[1]["kind"] == "dask" and events[1]["sum"] == int(image.sum())  # opened by the worker
+    assert events[1].module == "dask" and events[1].sum == int(image.sum())  # opened by the worker
     np.testing.assert_array_equal(zarr.open_array(out.path, mode="r")[:], 2 * image.astype(np.int32) + 1)
     with pytest.raises(ValueError, match="already exists"):
         Job(f"{JOBS}:fill_slices", {}, outputs={"out": out})
@@ -216,7 +217,7 @@ job = engine.Job("engine_jobs:report_environment",
                  arrays={"image": image}, outputs={"out": ((2, 8, 8), np.uint8)})
 with job.start():
     events = job.wait(timeout=60)
-print("ENV", events[1]["values"], events[1]["heavy_modules"])
+print("ENV", events[1].values, events[1].heavy_modules)
 print("PARENT_HEAVY", sorted({"tensorflow", "keras"} & set(sys.modules)))
 # Left running on purpose: interpreter exit must end it and free its memory.
 forgotten = engine.Job("engine_jobs:ignore_stop", {}, arrays={"image": image}).start()
@@ -230,8 +231,8 @@ print("FORGOTTEN", forgotten.pid, *forgotten.shared_memory_names)
 def test_the_worker_runs_at_a_lower_priority_than_the_gui():
     with Job("engine_jobs:report_environment", {}).start() as job:
         events = job.wait(timeout=WAIT_S)
-    env = next(e for e in events if e["type"] == "env")
-    assert env["niceness"] == min(19, os.nice(0) + worker.WORKER_NICENESS)
+    env = next(e for e in events if e.kind == "env")
+    assert env.niceness == min(19, os.nice(0) + worker.WORKER_NICENESS)
 
 
 def test_parent_stays_free_of_tensorflow_and_exit_leaves_nothing_behind():
@@ -296,17 +297,17 @@ def test_training_then_prediction_run_in_the_worker(tmp_path):
     train_cfg = TrainConfig(epochs=1, steps_per_epoch=2, batch_size=2, patch_size=32, threads=1, augment=False)
     with start_training(data["image"], data["labels"], model_cfg, train_cfg, tmp_path / "model").start() as job:
         events = job.wait(timeout=300)
-    assert events[-1]["type"] == "done", events[-1]
+    assert events[-1].kind == "done", events[-1]
     assert {"start", "batch", "epoch"} <= set(types(events))
     assert "tensorflow" not in sys.modules and "keras" not in sys.modules
 
     cfg = PredictConfig(tile_size=32, tile_overlap=0, return_probabilities=True)
-    with start_prediction(data["image"], events[-1]["model_dir"], cfg).start() as job:
+    with start_prediction(data["image"], events[-1].training.model_dir, cfg).start() as job:
         events = job.wait(timeout=300)
         labels, probs = np.array(job.output("labels")), np.array(job.output("probs"))
     assert types(events)[-1] == "done", events[-1]
-    assert [e["index"] for e in events if e["type"] == "slice"] == list(range(6))
-    assert "labels" not in events[-1]  # the arrays stay in shared memory
+    assert [e.index for e in events if e.kind == "slice"] == list(range(6))
+    assert events[-1].outputs is None  # the arrays stay in shared memory
     assert labels.shape == (6, 64, 64) and set(np.unique(labels)) <= {0, 1}
     assert probs.dtype == np.float32 and probs.max() > 0
     np.testing.assert_array_equal(labels, (probs > 0.5).astype(np.uint8))

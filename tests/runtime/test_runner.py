@@ -2,6 +2,7 @@
 
 import pytest
 
+from napari_unet.core.events import Done, Error, Final, Stopped, Warn
 from napari_unet.runtime.runner import drain, run_to_end
 
 
@@ -22,13 +23,18 @@ class ScriptedJob:
     def poll(self):
         self.polls += 1
         batch = self._batches.pop(0) if self._batches else []
-        if any(event["type"] in ("done", "stopped", "error") for event in batch):
+        if any(isinstance(event, Final) for event in batch):
             self.running, self.finished = False, True
         return batch
 
 
-def events(*types):
-    return [{"type": kind, "n": n} for n, kind in enumerate(types)]
+FINALS = {"done": lambda n: Done(n_slices=n), "stopped": lambda n: Stopped(message=str(n)),
+          "error": lambda n: Error(message=str(n))}
+
+
+def events(*kinds):
+    """One event per kind named, each distinct (numbered); the others stand in as warnings."""
+    return [FINALS.get(kind, lambda n: Warn(f"{kind} {n}"))(n) for n, kind in enumerate(kinds)]
 
 
 def test_drain_hands_on_one_poll_and_returns_no_final_while_running():
@@ -55,7 +61,7 @@ def test_run_to_end_hands_on_every_event_once_in_order_and_returns_the_final_one
     job, seen = ScriptedJob(*batches), []
     final = run_to_end(job, seen.append, idle_s=0)
     assert seen == [event for batch in batches for event in batch]
-    assert final is batches[-1][-1] and final["type"] == "stopped"
+    assert final is batches[-1][-1] and isinstance(final, Stopped)
     assert job.polls == len(batches)  # nothing polled after the end
 
 

@@ -10,13 +10,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from napari_unet.runtime import interrupts
-from napari_unet.runtime import engine
-from napari_unet.io import disk, tiff
 from napari_unet.cli.args import parse_slices, predict_config, train_configs, write_json
-from napari_unet.io import leftovers
+from napari_unet.core import events
 from napari_unet.core.bundle import check_target, read_bundle_meta, reclaim_stale_saves
 from napari_unet.core.data import class_count
+from napari_unet.io import disk, leftovers, tiff
+from napari_unet.runtime import engine, interrupts
 
 
 def _channels_last(array, meta: dict):
@@ -85,8 +84,8 @@ class JobFailed(RuntimeError):
     """A job that failed in the worker; its text is the one line the user sees."""
 
 
-def _raise_on_error(final: dict, what: str):
-    if final.get("type") == "error":
+def _raise_on_error(final: events.Final, what: str):
+    if isinstance(final, events.Error):
         raise JobFailed(f"{what} failed: {engine.failure_line(final, what)}")
 
 
@@ -100,30 +99,31 @@ def train_with_progress(image, labels, model_cfg, train_cfg, out_dir, resume=Non
                                 resume_from=resume, overwrite=overwrite)
 
     def show(event, bar):
-        kind = event.get("type")
-        if kind == "start":
+        if isinstance(event, events.Start):
             bar.total = 100  # percent: the steps or the time cap, whichever ends training first
-            bar.write(f"Device: {event.get('device')}; {event.get('n_train_slices')} training and "
-                      f"{event.get('n_val_slices')} validation slice(s); {event.get('params'):,} weights")
-        elif kind == "batch":
-            bar.update(round(event["progress"] * bar.total) - bar.n)  # steps or time, whichever ends first
-            left = event.get("seconds_left")
-            bar.set_postfix(epoch=event["epoch"], loss=f"{event['loss']:.3f}",
+            bar.write(f"Device: {event.device}; {event.n_train_slices} training and "
+                      f"{event.n_val_slices} validation slice(s); {event.params:,} weights")
+        elif isinstance(event, events.Batch):
+            bar.update(round(event.progress * bar.total) - bar.n)  # steps or time, whichever ends first
+            left = event.seconds_left
+            bar.set_postfix(epoch=event.epoch, loss=f"{event.loss:.3f}",
                             **({} if left is None else {"time_left": f"{int(left) // 60}:{int(left) % 60:02d}"}))
-        elif kind == "epoch":
-            dice = event.get("val_dice")
-            bar.write(f"epoch {event['epoch']:3d}/{event['epochs']}  loss {event['loss']:.4f}"
-                      + (f"  val_loss {event['val_loss']:.4f}  val_dice {dice:.4f}" if dice is not None else "")
-                      + f"  ({event.get('seconds', 0):.1f} s"
-                      + (f", {100 * event['data_wait_share']:.0f} % waiting for data)"
-                         if event.get("data_wait_share") is not None else ")"))
-        elif kind == "warning":
-            bar.write("warning: " + event.get("message", ""), file=sys.stderr)
+        elif isinstance(event, events.Epoch):
+            bar.write(_epoch_line(event))
+        elif isinstance(event, events.Warn):
+            bar.write("warning: " + event.message, file=sys.stderr)
 
     with job:
         final = follow(job, show, desc="Training", unit="%")
     _raise_on_error(final, "Training")
     return final
+
+
+def _epoch_line(event: events.Epoch) -> str:
+    line = f"epoch {event.epoch:3d}/{event.epochs}  loss {event.loss:.4f}"
+    if event.val_dice is not None:
+        line += f"  val_loss {event.val_loss:.4f}  val_dice {event.val_dice:.4f}"
+    return line + f"  ({event.seconds:.1f} s, {100 * event.data_wait_share:.0f} % waiting for data)"
 
 
 def _show_stage(bar, desc: str, total: int) -> None:
@@ -136,32 +136,30 @@ def _show_stage(bar, desc: str, total: int) -> None:
 
 
 def predict_with_progress(volume, model_dir, cfg, channel_axis=None, **outputs):
-    """Predict; returns (final_event, labels, probs) — arrays are copies unless written to disk."""
+    """Predict; returns (final event, labels, probs, slices written): arrays are copies unless written to disk."""
     job = engine.start_prediction(volume, str(model_dir), cfg, channel_axis=channel_axis, **outputs)
 
     written = []
 
     def show(event, bar):
-        kind = event.get("type")
-        if kind == "progress":  # three-axis: the passes along each axis come first
-            _show_stage(bar, f"Pass {event['axis'] + 1} of 3", event["n_slices"])
+        if isinstance(event, events.Progress):  # three-axis: the passes along each axis come first
+            _show_stage(bar, f"Pass {event.axis + 1} of 3", event.n_slices)
             bar.update(1)
-        elif kind == "slice":
-            _show_stage(bar, "Writing" if cfg.three_axis else "Segmenting", event["n_slices"])
+        elif isinstance(event, events.Slice):
+            _show_stage(bar, "Writing" if cfg.three_axis else "Segmenting", event.n_slices)
             bar.update(1)
-            written.append(event["index"])
-        elif event.get("type") == "warning":
-            bar.write("warning: " + event.get("message", ""), file=sys.stderr)
+            written.append(event.index)
+        elif isinstance(event, events.Warn):
+            bar.write("warning: " + event.message, file=sys.stderr)
 
     with job:
         final = follow(job, show, desc="Segmenting", unit="slice")
-        final["slices_written"] = len(written)  # also known when the worker was ended by force
         _raise_on_error(final, "Segmentation")
         labels = None if outputs.get("out_path") else np.array(job.output("labels"))
         probs = None
         if cfg.return_probabilities and not outputs.get("prob_path"):
             probs = np.array(job.output("probs"))
-    return final, labels, probs
+    return final, labels, probs, len(written)  # slices written: known even when the worker was ended
 
 
 # -- sub-commands ---------------------------------------------------------------------------
@@ -185,15 +183,16 @@ def run_train(args) -> int:
     model_cfg, train_cfg = train_configs(args)
     final = train_with_progress(image, np.asarray(labels), model_cfg, train_cfg, args.out,
                                 resume=args.resume, overwrite=args.overwrite)
-    if not final.get("model_saved", True):
-        _say_why_unfinished(final["message"])
-        return 130 if final.get("type") == "stopped" else 1
-    dice = final.get("best_val_dice")
-    if final.get("message"):  # saved, but not where asked (its disk refused it)
-        print("warning: " + final["message"], file=sys.stderr)
-    print(f"Model saved to {final['model_dir']}")
+    result = final.training
+    if result is None or not result.model_saved:
+        _say_why_unfinished(final.message if result is None else result.message)
+        return 130 if isinstance(final, events.Stopped) else 1
+    dice = result.best_val_dice
+    if result.message:  # saved, but not where asked (its disk refused it)
+        print("warning: " + result.message, file=sys.stderr)
+    print(f"Model saved to {result.model_dir}")
     print("Validation Dice: " + ("n/a (no validation data)" if dice is None else f"{dice:.4f}")
-          + f" (best epoch {final.get('best_epoch')})")
+          + f" (best epoch {result.best_epoch})")
     return 0
 
 
@@ -235,11 +234,11 @@ def run_predict(args) -> int:
         _reclaim_partial(tmp)
     _check_disk_space(finals, spatial, cfg)
     try:
-        final, _, _ = predict_with_progress(engine.LazyFile(str(args.image)), args.model, cfg,
-                                            channel_axis=channel_axis, out_path=str(finals[out]),
-                                            **({"prob_path": str(finals[prob])} if prob else {}))
-        if final.get("type") == "stopped":
-            return _keep_incomplete(final, finals, out, scale,
+        final, _, _, written = predict_with_progress(
+            engine.LazyFile(str(args.image)), args.model, cfg, channel_axis=channel_axis, out_path=str(finals[out]),
+            **({"prob_path": str(finals[prob])} if prob else {}))
+        if isinstance(final, events.Stopped):
+            return _keep_incomplete(written, finals, out, scale,
                                     n_slices=spatial[cfg.axis] if len(spatial) == 3 else 1)
         for path, tmp in finals.items():
             _finish_output(tmp, path, scale, labels=path == out)
@@ -296,9 +295,8 @@ def incomplete_name(path: Path) -> Path:
     return candidate
 
 
-def _keep_incomplete(final: dict, finals: dict, out: Path, scale, n_slices: int) -> int:
-    """A cancelled run keeps its finished slices in files named as incomplete, never the asked names."""
-    done = final.get("slices_written", 0)
+def _keep_incomplete(done: int, finals: dict, out: Path, scale, n_slices: int) -> int:
+    """A cancelled run keeps its ``done`` finished slices in files named as incomplete, never the asked names."""
     if done == 0:
         _say_why_unfinished("Cancelled before any slice was finished: nothing was written.")
         return 130
@@ -368,7 +366,7 @@ def run_evaluate(args) -> int:
         index = (slice(None),) * args.axis + (chosen,)
         image, gt = image[index], gt[index]
     cfg = predict_config(args, **_object_settings(args, spatial_scale(meta), len(spatial)))
-    _, pred, _ = predict_with_progress(image, args.model, cfg,
+    _, pred, _, _ = predict_with_progress(image, args.model, cfg,
                                        channel_axis=image.ndim - 1 if has_channels else None)
     if cfg.output == "instances":
         report = object_report(pred, gt, per_slice=args.per_slice)

@@ -64,8 +64,9 @@ def run_demo(args) -> int:
     final = train_with_progress(image, labels, model_cfg, train_cfg, out / MODEL_FOLDER,
                                 overwrite=args.overwrite)
     train_seconds = time.perf_counter() - start
-    if not final.get("model_saved", True):
-        raise RuntimeError(final["message"])
+    result = final.training
+    if result is None or not result.model_saved:
+        raise RuntimeError(final.message if result is None else result.message)
 
     start = time.perf_counter()
     has_channels = image.ndim == 4
@@ -74,7 +75,7 @@ def run_demo(args) -> int:
     if objects and not voxel_size:
         print("No voxel size known: 3-D objects take the voxels as cubes.")
     cfg = PredictConfig(output="instances" if objects else "labels", voxel_size=voxel_size)
-    _, pred, _ = predict_with_progress(image, final["model_dir"], cfg,
+    _, pred, _, _ = predict_with_progress(image, result.model_dir, cfg,
                                        channel_axis=image.ndim - 1 if has_channels else None)
     predict_seconds = time.perf_counter() - start
 
@@ -84,8 +85,8 @@ def run_demo(args) -> int:
         "annotated_slices": annotated.tolist(),
         "train_seconds": round(train_seconds, 1),
         "predict_seconds": round(predict_seconds, 1),
-        "best_val_dice": final.get("best_val_dice"),
-        "best_epoch": final.get("best_epoch"),
+        "best_val_dice": result.best_val_dice,
+        "best_epoch": result.best_epoch,
     }
     unannotated = np.setdiff1d(np.arange(labels.shape[0]), annotated)
     if truth is not None:
@@ -100,7 +101,7 @@ def run_demo(args) -> int:
             report = metrics[key]
             print(f"{report['method']:>34}: " + ", ".join(
                 f"{name} {report[name]:.3f}" for name in SHOWN_SCORES))
-    print(f"Model:    {final['model_dir']}\nMasks:    {mask_path}\n"
+    print(f"Model:    {result.model_dir}\nMasks:    {mask_path}\n"
           f"Metrics:  {out / 'metrics.json'}\nOverview: {overview}")
     if args.view:
         _view(image, labels, pred, scale, name)

@@ -29,8 +29,8 @@ Outputs:
 ``cfg.three_axis`` averages the probabilities of passes along all three axes of a
 3-D volume. This needs the whole probability volume: a float32 accumulator of
 ``Z * Y * X * K * 4`` bytes is allocated, so use it only when that fits in memory.
-During the three passes it yields ``{"type": "progress", "axis", "index", "n_slices"}``
-events; the ``"slice"`` events follow once the labels are written.
+During the three passes it yields ``events.Progress``; the ``events.Slice`` events follow
+once the labels are written.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from napari_unet.core import events
 from napari_unet.core.config import MAX_3D_ANISOTROPY, PredictConfig
 from napari_unet.core.data import (
     check_image_values, intensity_mismatch, intensity_sample, nonfinite_message, normalization_from_sample, normalize,
@@ -63,7 +64,7 @@ def predict_volume(
     boundary_model: bool = False,
     objects_tile: bool = False,
     min_tile: int | None = None,
-) -> Iterator[dict]:
+) -> Iterator[events.Event]:
     """Predict ``volume`` slice by slice along ``cfg.axis``; a generator of events.
 
     ``volume``: ``(Y, X)`` or ``(Z, Y, X)``, plus a channel axis at ``channel_axis``
@@ -73,10 +74,10 @@ def predict_volume(
     then lets objects take the background too).
     ``min_tile``: smallest tile the model can use (default ``size_multiple``).
 
-    Events: ``{"type": "slice", "index", "n_slices"}`` after each slice is written
-    (in order); ``{"type": "stopped", "done_slices", "n_slices", "message"}`` if ``stop_event.is_set()``
-    (checked before each batch); finally ``{"type": "done", "n_slices", "labels",
-    "probs"}``. Bad input raises ``ValueError`` here, before any slice is read.
+    Events: ``events.Slice`` after each slice is written (in order); ``events.Stopped``
+    (with ``done_slices``) if ``stop_event.is_set()`` (checked before each batch); finally
+    ``events.Done`` with ``outputs={"labels", "probs"}``. Bad input raises ``ValueError``
+    here, before any slice is read.
     """
     volume = volume if hasattr(volume, "shape") and hasattr(volume, "__getitem__") else np.asarray(volume)
     channel_axis = _check_channel_axis(volume, channel_axis)
@@ -142,10 +143,10 @@ def _choose_normalization(volume, spatial_shape, channel_axis, stored: dict, cfg
     mismatch = intensity_mismatch(own, stored)
     if not mismatch:
         return stored, []
-    return stored, [{"type": "warning", "message": (
+    return stored, [events.Warn(
         f"The intensities differ strongly from the training data: {mismatch}, so the labels may be all "
         "foreground or all background. Normalise by the volume's own percentiles (normalize='volume'; "
-        "--normalize volume on the command line; 'Intensities' in the Segment dock).")}]
+        "--normalize volume on the command line; 'Intensities' in the Segment dock).")]
 
 
 # ------------------------------------------------------------------ checks
@@ -337,16 +338,16 @@ def _events(spatial_shape, axis, tiles, writer, passes):
             return
         for j in writer(axis, i, probs):
             done.append(j)
-            yield {"type": "slice", "index": j, "n_slices": n}
+            yield events.Slice(index=j, n_slices=n)
     for j in writer.flush(axis):
-        yield {"type": "slice", "index": j, "n_slices": n}
+        yield events.Slice(index=j, n_slices=n)
     yield writer.done_event(n)
 
 
-def stopped_event(done_slices, n_slices) -> dict:
+def stopped_event(done_slices, n_slices) -> events.Stopped:
     """A stop keeps the slices written so far; the others stay 0."""
-    return {"type": "stopped", "done_slices": list(done_slices), "n_slices": n_slices,
-            "message": f"Stopped after {len(done_slices)} of {n_slices} slices; the other slices are 0."}
+    return events.Stopped(done_slices=tuple(done_slices), n_slices=n_slices,
+                          message=f"Stopped after {len(done_slices)} of {n_slices} slices; the other slices are 0.")
 
 
 def _three_axis_events(spatial_shape, axis, plans, writer, n_classes, passes):
@@ -357,14 +358,14 @@ def _three_axis_events(spatial_shape, axis, plans, writer, n_classes, passes):
                 yield stopped_event([], spatial_shape[axis])
                 return
             total[_index(a, i)] += probs
-            yield {"type": "progress", "axis": a, "index": i, "n_slices": spatial_shape[a]}
+            yield events.Progress(axis=a, index=i, n_slices=spatial_shape[a])
     total /= 3
     n = spatial_shape[axis]
     for i in range(n):
         for j in writer(axis, i, total[_index(axis, i)]):
-            yield {"type": "slice", "index": j, "n_slices": n}
+            yield events.Slice(index=j, n_slices=n)
     for j in writer.flush(axis):
-        yield {"type": "slice", "index": j, "n_slices": n}
+        yield events.Slice(index=j, n_slices=n)
     yield writer.done_event(n)
 
 
@@ -469,4 +470,4 @@ class _SliceWriter:
             self.out_probs[index] = probs[..., 1:].max(axis=-1)
 
     def done_event(self, n):
-        return {"type": "done", "n_slices": n, "labels": self.out_labels, "probs": self.out_probs}
+        return events.Done(n_slices=n, outputs={"labels": self.out_labels, "probs": self.out_probs})

@@ -19,7 +19,7 @@ from typing import Iterator
 
 import numpy as np
 
-from napari_unet.core import data
+from napari_unet.core import data, events
 from napari_unet.core.augment import batches
 from napari_unet.core.bundle import check_target, describe_classes, load_bundle, model_config_of, save_bundle
 from napari_unet.core.config import ModelConfig, TrainConfig
@@ -273,7 +273,7 @@ def train(
     stop_event=None,
     resume_from=None,
     overwrite: bool = False,
-) -> Iterator[dict]:
+) -> Iterator[events.Event]:
     """Train a U-Net on the annotated slices of ``image`` and save it to ``out_dir``.
 
     ``image`` is ``(Y, X)``, ``(Z, Y, X)``, or with a trailing channel axis one
@@ -281,10 +281,10 @@ def train(
     ``model_cfg=None`` uses the default architecture with the class and
     channel counts the data needs. ``resume_from`` (a bundle folder)
     fine-tunes that model, reusing its architecture and normalisation.
-    Yields "start", "batch", "epoch" (and "warning") events, then "done", or
-    "stopped" when ``stop_event`` is set; either way the best model is saved. A run
-    that ends before its first epoch finished writes nothing: its final event has
-    ``model_saved=False``, ``model_dir=None`` and a ``message`` saying so.
+    Yields ``events.Start``, ``Batch``, ``Epoch`` (and ``Warn``), then ``Done``, or
+    ``Stopped`` when ``stop_event`` is set; either way the best model is saved. A run
+    that ends before its first epoch finished writes nothing: its final event's
+    ``training`` has ``model_saved=False``, ``model_dir=None`` and a ``message`` saying so.
     """
     # A generator function, so that like before every check runs on the first ``next()``.
     yield from Trainer(image, labels, model_cfg, train_cfg, out_dir,
@@ -330,7 +330,7 @@ class Trainer:
 
     # -------------------------------------------------------------- the run
 
-    def run(self) -> Iterator[dict]:
+    def run(self) -> Iterator[events.Event]:
         self._check_inputs()
         self._choose_model_config()
         self._choose_precision()
@@ -340,7 +340,7 @@ class Trainer:
         self.meta = self._bundle_meta()
         yield self._start_event()
         for message in self.warnings:
-            yield {"type": "warning", "message": message}
+            yield events.Warn(message)
         self.saving = Saving(folder=Path(self.out_dir), overwrite=self.overwrite, at=time.monotonic())
         self.batches = batches(self.sampler, self.cfg.prefetch_batches)
         try:
@@ -348,14 +348,15 @@ class Trainer:
         finally:
             self.batches.close()
 
-    def _epochs(self) -> Iterator[dict]:
+    def _epochs(self) -> Iterator[events.Event]:
         self.started = time.monotonic()
         for epoch in range(1, self.cfg.epochs + 1):
             epoch_start, losses, self.epoch_wait0 = time.monotonic(), [], self.batches.wait_s
             yield from self._epoch_batches(epoch, losses)
             if self.stopped:
                 self._write_best()
-                yield self._final_event("stopped")
+                result = self._result()
+                yield events.Stopped(message=result.message or "", training=result)
                 return
             if not losses:
                 break  # the time cap came before this epoch's first batch
@@ -363,7 +364,7 @@ class Trainer:
             if self._should_finish():
                 break
         self._write_best()
-        yield self._final_event("done", finish_reason=self.finish_reason or "epochs")
+        yield events.Done(training=self._result(), finish_reason=self.finish_reason or "epochs")
 
     # ------------------------------------------------------------ the data
 
@@ -474,26 +475,25 @@ class Trainer:
             "resumed_from": None if self.resume_from is None else str(Path(self.resume_from).absolute()),
         }
 
-    def _start_event(self) -> dict:
+    def _start_event(self) -> events.Start:
         device = describe_device(self.cfg.threads)
-        return {
-            "type": "start",
-            "device": device,
-            "n_train_slices": len({z for z, _ in self.train_items}),
-            "n_val_slices": len({z for z, _ in self.val_items}),
-            "n_classes": self.n_classes,
-            "epochs": self.cfg.epochs,
-            "steps_per_epoch": self.cfg.steps_per_epoch,
-            "params": int(self.model.count_params()),
-            "mixed_precision": self.mixed,
-        }
+        return events.Start(
+            device=device,
+            n_train_slices=len({z for z, _ in self.train_items}),
+            n_val_slices=len({z for z, _ in self.val_items}),
+            n_classes=self.n_classes,
+            epochs=self.cfg.epochs,
+            steps_per_epoch=self.cfg.steps_per_epoch,
+            params=int(self.model.count_params()),
+            mixed_precision=self.mixed,
+        )
 
     # ------------------------------------------------------------ batches
 
     def _elapsed(self) -> float:
         return time.monotonic() - self.started
 
-    def _epoch_batches(self, epoch: int, losses: list) -> Iterator[dict]:
+    def _epoch_batches(self, epoch: int, losses: list) -> Iterator[events.Event]:
         """Train one epoch's batches, appending to ``losses``; stops early on a stop
         request (``self.stopped``) or at the time cap (``self.finish_reason``)."""
         steps = self.cfg.steps_per_epoch
@@ -507,11 +507,11 @@ class Trainer:
             step = (epoch - 1) * steps + batch - 1
             loss = self._train_step(epoch, batch, step)
             losses.append(loss)
-            yield {
-                "type": "batch", "epoch": epoch, "batch": batch, "steps": steps, "loss": loss,
-                "progress": training_progress(self.cfg, (step + 1) / self.total_steps, self._elapsed()),
-                "seconds_left": seconds_left(self.cfg, self._elapsed()),
-            }
+            yield events.Batch(
+                epoch=epoch, batch=batch, steps=steps, loss=loss,
+                progress=training_progress(self.cfg, (step + 1) / self.total_steps, self._elapsed()),
+                seconds_left=seconds_left(self.cfg, self._elapsed()),
+            )
 
     def _train_step(self, epoch: int, batch: int, step: int) -> float:
         x, y = self.batches.next_batch()
@@ -533,8 +533,8 @@ class Trainer:
 
     # ---------------------------------------------------------- epoch end
 
-    def _end_epoch(self, epoch: int, losses: list, epoch_start: float) -> dict:
-        """Validate, record the epoch and track the best; returns the "epoch" event."""
+    def _end_epoch(self, epoch: int, losses: list, epoch_start: float) -> events.Epoch:
+        """Validate, record the epoch and track the best; returns its event."""
         import keras
 
         epoch_loss = float(np.mean(losses))
@@ -546,14 +546,13 @@ class Trainer:
         for key, value in zip(self.history, (epoch, epoch_loss, val_loss, val_dice, val_iou, seconds)):
             self.history[key].append(value)
         self._track_best(epoch, epoch_loss, val_loss, val_dice, val_iou)
-        return {
-            "type": "epoch", "epoch": epoch, "epochs": self.cfg.epochs, "loss": epoch_loss,
-            "val_loss": val_loss, "val_dice": val_dice, "val_iou": val_iou, "seconds": seconds,
-            "best_epoch": self.best.epoch,
-            "learning_rate": float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)),
-            # Share of the epoch spent waiting for batches: high means the device starves.
-            "data_wait_share": (self.batches.wait_s - self.epoch_wait0) / max(seconds, 1e-9),
-        }
+        return events.Epoch(
+            epoch=epoch, epochs=self.cfg.epochs, loss=epoch_loss,
+            val_loss=val_loss, val_dice=val_dice, val_iou=val_iou, seconds=seconds,
+            best_epoch=self.best.epoch,
+            learning_rate=float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)),
+            data_wait_share=(self.batches.wait_s - self.epoch_wait0) / max(seconds, 1e-9),
+        )
 
     def _track_best(self, epoch, epoch_loss, val_loss, val_dice, val_iou) -> None:
         """Keep an improvement (and checkpoint it when the last write is old), else count a plateau."""
@@ -599,16 +598,13 @@ class Trainer:
         saving.note = saving.note or note
         self.model.set_weights(current)
 
-    def _final_event(self, kind: str, **extra) -> dict:
+    def _result(self) -> events.TrainingResult:
         saved = self.best.weights is not None
-        if not saved:
-            extra["message"] = nothing_saved_message(self.out_dir, self.saving.overwrite)
-        elif self.saving.note:
-            extra["message"] = self.saving.note
-        return {
-            "type": kind, "model_dir": str(self.saving.folder) if saved else None,
-            "model_saved": saved, "best_epoch": self.best.epoch,
-            "best_val_dice": self.best.val_dice, "best_val_iou": self.best.val_iou,
-            "best_val_loss": self.best.val_loss, "history": self.history,
-            "seconds": self._elapsed(), **extra,
-        }
+        message = nothing_saved_message(self.out_dir, self.saving.overwrite) if not saved else self.saving.note
+        return events.TrainingResult(
+            model_dir=str(self.saving.folder) if saved else None,
+            model_saved=saved, best_epoch=self.best.epoch,
+            best_val_dice=self.best.val_dice, best_val_iou=self.best.val_iou,
+            best_val_loss=self.best.val_loss, history=self.history,
+            seconds=self._elapsed(), message=message or None,
+        )

@@ -32,11 +32,12 @@ import numpy as np
 from napari_unet.runtime import logs
 from napari_unet.runtime import worker
 from napari_unet.runtime.runner import drain, run_to_end
-from napari_unet.runtime.worker import FINAL_EVENTS, OOM_HINT, failure_line
+from napari_unet.core.events import Error, Event, Final, Stopped
+from napari_unet.runtime.worker import OOM_HINT, failure_line
 from napari_unet.io import leftovers
 from napari_unet.core.bundle import read_bundle_meta  # JSON only: no Keras here
 
-__all__ = ["Job", "LazyFile", "ZarrOutput", "start_training", "start_prediction", "FINAL_EVENTS", "failure_line",
+__all__ = ["Job", "LazyFile", "ZarrOutput", "start_training", "start_prediction", "failure_line",
            "drain", "run_to_end"]
 
 _CONTEXT = multiprocessing.get_context("spawn")
@@ -112,8 +113,8 @@ class Job:
     """A generator function run in a spawned worker process.
 
     ``target`` is ``"package.module:function"``; the worker calls
-    ``function(arrays=..., outputs=..., stop_event=..., **params)`` and forwards every event
-    dict it yields. ``arrays`` maps names to numpy arrays (copied once into shared memory;
+    ``function(arrays=..., outputs=..., stop_event=..., **params)`` and forwards every
+    ``core.events.Event`` it yields. ``arrays`` maps names to numpy arrays (copied once into shared memory;
     the worker gets read-only zero-copy views) or ``LazyFile`` (opened by the worker).
     ``outputs`` maps names to ``(shape, dtype)`` (zero-filled shared memory the worker writes
     and ``output(name)`` reads while the job runs) or ``ZarrOutput``. ``params`` must be
@@ -185,11 +186,11 @@ class Job:
             process.start()
         self._resources.process = process
 
-    def poll(self, max_events: int = 1000) -> list[dict]:
+    def poll(self, max_events: int = 1000) -> list[Event]:
         """The events that arrived since the last call; never blocks.
 
-        Once the job has ended this includes exactly one final event ("done", "stopped" or
-        "error"), synthesised here when the worker died without sending one.
+        Once the job has ended this includes exactly one ``Final`` event (``Done``, ``Stopped`` or
+        ``Error``), synthesised here when the worker died without sending one.
         """
         process = self._resources.process
         if process is None or self._final is not None or self._closed:
@@ -204,7 +205,7 @@ class Job:
             except (EOFError, OSError):  # a worker killed mid-message
                 break
             events.append(event)
-            if event.get("type") in FINAL_EVENTS:
+            if isinstance(event, Final):
                 self._final = event
                 return events
         if len(events) >= max_events:
@@ -235,7 +236,7 @@ class Job:
             process.kill()
             process.join(_EXIT_GRACE_S)
 
-    def wait(self, timeout: float | None = None) -> list[dict]:
+    def wait(self, timeout: float | None = None) -> list[Event]:
         """Block until the job ends and return all its remaining events (for scripts and tests)."""
         if self._resources.process is None:
             raise RuntimeError("Start the job before waiting for it.")
@@ -278,7 +279,7 @@ class Job:
     @property
     def _failed(self) -> bool:
         # Ended by an error, or closed while running (the log may say why it did not end).
-        return self._final is None or self._final.get("type") == "error"
+        return self._final is None or isinstance(self._final, Error)
 
     @property
     def log_path(self) -> str | None:
@@ -287,7 +288,7 @@ class Job:
         return None if path is None else str(path)
 
     @property
-    def final_event(self) -> dict | None:
+    def final_event(self) -> Final | None:
         return self._final
 
     @property
@@ -366,23 +367,16 @@ class Job:
             self._kill_deadline = None
             process.kill()
 
-    def _ended_event(self, exitcode) -> dict:
+    def _ended_event(self, exitcode) -> Final:
         if self._forced:
-            return {
-                "type": "stopped",
-                "forced": True,
-                "exitcode": exitcode,
-                "message": f"{self._forced}; anything not yet saved is lost.",
-            }
-        return {
-            "type": "error",
-            "message": f"The worker process ended unexpectedly ({_describe_exit(exitcode)}).",
-            "error_type": "WorkerDied",
-            "exitcode": exitcode,
-            "hint": _crash_hint(exitcode),
-            "log": self.log_path,
-            "traceback": "",
-        }
+            return Stopped(forced=True, exitcode=exitcode, message=f"{self._forced}; anything not yet saved is lost.")
+        return Error(
+            message=f"The worker process ended unexpectedly ({_describe_exit(exitcode)}).",
+            error_type="WorkerDied",
+            exitcode=exitcode,
+            hint=_crash_hint(exitcode),
+            log=self.log_path,
+        )
 
 
 # Segment names carry the owner's process id: napari_unet_<pid>_<random>. Normally the owner

@@ -10,21 +10,21 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from napari_unet.runtime.worker import FINAL_EVENTS
+from napari_unet.core.events import Event, Final
 
-EventHandler = Callable[[dict], None]
+EventHandler = Callable[[Event], None]
 
 
-def drain(job, on_event: EventHandler | None = None) -> dict | None:
+def drain(job, on_event: EventHandler | None = None) -> Final | None:
     """Hand on, in order, the events ``job`` has sent so far; never blocks.
 
-    Returns the final event ("done", "stopped" or "error") if it was among them, else None.
+    Returns the final event (``Done``, ``Stopped`` or ``Error``) if it was among them, else None.
     """
     return _dispatch(job.poll(), on_event)
 
 
 def run_to_end(job, on_event: EventHandler | None = None, after_poll: Callable[[], None] | None = None,
-               timeout: float | None = None, idle_s: float = 0.02) -> dict | None:
+               timeout: float | None = None, idle_s: float = 0.02) -> Final | None:
     """Drain a started ``job`` until it ends; returns its final event.
 
     ``after_poll`` runs after every poll (the command line answers signals there). When a poll
@@ -46,10 +46,10 @@ def run_to_end(job, on_event: EventHandler | None = None, after_poll: Callable[[
             time.sleep(idle_s)  # an empty queue: give the worker time instead of spinning
 
 
-def _dispatch(events: list[dict], on_event: EventHandler | None) -> dict | None:
+def _dispatch(events: list[Event], on_event: EventHandler | None) -> Final | None:
     final = None
     for event in events:
-        if final is None and event.get("type") in FINAL_EVENTS:
+        if final is None and isinstance(event, Final):
             final = event
         if on_event is not None:
             on_event(event)

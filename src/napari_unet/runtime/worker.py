@@ -7,6 +7,7 @@ functions import the core (and through it keras) inside their bodies.
 
 from __future__ import annotations
 
+import dataclasses
 import faulthandler
 import importlib
 import math
@@ -23,9 +24,9 @@ from multiprocessing.shared_memory import SharedMemory
 
 import numpy as np
 
+from napari_unet.core.events import Done, Error, Event, Final, WorkerStarted
 from napari_unet.runtime.logs import first_line
 
-FINAL_EVENTS = frozenset({"done", "stopped", "error"})
 OOM_HINT = "Reduce the batch size or the patch/tile size."
 # Events are progress messages; bulk data goes through shared memory or files.
 MAX_EVENT_BYTES = 16 << 20
@@ -97,7 +98,7 @@ def run_job(target, params, array_specs, output_specs, events, stop_event):
     log_path = params.pop("_log", None)
     _stderr_to_log(log_path)
     try:
-        events.put({"type": "worker_started", "pid": os.getpid()})
+        events.put(WorkerStarted(os.getpid()))
         # Before the job's import, so that e.g. KERAS_BACKEND is seen when keras loads.
         os.environ.update({str(k): str(v) for k, v in params.pop("_env", {}).items()})
         # As TensorFlow's memory growth (core.train): JAX then takes GPU memory as needed,
@@ -110,11 +111,11 @@ def run_job(target, params, array_specs, output_specs, events, stop_event):
         for event in job:
             _check_event(event)
             events.put(event)
-            if event["type"] in FINAL_EVENTS:
+            if isinstance(event, Final):
                 final = event
                 break
         if final is None:
-            events.put({"type": "done"})
+            events.put(Done())
     except Exception as exc:
         traceback.print_exc(file=sys.stderr)  # into the log
         events.put(error_event(exc, log_path))
@@ -193,7 +194,7 @@ def resolve_target(target: str):
         raise ValueError(f"Job target {target!r}: module {module_name} has no {function_name!r}.") from None
 
 
-def error_event(exc: BaseException, log_path=None) -> dict:
+def error_event(exc: BaseException, log_path=None) -> Error:
     """The event that reports a failed job: a one-line message, a hint the user can act on,
     and the log file that holds the traceback."""
     message = first_line(str(exc)) or type(exc).__name__
@@ -204,23 +205,22 @@ def error_event(exc: BaseException, log_path=None) -> dict:
     else:
         message = f"{type(exc).__name__}: {message}"  # unexpected: the type says what broke
         hint = "This is a bug in napari-unet or a library; please report it with the log."
-    return {
-        "type": "error",
-        "message": message,
-        "error_type": type(exc).__name__,
-        "hint": hint,
-        "log": None if log_path is None else str(log_path),
-        "traceback": "".join(traceback.format_exception(exc)),
-    }
+    return Error(
+        message=message,
+        error_type=type(exc).__name__,
+        hint=hint,
+        log=None if log_path is None else str(log_path),
+        traceback="".join(traceback.format_exception(exc)),
+    )
 
 
-def failure_line(final: dict, what: str = "The job") -> str:
-    """The one line a user sees for an "error" event, in the CLI and in the docks alike."""
-    message = first_line(final.get("message") or "") or f"{what} failed."
-    hint = first_line(final.get("hint") or "")
+def failure_line(final: Error, what: str = "The job") -> str:
+    """The one line a user sees for an ``Error``, in the CLI and in the docks alike."""
+    message = first_line(final.message or "") or f"{what} failed."
+    hint = first_line(final.hint or "")
     line = message if not hint or hint in message else f"{message} {hint}"
-    if final.get("log"):
-        line += f" (details: {final['log']})"
+    if final.log:
+        line += f" (details: {final.log})"
     return line
 
 
@@ -242,16 +242,16 @@ def _is_out_of_memory(exc: BaseException) -> bool:
 
 
 def _check_event(event) -> None:
-    if not isinstance(event, dict) or not isinstance(event.get("type"), str):
-        raise TypeError(f"A job must yield dicts with a string 'type', got {event!r}.")
+    if not isinstance(event, Event):
+        raise TypeError(f"A job must yield napari_unet.core.events.Event objects, got {event!r}.")
     try:
         size = len(pickle.dumps(event))
     except Exception as exc:
         # The queue would drop it silently in its feeder thread; fail loudly instead.
-        raise TypeError(f"Event {event['type']!r} cannot be sent to the parent: {exc}") from exc
+        raise TypeError(f"Event {event.kind!r} cannot be sent to the parent: {exc}") from exc
     if size > MAX_EVENT_BYTES:
         raise TypeError(
-            f"Event {event['type']!r} is {size} bytes; events must stay small: write arrays into the job's outputs."
+            f"Event {event.kind!r} is {size} bytes; events must stay small: write arrays into the job's outputs."
         )
 
 
@@ -352,4 +352,4 @@ def predict_job(arrays, outputs, stop_event, model_dir, predict_cfg, channel_axi
     )
     for event in events:
         # The finished arrays are already in the outputs; never send them through the queue.
-        yield {key: value for key, value in event.items() if key not in ("labels", "probs")}
+        yield dataclasses.replace(event, outputs=None) if isinstance(event, Done) else event

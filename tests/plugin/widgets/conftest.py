@@ -48,5 +48,5 @@ def tiny_model_dir(tmp_path_factory):
     with job:
         job.start()
         events = job.wait(timeout=300)
-    assert events[-1]["type"] == "done", events[-1]
+    assert events[-1].kind == "done", events[-1]
     return out

@@ -1,5 +1,6 @@
 """JobPoller: the job starts in the poller's first tick, not in the click that made it."""
 
+from napari_unet.core.events import Done, Error, Slice, Stopped
 from napari_unet.plugin.widgets._job_poller import JobPoller
 
 
@@ -31,11 +32,11 @@ def make_poller(job, finals):
 
 
 def test_the_job_starts_in_the_first_tick_and_finishes(qtbot):
-    job, finals = FakeJob(events=[{"type": "slice"}, {"type": "done"}]), []
+    job, finals = FakeJob(events=[Slice(index=0, n_slices=1), Done(n_slices=1)]), []
     poller = make_poller(job, finals).start()
     assert poller.active and not job.started  # start() itself returns at once
     qtbot.waitUntil(lambda: not poller.active, timeout=5000)
-    assert job.started and job.closed and finals == [{"type": "done"}]
+    assert job.started and job.closed and finals == [Done(n_slices=1)]
 
 
 def test_stop_before_the_first_tick_never_starts_the_worker(qtbot):
@@ -43,12 +44,12 @@ def test_stop_before_the_first_tick_never_starts_the_worker(qtbot):
     poller = make_poller(job, finals).start()
     poller.stop()
     assert not poller.active and not job.started and job.closed
-    assert finals == [{"type": "stopped", "done_slices": []}]
+    assert len(finals) == 1 and isinstance(finals[0], Stopped) and finals[0].done_slices == ()
 
 
 def test_a_worker_that_cannot_start_is_reported_once(qtbot):
     job, finals = FakeJob(fail_start=True), []
     poller = make_poller(job, finals).start()
     qtbot.waitUntil(lambda: not poller.active, timeout=5000)
-    assert len(finals) == 1 and finals[0]["type"] == "error"
-    assert "could not start" in finals[0]["message"] and "shared memory" in finals[0]["message"]
+    assert len(finals) == 1 and isinstance(finals[0], Error)
+    assert "could not start" in finals[0].message and "shared memory" in finals[0].message

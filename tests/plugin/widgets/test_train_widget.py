@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from qtpy.QtCore import QTimer
 
+from napari_unet.core.events import Error, Stopped, TrainingResult
 from napari_unet.plugin.widgets._session import TRAINED_MODELS
 from napari_unet.plugin.widgets.train_widget import TrainWidget
 
@@ -129,7 +130,9 @@ def test_a_run_that_saved_no_model_says_so(widget_with_data, tmp_path):
     widget.patch_size.value = 32  # valid inputs: the dock keeps the run's message
     before = list(TRAINED_MODELS.paths)
     message = f"Training ended before the first epoch finished: no model was saved. {tmp_path} was left as it was."
-    widget._on_finished({"type": "stopped", "model_dir": None, "model_saved": False, "message": message})
+    result = TrainingResult(model_dir=None, model_saved=False, best_epoch=None, best_val_dice=None,
+                            best_val_iou=None, best_val_loss=None, history={}, seconds=1.0, message=message)
+    widget._on_finished(Stopped(message=message, training=result))
     assert widget.status.value == message
     assert widget.last_model_dir is None and TRAINED_MODELS.paths == before
 
@@ -165,7 +168,7 @@ def test_a_killed_worker_is_one_line_in_the_dock_as_in_the_cli(widget_with_data,
     os.kill(widget.poller.job.pid, signal.SIGKILL)  # as the out-of-memory killer would
     qtbot.waitUntil(lambda: not widget.poller.active, timeout=60_000)
     final = widget.poller.job.final_event
-    assert final["type"] == "error" and "SIGKILL" in final["message"]
+    assert isinstance(final, Error) and "SIGKILL" in final.message
     assert errors == [f"Training failed: {failure_line(final, 'Training')}"]
     assert len(errors[0].splitlines()) == 1 and "Traceback" not in errors[0]
     assert widget.status.value.startswith("Failed: ")

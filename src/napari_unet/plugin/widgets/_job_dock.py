@@ -60,7 +60,7 @@ class JobDock(Container):
             self._napari_progress.close()
             self._napari_progress = None
 
-    def _report_failure(self, final: dict, what: str):
+    def _report_failure(self, final, what: str):
         line = failure_line(final, what)  # the same line the command line prints
         self.status.value = "Failed: " + line[:200]
         show_error(f"{what} failed: {line}")

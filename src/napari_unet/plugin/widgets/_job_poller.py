@@ -6,6 +6,7 @@ from typing import Callable
 
 from qtpy.QtCore import QObject, QTimer
 
+from napari_unet.core.events import Error, Event, Final, Stopped
 from napari_unet.runtime.engine import drain
 
 
@@ -19,8 +20,8 @@ class JobPoller(QObject):
     def __init__(
         self,
         job,
-        on_event: Callable[[dict], None],
-        on_finished: Callable[[dict], None],
+        on_event: Callable[[Event], None],
+        on_finished: Callable[[Final], None],
         on_tick: Callable[[], None] | None = None,
         interval_ms: int = 50,
     ):
@@ -29,7 +30,7 @@ class JobPoller(QObject):
         self._on_event = on_event
         self._on_finished = on_finished
         self._on_tick = on_tick
-        self._final: dict | None = None
+        self._final: Final | None = None
         self._started = False
         self._timer = QTimer(self)
         self._timer.setInterval(interval_ms)
@@ -51,7 +52,7 @@ class JobPoller(QObject):
         elif self.active:
             self._timer.stop()
             self.job.close()
-            self._on_finished({"type": "stopped", "done_slices": []})
+            self._on_finished(Stopped(message="Stopped before it started."))
 
     @property
     def active(self) -> bool:
@@ -73,13 +74,13 @@ class JobPoller(QObject):
             self.job.start()
         except Exception as exc:  # noqa: BLE001  shown as the job's failure, like any other
             self._timer.stop()  # Job.start has closed the job already
-            self._on_finished({"type": "error", "message": f"The worker could not start: {exc}",
-                               "hint": "Close other programs or restart napari."})
+            self._on_finished(Error(message=f"The worker could not start: {exc}",
+                                    hint="Close other programs or restart napari."))
 
     def _finish(self):
         self._timer.stop()
         self._drain()  # what is left; then free shared memory and the process
-        final = self._final or {"type": "error", "message": "The worker ended without a result."}
+        final = self._final or Error(message="The worker ended without a result.")
         try:
             self._on_finished(final)
         finally:

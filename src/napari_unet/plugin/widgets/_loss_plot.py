@@ -43,10 +43,11 @@ class LossPlot:
         self.history = {"epoch": [], **{key: [] for key in SERIES}}
         self._redraw()
 
-    def add_epoch(self, event: dict):
-        self.history["epoch"].append(event["epoch"])
+    def add_epoch(self, event):
+        """Add the point of an ``events.Epoch``."""
+        self.history["epoch"].append(event.epoch)
         for key in SERIES:
-            value = event.get(key)
+            value = getattr(event, key)
             self.history[key].append(float("nan") if value is None else float(value))
         self._redraw()
 

@@ -18,6 +18,7 @@ from magicgui.widgets import (
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info, show_warning
 
+from napari_unet.core import events
 from napari_unet.runtime import engine
 from napari_unet.core.bundle import BundleError, read_bundle_meta
 from napari_unet.core.config import ConfigError, PredictConfig
@@ -254,14 +255,16 @@ class SegmentWidget(JobDock):
             self.poller.stop()
             self.status.value = "Cancelling after the current batch..."
 
-    def _on_event(self, event: dict):
-        if event.get("type") == "progress":  # three-axis passes, before any slice is written
+    def _on_event(self, event: events.Event):
+        if isinstance(event, events.Progress):  # three-axis passes, before any slice is written
             self._show_pass(event)
-        if event.get("type") == "warning":
-            show_warning(event.get("message", ""))
-        if event.get("type") != "slice":
-            return
-        i, n = event["index"], event["n_slices"]
+        elif isinstance(event, events.Warn):
+            show_warning(event.message)
+        elif isinstance(event, events.Slice):
+            self._show_slice(event)
+
+    def _show_slice(self, event: events.Slice):
+        i, n = event.index, event.n_slices
         index = (slice(None),) * (self._axis or 0) + (i,) if self._axis is not None else ...
         job = self.poller.job
         self.result_layer.data[index] = job.output("labels")[index]
@@ -279,11 +282,11 @@ class SegmentWidget(JobDock):
         self._slices_done += 1
         self._dirty = True
 
-    def _show_pass(self, event: dict):
-        i, n = event["index"], event["n_slices"]
+    def _show_pass(self, event: events.Progress):
+        i, n = event.index, event.n_slices
         self.progress_bar.max = n
         self.progress_bar.value = i + 1
-        self.status.value = f"Pass {event['axis'] + 1} of 3: slice {i + 1} of {n}"
+        self.status.value = f"Pass {event.axis + 1} of 3: slice {i + 1} of {n}"
 
     def _refresh_if_dirty(self):
         # One redraw per timer tick, however many slices arrived: the fill-in stays live and cheap.
@@ -296,16 +299,16 @@ class SegmentWidget(JobDock):
         if self.prob_layer is not None:
             self.prob_layer.refresh()
 
-    def _on_finished(self, final: dict):
+    def _on_finished(self, final: events.Final):
         self._refresh_layers()
         self._close_progress()
         self.cancel_button.enabled = False
-        kind = final.get("type")
-        if kind == "done":
+        if isinstance(final, events.Done):
             self.status.value = f"Done: {self.result_layer.name}"
-        elif kind == "stopped":
-            done, total = self._slices_done, self.progress_bar.max if self._slices_done else "?"
-            self.status.value = f"Cancelled after {done} of {final.get('n_slices', total)} slices: those are kept, the others are empty."
+        elif isinstance(final, events.Stopped):
+            total = final.n_slices or (self.progress_bar.max if self._slices_done else "?")
+            self.status.value = (f"Cancelled after {self._slices_done} of {total} slices: those are kept, "
+                                 "the others are empty.")
             show_info(self.status.value)
         else:
             self._report_failure(final, "Segmentation")

@@ -19,6 +19,7 @@ from napari.layers import Labels
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info, show_warning
 
+from napari_unet.core import events
 from napari_unet.runtime import engine
 from napari_unet.core.bundle import check_target
 from napari_unet.core.config import ConfigError, ModelConfig, TrainConfig, limits
@@ -208,56 +209,54 @@ class TrainWidget(JobDock):
             self.poller.stop()
             self.status.value = "Stopping after the current batch; the best model so far is kept."
 
-    def _on_event(self, event: dict):
-        kind = event.get("type")
-        if kind == "start":
-            self.device.value = str(event.get("device", "?"))
-            self.status.value = (f"Training on {event.get('n_train_slices')} slice(s), "
-                                 f"validating on {event.get('n_val_slices')}.")
-        elif kind == "batch":
-            done = round(event["progress"] * self.progress_bar.max)
+    def _on_event(self, event: events.Event):
+        if isinstance(event, events.Start):
+            self.device.value = event.device
+            self.status.value = (f"Training on {event.n_train_slices} slice(s), "
+                                 f"validating on {event.n_val_slices}.")
+        elif isinstance(event, events.Batch):
+            done = round(event.progress * self.progress_bar.max)
             self.progress_bar.value = done
-            self.time_left.value = format_time_left(event.get("seconds_left"))
+            self.time_left.value = format_time_left(event.seconds_left)
             if self._napari_progress is not None:
                 self._napari_progress.n = done
-                self._napari_progress.set_description(
-                    f"Training U-Net: epoch {event['epoch']}, loss {event['loss']:.3f}"
-                )
-        elif kind == "epoch":
+                self._napari_progress.set_description(f"Training U-Net: epoch {event.epoch}, loss {event.loss:.3f}")
+        elif isinstance(event, events.Epoch):
             self.plot.add_epoch(event)
-            dice = event.get("val_dice")
-            self.status.value = (f"Epoch {event['epoch']}/{event['epochs']}: loss {event['loss']:.3f}"
-                                 + (f", val Dice {dice:.3f}" if dice is not None else ""))
-        elif kind == "warning":
-            show_warning(event.get("message", ""))
+            self.status.value = (f"Epoch {event.epoch}/{event.epochs}: loss {event.loss:.3f}"
+                                 + (f", val Dice {event.val_dice:.3f}" if event.val_dice is not None else ""))
+        elif isinstance(event, events.Warn):
+            show_warning(event.message)
 
-    def _on_finished(self, final: dict):
+    def _on_finished(self, final: events.Final):
         self._close_progress()
         self.time_left.value = "-"
         self.stop_button.enabled = False
-        kind = final.get("type")
-        if kind in ("done", "stopped") and not final.get("model_saved", True):
-            self.status.value = final["message"]  # ended before the first epoch: nothing written
+        result = getattr(final, "training", None)
+        if result is not None and not result.model_saved:
+            self.status.value = result.message  # ended before the first epoch: nothing written
             show_warning(self.status.value)
-        elif kind in ("done", "stopped") and final.get("model_dir"):
-            self.last_model_dir = Path(final["model_dir"])
-            TRAINED_MODELS.add(self.last_model_dir)
-            dice = final.get("best_val_dice")
-            self.score.value = "n/a (no validation data)" if dice is None else f"Dice {dice:.3f}"
-            verb = "Training finished" if kind == "done" else "Training stopped"
-            if kind == "done":
-                self.progress_bar.value = self.progress_bar.max
-            self.status.value = f"{verb}. Model saved to {self.last_model_dir}"
-            show_info(f"{verb}: model saved to {self.last_model_dir}. "
-                      "It is now offered in 'Segment with U-Net'.")
-            if final.get("message"):  # saved, but not where asked (its disk refused it)
-                show_warning(final["message"])
-        elif kind == "stopped":
+        elif result is not None:
+            self._model_saved(result, finished=isinstance(final, events.Done))
+        elif isinstance(final, events.Stopped):
             self.status.value = "Training was ended before a model could be saved."
-            show_warning(final.get("message") or self.status.value)
+            show_warning(final.message or self.status.value)
         else:
             self._report_failure(final, "Training")
         self._check_inputs(keep_status=True)
+
+    def _model_saved(self, result: events.TrainingResult, finished: bool):
+        self.last_model_dir = Path(result.model_dir)
+        TRAINED_MODELS.add(self.last_model_dir)
+        dice = result.best_val_dice
+        self.score.value = "n/a (no validation data)" if dice is None else f"Dice {dice:.3f}"
+        verb = "Training finished" if finished else "Training stopped"
+        if finished:
+            self.progress_bar.value = self.progress_bar.max
+        self.status.value = f"{verb}. Model saved to {self.last_model_dir}"
+        show_info(f"{verb}: model saved to {self.last_model_dir}. It is now offered in 'Segment with U-Net'.")
+        if result.message:  # saved, but not where asked (its disk refused it)
+            show_warning(result.message)
 
 
 def format_time_left(seconds) -> str:

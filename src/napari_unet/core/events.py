@@ -1,0 +1,150 @@
+"""What a job tells its caller: one class per kind of event, sent as such across the queue.
+
+Producers (``core.train``, ``core.predict``, the worker and the engine) build these; consumers
+(the command line, the docks, the benchmarks) handle them by type. A job ends with exactly one
+``Final`` event: ``Done``, ``Stopped`` or ``Error``. Events stay small: arrays go through the
+job's outputs, never through the queue.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+
+@dataclass(frozen=True)
+class Event:
+    kind: ClassVar[str] = "event"  # the name in records (benchmarks' JSON) and messages
+
+
+@dataclass(frozen=True)
+class WorkerStarted(Event):
+    kind: ClassVar[str] = "worker_started"
+    pid: int
+
+
+@dataclass(frozen=True)
+class Start(Event):
+    """Training is set up: the data is split and the model is built."""
+
+    kind: ClassVar[str] = "start"
+    device: str
+    n_train_slices: int
+    n_val_slices: int
+    n_classes: int
+    epochs: int
+    steps_per_epoch: int
+    params: int
+    mixed_precision: bool
+
+
+@dataclass(frozen=True)
+class Batch(Event):
+    kind: ClassVar[str] = "batch"
+    epoch: int
+    batch: int
+    steps: int
+    loss: float
+    progress: float  # 0..1: of the steps, or of the time cap when that ends training first
+    seconds_left: float | None  # until the time cap; None without one
+
+
+@dataclass(frozen=True)
+class Epoch(Event):
+    kind: ClassVar[str] = "epoch"
+    epoch: int
+    epochs: int
+    loss: float
+    val_loss: float | None
+    val_dice: float | None
+    val_iou: float | None
+    seconds: float
+    best_epoch: int | None
+    learning_rate: float
+    data_wait_share: float  # of the epoch spent waiting for batches: high means the device starves
+
+
+@dataclass(frozen=True)
+class Slice(Event):
+    """Slice ``index`` of the output is written and final."""
+
+    kind: ClassVar[str] = "slice"
+    index: int
+    n_slices: int
+
+
+@dataclass(frozen=True)
+class Progress(Event):
+    """A three-axis pass predicted slice ``index`` along ``axis`` (nothing is written yet)."""
+
+    kind: ClassVar[str] = "progress"
+    axis: int
+    index: int
+    n_slices: int
+
+
+@dataclass(frozen=True)
+class Warn(Event):
+    kind: ClassVar[str] = "warning"
+    message: str
+
+
+@dataclass(frozen=True)
+class Final(Event):
+    """The last event of a job."""
+
+
+@dataclass(frozen=True)
+class TrainingResult:
+    """What a training run leaves, whether it finished or was stopped."""
+
+    model_dir: str | None
+    model_saved: bool
+    best_epoch: int | None
+    best_val_dice: float | None
+    best_val_iou: float | None
+    best_val_loss: float | None
+    history: dict
+    seconds: float
+    message: str | None = None  # why nothing was saved, or where the model went instead
+
+
+@dataclass(frozen=True)
+class Done(Final):
+    kind: ClassVar[str] = "done"
+    training: TrainingResult | None = None
+    finish_reason: str | None = None  # training: "epochs", "time_limit" or "early_stopping"
+    n_slices: int | None = None  # prediction
+    # In-process callers of core.predict get the output arrays here; the worker drops them.
+    outputs: dict | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Stopped(Final):
+    kind: ClassVar[str] = "stopped"
+    message: str = ""
+    training: TrainingResult | None = None
+    done_slices: tuple = ()  # prediction: the slices written before the stop
+    n_slices: int | None = None
+    forced: bool = False  # the worker did not stop in time and was ended
+    exitcode: int | None = None
+
+
+@dataclass(frozen=True)
+class Error(Final):
+    kind: ClassVar[str] = "error"
+    message: str
+    hint: str = ""  # what the user can do about it
+    error_type: str = ""
+    log: str | None = None  # the log file with the traceback
+    traceback: str = ""
+    exitcode: int | None = None
+
+
+def record(event: Event, **extra: Any) -> dict:
+    """A JSON-ready dict of ``event`` (``"type"`` is its kind), e.g. for benchmark results."""
+    values = {f.name: getattr(event, f.name) for f in dataclasses.fields(event) if f.name != "outputs"}
+    if values.get("training") is not None:
+        values.update(dataclasses.asdict(values.pop("training")))
+    return {"type": event.kind, **values, **extra}
