@@ -157,8 +157,9 @@ def _write_files(folder: Path, model, meta: dict, image) -> dict:
     np.save(files["output"], test_out)
     import tifffile  # samples for people: the test tensors without their singleton axes
 
-    tifffile.imwrite(files["input_sample"], test_in[0, 0] if test_in.shape[1] == 1 else test_in[0])
-    tifffile.imwrite(files["output_sample"], test_out[0])
+    tifffile.imwrite(files["input_sample"], test_in[0, 0] if test_in.shape[1] == 1 else test_in[0],
+                     photometric="minisblack")
+    tifffile.imwrite(files["output_sample"], test_out[0], photometric="minisblack")
     write_cover(files["cover"], test_in, test_out)
     files["saved_model"] = _saved_model_zip(folder, wrapped, cfg.in_channels)
     if files["saved_model"] is not None:
