@@ -24,6 +24,7 @@ from ..core.bundle import check_target
 from ..core.config import ConfigError, ModelConfig, TrainConfig, limits
 from ..core.data import class_count, validate_training_pair
 from ._job_dock import JobDock
+from ._export import ExportButton
 from ._job_poller import JobPoller
 from ._layers import layer_array, spatial_shape, unique_path
 from ._limits import decimals_to_show, spin_range
@@ -82,11 +83,12 @@ class TrainWidget(JobDock):
         self.device = Label(label="Device", value="-")
         self.time_left = Label(label="Time left", value="-")
         self.score = Label(label="Validation", value="-")
+        self.export = ExportButton(self)
         self.extend([
             self.image, self.labels, self.mode, self.instances, self.n_filters, self.depth,
             self.epochs, self.steps, self.time_limit, self.batch_size, self.patch_size, self.learning_rate,
             self.val_fraction, self.model_dir, self.replace, self.train_button, self.stop_button,
-            self.progress_bar, self.time_left, self.device, self.status, self.score,
+            self.progress_bar, self.time_left, self.device, self.status, self.score, self.export.button,
         ])
         self.plot = LossPlot()
         self.native.layout().addWidget(self.plot.canvas)
@@ -242,6 +244,7 @@ class TrainWidget(JobDock):
         elif kind in ("done", "stopped") and final.get("model_dir"):
             self.last_model_dir = Path(final["model_dir"])
             TRAINED_MODELS.add(self.last_model_dir)
+            self.export.model_ready(self.last_model_dir)
             dice = final.get("best_val_dice")
             self.score.value = "n/a (no validation data)" if dice is None else f"Dice {dice:.3f}"
             verb = "Training finished" if kind == "done" else "Training stopped"
