@@ -15,8 +15,9 @@ if keras.backend.backend() != "tensorflow":
                 "export job always runs on TensorFlow", allow_module_level=True)
 
 from napari_unet.core.bioimageio_export import ExportError, export_package  # noqa: E402
-from napari_unet.core.bioimageio_package import PackageError, package_meta  # noqa: E402
+from napari_unet.core.bioimageio_package import PackageError  # noqa: E402
 from napari_unet.core.bundle import BundleError, describe_classes, load_bundle, save_bundle  # noqa: E402
+from napari_unet.core.bundle import read_bundle_meta as package_meta  # noqa: E402  (a .zip: the package's)
 from napari_unet.core.config import ModelConfig, PredictConfig, TrainConfig  # noqa: E402
 from napari_unet.core.model import build_unet  # noqa: E402
 from napari_unet.core.predict import predict_volume  # noqa: E402

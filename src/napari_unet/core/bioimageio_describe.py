@@ -14,11 +14,24 @@ from pathlib import Path
 
 from .bioimageio_package import CONFIG_KEY, first_line
 from .bundle import _jsonable, model_config_of
+from .config import PredictConfig
 
+# Consumers crop this much from each side of a tile, as the plugin's tiled prediction does.
+HALO = PredictConfig().tile_overlap // 2
 HOMEPAGE = "https://github.com/napari-unet/napari-unet"
 UNET_CITATION = ("Ronneberger, O., Fischer, P. and Brox, T. (2015). U-Net: Convolutional Networks for "
                  "Biomedical Image Segmentation. MICCAI 2015, LNCS 9351, 234-241.",
                  "10.1007/978-3-319-24574-4_28")
+
+
+class ExportError(ValueError):
+    """A package could not be made, or failed bioimage.io's test; the message says why."""
+
+
+def size_range(size_multiple: int) -> tuple[int, int]:
+    """``(min, step)`` of the spatial sizes: multiples of the U-Net's, wider than two halos."""
+    step = int(size_multiple)
+    return step * (2 * HALO // step + 1), step
 
 
 def _version(package: str) -> str:
@@ -40,8 +53,6 @@ def _axes(meta: dict, minimum: int, step: int):
     inputs = [b.BatchAxis(), b.ChannelAxis(channel_names=[b.Identifier(f"channel{k}") for k in range(cfg.in_channels)]),
               b.SpaceInputAxis(id=b.AxisId("y"), size=size), b.SpaceInputAxis(id=b.AxisId("x"), size=size)]
     outputs = [b.BatchAxis(), b.ChannelAxis(channel_names=[b.Identifier(_identifier(n)) for n in out_names])]
-    from .bioimageio_export import HALO
-
     outputs += [b.SpaceOutputAxisWithHalo(id=b.AxisId(a), halo=HALO,
                                           size=b.SizeReference(tensor_id=b.TensorId("input"), axis_id=b.AxisId(a)))
                 for a in ("y", "x")]
@@ -97,8 +108,6 @@ def describe(folder: Path, files: dict, meta: dict, model_dir: Path, *, name=Non
     """The ``ModelDescr`` of the package; raises ``ExportError`` with the spec's reasons if invalid."""
     from bioimageio.spec.model import v0_5 as b
 
-    from .bioimageio_export import size_range
-
     people = [b.Author(name=a) for a in (authors or [getpass.getuser() or "napari-unet user"])]
     cfg = model_config_of(meta)
     minimum, step = size_range(cfg.size_multiple)
@@ -121,8 +130,6 @@ def describe(folder: Path, files: dict, meta: dict, model_dir: Path, *, name=Non
 
 def _build(b, fields: dict):
     from pydantic import ValidationError
-
-    from .bioimageio_export import ExportError
 
     try:
         return b.ModelDescr(**fields)

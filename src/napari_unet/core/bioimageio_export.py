@@ -15,29 +15,19 @@ import os
 import shutil
 import tempfile
 import zipfile
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
 from . import leftovers
-from .bioimageio_describe import describe, run_test, save_package
+from .bioimageio_describe import ExportError, describe, run_test, save_package, size_range
 from .bioimageio_package import INNER_MODEL, is_package_path
 from .bundle import load_bundle, model_config_of
-from .config import PredictConfig
 from .data import as_zyxc, normalization_from_sample, normalize
 
 EXTRA_HINT = "install the bioimageio extra: pip install 'napari-unet[bioimageio]'"
-# Consumers crop this much from each side of a tile, as the plugin's tiled prediction does.
-HALO = PredictConfig().tile_overlap // 2
 TEST_SIZE = 256  # the test tensors are at most this wide
-UNET_CITATION = ("Ronneberger, O., Fischer, P., Brox, T. U-Net: Convolutional Networks for Biomedical "
-                 "Image Segmentation. MICCAI 2015, LNCS 9351, 234-241.", "10.1007/978-3-319-24574-4_28")
 TENSORFLOW = "tensorflow"
-
-
-class ExportError(ValueError):
-    """A package could not be made, or failed bioimage.io's test; the message says why."""
 
 
 def check_libraries() -> None:
@@ -184,12 +174,6 @@ def test_input(image, meta: dict, in_channels: int) -> np.ndarray:
     pad = [(0, max(0, minimum + (max(s, minimum) - minimum) // step * step - s)) for s in plane.shape[:2]]
     plane = np.pad(plane, pad + [(0, 0)], mode="reflect") if any(p[1] for p in pad) else plane
     return np.ascontiguousarray(np.moveaxis(plane, -1, 0)[None])
-
-
-def size_range(size_multiple: int) -> tuple[int, int]:
-    """``(min, step)`` of the spatial sizes: multiples of the U-Net's, wider than two halos."""
-    step = int(size_multiple)
-    return step * (2 * HALO // step + 1), step
 
 
 def test_output(wrapped, test_in: np.ndarray) -> np.ndarray:

@@ -13,8 +13,6 @@ import hashlib
 import zipfile
 from pathlib import Path, PurePosixPath
 
-from .bundle import BundleError
-
 CONFIG_KEY = "napari_unet"  # rdf.yaml: config.napari_unet holds what the plugin needs
 RDF_NAMES = ("rdf.yaml", "bioimageio.yaml")
 INNER_MODEL = "unet"  # the layer of the exported (channels-first) model that is the plugin's model
@@ -22,7 +20,7 @@ SUPPORTED = ("bioimage.io model packages exported by napari-unet "
              "(keras_v3 weights of its 2-D U-Net, with config.napari_unet)")
 
 
-class PackageError(BundleError):
+class PackageError(ValueError):
     """A zip that is not a bioimage.io package napari-unet can run, or a damaged one."""
 
 
@@ -96,14 +94,12 @@ def _check_kind(rdf: dict, path: Path) -> dict:
 
 
 def package_meta(path) -> dict:
-    """The model folder's settings (``bundle.json``) stored in the package; no Keras, no extraction."""
-    from .bundle import check_bundle_meta
-
+    """The model folder's settings (``bundle.json``) stored in the package, unchecked (``bundle``
+    checks them); no Keras, no extraction."""
     path = Path(path)
     rdf = read_rdf(path)
     _check_kind(rdf, path)
-    meta = rdf["config"][CONFIG_KEY]["bundle"]
-    return check_bundle_meta(meta, f"{path} (config.{CONFIG_KEY}.bundle)", path)
+    return rdf["config"][CONFIG_KEY]["bundle"]
 
 
 def extract_keras_file(path, folder) -> Path:

@@ -116,9 +116,9 @@ def read_bundle_meta(path) -> dict:
     """
     folder = Path(path)
     if folder.suffix.lower() == ".zip" and not folder.is_dir():
-        from .bioimageio_package import package_meta
+        from .bioimageio_package import CONFIG_KEY, package_meta
 
-        return package_meta(folder)
+        return check_bundle_meta(package_meta(folder), f"{folder} (config.{CONFIG_KEY}.bundle)", folder)
     if not folder.exists():
         raise BundleError(f"Model folder {folder} does not exist: pick the folder a training run wrote.")
     if not folder.is_dir():
