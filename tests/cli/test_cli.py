@@ -383,3 +383,62 @@ def test_a_corrupt_compressed_tiff_is_named_when_predicting(gray_model, tmp_path
     err = capsys.readouterr().err
     assert f"{tmp_path / 'broken.tif'} is truncated or corrupt" in err
     assert not (tmp_path / "m.tif").exists()
+
+
+# -- export and packages (parent-side checks: no worker starts) ---------------------------------
+def test_export_checks_its_inputs_before_any_work(tmp_path, capsys):
+    pytest.importorskip("bioimageio.core", reason="needs the bioimageio extra (in the testing extra)")
+    _volume(tmp_path)
+    model = _model_folder(tmp_path / "model")
+    image = str(tmp_path / "vol.tif")
+    (tmp_path / "taken.zip").write_bytes(b"keep me")
+
+    def export(*extra, model=model, out=tmp_path / "new.zip"):
+        status = main(["export", "--model", str(model), "--image", image, "--out", str(out), *extra])
+        return status, capsys.readouterr().err.strip()
+
+    status, err = export()  # bundle.json but no weights
+    assert status == 2 and "incomplete" in err and len(err.splitlines()) == 1
+    (model / "model.weights.h5").write_bytes(b"")
+    status, err = export(out=tmp_path / "taken.zip")
+    assert status == 2 and "--overwrite" in err and (tmp_path / "taken.zip").read_bytes() == b"keep me"
+    status, err = export(out=tmp_path / "new.tif")
+    assert status == 2 and "must end in .zip" in err
+    (model / "bundle.json").write_text("{broken")
+    status, err = export()
+    assert status == 2 and "corrupt" in err and "Traceback" not in err
+    assert not list(tmp_path.glob("*new*"))
+
+
+def test_export_names_the_extra_when_bioimageio_is_missing(tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name.startswith("bioimageio") else real(name, *a))
+    status = main(["export", "--model", str(tmp_path), "--image", "x.tif", "--out", str(tmp_path / "m.zip")])
+    err = capsys.readouterr().err
+    assert status == 2 and "napari-unet[bioimageio]" in err
+
+
+def test_predict_refuses_zips_it_cannot_run(tmp_path, capsys):
+    import zipfile
+
+    _volume(tmp_path)
+    plain = tmp_path / "plain.zip"
+    with zipfile.ZipFile(plain, "w") as archive:
+        archive.writestr("notes.txt", "hello")
+    torch = tmp_path / "torch.zip"
+    with zipfile.ZipFile(torch, "w") as archive:
+        archive.writestr("rdf.yaml", "type: model\nformat_version: 0.5.4\nweights:\n  pytorch_state_dict:\n"
+                                     "    source: weights.pt\n")
+    damaged = tmp_path / "damaged.zip"
+    damaged.write_bytes(b"PK\x03\x04 not really a zip")
+    for path, words in ((plain, "not a bioimage.io package"), (torch, "pytorch_state_dict"),
+                        (damaged, "damaged")):
+        status = main(["predict", "--model", str(path), "--image", str(tmp_path / "vol.tif"),
+                       "--out", str(tmp_path / "mask.tif")])
+        err = capsys.readouterr().err.strip()
+        assert status == 2 and words in err, err
+        assert len(err.splitlines()) == 1
+    assert not (tmp_path / "mask.tif").exists()

@@ -92,6 +92,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="score objects in each 2-D slice (default: objects in 3-D)")
     _add_predict_options(p)
 
+    p = sub.add_parser("export", help="write a model folder as a bioimage.io model package (.zip)")
+    p.add_argument("--model", required=True, help="model folder to export")
+    p.add_argument("--out", required=True, help="package to write (NAME.zip)")
+    p.add_argument("--image", required=True, help="the training image: the test tensors and cover come from it")
+    p.add_argument("--name", default=None, help="model name (default: napari-unet <model folder name>)")
+    p.add_argument("--author", action="append", dest="authors", default=None,
+                   help="author name (repeat for several; default: your user name)")
+    p.add_argument("--license", default="CC-BY-4.0", help="SPDX license id of the weights (default CC-BY-4.0)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing package at --out")
+
     p = sub.add_parser("demo", help="train on the built-in sample (or your files) and segment it")
     p.add_argument("--image", default=None)
     p.add_argument("--labels", default=None)

@@ -1,4 +1,4 @@
-"""The ``napari-unet`` command line: train, predict, evaluate and demo, on the same engine as the GUI.
+"""The ``napari-unet`` command line: train, predict, evaluate, export and demo, on the same engine as the GUI.
 
 Training and prediction run in the worker process (as in napari), so this process never loads
 TensorFlow and ``demo --view`` can open napari afterwards. Ctrl-C stops gracefully.
@@ -18,6 +18,10 @@ def _command(name: str):
         from napari_unet.cli.demo import run_demo
 
         return run_demo
+    if name == "export":
+        from napari_unet.cli.export import run_export
+
+        return run_export
     from napari_unet.cli import commands
 
     return getattr(commands, f"run_{name}")

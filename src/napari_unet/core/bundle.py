@@ -110,8 +110,15 @@ def _jsonable(value):
 
 
 def read_bundle_meta(path) -> dict:
-    """Read and check ``bundle.json`` only (no Keras import); ``model_config`` stays a dict."""
+    """Read and check ``bundle.json`` only (no Keras import); ``model_config`` stays a dict.
+
+    A ``.zip`` is read as a bioimage.io package exported by napari-unet (its stored settings).
+    """
     folder = Path(path)
+    if folder.suffix.lower() == ".zip" and not folder.is_dir():
+        from napari_unet.core.bioimageio_package import CONFIG_KEY, package_meta
+
+        return check_bundle_meta(package_meta(folder), f"{folder} (config.{CONFIG_KEY}.bundle)", folder)
     if not folder.exists():
         raise BundleError(f"Model folder {folder} does not exist: pick the folder a training run wrote.")
     if not folder.is_dir():
@@ -123,8 +130,13 @@ def read_bundle_meta(path) -> dict:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BundleError(f"{meta_path} is corrupt ({exc}); retrain or restore the model folder.") from None
+    return check_bundle_meta(meta, meta_path, folder)
+
+
+def check_bundle_meta(meta, where, folder) -> dict:
+    """``meta`` if it is a complete bundle description of a supported version; ``where`` names it."""
     if not isinstance(meta, dict):
-        raise BundleError(f"{meta_path} is corrupt: it holds no settings object; retrain the model.")
+        raise BundleError(f"{where} is corrupt: it holds no settings object; retrain the model.")
     version = meta.get("format_version")
     if version not in SUPPORTED_FORMAT_VERSIONS:
         raise BundleError(
@@ -133,11 +145,11 @@ def read_bundle_meta(path) -> dict:
         )
     missing = [key for key in REQUIRED_KEYS if key not in meta]
     if missing:
-        raise BundleError(f"{meta_path} lacks {missing}; the model folder is incomplete, retrain the model.")
+        raise BundleError(f"{where} lacks {missing}; the model folder is incomplete, retrain the model.")
     try:
         ModelConfig.from_dict(meta["model_config"])
     except (ConfigError, TypeError, AttributeError) as exc:
-        raise BundleError(f"{meta_path} holds an invalid model_config: {exc}") from None
+        raise BundleError(f"{where} holds an invalid model_config: {exc}") from None
     return meta
 
 
@@ -281,13 +293,17 @@ def _move_into_place(tmp: Path, target: Path, overwrite: bool) -> None:
 
 
 def load_bundle(path):
-    """``(model, meta)`` from a bundle folder; the model is not compiled."""
+    """``(model, meta)`` from a bundle folder (or an exported package); the model is not compiled."""
     import keras
 
     from napari_unet.core.model import build_unet
 
     folder = Path(path)
     meta = read_bundle_meta(folder)
+    if folder.suffix.lower() == ".zip" and not folder.is_dir():
+        from napari_unet.core.bioimageio_package import load_package_model
+
+        return load_package_model(folder), meta
     weights, whole = folder / WEIGHTS_FILE, folder / KERAS_FILE
     try:
         if weights.is_file():

@@ -91,6 +91,16 @@ class Warn(Event):
 
 
 @dataclass(frozen=True)
+class Stage(Event):
+    """A job moved on to step ``index`` (1-based) of ``total``, e.g. an export's packaging."""
+
+    kind: ClassVar[str] = "stage"
+    message: str
+    index: int
+    total: int
+
+
+@dataclass(frozen=True)
 class Final(Event):
     """The last event of a job."""
 
@@ -118,6 +128,14 @@ class Done(Final):
     n_slices: int | None = None  # prediction
     # In-process callers of core.predict get the output arrays here; the worker drops them.
     outputs: dict | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Exported(Done):
+    """A bioimage.io package was written (it passed bioimageio.core's test)."""
+
+    path: str = ""
+    weights: tuple = ()  # the weight formats in the package
 
 
 @dataclass(frozen=True)

@@ -37,8 +37,8 @@ from napari_unet.runtime.worker import OOM_HINT, failure_line
 from napari_unet.io import leftovers
 from napari_unet.core.bundle import read_bundle_meta  # JSON only: no Keras here
 
-__all__ = ["Job", "LazyFile", "ZarrOutput", "start_training", "start_prediction", "failure_line",
-           "drain", "run_to_end"]
+__all__ = ["Job", "LazyFile", "ZarrOutput", "start_training", "start_prediction", "start_export",
+           "failure_line", "drain", "run_to_end"]
 
 _CONTEXT = multiprocessing.get_context("spawn")
 # Seconds a finished worker gets to exit by itself, then after SIGTERM, before SIGKILL.
@@ -536,6 +536,26 @@ def start_prediction(image, model_dir, predict_cfg, channel_axis=None, out_path=
         "_env": _worker_env(),
     }
     return Job("napari_unet.runtime.worker:predict_job", params, arrays={"volume": image}, outputs=outputs)
+
+
+def start_export(model_dir, out_path, image, overwrite=False, name=None, authors=(), license="CC-BY-4.0",
+                 image_name=None) -> Job:
+    """A (not yet started) job that writes ``model_dir`` as a bioimage.io package ``out_path`` (.zip).
+
+    ``image``: the training image (an array or ``LazyFile``), from which the test tensors are cut.
+    Refused here, before the worker starts: a broken model folder, an output that exists (unless
+    ``overwrite``) and missing ``bioimageio`` libraries. The worker runs TensorFlow: the package
+    names that backend and carries a SavedModel made with it.
+    """
+    from napari_unet.core.bioimageio_export import check_libraries, check_model_folder, check_output  # no Keras
+
+    check_libraries()
+    check_model_folder(model_dir)
+    check_output(out_path, overwrite)
+    params = {"model_dir": str(model_dir), "out_path": str(out_path), "overwrite": bool(overwrite),
+              "name": name, "authors": tuple(authors), "license": license, "image_name": image_name,
+              "_env": {**_worker_env(), "KERAS_BACKEND": "tensorflow"}}
+    return Job("napari_unet.runtime.worker:export_job", params, arrays={"image": image})
 
 
 def prediction_outputs(spatial_shape, predict_cfg, prob_classes=()) -> dict:

@@ -353,3 +353,12 @@ def predict_job(arrays, outputs, stop_event, model_dir, predict_cfg, channel_axi
     for event in events:
         # The finished arrays are already in the outputs; never send them through the queue.
         yield dataclasses.replace(event, outputs=None) if isinstance(event, Done) else event
+
+
+def export_job(arrays, outputs, stop_event, model_dir, out_path, overwrite=False, name=None, authors=(),
+               license="CC-BY-4.0", image_name=None):
+    """Export a model folder as a bioimage.io package; test tensors come from ``arrays["image"]``."""
+    from napari_unet.core.bioimageio_export import export_package
+
+    yield from export_package(model_dir, out_path, arrays["image"], overwrite=overwrite, name=name,
+                              authors=authors, license=license, image_name=image_name)

@@ -30,6 +30,7 @@ from napari_unet.plugin.widgets._session import TRAINED_MODELS
 
 OUTPUT_MARKER = "napari_unet_output"  # metadata key of layers this widget created
 FROM_DISK = "from disk (below)"
+FROM_PACKAGE = "bioimage.io package (.zip, below)"
 
 
 class SegmentWidget(JobDock):
@@ -102,6 +103,7 @@ class SegmentWidget(JobDock):
         self.cancel_button.changed.connect(self.cancel)
         for widget in (self.image, self.model, self.model_file, self.axis):
             widget.changed.connect(self._check_inputs)
+        self.model.changed.connect(self._pick_folder_or_package)
         self.model.changed.connect(self._offer_objects)
         self.model_file.changed.connect(self._offer_objects)
         self.output.changed.connect(self._show_object_options)
@@ -111,7 +113,15 @@ class SegmentWidget(JobDock):
 
     # -- inputs ---------------------------------------------------------------------------
     def _model_choices(self, _widget=None):
-        return [(f"{p.name} (this session)", str(p)) for p in TRAINED_MODELS.paths] + [(FROM_DISK, FROM_DISK)]
+        return ([(f"{p.name} (this session)", str(p)) for p in TRAINED_MODELS.paths]
+                + [(FROM_DISK, FROM_DISK), (FROM_PACKAGE, FROM_PACKAGE)])
+
+    def _pick_folder_or_package(self, _value=None):
+        """The file picker opens folders for a model folder, .zip files for a package."""
+        package = self.model.value == FROM_PACKAGE
+        self.model_file.mode = "r" if package else "d"
+        self.model_file.filter = "bioimage.io package (*.zip)" if package else None
+        self.model_file.label = "Package (.zip)" if package else "Model folder"
 
     def _models_changed(self):
         self.model.reset_choices()
@@ -124,7 +134,7 @@ class SegmentWidget(JobDock):
         self._check_inputs(keep_status=True)
 
     def model_path(self) -> Path | None:
-        if self.model.value != FROM_DISK:
+        if self.model.value not in (FROM_DISK, FROM_PACKAGE):
             return Path(self.model.value)
         value = str(self.model_file.value)
         return Path(value) if value not in ("", ".") else None
@@ -134,7 +144,7 @@ class SegmentWidget(JobDock):
         path = self.model_path()
         if path is None:
             self.summary.value = "-"
-            return "Pick a model: train one, or choose a model folder."
+            return "Pick a model: train one, or choose a model folder or a bioimage.io package (.zip)."
         try:
             self._meta = read_bundle_meta(path)
         except (BundleError, OSError, ValueError) as exc:

@@ -24,6 +24,7 @@ from napari_unet.runtime import engine
 from napari_unet.core.bundle import check_target
 from napari_unet.core.config import ConfigError, ModelConfig, TrainConfig, limits
 from napari_unet.core.data import class_count, validate_training_pair
+from napari_unet.plugin.widgets._export import ExportButton
 from napari_unet.plugin.widgets._job_dock import JobDock
 from napari_unet.plugin.widgets._job_poller import JobPoller
 from napari_unet.plugin.widgets._layers import layer_array, spatial_shape, unique_path
@@ -83,11 +84,12 @@ class TrainWidget(JobDock):
         self.device = Label(label="Device", value="-")
         self.time_left = Label(label="Time left", value="-")
         self.score = Label(label="Validation", value="-")
+        self.export = ExportButton(self)
         self.extend([
             self.image, self.labels, self.mode, self.instances, self.n_filters, self.depth,
             self.epochs, self.steps, self.time_limit, self.batch_size, self.patch_size, self.learning_rate,
             self.val_fraction, self.model_dir, self.replace, self.train_button, self.stop_button,
-            self.progress_bar, self.time_left, self.device, self.status, self.score,
+            self.progress_bar, self.time_left, self.device, self.status, self.score, self.export.button,
         ])
         self.plot = LossPlot()
         self.native.layout().addWidget(self.plot.canvas)
@@ -248,6 +250,7 @@ class TrainWidget(JobDock):
     def _model_saved(self, result: events.TrainingResult, finished: bool):
         self.last_model_dir = Path(result.model_dir)
         TRAINED_MODELS.add(self.last_model_dir)
+        self.export.model_ready(self.last_model_dir)
         dice = result.best_val_dice
         self.score.value = "n/a (no validation data)" if dice is None else f"Dice {dice:.3f}"
         verb = "Training finished" if finished else "Training stopped"

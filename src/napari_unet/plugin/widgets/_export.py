@@ -1,0 +1,83 @@
+"""The Train dock's *Export…* button: the trained model as a bioimage.io package, made in the worker."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from magicgui.widgets import PushButton
+from napari.utils.notifications import show_error, show_info
+
+from napari_unet.core import events
+from napari_unet.runtime import engine
+from napari_unet.core.bundle import BundleError
+from napari_unet.plugin.widgets._job_poller import JobPoller
+
+
+class ExportButton:
+    """Enabled once the dock has a trained model; asks where to save, then exports.
+
+    The test tensors and cover come from the dock's image layer (the training image).
+    """
+
+    def __init__(self, dock):
+        self.dock = dock
+        self.button = PushButton(text="Export…", enabled=False,
+                                 tooltip="Save the trained model as a bioimage.io model package (.zip)")
+        self.button.changed.connect(self.ask_and_export)
+        self.poller = None
+
+    def model_ready(self, model_dir) -> None:
+        self.button.enabled = model_dir is not None and not self.busy
+
+    @property
+    def busy(self) -> bool:
+        return self.poller is not None and self.poller.active
+
+    def ask_and_export(self, _value=None):
+        from qtpy.QtWidgets import QFileDialog
+
+        model_dir = self.dock.last_model_dir
+        suggested = str(model_dir.with_suffix(".zip")) if model_dir else ""
+        path, _ = QFileDialog.getSaveFileName(self.dock.native, "Export to bioimage.io", suggested,
+                                              "bioimage.io package (*.zip)")
+        if path:  # the dialog has asked before replacing an existing file
+            self.export_to(Path(path) if path.lower().endswith(".zip") else Path(path + ".zip"),
+                           overwrite=Path(path).exists())
+
+    def export_to(self, path, overwrite: bool = False) -> bool:
+        """Start exporting the dock's last model to ``path``; False (and a message) if refused."""
+        image = self.dock.image.value
+        if self.dock.last_model_dir is None or image is None:
+            show_error("Train a model first, with its image layer still open: the package's test data comes from it.")
+            return False
+        try:
+            job = engine.start_export(self.dock.last_model_dir, path, self.dock._image_data(),
+                                      overwrite=overwrite, image_name=image.name)
+        except (BundleError, ValueError, FileExistsError, FileNotFoundError) as exc:
+            self._say(str(exc), error=True)
+            return False
+        self.button.enabled = False
+        self._say(f"Exporting to {path} (then bioimage.io's test runs)...")
+        self.poller = JobPoller(job, self._on_event, self._on_finished).start()
+        return True
+
+    def _say(self, text: str, error: bool = False) -> None:
+        self.dock.status.value = text[:200]
+        if error:
+            show_error(text)
+
+    def _on_event(self, event: events.Event):
+        if isinstance(event, events.Stage):
+            self._say(f"Export: {event.message}...")
+
+    def _on_finished(self, final: events.Final):
+        self.button.enabled = True
+        if isinstance(final, events.Exported):
+            self._say(f"Exported to {final.path}; it passed bioimage.io's test.")
+            show_info(self.dock.status.value)
+        elif isinstance(final, events.Error):
+            line = engine.failure_line(final, "Export")
+            self._say("Export failed: " + line)
+            show_error("Export failed: " + line)
+        else:
+            self._say("Export stopped: nothing was written.")
