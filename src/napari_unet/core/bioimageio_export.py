@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_unet.core import events
 from napari_unet.io import leftovers
 from napari_unet.core.bioimageio_describe import ExportError, describe, run_test, save_package, size_range
 from napari_unet.core.bioimageio_package import INNER_MODEL, is_package_path
