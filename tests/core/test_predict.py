@@ -359,7 +359,7 @@ def test_no_deep_learning_library_is_imported():
 
 
 def test_auto_objects_are_3d_unless_slices_lie_far_apart():
-    from napari_unet.core.predict import object_mode
+    from napari_unet.core.predict_write import object_mode
 
     assert object_mode("auto", None, 0) == "3d"
     assert object_mode("auto", (4.0, 1.0, 1.0), 0) == "3d"  # the synthetic stacks
