@@ -53,6 +53,11 @@ class JobPoller(QObject):
             self.job.close()
             self._on_finished({"type": "stopped", "done_slices": []})
 
+    def close(self) -> None:
+        """Stop polling and end the job now, with no more callbacks (their widgets are gone)."""
+        self._timer.stop()
+        self.job.close()
+
     @property
     def active(self) -> bool:
         return self._timer.isActive()

@@ -23,11 +23,12 @@ from ..core.bundle import BundleError, read_bundle_meta
 from ..core.config import ConfigError, PredictConfig
 from ._job_dock import JobDock
 from ._job_poller import JobPoller
-from ._layers import is_lazy, layer_array, preload_layer_modules, source_file, spatial_shape
+from ._layers import (
+    MODEL_KEY, OUTPUT_KIND_KEY, OUTPUT_MARKER, is_lazy, layer_array, preload_layer_modules, source_file, spatial_shape,
+)
 from ._limits import spin_range
 from ._session import TRAINED_MODELS
 
-OUTPUT_MARKER = "napari_unet_output"  # metadata key of layers this widget created
 FROM_DISK = "from disk (below)"
 
 
@@ -110,7 +111,7 @@ class SegmentWidget(JobDock):
 
     # -- inputs ---------------------------------------------------------------------------
     def _model_choices(self, _widget=None):
-        return [(f"{p.name} (this session)", str(p)) for p in TRAINED_MODELS.paths] + [(FROM_DISK, FROM_DISK)]
+        return TRAINED_MODELS.choices() + [(FROM_DISK, FROM_DISK)]
 
     def _models_changed(self):
         self.model.reset_choices()
@@ -224,12 +225,15 @@ class SegmentWidget(JobDock):
         dtype = np.uint32 if cfg.output == "instances" else np.uint8
         layer = self._own_layer(name, "labels")
         kwargs = dict(scale=image.scale[: len(shape)], translate=image.translate[: len(shape)])
+        # What "Accept slice" needs to turn predicted classes into annotation values.
+        made_by = {MODEL_KEY: str(self.model_path()), OUTPUT_KIND_KEY: cfg.output}
         if layer is not None and layer.data.shape == shape and layer.data.dtype == dtype:
             layer.data[...] = 0
+            layer.metadata.update(made_by)
             layer.refresh()
         else:
             layer = self.viewer.add_labels(np.zeros(shape, dtype), name=name,
-                                           metadata={OUTPUT_MARKER: True}, **kwargs)
+                                           metadata={OUTPUT_MARKER: True, **made_by}, **kwargs)
         self.result_layer = layer
         self.prob_layer = None
         if cfg.return_probabilities:
