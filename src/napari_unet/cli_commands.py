@@ -92,7 +92,7 @@ def _raise_on_error(final: dict, what: str):
 def train_with_progress(image, labels, model_cfg, train_cfg, out_dir, resume=None,
                         overwrite=False, extra_pairs=()) -> dict:
     all_labels = [labels] + [pair[1] for pair in extra_pairs]
-    model_cfg = model_cfg.replace(
+    model_cfg = None if resume else model_cfg.replace(  # continuing keeps the model's architecture
         in_channels=image.shape[-1] if image.ndim == 4 else 1,
         n_classes=class_count_of_pairs(all_labels, train_cfg.annotation_mode, train_cfg.instances),
     )
