@@ -158,7 +158,7 @@ def test_bad_option_values_fail_with_the_config_s_one_line_message(tmp_path, cap
 def test_help_lists_the_commands():
     out = subprocess.run([sys.executable, "-m", "napari_unet.cli", "--help"],
                          capture_output=True, text=True, check=True).stdout
-    assert "{train,predict,evaluate,demo}" in out.splitlines()[0]  # the usage line names the subcommands
+    assert "{train,predict,suggest,evaluate,demo}" in out.splitlines()[0]  # the usage line names the subcommands
 
 
 @pytest.mark.parametrize("existing", ["masks.tif", "metrics.json", "overview.png", "model"])
