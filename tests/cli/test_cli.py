@@ -1,4 +1,5 @@
 import json
+import re
 import subprocess
 import sys
 
@@ -158,7 +159,7 @@ def test_bad_option_values_fail_with_the_config_s_one_line_message(tmp_path, cap
 def test_help_lists_the_commands():
     out = subprocess.run([sys.executable, "-m", "napari_unet.cli.main", "--help"],
                          capture_output=True, text=True, check=True).stdout
-    assert "{train,predict,evaluate,export,demo}" in out.splitlines()[0]  # the usage line names the subcommands
+    assert "{train,predict,suggest,evaluate,export,demo}" in out.splitlines()[0]  # the usage line names the subcommands
 
 
 @pytest.mark.parametrize("existing", ["masks.tif", "metrics.json", "overview.png", "model"])
@@ -442,3 +443,46 @@ def test_predict_refuses_zips_it_cannot_run(tmp_path, capsys):
         assert status == 2 and words in err, err
         assert len(err.splitlines()) == 1
     assert not (tmp_path / "mask.tif").exists()
+
+
+@pytest.mark.slow
+def test_train_on_two_pairs_of_different_sizes_then_suggest_slices(tmp_path, capsys):
+    _volume(tmp_path)
+    rng = np.random.default_rng(1)
+    _, y, x = np.mgrid[0:3, 0:40, 0:64]
+    truth = (((y - 20) ** 2 + (x - 40) ** 2) < 90).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "wide.tif", (truth * 120 + 40 + rng.normal(0, 10, truth.shape)).astype(np.uint8),
+                     photometric="minisblack")
+    tifffile.imwrite(tmp_path / "wide_labels.tif", truth, photometric="minisblack")
+    model = tmp_path / "model"
+    assert main(["train", "--image", str(tmp_path / "vol.tif"), "--labels", str(tmp_path / "vol_labels.tif"),
+                 "--image", str(tmp_path / "wide.tif"), "--labels", str(tmp_path / "wide_labels.tif"),
+                 "--out", str(model), *TINY]) == 0
+    counts = re.search(r"(\d+) training and (\d+) validation slice", capsys.readouterr().out)
+    assert int(counts[1]) + int(counts[2]) == 5  # 2 annotated slices of vol.tif, 3 of wide.tif
+    meta = json.loads((model / "bundle.json").read_text())
+    assert meta["training_data"]["extra_pairs"][0]["image_shape"] == [3, 40, 64]
+
+    assert main(["suggest", "--model", str(model), "--image", str(tmp_path / "vol.tif"),
+                 "--labels", str(tmp_path / "vol_labels.tif")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("Slices to annotate next")
+    ranked = [int(line.split()[1]) for line in lines[1:]]
+    assert sorted(ranked) == [1, 2]  # the unannotated slices of vol_labels.tif
+    scores = [float(line.split()[-1]) for line in lines[1:]]
+    assert scores == sorted(scores, reverse=True) and all(0 <= s <= 1 for s in scores)
+
+
+def test_pairs_whose_channels_differ_are_refused_in_one_line(tmp_path, capsys):
+    _volume(tmp_path)
+    image = tifffile.imread(tmp_path / "vol.tif")
+    tifffile.imwrite(tmp_path / "rgb.tif", np.repeat(image[..., None], 3, axis=-1), photometric="rgb")
+    assert main(["train", "--image", str(tmp_path / "vol.tif"), "--labels", str(tmp_path / "vol_labels.tif"),
+                 "--image", str(tmp_path / "rgb.tif"), "--labels", str(tmp_path / "vol_labels.tif"),
+                 "--out", str(tmp_path / "m"), *TINY]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "pair 2" in err and "rgb.tif" in err
+    assert "3 channel(s) but the first image has 1" in err and not (tmp_path / "m").exists()
+    assert main(["train", "--image", str(tmp_path / "vol.tif"), "--image", str(tmp_path / "rgb.tif"),
+                 "--labels", str(tmp_path / "vol_labels.tif"), "--out", str(tmp_path / "m")]) == 2
+    assert "one --labels per --image" in capsys.readouterr().err

@@ -231,6 +231,31 @@ def test_fine_tuning_refuses_other_classes(binary_run, volume, tmp_path):
         run(image, labels, tmp_path / "m", resume_from=binary_run[0])
 
 
+def test_continuing_starts_from_the_previous_weights(binary_run, volume, tmp_path):
+    """After 0 steps a continued model predicts exactly as the model it continues."""
+    from napari_unet.core.train import Trainer
+
+    image, truth = volume
+    source, _ = binary_run
+    trainer = Trainer(image, binary_labels(truth, (2, 3)), None, TINY_TRAIN, tmp_path / "tuned", resume_from=source)
+    first = next(trainer.run())  # everything is built; no step has run
+    assert first["type"] == "start"
+    previous, meta = load_bundle(source)
+    x = np.random.default_rng(3).normal(0, 1, (2, 32, 32, 1)).astype(np.float32)
+    np.testing.assert_array_equal(np.asarray(trainer.model.predict_on_batch(x)),
+                                  np.asarray(previous.predict_on_batch(x)))
+    assert trainer.norm == meta["normalization"]
+
+
+def test_continuing_refuses_another_annotation_mode(binary_run, volume, tmp_path):
+    image, truth = volume
+    labels = np.zeros_like(truth)
+    labels[1] = (truth[1] > 0) + 1  # scribbles: background 1, class 2, as one output
+    with pytest.raises(ValueError, match="trained on 'full_slices' annotations; set the annotation mode"):
+        run(image, labels, tmp_path / "m", train_cfg=TINY_TRAIN.replace(annotation_mode="scribbles"),
+            resume_from=binary_run[0])
+
+
 def test_bad_inputs_are_explained(binary_run, volume, tmp_path):
     image, truth = volume
     labels = binary_labels(truth)

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from napari_unet.core.config import ModelConfig, PredictConfig, TrainConfig, limits
+from napari_unet.core.uncertainty import MAX_RANKED_SLICES
 
 
 def parse_slices(text: str | None) -> slice | None:
@@ -70,8 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a U-Net on an image and partial labels")
-    p.add_argument("--image", required=True)
-    p.add_argument("--labels", required=True)
+    p.add_argument("--image", required=True, action="append",
+                   help="image to learn from; repeat --image and --labels to learn from several pairs")
+    p.add_argument("--labels", required=True, action="append", help="its annotations (one per --image)")
     p.add_argument("--out", required=True, help="model folder to write")
     _add_train_options(p)
 
@@ -81,6 +83,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="labels .tif, or .zarr for very large outputs")
     p.add_argument("--prob", default=None, help="also write probabilities (.tif or .zarr)")
     _add_predict_options(p)
+
+    p = sub.add_parser("suggest", help="rank the unannotated slices by the model's uncertainty")
+    p.add_argument("--model", required=True)
+    p.add_argument("--image", required=True)
+    p.add_argument("--labels", required=True, help="the annotations: annotated slices are not ranked")
+    p.add_argument("--max-slices", type=int, default=MAX_RANKED_SLICES,
+                   help="rank at most this many unannotated slices, evenly spaced (predicting each takes time)")
+    p.add_argument("--top", type=int, default=10, help="print this many slices (0 = all ranked)")
 
     p = sub.add_parser("evaluate", help="score a model against ground truth")
     p.add_argument("--model", required=True)

@@ -13,7 +13,8 @@ from tqdm import tqdm
 from napari_unet.cli.args import parse_slices, predict_config, train_configs, write_json
 from napari_unet.core import events
 from napari_unet.core.bundle import check_target, read_bundle_meta, reclaim_stale_saves
-from napari_unet.core.data import class_count
+from napari_unet.core.pairs import check_same_channels, class_count_of_pairs
+from napari_unet.core.uncertainty import candidate_slices
 from napari_unet.io import disk, leftovers, tiff
 from napari_unet.runtime import engine, interrupts
 
@@ -90,13 +91,14 @@ def _raise_on_error(final: events.Final, what: str):
 
 
 def train_with_progress(image, labels, model_cfg, train_cfg, out_dir, resume=None,
-                        overwrite=False) -> dict:
-    model_cfg = model_cfg.replace(
+                        overwrite=False, extra_pairs=()) -> events.Final:
+    all_labels = [labels] + [pair[1] for pair in extra_pairs]
+    model_cfg = None if resume else model_cfg.replace(  # continuing keeps the model's architecture
         in_channels=image.shape[-1] if image.ndim == 4 else 1,
-        n_classes=class_count(labels, train_cfg.annotation_mode, train_cfg.instances),
+        n_classes=class_count_of_pairs(all_labels, train_cfg.annotation_mode, train_cfg.instances),
     )
     job = engine.start_training(image, labels, model_cfg, train_cfg, str(out_dir),
-                                resume_from=resume, overwrite=overwrite)
+                                resume_from=resume, overwrite=overwrite, extra_pairs=extra_pairs)
 
     def show(event, bar):
         if isinstance(event, events.Start):
@@ -178,11 +180,10 @@ def _say_why_unfinished(message: str) -> None:
 def run_train(args) -> int:
     _tidy_model_folder(args.out)
     check_target(args.out, overwrite=args.overwrite)  # fail before loading anything
-    image, meta, _ = load_image(args.image)
-    labels, _ = tiff.read_array(args.labels)
+    pairs = _read_training_pairs(args.image, args.labels)
     model_cfg, train_cfg = train_configs(args)
-    final = train_with_progress(image, np.asarray(labels), model_cfg, train_cfg, args.out,
-                                resume=args.resume, overwrite=args.overwrite)
+    final = train_with_progress(*pairs[0], model_cfg, train_cfg, args.out, resume=args.resume,
+                                overwrite=args.overwrite, extra_pairs=pairs[1:])
     result = final.training
     if result is None or not result.model_saved:
         _say_why_unfinished(final.message if result is None else result.message)
@@ -193,6 +194,41 @@ def run_train(args) -> int:
     print(f"Model saved to {result.model_dir}")
     print("Validation Dice: " + ("n/a (no validation data)" if dice is None else f"{dice:.4f}")
           + f" (best epoch {result.best_epoch})")
+    return 0
+
+
+def _read_training_pairs(images, labels) -> list:
+    """``[(image, labels), ...]`` from the repeated --image/--labels; channels must agree."""
+    if len(images) != len(labels):
+        raise ValueError(f"Give one --labels per --image: got {len(images)} image(s) and {len(labels)} labels.")
+    pairs = [(load_image(image)[0], np.asarray(tiff.read_array(label)[0])) for image, label in zip(images, labels)]
+    check_same_channels(pairs, names=[f"{image} / {label}" for image, label in zip(images, labels)])
+    return pairs
+
+
+def run_suggest(args) -> int:
+    image, _, has_channels = load_image(args.image)
+    labels = np.asarray(tiff.read_array(args.labels)[0])
+    if labels.ndim != 3 or image.shape[:3] != labels.shape:
+        raise ValueError(f"--image {args.image} and --labels {args.labels} must be one 3-D stack and its "
+                         f"annotations (shapes {image.shape} and {labels.shape}).")
+    slices, free = candidate_slices(labels, args.max_slices)
+    job = engine.start_ranking(image, args.model, slices, channel_axis=3 if has_channels else None)
+
+    def show(event, bar):
+        if isinstance(event, events.Progress):
+            bar.total = event.n_slices
+            bar.update(1)
+
+    with job:
+        final = follow(job, show, desc="Ranking", unit="slice")
+    _raise_on_error(final, "Ranking")
+    if not isinstance(final, events.Ranked):
+        return 130
+    sample = f" (an even sample of {len(slices)} of the {free} unannotated)" if len(slices) < free else ""
+    print(f"Slices to annotate next, most uncertain first{sample}:")
+    for z, score in final.ranking[: args.top or None]:
+        print(f"slice {z:5d}  uncertainty {score:.3f}")
     return 0
 
 

@@ -113,9 +113,15 @@ def augment_patch(
 
 
 def _check_zyxc(image):
-    if getattr(image, "ndim", None) != 4:
-        raise ValueError(f"Expected a (Z, Y, X, C) image (see core.data.as_zyxc), got shape {np.shape(image)}.")
-    return image
+    """A ``(Z, Y, X, C)`` array, or a list of ``(Y, X, C)`` slices (of several sizes: several images)."""
+    if isinstance(image, (list, tuple)):
+        if image and all(getattr(s, "ndim", None) == 3 for s in image):
+            return image
+    elif getattr(image, "ndim", None) == 4:
+        return image
+    shape = f" of shape {image.shape}" if hasattr(image, "shape") else ""
+    raise ValueError("Expected a (Z, Y, X, C) image (see core.data.as_zyxc) or a list of (Y, X, C) slices, "
+                     f"got a {type(image).__name__}{shape}.")
 
 
 def _foreground(target):
@@ -174,7 +180,7 @@ class PatchSampler:
         n_annotated, n_foreground = [], []
         for z, (y0, y1, x0, x1) in regions:
             img, tgt, msk = _pad_crop(
-                np.asarray(image[z, y0:y1, x0:x1], np.float32),
+                np.asarray(image[z][y0:y1, x0:x1], np.float32),
                 np.asarray(targets[z][y0:y1, x0:x1], np.float32),
                 np.asarray(masks[z][y0:y1, x0:x1], np.float32),
                 self.patch_size,
@@ -262,7 +268,7 @@ def validation_arrays(image_norm, targets: dict, masks: dict, val_items, multipl
                 ys.append(np.concatenate([np.pad(tgt, pad + [(0, 0)]), np.pad(msk, pad)[..., None]], axis=-1))
     if not xs:
         return (
-            np.zeros((0, ty, tx, image.shape[-1]), np.float32),
+            np.zeros((0, ty, tx, image[0].shape[-1]), np.float32),
             np.zeros((0, ty, tx, n_classes + 1), np.float32),
         )
     return np.stack(xs), np.stack(ys)

@@ -282,10 +282,19 @@ def class_count(labels_zyx, mode: str, instances: bool = False) -> int:
     idx = annotated_slices(labels, mode)
     if idx.size == 0:
         raise ValueError(_no_annotation_message(mode))
+    return class_count_of_values(np.unique(labels[idx]), mode, instances)
+
+
+def class_count_of_values(values, mode: str, instances: bool = False) -> int:
+    """``class_count`` from the distinct label values of the annotated slices (of one or
+    several label volumes)."""
+    _check_mode(mode, instances)
+    values = np.asarray(values)
+    nonzero = values[values != 0]
+    if nonzero.size == 0:
+        raise ValueError(_no_annotation_message(mode))
     if instances:
         return 3
-    values = np.unique(labels[idx])
-    nonzero = values[values != 0]
     top = int(nonzero.max())
     if top > MAX_CLASSES or nonzero.size > MAX_CLASS_VALUES:
         raise ValueError(
@@ -405,32 +414,44 @@ def split_validation(annotated_idx, labels_zyx, val_fraction: float, seed: int =
     """
     labels = as_zyx(labels_zyx)
     idx = [int(z) for z in np.asarray(annotated_idx).ravel()]
-    if not idx:
+    train, val = split_slices([labels[z] for z in idx], val_fraction, seed)
+    by_z = lambda items: sorted((idx[i], box) for i, box in items)  # noqa: E731
+    return by_z(train), by_z(val)
+
+
+def split_slices(label_slices, val_fraction: float, seed: int = 0):
+    """``split_validation`` for a list of annotated 2-D label slices, which may differ in size
+    (slices of several images); items are ``(position in the list, (y0, y1, x0, x1))``."""
+    if not len(label_slices):
         raise ValueError("split_validation needs at least one annotated slice.")
-    _, h, w = labels.shape
     rng = np.random.default_rng(seed)
 
-    def whole(z):
-        return (z, (0, h, 0, w))
+    def whole(i):
+        return (i, (0, label_slices[i].shape[0], 0, label_slices[i].shape[1]))
 
-    if len(idx) >= 2:
-        n_val = 0 if val_fraction <= 0 else min(len(idx) - 1, max(1, round(val_fraction * len(idx))))
-        val = set(int(z) for z in rng.choice(idx, n_val, replace=False))
-        return [whole(z) for z in sorted(idx) if z not in val], [whole(z) for z in sorted(val)]
+    n = len(label_slices)
+    if n >= 2:
+        n_val = 0 if val_fraction <= 0 else min(n - 1, max(1, round(val_fraction * n)))
+        val = set(int(i) for i in rng.choice(n, n_val, replace=False))
+        return [whole(i) for i in range(n) if i not in val], [whole(i) for i in sorted(val)]
+    return _split_one_slice(np.asarray(label_slices[0]), val_fraction, rng)
 
-    z = idx[0]
+
+def _split_one_slice(labels_2d, val_fraction: float, rng):
+    """A vertical strip of one slice held out for validation (see ``split_validation``)."""
+    h, w = labels_2d.shape
     if val_fraction <= 0 or w < 2:
-        return [whole(z)], []
+        return [(0, (0, h, 0, w))], []
     strip = min(w - 1, max(1, round(val_fraction * w)))
-    cumulative = np.concatenate([[0], np.cumsum(np.count_nonzero(labels[z], axis=0))])
+    cumulative = np.concatenate([[0], np.cumsum(np.count_nonzero(labels_2d, axis=0))])
     total = cumulative[-1]
     held = cumulative[strip:] - cumulative[:-strip]  # labelled pixels in the strip at each x0
     possible = (held > 0) & (held < total)
     near_fraction = possible & (np.abs(held / max(total, 1) - val_fraction) <= val_fraction / 2)
     choices = np.flatnonzero(near_fraction if near_fraction.any() else possible)
     if choices.size == 0:
-        return [whole(z)], []
+        return [(0, (0, h, 0, w))], []
     x0 = int(rng.choice(choices))
     x1 = x0 + strip
-    train = [(z, (0, h, a, b)) for a, b in ((0, x0), (x1, w)) if b > a]
-    return train, [(z, (0, h, x0, x1))]
+    train = [(0, (0, h, a, b)) for a, b in ((0, x0), (x1, w)) if b > a]
+    return train, [(0, (0, h, x0, x1))]

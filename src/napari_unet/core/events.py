@@ -139,6 +139,13 @@ class Exported(Done):
 
 
 @dataclass(frozen=True)
+class Ranked(Done):
+    """Slices ranked by the model's uncertainty, most uncertain first: ``((slice, score), ...)``."""
+
+    ranking: tuple = ()
+
+
+@dataclass(frozen=True)
 class Stopped(Final):
     kind: ClassVar[str] = "stopped"
     message: str = ""

@@ -19,7 +19,7 @@ from typing import Iterator
 
 import numpy as np
 
-from napari_unet.core import data, events
+from napari_unet.core import data, events, pairs
 from napari_unet.core.augment import batches
 from napari_unet.core.bundle import check_target, describe_classes, load_bundle, model_config_of, save_bundle
 from napari_unet.core.config import ModelConfig, TrainConfig
@@ -181,7 +181,8 @@ def _resolve_model_config(model_cfg, n_classes: int, in_channels: int, train_cfg
     return model_cfg
 
 
-def _check_resume_meta(meta: dict, train_cfg: TrainConfig, n_classes: int, in_channels: int, source) -> None:
+def check_resume_meta(meta: dict, train_cfg: TrainConfig, n_classes: int, in_channels: int, source) -> None:
+    """Refuse to fine-tune a model on labels of other classes, mode or channels (one line each)."""
     cfg = model_config_of(meta)
     if cfg.in_channels != in_channels:
         raise ValueError(f"The model in {source} takes {cfg.in_channels} channel(s) but the image has {in_channels}.")
@@ -189,6 +190,12 @@ def _check_resume_meta(meta: dict, train_cfg: TrainConfig, n_classes: int, in_ch
         raise ValueError(
             f"The model in {source} has {cfg.n_classes} output(s) but these labels need {n_classes}: "
             "annotate the same classes as the model was trained on, or train a new model."
+        )
+    mode = meta.get("annotation_mode", train_cfg.annotation_mode)
+    if mode != train_cfg.annotation_mode:
+        raise ValueError(
+            f"The model in {source} was trained on '{mode}' annotations; set the annotation mode to "
+            f"'{mode}' to fine-tune it, or train a new model."
         )
     if bool(meta.get("instances")) != train_cfg.instances:
         raise ValueError(
@@ -249,10 +256,10 @@ def _validate(model, loss_fn, x_val, y_val, batch_size: int):
     return as_float(loss_fn(y_val, pred)), as_float(dice_coef(y_val, pred)), as_float(iou(y_val, pred))
 
 
-def _label_values(labels_zyx, idx, train_cfg: TrainConfig, n_classes: int):
+def _label_values(labels_list, train_cfg: TrainConfig, n_classes: int):
     """The foreground value of a binary full-slices annotation (it may be e.g. 255)."""
     if n_classes == 1 and train_cfg.annotation_mode == "full_slices" and not train_cfg.instances:
-        values = np.unique(np.concatenate([np.unique(labels_zyx[z]) for z in idx]))
+        values = pairs.annotated_values(labels_list, train_cfg.annotation_mode)
         return [0, int(values[values != 0][0])]
     return None
 
@@ -273,6 +280,7 @@ def train(
     stop_event=None,
     resume_from=None,
     overwrite: bool = False,
+    extra_pairs=(),
 ) -> Iterator[events.Event]:
     """Train a U-Net on the annotated slices of ``image`` and save it to ``out_dir``.
 
@@ -280,7 +288,8 @@ def train(
     more dimension than ``labels`` (``(Y, X)`` or ``(Z, Y, X)`` integers).
     ``model_cfg=None`` uses the default architecture with the class and
     channel counts the data needs. ``resume_from`` (a bundle folder)
-    fine-tunes that model, reusing its architecture and normalisation.
+    fine-tunes that model, reusing its architecture and normalisation. ``extra_pairs``:
+    more ``(image, labels)`` pairs to learn from, of any size, with the channels of ``image``.
     Yields ``events.Start``, ``Batch``, ``Epoch`` (and ``Warn``), then ``Done``, or
     ``Stopped`` when ``stop_event`` is set; either way the best model is saved. A run
     that ends before its first epoch finished writes nothing: its final event's
@@ -288,7 +297,8 @@ def train(
     """
     # A generator function, so that like before every check runs on the first ``next()``.
     yield from Trainer(image, labels, model_cfg, train_cfg, out_dir,
-                       stop_event=stop_event, resume_from=resume_from, overwrite=overwrite).run()
+                       stop_event=stop_event, resume_from=resume_from, overwrite=overwrite,
+                       extra_pairs=extra_pairs).run()
 
 
 @dataclass
@@ -317,8 +327,9 @@ class Trainer:
     """One training run; ``run()`` yields the events ``train()`` documents."""
 
     def __init__(self, image, labels, model_cfg, train_cfg: TrainConfig, out_dir, *,
-                 stop_event=None, resume_from=None, overwrite: bool = False):
+                 stop_event=None, resume_from=None, overwrite: bool = False, extra_pairs=()):
         self.image, self.labels, self.model_cfg, self.cfg = image, labels, model_cfg, train_cfg
+        self.raw_pairs = [(image, labels)] + [tuple(pair) for pair in extra_pairs]
         self.out_dir, self.stop_event = out_dir, stop_event
         self.resume_from, self.overwrite = resume_from, overwrite
         self.warnings: list[str] = []
@@ -370,13 +381,18 @@ class Trainer:
 
     def _check_inputs(self) -> None:
         cfg = self.cfg
-        data.validate_training_pair(self.image, self.labels, cfg.annotation_mode, cfg.instances)
-        self.image_zyxc, self.labels_zyx = data.as_training_pair(self.image, self.labels)
-        _, self.height, self.width, self.in_channels = self.image_zyxc.shape
-        self.n_classes = data.class_count(self.labels_zyx, cfg.annotation_mode, cfg.instances)
+        pairs.validate_pairs(self.raw_pairs, cfg.annotation_mode, cfg.instances)
+        self.pairs = [data.as_training_pair(image, labels) for image, labels in self.raw_pairs]
+        self.image_zyxc, self.labels_zyx = self.pairs[0]
+        self.in_channels = self.image_zyxc.shape[-1]
+        # Patches must fit the smallest image.
+        self.height, self.width = (min(image.shape[k] for image, _ in self.pairs) for k in (1, 2))
+        self.n_classes = pairs.class_count_of_pairs([labels for _, labels in self.pairs],
+                                                    cfg.annotation_mode, cfg.instances)
         self.out_dir = Path(self.out_dir).absolute()
         check_target(self.out_dir, self.overwrite)  # fail now, not after the training
-        if cfg.instances and data.annotated_object_count(self.labels_zyx, cfg.annotation_mode) < 2:
+        if cfg.instances and sum(data.annotated_object_count(labels, cfg.annotation_mode)
+                                 for _, labels in self.pairs) < 2:
             self.warnings.append(
                 "Only one object is annotated: paint several objects, some of them touching, so the model "
                 "learns what separates them."
@@ -388,7 +404,7 @@ class Trainer:
             from napari_unet.core.bundle import read_bundle_meta
 
             self.resume_meta = read_bundle_meta(self.resume_from)
-            _check_resume_meta(self.resume_meta, self.cfg, self.n_classes, self.in_channels, self.resume_from)
+            check_resume_meta(self.resume_meta, self.cfg, self.n_classes, self.in_channels, self.resume_from)
             if self.model_cfg is not None and self.model_cfg != model_config_of(self.resume_meta):
                 self.warnings.append(f"Fine-tuning keeps the architecture of {self.resume_from}; "
                                      "the model settings given were ignored.")
@@ -408,25 +424,24 @@ class Trainer:
         # Only the annotated slices are loaded and normalised: the volume may be lazy and large.
         cfg, mode = self.cfg, self.cfg.annotation_mode
         self.idx = data.annotated_slices(self.labels_zyx, mode)
+        # (pair, slice) of every annotated slice; the rest of the run indexes them by position here.
+        self.slices = [(k, int(z)) for k, (_, labels) in enumerate(self.pairs)
+                       for z in data.annotated_slices(labels, mode)]
         if self.resume_meta is not None:
             self.norm = self.resume_meta["normalization"]
         else:
-            self.norm = data.compute_normalization(self.image_zyxc, cfg.percentiles, seed=cfg.seed)
-        self.position = {int(z): i for i, z in enumerate(self.idx)}
-        self.image_norm = np.stack([data.normalize(np.asarray(self.image_zyxc[int(z)]), self.norm)
-                                    for z in self.idx])
+            self.norm = pairs.joint_normalization([image for image, _ in self.pairs], cfg.percentiles,
+                                                  seed=cfg.seed)
+        self.image_norm = [data.normalize(np.asarray(self.pairs[k][0][z]), self.norm) for k, z in self.slices]
         self.targets, self.masks = {}, {}
-        for z in self.idx:
-            i = self.position[int(z)]
+        for i, (k, z) in enumerate(self.slices):
             self.targets[i], self.masks[i] = data.make_targets(
-                self.labels_zyx[int(z)], mode, self.n_classes, cfg.instances, cfg.boundary_width)
+                self.pairs[k][1][z], mode, self.n_classes, cfg.instances, cfg.boundary_width)
 
     def _split(self) -> None:
         """Training and validation regions, indexed by position among the annotated slices."""
-        train_items, val_items = data.split_validation(self.idx, self.labels_zyx, self.cfg.val_fraction,
-                                                       self.cfg.seed)
-        self.train_items = [(self.position[z], box) for z, box in train_items]
-        self.val_items = [(self.position[z], box) for z, box in val_items]
+        label_slices = [self.pairs[k][1][z] for k, z in self.slices]
+        self.train_items, self.val_items = data.split_slices(label_slices, self.cfg.val_fraction, self.cfg.seed)
 
     # ----------------------------------------------------------- the model
 
@@ -454,8 +469,8 @@ class Trainer:
         self.model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), loss=self.loss_fn)
 
     def _bundle_meta(self) -> dict:
-        cfg, mode, instances, labels = self.cfg, self.cfg.annotation_mode, self.cfg.instances, self.labels_zyx
-        label_values = _label_values(labels, self.idx, cfg, self.n_classes)
+        cfg, mode, instances = self.cfg, self.cfg.annotation_mode, self.cfg.instances
+        label_values = _label_values([lab for _, lab in self.pairs], cfg, self.n_classes)
         return {
             "model_config": self.model_cfg,
             "train_config": cfg,
@@ -467,10 +482,13 @@ class Trainer:
             # A hint for prediction: objects that tile the image (cells between membranes) take the
             # background too, and the gaps between them are evidence that can rejoin pieces.
             "objects_tile": bool((instances or self.n_classes == 1) and mode == "full_slices"
-                                 and data.objects_tile_the_image(labels, mode)),
+                                 and all(data.objects_tile_the_image(lab, mode) for _, lab in self.pairs)),
             "training_data": {
                 "image_shape": list(np.shape(self.image)), "annotated_slices": [int(z) for z in self.idx],
                 "train_regions": len(self.train_items), "val_regions": len(self.val_items),
+                "extra_pairs": [{"image_shape": list(np.shape(image)),
+                                 "annotated_slices": [z for k, z in self.slices if k == n]}
+                                for n, (image, _) in enumerate(self.raw_pairs[1:], start=1)],
             },
             "resumed_from": None if self.resume_from is None else str(Path(self.resume_from).absolute()),
         }

@@ -37,7 +37,7 @@ from napari_unet.runtime.worker import OOM_HINT, failure_line
 from napari_unet.io import leftovers
 from napari_unet.core.bundle import read_bundle_meta  # JSON only: no Keras here
 
-__all__ = ["Job", "LazyFile", "ZarrOutput", "start_training", "start_prediction", "start_export",
+__all__ = ["Job", "LazyFile", "ZarrOutput", "start_training", "start_prediction", "start_export", "start_ranking",
            "failure_line", "drain", "run_to_end"]
 
 _CONTEXT = multiprocessing.get_context("spawn")
@@ -491,10 +491,12 @@ def _worker_env() -> dict:
             "KERAS_BACKEND": os.environ.get("KERAS_BACKEND", "tensorflow")}
 
 
-def start_training(image, labels, model_cfg, train_cfg, out_dir, resume_from=None, overwrite=False) -> Job:
+def start_training(image, labels, model_cfg, train_cfg, out_dir, resume_from=None, overwrite=False,
+                   extra_pairs=()) -> Job:
     """A (not yet started) job that trains a U-Net and saves it to ``out_dir``.
 
     ``model_cfg=None`` lets the trainer pick the class and channel counts the data needs.
+    ``extra_pairs``: more ``(image, labels)`` pairs, each shared with the worker like the first.
     An ``out_dir`` that may not be replaced, or cannot be written, is refused here.
     """
     from napari_unet.core.bundle import check_target  # no Keras: only the folder is looked at
@@ -506,9 +508,13 @@ def start_training(image, labels, model_cfg, train_cfg, out_dir, resume_from=Non
         "out_dir": str(out_dir),
         "resume_from": None if resume_from is None else str(resume_from),
         "overwrite": bool(overwrite),
+        "extra_pairs": len(extra_pairs),
         "_env": _worker_env(),
     }
-    return Job("napari_unet.runtime.worker:train_job", params, arrays={"image": image, "labels": labels})
+    arrays = {"image": image, "labels": labels}
+    for k, (extra_image, extra_labels) in enumerate(extra_pairs, start=1):
+        arrays.update({f"image_{k}": extra_image, f"labels_{k}": extra_labels})
+    return Job("napari_unet.runtime.worker:train_job", params, arrays=arrays)
 
 
 def start_prediction(image, model_dir, predict_cfg, channel_axis=None, out_path=None, prob_path=None,
@@ -556,6 +562,15 @@ def start_export(model_dir, out_path, image, overwrite=False, name=None, authors
               "name": name, "authors": tuple(authors), "license": license, "image_name": image_name,
               "_env": {**_worker_env(), "KERAS_BACKEND": "tensorflow"}}
     return Job("napari_unet.runtime.worker:export_job", params, arrays={"image": image})
+
+
+def start_ranking(image, model_dir, slices, channel_axis=None) -> Job:
+    """A (not yet started) job that ranks ``slices`` of ``image`` (axis 0) by the model's
+    uncertainty: its "done" event has ``ranking``, ``[[slice, score], ...]``, most uncertain first."""
+    read_bundle_meta(model_dir)
+    params = {"model_dir": str(model_dir), "slices": [int(z) for z in slices], "channel_axis": channel_axis,
+              "_env": _worker_env()}
+    return Job("napari_unet.runtime.worker:rank_job", params, arrays={"volume": image})
 
 
 def prediction_outputs(spatial_shape, predict_cfg, prob_classes=()) -> dict:

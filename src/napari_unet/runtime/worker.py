@@ -303,8 +303,10 @@ def _stop_when_orphaned(stop_event) -> None:
 
 
 # -- the jobs ---------------------------------------------------------------------------------
-def train_job(arrays, outputs, stop_event, model_cfg, train_cfg, out_dir, resume_from=None, overwrite=False):
-    """Train a U-Net on ``arrays["image"]`` / ``arrays["labels"]``; yields the trainer's events."""
+def train_job(arrays, outputs, stop_event, model_cfg, train_cfg, out_dir, resume_from=None, overwrite=False,
+              extra_pairs=0):
+    """Train a U-Net on ``arrays["image"]`` / ``arrays["labels"]`` and ``extra_pairs`` more pairs
+    (``image_1`` / ``labels_1``, ...); yields the trainer's events."""
     from napari_unet.core.config import ModelConfig, TrainConfig
     from napari_unet.core.train import configure_device, train
 
@@ -319,6 +321,7 @@ def train_job(arrays, outputs, stop_event, model_cfg, train_cfg, out_dir, resume
         stop_event=stop_event,
         resume_from=resume_from,
         overwrite=overwrite,
+        extra_pairs=[(arrays[f"image_{k}"], arrays[f"labels_{k}"]) for k in range(1, extra_pairs + 1)],
     )
 
 
@@ -362,3 +365,22 @@ def export_job(arrays, outputs, stop_event, model_dir, out_path, overwrite=False
 
     yield from export_package(model_dir, out_path, arrays["image"], overwrite=overwrite, name=name,
                               authors=authors, license=license, image_name=image_name)
+
+
+def rank_job(arrays, outputs, stop_event, model_dir, slices, channel_axis=None):
+    """Rank ``slices`` of ``arrays["volume"]`` by the model's uncertainty (``core.uncertainty``);
+    yields ``events.Progress`` per slice, then ``events.Ranked``."""
+    from functools import partial
+
+    from napari_unet.core.bundle import load_bundle, model_config_of
+    from napari_unet.core.config import PredictConfig
+    from napari_unet.core.predict import predict_volume
+    from napari_unet.core.uncertainty import rank_slices
+
+    model, meta = load_bundle(model_dir)
+    model_cfg = model_config_of(meta)
+    # The training image's intensity mapping: the slices ranked are a sample of that image.
+    predict = partial(predict_volume, predict_fn=model.predict_on_batch, cfg=PredictConfig(normalize="model"),
+                      n_classes=model_cfg.n_classes, size_multiple=model_cfg.size_multiple,
+                      normalization=meta["normalization"], channel_axis=channel_axis, stop_event=stop_event)
+    yield from rank_slices(arrays["volume"], slices, predict, model_cfg.n_classes)

@@ -54,6 +54,11 @@ class JobPoller(QObject):
             self.job.close()
             self._on_finished(Stopped(message="Stopped before it started."))
 
+    def close(self) -> None:
+        """Stop polling and end the job now, with no more callbacks (their widgets are gone)."""
+        self._timer.stop()
+        self.job.close()
+
     @property
     def active(self) -> bool:
         return self._timer.isActive()

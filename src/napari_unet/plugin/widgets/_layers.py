@@ -7,6 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
+OUTPUT_MARKER = "napari_unet_output"  # metadata key of layers the plugin created
+MODEL_KEY = "napari_unet_model"  # ... the model folder that made an output layer
+OUTPUT_KIND_KEY = "napari_unet_output_kind"  # ... and what it holds: "labels" (classes) or "instances"
+
 # The first Labels layer of a dtype costs napari 0.3-0.8 s once (importing pandas for the
 # features table, loading numba's colour-mapping code for that dtype): warmed up off the
 # click that adds the first output layer.

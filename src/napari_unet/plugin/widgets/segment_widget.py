@@ -24,11 +24,12 @@ from napari_unet.core.bundle import BundleError, read_bundle_meta
 from napari_unet.core.config import ConfigError, PredictConfig
 from napari_unet.plugin.widgets._job_dock import JobDock
 from napari_unet.plugin.widgets._job_poller import JobPoller
-from napari_unet.plugin.widgets._layers import is_lazy, layer_array, preload_layer_modules, source_file, spatial_shape
+from napari_unet.plugin.widgets._layers import (
+    MODEL_KEY, OUTPUT_KIND_KEY, OUTPUT_MARKER, is_lazy, layer_array, preload_layer_modules, source_file, spatial_shape,
+)
 from napari_unet.plugin.widgets._limits import spin_range
 from napari_unet.plugin.widgets._session import TRAINED_MODELS
 
-OUTPUT_MARKER = "napari_unet_output"  # metadata key of layers this widget created
 FROM_DISK = "from disk (below)"
 FROM_PACKAGE = "bioimage.io package (.zip, below)"
 
@@ -113,8 +114,7 @@ class SegmentWidget(JobDock):
 
     # -- inputs ---------------------------------------------------------------------------
     def _model_choices(self, _widget=None):
-        return ([(f"{p.name} (this session)", str(p)) for p in TRAINED_MODELS.paths]
-                + [(FROM_DISK, FROM_DISK), (FROM_PACKAGE, FROM_PACKAGE)])
+        return TRAINED_MODELS.choices() + [(FROM_DISK, FROM_DISK), (FROM_PACKAGE, FROM_PACKAGE)]
 
     def _pick_folder_or_package(self, _value=None):
         """The file picker opens folders for a model folder, .zip files for a package."""
@@ -235,12 +235,15 @@ class SegmentWidget(JobDock):
         dtype = np.uint32 if cfg.output == "instances" else np.uint8
         layer = self._own_layer(name, "labels")
         kwargs = dict(scale=image.scale[: len(shape)], translate=image.translate[: len(shape)])
+        # What "Accept slice" needs to turn predicted classes into annotation values.
+        made_by = {MODEL_KEY: str(self.model_path()), OUTPUT_KIND_KEY: cfg.output}
         if layer is not None and layer.data.shape == shape and layer.data.dtype == dtype:
             layer.data[...] = 0
+            layer.metadata.update(made_by)
             layer.refresh()
         else:
             layer = self.viewer.add_labels(np.zeros(shape, dtype), name=name,
-                                           metadata={OUTPUT_MARKER: True}, **kwargs)
+                                           metadata={OUTPUT_MARKER: True, **made_by}, **kwargs)
         self.result_layer = layer
         self.prob_layer = None
         if cfg.return_probabilities:

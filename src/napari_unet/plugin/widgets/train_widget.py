@@ -13,6 +13,7 @@ from magicgui.widgets import (
     Label,
     ProgressBar,
     PushButton,
+    Select,
     SpinBox,
 )
 from napari.layers import Labels
@@ -20,17 +21,22 @@ from napari.utils import progress
 from napari.utils.notifications import show_error, show_info, show_warning
 
 from napari_unet.core import events
-from napari_unet.runtime import engine
-from napari_unet.core.bundle import check_target
+from napari_unet.core.accept import SliceAnnotatedError
+from napari_unet.core.bundle import BundleError, check_target, read_bundle_meta
 from napari_unet.core.config import ConfigError, ModelConfig, TrainConfig, limits
-from napari_unet.core.data import class_count, validate_training_pair
+from napari_unet.core.pairs import channels_of, class_count_of_pairs, validate_pairs
+from napari_unet.core.train import check_resume_meta
 from napari_unet.plugin.widgets._export import ExportButton
 from napari_unet.plugin.widgets._job_dock import JobDock
 from napari_unet.plugin.widgets._job_poller import JobPoller
 from napari_unet.plugin.widgets._layers import layer_array, spatial_shape, unique_path
 from napari_unet.plugin.widgets._limits import decimals_to_show, spin_range
+from napari_unet.plugin.widgets._loop import (
+    FROM_DISK, SuggestedSlices, accept_into, continue_choices, extra_pair_choices, is_own_output, model_folder,
+)
 from napari_unet.plugin.widgets._loss_plot import LossPlot
 from napari_unet.plugin.widgets._session import TRAINED_MODELS
+from napari_unet.runtime import engine
 
 DEFAULT_MODELS_DIR = Path.home() / "napari-unet-models"
 SECONDS_PER_MINUTE = 60.0
@@ -52,6 +58,10 @@ class TrainWidget(JobDock):
             value=defaults.annotation_mode,
         )
         self.instances = CheckBox(label="Objects have own ids (learn boundaries)", value=False)
+        self.extra_pairs = Select(label="Extra image + labels pairs", choices=self._extra_pair_choices,
+                                  allow_multiple=True)
+        self.continue_from = ComboBox(label="Continue from", choices=continue_choices)
+        self.continue_file = FileEdit(label="Model folder to continue", mode="d", value="", visible=False)
         self.n_filters = SpinBox(label="Base filters", value=model_defaults.n_filters,
                                  **spin_range(ModelConfig, "n_filters"))
         self.depth = SpinBox(label="Depth", value=model_defaults.depth, **spin_range(ModelConfig, "depth"))
@@ -85,11 +95,17 @@ class TrainWidget(JobDock):
         self.time_left = Label(label="Time left", value="-")
         self.score = Label(label="Validation", value="-")
         self.export = ExportButton(self)
+        self.suggestions = SuggestedSlices(napari_viewer)
+        self.prediction = ComboBox(label="Prediction", choices=self._prediction_choices)
+        self.replace_annotations = CheckBox(label="Accept replaces annotations on the slice", value=False)
+        self.accept_button = PushButton(text="Accept slice (copy the prediction into the annotations)")
         self.extend([
-            self.image, self.labels, self.mode, self.instances, self.n_filters, self.depth,
+            self.image, self.labels, self.extra_pairs, self.mode, self.instances, self.continue_from,
+            self.continue_file, self.n_filters, self.depth,
             self.epochs, self.steps, self.time_limit, self.batch_size, self.patch_size, self.learning_rate,
             self.val_fraction, self.model_dir, self.replace, self.train_button, self.stop_button,
             self.progress_bar, self.time_left, self.device, self.status, self.score, self.export.button,
+            *self.suggestions.widgets, self.prediction, self.replace_annotations, self.accept_button,
         ])
         self.plot = LossPlot()
         self.native.layout().addWidget(self.plot.canvas)
@@ -97,9 +113,19 @@ class TrainWidget(JobDock):
         self.last_model_dir: Path | None = None
         self.train_button.changed.connect(self.start_training)
         self.stop_button.changed.connect(self.stop_training)
-        for widget in (self.image, self.labels, self.mode, self.instances, self.patch_size):
+        self.accept_button.changed.connect(self.accept_slice)
+        self.continue_from.changed.connect(self._continue_from_changed)
+        self.continue_file.changed.connect(self._continue_from_changed)
+        for widget in (self.image, self.labels, self.extra_pairs, self.mode, self.instances, self.patch_size):
             widget.changed.connect(self._check_inputs)
+        TRAINED_MODELS.changed.connect(self._models_changed)
+        # The registry outlives this dock: let go of it when the dock's Qt widget is deleted.
+        self.native.destroyed.connect(self._closing)
         self._follow_layers()
+
+    def _closing(self, *_):
+        TRAINED_MODELS.changed.disconnect(self._models_changed)
+        self.suggestions.close()
 
     # -- inputs ---------------------------------------------------------------------------
     def _labels_choices(self, _widget=None):
@@ -109,15 +135,52 @@ class TrainWidget(JobDock):
             layers = [layer for layer in layers if spatial_shape(layer) == spatial_shape(image)]
         return [(layer.name, layer) for layer in layers]
 
+    def _extra_pair_choices(self, _widget=None):
+        if not hasattr(self, "labels"):
+            return []
+        return extra_pair_choices(self.viewer, self.image.value, self.labels.value)
+
+    def _prediction_choices(self, _widget=None):
+        """The plugin's own Labels outputs that line up with the annotations."""
+        labels = self.labels.value if hasattr(self, "labels") else None
+        return [(layer.name, layer) for layer in self.viewer.layers
+                if isinstance(layer, Labels) and is_own_output(layer)
+                and (labels is None or spatial_shape(layer) == spatial_shape(labels))]
+
     def _layers_changed(self, _event=None):
         self.image.reset_choices()
         self.labels.reset_choices()
+        self.prediction.reset_choices()
         self._check_inputs(keep_status=True)
 
     def _check_inputs(self, _value=None, *, keep_status: bool = False) -> str:
         if self.image.value is not None:
             self.labels.reset_choices()  # only labels matching the picked image
+            self.extra_pairs.reset_choices()
+            self.prediction.reset_choices()
         return super()._check_inputs(keep_status=keep_status)
+
+    def _models_changed(self):
+        self.continue_from.reset_choices()
+
+    def resume_path(self) -> Path | None:
+        """The model training continues from; None for a new model."""
+        return model_folder(self.continue_from.value, self.continue_file.value)
+
+    def _continue_from_changed(self, _value=None):
+        """A model to continue sets the annotation kind it learned; its architecture is kept."""
+        self.continue_file.visible = self.continue_from.value == FROM_DISK
+        path = self.resume_path()
+        for widget in (self.n_filters, self.depth):
+            widget.enabled = path is None
+        try:
+            meta = read_bundle_meta(path) if path is not None else None
+        except (BundleError, OSError, ValueError):
+            meta = None  # _input_problem says why
+        if meta is not None:
+            self.mode.value = meta.get("annotation_mode", self.mode.value)
+            self.instances.value = bool(meta.get("instances"))
+        self._check_inputs()
 
     def _input_problem(self) -> str:
         image, labels = self.image.value, self.labels.value
@@ -125,20 +188,39 @@ class TrainWidget(JobDock):
             return "Pick an Image layer (open one, or File > Open Sample)."
         if labels is None:
             return "Pick a Labels layer of the same shape as the image (Layers > New Labels)."
-        shape = spatial_shape(image)
-        if min(shape[-2:]) < self.patch_size.value:
-            return (f"Patch size {self.patch_size.value} is larger than the image "
-                    f"({shape[-2]} x {shape[-1]}); lower the patch size.")
+        for layer in [image] + [extra for extra, _ in self.extra_pairs.value]:
+            shape = spatial_shape(layer)
+            if min(shape[-2:]) < self.patch_size.value:
+                return (f"Patch size {self.patch_size.value} is larger than '{layer.name}' "
+                        f"({shape[-2]} x {shape[-1]}); lower the patch size.")
         try:
-            validate_training_pair(
-                self._image_data(), np.asarray(labels.data), self.mode.value, self.instances.value
-            )
-        except ValueError as exc:
+            pairs = self._pairs()
+            validate_pairs(pairs, self.mode.value, self.instances.value, names=self._pair_names())
+            self._check_resume(pairs)
+        except ValueError as exc:  # BundleError included
             return str(exc)
         return ""
 
-    def _image_data(self):
-        return np.asarray(layer_array(self.image.value))
+    def _pairs(self) -> list:
+        """The (image, labels) arrays to train on: the picked pair, then the extra pairs."""
+        layers = [(self.image.value, self.labels.value)] + list(self.extra_pairs.value)
+        return [(np.asarray(layer_array(image)), np.asarray(labels.data)) for image, labels in layers]
+
+    def _pair_names(self) -> list:
+        layers = [(self.image.value, self.labels.value)] + list(self.extra_pairs.value)
+        return [f"{image.name} + {labels.name}" for image, labels in layers]
+
+    def _check_resume(self, pairs) -> None:
+        """The model to continue must know the classes, mode and channels of these labels."""
+        path = self.resume_path()
+        if path is None:
+            if self.continue_from.value == FROM_DISK:
+                raise ValueError("Pick the model folder to continue from, or continue from none.")
+            return
+        mode, instances = self.mode.value, self.instances.value
+        n_classes = class_count_of_pairs([labels for _, labels in pairs], mode, instances)
+        check_resume_meta(read_bundle_meta(path), TrainConfig(annotation_mode=mode, instances=instances),
+                          n_classes, channels_of(*pairs[0]), path.name)
 
     def _configs(self):
         model_cfg = ModelConfig(n_filters=self.n_filters.value, depth=self.depth.value)
@@ -186,15 +268,17 @@ class TrainWidget(JobDock):
         except OSError as exc:
             show_error(f"Cannot create {out_dir.parent}: {exc}. Pick another folder.")
             return
-        image = self._image_data()
-        labels = np.asarray(self.labels.value.data)
-        model_cfg = model_cfg.replace(
+        (image, labels), *extra = self._pairs()
+        resume = self.resume_path()
+        model_cfg = None if resume is not None else model_cfg.replace(  # continuing keeps the architecture
             in_channels=image.shape[-1] if self.image.value.rgb else 1,
-            n_classes=class_count(labels, train_cfg.annotation_mode, train_cfg.instances),
+            n_classes=class_count_of_pairs([labels] + [lab for _, lab in extra], train_cfg.annotation_mode,
+                                           train_cfg.instances),
         )
-        job = engine.start_training(
-            image, labels, model_cfg, train_cfg, str(out_dir), overwrite=bool(self.replace.value)
-        )
+        job = engine.start_training(image, labels, model_cfg, train_cfg, str(out_dir), resume_from=resume,
+                                    overwrite=bool(self.replace.value), extra_pairs=extra)
+        self.suggestions.stop()
+        self._trained = (self.image.value, self.labels.value, resume)
         self.plot.clear()
         self.score.value = "-"
         # In percent: the steps or the time cap, whichever ends training first.
@@ -249,8 +333,11 @@ class TrainWidget(JobDock):
 
     def _model_saved(self, result: events.TrainingResult, finished: bool):
         self.last_model_dir = Path(result.model_dir)
-        TRAINED_MODELS.add(self.last_model_dir)
+        image, labels, resume = self._trained
+        TRAINED_MODELS.add(self.last_model_dir, fine_tuned_from=resume)
         self.export.model_ready(self.last_model_dir)
+        if image in self.viewer.layers and labels in self.viewer.layers:
+            self.suggestions.start(self.last_model_dir, image, labels)
         dice = result.best_val_dice
         self.score.value = "n/a (no validation data)" if dice is None else f"Dice {dice:.3f}"
         verb = "Training finished" if finished else "Training stopped"
@@ -260,6 +347,29 @@ class TrainWidget(JobDock):
         show_info(f"{verb}: model saved to {self.last_model_dir}. It is now offered in 'Segment with U-Net'.")
         if result.message:  # saved, but not where asked (its disk refused it)
             show_warning(result.message)
+
+    # -- correcting -------------------------------------------------------------------------
+    def accept_slice(self, _value=None):
+        """Copy the prediction of the shown slice into the annotations, to correct it."""
+        prediction, annotations = self.prediction.value, self.labels.value
+        if annotations is None:
+            show_warning("Pick the annotations (a Labels layer) to accept the prediction into.")
+            return
+        if prediction is None:
+            show_warning("No prediction yet: segment this image with 'Segment with U-Net' first; "
+                         "Accept copies its result of the shown slice into the annotations.")
+            return
+        try:
+            message = accept_into(self.viewer, prediction, annotations, bool(self.replace_annotations.value))
+        except SliceAnnotatedError:
+            show_warning("This slice already has annotations; they are kept. Tick 'Accept replaces "
+                         "annotations on the slice' to overwrite them, or go to another slice.")
+            return
+        except ValueError as exc:  # BundleError included
+            show_error(str(exc))
+            return
+        show_info(message)
+        self._check_inputs(keep_status=True)
 
 
 def format_time_left(seconds) -> str:
