@@ -23,9 +23,9 @@ def test_two_pairs_of_different_sizes_train_one_model(tmp_path):
     events = list(train(*first, ModelConfig(n_filters=4, depth=2),
                         TrainConfig(epochs=1, steps_per_epoch=3, batch_size=2, patch_size=32, augment=False),
                         tmp_path / "m", extra_pairs=[second]))
-    assert events[-1]["type"] == "done" and events[-1]["model_saved"]
+    assert events[-1].kind == "done" and events[-1].training.model_saved
     start = events[0]
-    assert start["n_train_slices"] + start["n_val_slices"] == 4  # 2 annotated slices in each
+    assert start.n_train_slices + start.n_val_slices == 4  # 2 annotated slices in each
     data = read_bundle_meta(tmp_path / "m")["training_data"]
     assert data["annotated_slices"] == [1, 2]
     assert data["extra_pairs"] == [{"image_shape": [3, 64, 36], "annotated_slices": [1, 2]}]

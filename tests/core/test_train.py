@@ -239,7 +239,7 @@ def test_continuing_starts_from_the_previous_weights(binary_run, volume, tmp_pat
     source, _ = binary_run
     trainer = Trainer(image, binary_labels(truth, (2, 3)), None, TINY_TRAIN, tmp_path / "tuned", resume_from=source)
     first = next(trainer.run())  # everything is built; no step has run
-    assert first["type"] == "start"
+    assert first.kind == "start"
     previous, meta = load_bundle(source)
     x = np.random.default_rng(3).normal(0, 1, (2, 32, 32, 1)).astype(np.float32)
     np.testing.assert_array_equal(np.asarray(trainer.model.predict_on_batch(x)),

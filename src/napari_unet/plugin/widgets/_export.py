@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 from magicgui.widgets import PushButton
 from napari.utils.notifications import show_error, show_info
 
@@ -11,6 +12,7 @@ from napari_unet.core import events
 from napari_unet.runtime import engine
 from napari_unet.core.bundle import BundleError
 from napari_unet.plugin.widgets._job_poller import JobPoller
+from napari_unet.plugin.widgets._layers import layer_array
 
 
 class ExportButton:
@@ -51,7 +53,7 @@ class ExportButton:
             show_error("Train a model first, with its image layer still open: the package's test data comes from it.")
             return False
         try:
-            job = engine.start_export(self.dock.last_model_dir, path, self.dock._image_data(),
+            job = engine.start_export(self.dock.last_model_dir, path, np.asarray(layer_array(image)),
                                       overwrite=overwrite, image_name=image.name)
         except (BundleError, ValueError, FileExistsError, FileNotFoundError) as exc:
             self._say(str(exc), error=True)
