@@ -419,7 +419,7 @@ def test_export_names_the_extra_when_bioimageio_is_missing(tmp_path, capsys, mon
                         lambda name, *a: None if name.startswith("bioimageio") else real(name, *a))
     status = main(["export", "--model", str(tmp_path), "--image", "x.tif", "--out", str(tmp_path / "m.zip")])
     err = capsys.readouterr().err
-    assert status == 2 and "napari-unet[bioimageio]" in err
+    assert status == 2 and "napari-slice-unet[bioimageio]" in err
 
 
 def test_predict_refuses_zips_it_cannot_run(tmp_path, capsys):

@@ -13,19 +13,19 @@ HEAVY = ("tensorflow", "keras", "PyQt5", "PyQt6", "PySide2", "PySide6", "qtpy")
 
 
 def test_manifest_validates():
-    result = subprocess.run([sys.executable, "-m", "npe2", "validate", "napari-unet"],
+    result = subprocess.run([sys.executable, "-m", "npe2", "validate", "napari-slice-unet"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "valid" in result.stdout
 
 
 def test_reader_and_writer_commands_resolve():
-    manifest = PluginManifest.from_distribution("napari-unet")
+    manifest = PluginManifest.from_distribution("napari-slice-unet")
     commands = {c.id: c.python_name for c in manifest.contributions.commands}
     readers, writers = manifest.contributions.readers, manifest.contributions.writers
-    assert {r.command for r in readers} == {"napari-unet.get_reader"}
+    assert {r.command for r in readers} == {"napari-slice-unet.get_reader"}
     assert [w.layer_types for w in writers] == [["labels"]]
-    for command in ("napari-unet.get_reader", "napari-unet.write_labels"):
+    for command in ("napari-slice-unet.get_reader", "napari-slice-unet.write_labels"):
         module, attr = commands[command].split(":")
         assert callable(getattr(importlib.import_module(module), attr))
 

@@ -99,8 +99,8 @@ def test_viewer_opens_image_and_labels_with_scale(make_napari_viewer, tmp_path):
     stack = _zyx_image(image_path)
     _zyx_image(labels_path, np.uint8)
 
-    image = viewer.open(str(image_path), plugin="napari-unet")
-    labels = viewer.open(str(labels_path), plugin="napari-unet")
+    image = viewer.open(str(image_path), plugin="napari-slice-unet")
+    labels = viewer.open(str(labels_path), plugin="napari-slice-unet")
 
     assert [type(layer).__name__ for layer in image + labels] == ["Image", "Labels"]
     for layer in image + labels:
@@ -120,8 +120,8 @@ def test_viewer_splits_channels_and_opens_rgb(make_napari_viewer, tmp_path):
     rgb_path = tmp_path / "photo.tif"
     tifffile.imwrite(rgb_path, np.zeros((16, 16, 3), np.uint8), photometric="rgb")
 
-    layers = viewer.open(str(path), plugin="napari-unet")
-    rgb = viewer.open(str(rgb_path), plugin="napari-unet")
+    layers = viewer.open(str(path), plugin="napari-slice-unet")
+    rgb = viewer.open(str(rgb_path), plugin="napari-slice-unet")
 
     assert [layer.name for layer in layers] == ["two [a]", "two [b]"]
     assert all(layer.data.shape == (3, 16, 16) for layer in layers)
@@ -134,7 +134,7 @@ def test_viewer_survives_a_corrupt_file(make_napari_viewer, tmp_path, shown_erro
     path = tmp_path / "broken.tif"
     _truncated(path)
 
-    assert viewer.open(str(path), plugin="napari-unet") == []
+    assert viewer.open(str(path), plugin="napari-slice-unet") == []
     assert len(viewer.layers) == 0
     assert "broken.tif" in shown_errors[0]
 
@@ -145,10 +145,10 @@ def test_viewer_saves_labels_that_reopen_identically(make_napari_viewer, tmp_pat
     layer = viewer.add_labels(labels, scale=(2.0, 0.25, 0.25), units="um")
     out = tmp_path / "saved.tif"
 
-    written = layer.save(str(out), plugin="napari-unet")
+    written = layer.save(str(out), plugin="napari-slice-unet")
 
     assert written == [str(out)]
-    reopened = viewer.open(str(out), plugin="napari-unet")[0]
+    reopened = viewer.open(str(out), plugin="napari-slice-unet")[0]
     assert type(reopened).__name__ == "Labels"
     np.testing.assert_array_equal(reopened.data, labels)
     assert reopened.data.dtype == labels.dtype

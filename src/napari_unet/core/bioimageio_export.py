@@ -26,7 +26,7 @@ from napari_unet.core.bioimageio_package import INNER_MODEL, is_package_path
 from napari_unet.core.bundle import load_bundle, model_config_of
 from napari_unet.core.data import as_zyxc, normalization_from_sample, normalize
 
-EXTRA_HINT = "install the bioimageio extra: pip install 'napari-unet[bioimageio]'"
+EXTRA_HINT = "install the bioimageio extra: pip install 'napari-slice-unet[bioimageio]'"
 TEST_SIZE = 256  # the test tensors are at most this wide
 TENSORFLOW = "tensorflow"
 
