@@ -120,3 +120,17 @@ def _imports_napari_or_qt(path: Path) -> bool:
         if any(name.split(".")[0] in roots for name in names):
             return True
     return False
+
+
+LONGEST_FUNCTION = 60  # lines, docstring included: past that a function wants splitting
+
+
+def test_no_function_is_longer_than_sixty_lines():
+    long = []
+    for path in ROOT.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > LONGEST_FUNCTION:
+                    long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({lines} lines)")
+    assert long == []

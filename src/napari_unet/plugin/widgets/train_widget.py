@@ -47,21 +47,41 @@ class TrainWidget(JobDock):
 
     def __init__(self, napari_viewer):
         super().__init__(napari_viewer)
-        defaults = TrainConfig()
-        model_defaults = ModelConfig()
+        self._make_data_widgets()
+        self._make_training_widgets()
+        self._make_run_widgets(napari_viewer)
+        self.extend([
+            self.image, self.labels, self.extra_pairs, self.mode, self.instances, self.continue_from,
+            self.continue_file, self.n_filters, self.depth,
+            self.epochs, self.steps, self.time_limit, self.batch_size, self.patch_size, self.learning_rate,
+            self.val_fraction, self.model_dir, self.replace, self.train_button, self.stop_button,
+            self.progress_bar, self.time_left, self.device, self.status, self.score, self.export.button,
+            *self.suggestions.widgets, self.prediction, self.replace_annotations, self.accept_button,
+        ])
+        self.plot = LossPlot()
+        self.native.layout().addWidget(self.plot.canvas)
+        self.last_model_dir: Path | None = None
+        self._connect()
+
+    def _make_data_widgets(self):
+        """What to learn from: the image, its annotations, more pairs, and a model to continue."""
         self.image = ComboBox(label="Image", choices=self._image_choices)
         self.labels = ComboBox(label="Annotations", choices=self._labels_choices)
         self.mode = ComboBox(
             label="Annotation mode",
             choices=[("full slices (0 = background)", "full_slices"),
                      ("scribbles (0 = unlabelled, 1 = background)", "scribbles")],
-            value=defaults.annotation_mode,
+            value=TrainConfig().annotation_mode,
         )
         self.instances = CheckBox(label="Objects have own ids (learn boundaries)", value=False)
         self.extra_pairs = Select(label="Extra image + labels pairs", choices=self._extra_pair_choices,
                                   allow_multiple=True)
         self.continue_from = ComboBox(label="Continue from", choices=continue_choices)
         self.continue_file = FileEdit(label="Model folder to continue", mode="d", value="", visible=False)
+
+    def _make_training_widgets(self):
+        """The model's size and the training settings, with the configs' defaults and limits."""
+        defaults, model_defaults = TrainConfig(), ModelConfig()
         self.n_filters = SpinBox(label="Base filters", value=model_defaults.n_filters,
                                  **spin_range(ModelConfig, "n_filters"))
         self.depth = SpinBox(label="Depth", value=model_defaults.depth, **spin_range(ModelConfig, "depth"))
@@ -84,6 +104,9 @@ class TrainWidget(JobDock):
         self.learning_rate.range = rates
         self.val_fraction = FloatSpinBox(label="Validation fraction", value=defaults.val_fraction, step=0.05,
                                          **spin_range(TrainConfig, "val_fraction"))
+
+    def _make_run_widgets(self, napari_viewer):
+        """Where the model goes, the buttons, what the run shows, and the correction loop."""
         self.model_dir = FileEdit(label="Save model to", mode="d", value=DEFAULT_MODELS_DIR / "unet")
         self.replace = CheckBox(label="Replace an existing model there", value=False)
         self.train_button = PushButton(text="Train")
@@ -99,18 +122,8 @@ class TrainWidget(JobDock):
         self.prediction = ComboBox(label="Prediction", choices=self._prediction_choices)
         self.replace_annotations = CheckBox(label="Accept replaces annotations on the slice", value=False)
         self.accept_button = PushButton(text="Accept slice (copy the prediction into the annotations)")
-        self.extend([
-            self.image, self.labels, self.extra_pairs, self.mode, self.instances, self.continue_from,
-            self.continue_file, self.n_filters, self.depth,
-            self.epochs, self.steps, self.time_limit, self.batch_size, self.patch_size, self.learning_rate,
-            self.val_fraction, self.model_dir, self.replace, self.train_button, self.stop_button,
-            self.progress_bar, self.time_left, self.device, self.status, self.score, self.export.button,
-            *self.suggestions.widgets, self.prediction, self.replace_annotations, self.accept_button,
-        ])
-        self.plot = LossPlot()
-        self.native.layout().addWidget(self.plot.canvas)
 
-        self.last_model_dir: Path | None = None
+    def _connect(self):
         self.train_button.changed.connect(self.start_training)
         self.stop_button.changed.connect(self.stop_training)
         self.accept_button.changed.connect(self.accept_slice)
