@@ -350,3 +350,11 @@ def test_a_model_its_disk_refuses_is_saved_to_the_temporary_folder(volume, tmp_p
     assert str(tmp_path / "rescued" / "model") in final.training.message
     model, meta = load_bundle(final.training.model_dir)
     assert meta["validation"]["best_epoch"] == final.training.best_epoch
+
+
+def test_an_image_too_small_for_any_patch_says_so(tmp_path):
+    image = np.random.default_rng(0).integers(0, 255, (3, 64, 4)).astype(np.uint8)
+    labels = np.zeros_like(image)
+    labels[1, :10] = 1
+    with pytest.raises(ValueError, match=r"64 x 4 pixels\) is too small to train on.*Check its axes"):
+        run(image, labels, tmp_path / "m")

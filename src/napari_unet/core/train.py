@@ -22,7 +22,7 @@ import numpy as np
 from napari_unet.core import data, events, pairs
 from napari_unet.core.augment import batches
 from napari_unet.core.bundle import check_target, describe_classes, load_bundle, model_config_of, save_bundle
-from napari_unet.core.config import ModelConfig, TrainConfig
+from napari_unet.core.config import ModelConfig, TrainConfig, limits
 
 CHECKPOINT_INTERVAL_S = 60.0
 FINAL_LR_FRACTION = 0.05  # the cosine schedule ends at this fraction of the learning rate
@@ -153,6 +153,11 @@ def _check_patch_size(train_cfg: TrainConfig, model_cfg: ModelConfig, height: in
     p, m = train_cfg.patch_size, model_cfg.size_multiple
     if p > min(height, width):
         fit = min(height, width) // m * m
+        smallest = max(m, limits(TrainConfig, "patch_size")[0])
+        if fit < smallest:
+            raise ValueError(
+                f"The image ({height} x {width} pixels) is too small to train on: a side needs at least "
+                f"{smallest} pixels. Check its axes (a channel or Z axis read as Y or X?).")
         raise ValueError(
             f"patch_size {p} is larger than the image ({height} x {width} pixels): "
             f"choose a patch_size of at most {fit}."
