@@ -486,3 +486,13 @@ def test_pairs_whose_channels_differ_are_refused_in_one_line(tmp_path, capsys):
     assert main(["train", "--image", str(tmp_path / "vol.tif"), "--image", str(tmp_path / "rgb.tif"),
                  "--labels", str(tmp_path / "vol_labels.tif"), "--out", str(tmp_path / "m")]) == 2
     assert "one --labels per --image" in capsys.readouterr().err
+
+
+def test_values_derived_from_the_data_are_not_options():
+    from napari_unet.cli.args import build_parser
+    from napari_unet.core.config import ModelConfig
+
+    train = next(a for a in build_parser()._actions if a.choices and "train" in a.choices).choices["train"]
+    flags = {flag for action in train._actions for flag in action.option_strings}
+    assert "--n-filters" in flags and "--depth" in flags  # the user's choices are
+    assert not {"--" + name.replace("_", "-") for name in ModelConfig.DERIVED} & flags
