@@ -66,20 +66,15 @@ def run_case(fault_files, tmp_path):
         for name in ("vol.tif", "vol_labels.tif", "truth_labels.tif", "model"):
             copy = shutil.copytree if (fault_files / name).is_dir() else shutil.copy
             copy(fault_files / name, folder / name)
-        env = _environment(tmp_path / "logs")
         shm_before = faultcase.shm_entries()
         outcomes, problems, step = [], [], case
         while step is not None:
-            if step.setup is not None:
-                step.setup(folder)
-            before = faultcase.digest_tree(folder)
-            places = dict(image=folder / "vol.tif", labels=folder / "vol_labels.tif",
-                          truth=folder / "truth_labels.tif", model=folder / "model", dir=folder)
-            outcome = faultcase.run_command([arg.format(**places) for arg in step.argv], step, env, folder)
-            leaks = faultcase.new_shm_leaks(shm_before) if step.then is None else set()
-            outcome.problems = faultcase.check(step, outcome, before, faultcase.digest_tree(folder), leaks, folder)
-            problems += [f"{step.name}: {problem}" for problem in outcome.problems]
-            outcomes.append(outcome)
+            try:
+                outcomes.append(_run_step(step, folder, tmp_path, shm_before))
+            finally:
+                if step.teardown is not None:
+                    step.teardown(folder)
+            problems += [f"{step.name}: {problem}" for problem in outcomes[-1].problems]
             step = step.then
         TALLY["cases"] += 1
         if problems:
@@ -92,3 +87,16 @@ def run_case(fault_files, tmp_path):
         return outcomes
 
     return run
+
+
+def _run_step(step: faultcase.Case, folder, tmp_path, shm_before) -> faultcase.Outcome:
+    if step.setup is not None:
+        step.setup(folder)
+    before = faultcase.digest_tree(folder)
+    places = dict(image=folder / "vol.tif", labels=folder / "vol_labels.tif",
+                  truth=folder / "truth_labels.tif", model=folder / "model", dir=folder)
+    env = {**_environment(tmp_path / "logs"), **{k: v.format(**places) for k, v in step.env.items()}}
+    outcome = faultcase.run_command([arg.format(**places) for arg in step.argv], step, env, folder)
+    leaks = faultcase.new_shm_leaks(shm_before) if step.then is None else set()
+    outcome.problems = faultcase.check(step, outcome, before, faultcase.digest_tree(folder), leaks, folder)
+    return outcome

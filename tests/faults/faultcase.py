@@ -42,6 +42,8 @@ class Case:
     to_group: bool = True  # to the process group (as a terminal does), or to the process alone
     terminal: bool = False  # run on a pseudo-terminal and close it at ``after`` (the signal: SIGHUP)
     setup: object = None  # callable(case_dir) run before the command
+    teardown: object = None  # callable(case_dir) run afterwards, whatever happened
+    env: dict = field(default_factory=dict)  # more environment; values may use {dir}
     changes: tuple[str, ...] = ()  # files (relative) the case may change
     expect: tuple[str, ...] = ()  # files (relative) that must exist afterwards
     partial: bool = False  # a *.partial.zarr may stay

@@ -79,6 +79,34 @@ def _earlier_demo(folder):
     (folder / "demo" / "masks.tif").write_bytes(b"an earlier result")
 
 
+def _mount_tmpfs(folder, name: str, options: str) -> None:
+    """A real small or read-only disk at ``folder/name`` (root only: skipped elsewhere)."""
+    (folder / name).mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder / name)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()}): the case needs root")
+
+
+def _read_only_disk(folder):
+    _mount_tmpfs(folder, "ro", "ro,size=64k")
+
+
+def _full_disk(folder):
+    _mount_tmpfs(folder, "full", "size=16k")  # less than any output or model of the cases
+
+
+def _full_disk_and_a_temporary_folder(folder):
+    (folder / "rescue").mkdir()  # TMPDIR: where a model that does not fit is rescued to
+    _full_disk(folder)
+
+
+def _unmount(folder):
+    for name in ("ro", "full"):
+        if (folder / name).is_mount():
+            subprocess.run(["umount", str(folder / name)], check=True)
+
+
 def _predict_on(image: str) -> list[str]:
     return [*PREDICT[:4], image, "--out", "{dir}/mask.tif"]
 
@@ -117,6 +145,13 @@ CASES = [
     Case("Ctrl-C before the first epoch, --overwrite on a good model",
          [*TRAIN, "--out", "{model}", "--overwrite", *TINY[:8], "--steps-per-epoch", "100000"], rc=130,
          message=r"stopped by Ctrl-C", signal=signal.SIGINT, after=r"^Device:"),
+    # -- disks that refuse: real tmpfs mounts (read-only, 16 KiB), checked before any work
+    Case("model folder on a read-only disk", [*TRAIN, "--out", "{dir}/ro/m", *TINY], rc=2,
+         message=r"the folder .*/ro is not writable", setup=_read_only_disk, teardown=_unmount),
+    Case("predict outputs on a full disk", [*PREDICT, "--out", "{dir}/full/mask.tif", "--prob", "{dir}/full/p.tif"],
+         rc=2, message=r"Not enough disk space .*/full", setup=_full_disk, teardown=_unmount),
+    Case("a model that does not fit on the disk", [*TRAIN, "--out", "{dir}/full/m", *TINY, "--epochs", "1"],
+         rc=0, message=r"could not be saved to .*/full/m .*saved to .*/rescue/m-rescued-.* instead",         setup=_full_disk_and_a_temporary_folder, teardown=_unmount, env={"TMPDIR": "{dir}/rescue"}),
     # -- a failure in the worker: one line, the traceback in the log
     Case("worker check fails", [*TRAIN, "--out", "{dir}/m", *TINY[:6], "--patch-size", "512"],
          rc=1, message=r"^napari-unet train: Training failed: patch_size 512 .*\(details: .*\.log\)$"),

@@ -16,6 +16,7 @@ temporary folder beside the target, which is then renamed into place.
 from __future__ import annotations
 
 import datetime
+import errno
 import json
 import os
 import platform
@@ -222,6 +223,7 @@ def save_bundle(path, model, meta: dict, overwrite: bool = False) -> Path:
     text = json.dumps(_jsonable(meta), indent=2, sort_keys=True, allow_nan=False)
 
     target.parent.mkdir(parents=True, exist_ok=True)
+    _check_room(target.parent, model, len(text))
     tmp = _fresh_folder(target, "saving")
     try:
         model.save_weights(str(tmp / WEIGHTS_FILE))
@@ -231,6 +233,22 @@ def save_bundle(path, model, meta: dict, overwrite: bool = False) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
+
+
+# HDF5 writes headers and padding besides the weights; measured well under this on our models.
+WEIGHTS_FILE_OVERHEAD = 1.1
+WEIGHTS_FILE_SLACK_BYTES = 1 << 20
+
+
+def _check_room(folder: Path, model, meta_bytes: int) -> None:
+    """``OSError(ENOSPC)`` before writing when the disk cannot hold the bundle: h5py crashes the
+    process (SIGSEGV in ``close``) when the disk fills while it writes, so never let it try."""
+    weights = sum(int(np.prod(w.shape)) * np.dtype(w.dtype).itemsize for w in model.weights)
+    need = int(weights * WEIGHTS_FILE_OVERHEAD) + WEIGHTS_FILE_SLACK_BYTES + meta_bytes
+    free = shutil.disk_usage(folder).free
+    if need > free:
+        raise OSError(errno.ENOSPC, f"No space left on device: the model needs about {need >> 10} KiB, "
+                                    f"{free >> 10} KiB are free", str(folder))
 
 
 def _fresh_folder(target: Path, purpose: str) -> Path:
