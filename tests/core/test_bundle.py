@@ -92,6 +92,8 @@ def test_existing_model_is_kept_unless_overwrite(saved, trained_model):
 
 def test_failed_save_leaves_the_target_untouched(saved, trained_model):
     class Broken:
+        weights = ()  # fits on any disk: the failure comes while writing
+
         def save_weights(self, path):
             open(path, "wb").write(b"half a file")
             raise OSError("disk full")
@@ -104,6 +106,18 @@ def test_failed_save_leaves_the_target_untouched(saved, trained_model):
     with pytest.raises(OSError, match="disk full"):
         save_bundle(new, Broken(), make_meta())
     assert sorted(p.name for p in saved.parent.iterdir()) == ["model"]
+
+
+def test_a_disk_without_room_is_refused_before_writing(tmp_path, trained_model, monkeypatch):
+    import errno
+    import shutil
+
+    real = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: real(path)._replace(free=1000))
+    with pytest.raises(OSError, match="No space left on device") as refused:
+        save_bundle(tmp_path / "model", trained_model, make_meta())
+    assert refused.value.errno == errno.ENOSPC
+    assert list(tmp_path.iterdir()) == []  # not even a temporary folder
 
 
 def test_folders_that_are_not_models_are_never_replaced(tmp_path, trained_model):
