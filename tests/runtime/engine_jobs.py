@@ -107,3 +107,14 @@ def predict_some_then_wait(arrays, outputs, stop_event, model_dir, predict_cfg, 
         yield Slice(index=i, n_slices=n)
     stop_event.wait(60)
     yield Stopped(done_slices=tuple(range(slices)), n_slices=n)
+
+
+def echo_request(arrays, outputs, stop_event):
+    """Report the live input "request" each time the parent changes it, until stopped."""
+    request, seen = arrays["request"], None
+    while not stop_event.is_set():
+        if int(request[0]) != seen:
+            seen = int(request[0])
+            yield Progress(axis=0, index=seen, n_slices=0)
+        time.sleep(0.005)
+    yield Stopped(message="stopped")

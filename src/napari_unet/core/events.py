@@ -3,7 +3,7 @@
 Producers (``core.train``, ``core.predict``, the worker and the engine) build these; consumers
 (the command line, the docks, the benchmarks) handle them by type. A job ends with exactly one
 ``Final`` event: ``Done``, ``Stopped`` or ``Error``. Events stay small: arrays go through the
-job's outputs, never through the queue.
+job's outputs, never through the queue (a ``Preview`` carries one bounded 2-D slice).
 """
 
 from __future__ import annotations
@@ -82,6 +82,19 @@ class Progress(Event):
     axis: int
     index: int
     n_slices: int
+
+
+@dataclass(frozen=True)
+class Preview(Event):
+    """Slice ``index`` along ``axis`` of the training image, predicted with the weights of the
+    current ``epoch``: class labels (uint8) and the foreground probability (uint8, 0..255)."""
+
+    kind: ClassVar[str] = "preview"
+    axis: int
+    index: int
+    epoch: int
+    labels: Any = field(compare=False, repr=False)
+    probability: Any = field(compare=False, repr=False)
 
 
 @dataclass(frozen=True)

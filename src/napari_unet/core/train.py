@@ -19,7 +19,7 @@ from typing import Iterator
 
 import numpy as np
 
-from napari_unet.core import data, events, pairs
+from napari_unet.core import data, events, pairs, preview
 from napari_unet.core.augment import batches
 from napari_unet.core.bundle import check_target, describe_classes, load_bundle, model_config_of, save_bundle
 from napari_unet.core.config import ModelConfig, TrainConfig, limits
@@ -286,6 +286,7 @@ def train(
     resume_from=None,
     overwrite: bool = False,
     extra_pairs=(),
+    preview_request=None,
 ) -> Iterator[events.Event]:
     """Train a U-Net on the annotated slices of ``image`` and save it to ``out_dir``.
 
@@ -299,11 +300,13 @@ def train(
     ``Stopped`` when ``stop_event`` is set; either way the best model is saved. A run
     that ends before its first epoch finished writes nothing: its final event's
     ``training`` has ``model_saved=False``, ``model_dir=None`` and a ``message`` saying so.
+    ``preview_request``: a callable returning the ``(axis, index)`` of the slice of ``image`` to
+    preview, or None; the trainer then yields ``Preview`` events (``core.preview``).
     """
     # A generator function, so that like before every check runs on the first ``next()``.
     yield from Trainer(image, labels, model_cfg, train_cfg, out_dir,
                        stop_event=stop_event, resume_from=resume_from, overwrite=overwrite,
-                       extra_pairs=extra_pairs).run()
+                       extra_pairs=extra_pairs, preview_request=preview_request).run()
 
 
 @dataclass
@@ -332,7 +335,7 @@ class Trainer:
     """One training run; ``run()`` yields the events ``train()`` documents."""
 
     def __init__(self, image, labels, model_cfg, train_cfg: TrainConfig, out_dir, *,
-                 stop_event=None, resume_from=None, overwrite: bool = False, extra_pairs=()):
+                 stop_event=None, resume_from=None, overwrite: bool = False, extra_pairs=(), preview_request=None):
         self.image, self.labels, self.model_cfg, self.cfg = image, labels, model_cfg, train_cfg
         self.raw_pairs = [(image, labels)] + [tuple(pair) for pair in extra_pairs]
         self.out_dir, self.stop_event = out_dir, stop_event
@@ -343,6 +346,8 @@ class Trainer:
         self.since_best = self.plateaus = 0
         self.finish_reason = None
         self.stopped = False
+        self.preview_request = preview_request
+        self.last_preview = (None, -math.inf)  # (the slice, when it was previewed)
 
     # -------------------------------------------------------------- the run
 
@@ -377,6 +382,7 @@ class Trainer:
             if not losses:
                 break  # the time cap came before this epoch's first batch
             yield self._end_epoch(epoch, losses, epoch_start)
+            yield from self._preview(epoch, due=True)
             if self._should_finish():
                 break
         self._write_best()
@@ -535,6 +541,7 @@ class Trainer:
                 progress=training_progress(self.cfg, (step + 1) / self.total_steps, self._elapsed()),
                 seconds_left=seconds_left(self.cfg, self._elapsed()),
             )
+            yield from self._preview(epoch, due=False)
 
     def _train_step(self, epoch: int, batch: int, step: int) -> float:
         x, y = self.batches.next_batch()
@@ -553,6 +560,23 @@ class Trainer:
         else:
             rate = cosine_learning_rate(self.cfg, step / self.total_steps, self._elapsed())
         self.model.optimizer.learning_rate = rate
+
+    def _preview(self, epoch: int, due: bool) -> Iterator[events.Event]:
+        """Predict the requested slice at an epoch end (``due``), every ``PREVIEW_INTERVAL_S``, and
+        soon after the request moved to another slice. A slice outside the image is skipped."""
+        request = self.preview_request() if self.preview_request is not None else None
+        if request is None:
+            return
+        last, at = self.last_preview
+        since = time.monotonic() - at
+        if not (due or since >= preview.PREVIEW_INTERVAL_S
+                or (request != last and since >= preview.FOLLOW_INTERVAL_S)):
+            return
+        self.last_preview = (request, time.monotonic())
+        event = preview.make_preview(self.model, self.pairs[0][0], self.norm, self.model_cfg.size_multiple,
+                                     *request, epoch=epoch)
+        if event is not None:
+            yield event
 
     # ---------------------------------------------------------- epoch end
 

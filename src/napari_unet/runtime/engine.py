@@ -11,38 +11,32 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import multiprocessing
 import multiprocessing.util  # noqa: F401  registers its exit hook now, so ours runs before it
 import os
 import queue
 import re
 import secrets
 import signal
-import sys
 import time
-import types
 import weakref
 from dataclasses import dataclass
-from multiprocessing import resource_tracker
 from multiprocessing.shared_memory import SharedMemory
 from pathlib import Path
 
 import numpy as np
 
-from napari_unet.runtime import logs
-from napari_unet.runtime import worker
+from napari_unet.runtime import logs, spawning, worker
+from napari_unet.runtime.warm import WarmWorker
 from napari_unet.runtime.runner import drain, run_to_end
 from napari_unet.core.events import Error, Event, Final, Stopped
 from napari_unet.runtime.worker import OOM_HINT, failure_line
 from napari_unet.io import leftovers
 from napari_unet.core.bundle import read_bundle_meta  # JSON only: no Keras here
 
-__all__ = ["Job", "LazyFile", "ZarrOutput", "start_training", "start_prediction", "start_export", "start_ranking",
+__all__ = ["Job", "LazyFile", "WarmWorker", "ZarrOutput", "start_training", "start_prediction", "start_export", "start_ranking",
            "failure_line", "drain", "run_to_end"]
 
-_CONTEXT = multiprocessing.get_context("spawn")
-# Seconds a finished worker gets to exit by itself, then after SIGTERM, before SIGKILL.
-_EXIT_GRACE_S = 3.0
+_EXIT_GRACE_S = spawning.EXIT_GRACE_S
 
 
 @dataclass(frozen=True)
@@ -74,20 +68,20 @@ class _Resources:
         self.segments: list[SharedMemory] = []
         self.exitcode = None
         self.log_path = None  # the worker's stderr: kept only when the job failed
+        self.lease = None  # the job's hold on a warm worker, if it runs on one
+
+    def job_finished(self) -> None:
+        """The final event arrived: a warm worker is free for the next job from now on."""
+        if self.lease is not None:
+            self.lease.finished()
 
     def release(self, finished: bool) -> None:
-        process = self.process
-        if process is not None:
-            if process.is_alive() and finished:
-                process.join(_EXIT_GRACE_S)  # it is only flushing and exiting
-            if process.is_alive():
-                process.terminate()
-                process.join(_EXIT_GRACE_S)
-            if process.is_alive():
-                process.kill()
-            process.join()
-            self.exitcode = process.exitcode
-            process.close()
+        if self.lease is not None:  # the process is the warm worker's: it stays unless the job is given up
+            self.lease.finished() if finished else self.lease.abandon()
+            self.exitcode = self.process.exitcode
+        elif self.process is not None:
+            self.exitcode = spawning.end_process(self.process, finished)
+            self.process.close()
         if self.queue is not None:
             self.queue.close()
         for shm in self.segments:
@@ -121,9 +115,14 @@ class Job:
     small and picklable; ``params["_env"]`` sets environment variables in the worker before
     the job's module is imported. A job dropped without ``close`` ends its worker when it is
     garbage-collected; jobs still open at interpreter exit are closed then.
+
+    ``worker``: a ``WarmWorker`` to run on when it is free (else a one-job process, as without).
+    ``live_inputs``: names of ``arrays`` the parent may still write while the job runs
+    (``live_input(name)``), e.g. a small request the job reads now and then.
     """
 
-    def __init__(self, target: str, params: dict, arrays: dict | None = None, outputs: dict | None = None):
+    def __init__(self, target: str, params: dict, arrays: dict | None = None, outputs: dict | None = None,
+                 worker: WarmWorker | None = None, live_inputs: tuple = ()):
         module, sep, function = target.partition(":")
         if not (module and sep and function):
             raise ValueError(f"Job target must look like 'package.module:function', got {target!r}.")
@@ -135,8 +134,11 @@ class Job:
             _check_input(name, value)
         for name, spec in self._output_specs.items():
             _check_output(name, spec)
+        self._warm = worker
+        self._live_names = frozenset(live_inputs)
         self._resources = _Resources()
         self._views: dict[str, np.ndarray] = {}
+        self._live_views: dict[str, np.ndarray] = {}
         self._stop_event = None
         self._stop_deadline = None
         self._stop_timeout = None
@@ -156,35 +158,28 @@ class Job:
         reclaim_stale_segments()
         _open_jobs.add(self)
         try:
-            # The resource tracker (it unlinks semaphores and segments after a crash) and the
-            # worker inherit this block: the tracker then outlives a closing terminal, and the
-            # worker unblocks them only once it has left the terminal's process group (see
-            # worker.leave_terminal_signals). Two blocks: ensure_running unblocks SIGINT/SIGTERM.
-            with _terminal_signals_blocked():
-                resource_tracker.ensure_running()
-            with _terminal_signals_blocked():
-                self._spawn()
+            self._spawn()
         except BaseException:
             self.close()
             raise
         return self
 
     def _spawn(self) -> None:
-        inputs = {name: self._share_input(value) for name, value in self._arrays.items()}
+        inputs = {name: self._share_input(name, value) for name, value in self._arrays.items()}
         outputs = {name: self._make_output(name, spec) for name, spec in self._output_specs.items()}
         self._arrays = {}  # the shared copies are all the worker needs
-        self._resources.queue = _CONTEXT.Queue()
-        self._stop_event = _CONTEXT.Event()
         self._resources.log_path = logs.new_log_path("worker")
         params = {**self.params, "_log": self._resources.log_path}
-        process = _CONTEXT.Process(
-            target=worker.run_job,
-            args=(self.target, params, inputs, outputs, self._resources.queue, self._stop_event),
-            name=f"napari-unet {self.target}",
-        )
-        with _main_module_hidden():
-            process.start()
-        self._resources.process = process
+        lease = None if self._warm is None else self._warm.submit(self.target, params, inputs, outputs)
+        if lease is not None:
+            self._resources.lease = lease
+            self._resources.process, self._resources.queue, self._stop_event = lease.process, lease.queue, lease.stop_event
+            return
+        self._resources.queue = spawning.CONTEXT.Queue()
+        self._stop_event = spawning.CONTEXT.Event()
+        self._resources.process = spawning.start_process(
+            worker.run_job, (self.target, params, inputs, outputs, self._resources.queue, self._stop_event),
+            name=f"napari-unet {self.target}")
 
     def poll(self, max_events: int = 1000) -> list[Event]:
         """The events that arrived since the last call; never blocks.
@@ -206,16 +201,20 @@ class Job:
                 break
             events.append(event)
             if isinstance(event, Final):
-                self._final = event
+                self._set_final(event)
                 return events
         if len(events) >= max_events:
             return events
         if alive:
             self._enforce_deadlines(process)
         else:
-            self._final = self._ended_event(process.exitcode)
+            self._set_final(self._ended_event(process.exitcode))
             events.append(self._final)
         return events
+
+    def _set_final(self, event: Final) -> None:
+        self._final = event
+        self._resources.job_finished()
 
     def stop(self, timeout: float = 30.0) -> None:
         """Ask the job to stop after its current batch; end the process if it has not within
@@ -254,6 +253,7 @@ class Job:
         self._closed = True
         _open_jobs.discard(self)
         self._views.clear()
+        self._live_views.clear()
         self._finalizer.detach()
         self._resources.release(finished=self._final is not None)
         if self._resources.log_path is not None and not self._failed:
@@ -305,6 +305,11 @@ class Job:
         return None if process is None or self._closed else process.pid
 
     @property
+    def on_warm_worker(self) -> bool:
+        """True when the job runs (or ran) on a warm worker rather than in its own process."""
+        return self._resources.lease is not None
+
+    @property
     def shared_memory_names(self) -> tuple[str, ...]:
         """Names of this job's shared-memory segments (``/dev/shm`` on Linux)."""
         return tuple(shm.name for shm in self._resources.segments)
@@ -324,19 +329,27 @@ class Job:
             raise RuntimeError("Start the job before reading its outputs.")
         return self._views[name]
 
+    def live_input(self, name: str) -> np.ndarray:
+        """The writable parent view of a live input: the worker sees what is written into it."""
+        if name not in self._live_views:
+            raise KeyError(f"No live input {name!r}; start the job with live_inputs=({name!r},) first.")
+        return self._live_views[name]
+
     # -- internals --------------------------------------------------------------------------
     def _new_segment(self, nbytes: int) -> SharedMemory:
         shm = SharedMemory(name=segment_name(), create=True, size=max(nbytes, 1))
         self._resources.segments.append(shm)
         return shm
 
-    def _share_input(self, value):
+    def _share_input(self, name, value):
         if isinstance(value, LazyFile):
             return ("lazy", str(value.path))
         array = np.asarray(value)
         shm = self._new_segment(array.nbytes)
         view = worker.segment_view(shm, array.shape, array.dtype)
         np.copyto(view, array)
+        if name in self._live_names:
+            self._live_views[name] = view
         del view
         return ("shm", shm.name, array.shape, array.dtype.str)
 
@@ -413,35 +426,6 @@ def reclaim_stale_segments() -> list[str]:
     return reclaimed
 
 
-@contextlib.contextmanager
-def _terminal_signals_blocked():
-    """Hold back Ctrl-C, SIGTERM and SIGHUP (delivered on exit) while child processes start."""
-    if not hasattr(signal, "pthread_sigmask"):
-        yield
-        return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, worker.TERMINAL_SIGNALS)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-
-
-@contextlib.contextmanager
-def _main_module_hidden():
-    """Keep ``spawn`` from re-running the caller's main script in the worker.
-
-    The worker needs only ``napari_unet.runtime.worker``. Re-running ``__main__`` there would start a
-    second napari, or fail for a script without an ``if __name__ == "__main__"`` guard.
-    """
-    main = sys.modules.get("__main__")
-    sys.modules["__main__"] = types.ModuleType("__main__")
-    try:
-        yield
-    finally:
-        if main is not None:
-            sys.modules["__main__"] = main
-
-
 def _describe_exit(exitcode) -> str:
     if exitcode is not None and exitcode < 0:
         try:
@@ -484,7 +468,7 @@ def _check_output(name, spec):
 
 
 # -- the two jobs the plugin runs ---------------------------------------------------------
-def _worker_env() -> dict:
+def worker_env() -> dict:
     # Quiet TensorFlow's C++ logging unless the user asked for it. TensorFlow is the default
     # backend; KERAS_BACKEND=jax (e.g. where only JAX sees the GPU) is passed on.
     return {"TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
@@ -492,8 +476,12 @@ def _worker_env() -> dict:
 
 
 def start_training(image, labels, model_cfg, train_cfg, out_dir, resume_from=None, overwrite=False,
-                   extra_pairs=()) -> Job:
+                   extra_pairs=(), worker: WarmWorker | None = None, preview: int | None = None) -> Job:
     """A (not yet started) job that trains a U-Net and saves it to ``out_dir``.
+
+    ``preview``: ask for live previews, starting with this request (``core.preview.encode_request``;
+    ``NO_REQUEST`` for none yet); the caller changes it with ``job.live_input("preview_request")[0] = ...``.
+    ``worker``: a warm worker to run on when it is free.
 
     ``model_cfg=None`` lets the trainer pick the class and channel counts the data needs.
     ``extra_pairs``: more ``(image, labels)`` pairs, each shared with the worker like the first.
@@ -509,16 +497,19 @@ def start_training(image, labels, model_cfg, train_cfg, out_dir, resume_from=Non
         "resume_from": None if resume_from is None else str(resume_from),
         "overwrite": bool(overwrite),
         "extra_pairs": len(extra_pairs),
-        "_env": _worker_env(),
+        "_env": worker_env(),
     }
     arrays = {"image": image, "labels": labels}
     for k, (extra_image, extra_labels) in enumerate(extra_pairs, start=1):
         arrays.update({f"image_{k}": extra_image, f"labels_{k}": extra_labels})
-    return Job("napari_unet.runtime.worker:train_job", params, arrays=arrays)
+    live = ()
+    if preview is not None:
+        arrays["preview_request"], live = np.array([preview], np.int64), ("preview_request",)
+    return Job("napari_unet.runtime.worker:train_job", params, arrays=arrays, worker=worker, live_inputs=live)
 
 
 def start_prediction(image, model_dir, predict_cfg, channel_axis=None, out_path=None, prob_path=None,
-                     all_classes=False) -> Job:
+                     all_classes=False, worker: WarmWorker | None = None) -> Job:
     """A (not yet started) job that segments ``image`` with the model saved in ``model_dir``.
 
     Outputs: "labels" (uint8, or uint32 for instances) and, with ``return_probabilities``,
@@ -539,9 +530,10 @@ def start_prediction(image, model_dir, predict_cfg, channel_axis=None, out_path=
         "predict_cfg": predict_cfg.to_dict(),
         "channel_axis": channel_axis,
         "source_path": image.path if isinstance(image, LazyFile) else None,
-        "_env": _worker_env(),
+        "_env": worker_env(),
     }
-    return Job("napari_unet.runtime.worker:predict_job", params, arrays={"volume": image}, outputs=outputs)
+    return Job("napari_unet.runtime.worker:predict_job", params, arrays={"volume": image}, outputs=outputs,
+               worker=worker)
 
 
 def start_export(model_dir, out_path, image, overwrite=False, name=None, authors=(), license="CC-BY-4.0",
@@ -560,17 +552,17 @@ def start_export(model_dir, out_path, image, overwrite=False, name=None, authors
     check_output(out_path, overwrite)
     params = {"model_dir": str(model_dir), "out_path": str(out_path), "overwrite": bool(overwrite),
               "name": name, "authors": tuple(authors), "license": license, "image_name": image_name,
-              "_env": {**_worker_env(), "KERAS_BACKEND": "tensorflow"}}
+              "_env": {**worker_env(), "KERAS_BACKEND": "tensorflow"}}
     return Job("napari_unet.runtime.worker:export_job", params, arrays={"image": image})
 
 
-def start_ranking(image, model_dir, slices, channel_axis=None) -> Job:
+def start_ranking(image, model_dir, slices, channel_axis=None, worker: WarmWorker | None = None) -> Job:
     """A (not yet started) job that ranks ``slices`` of ``image`` (axis 0) by the model's
     uncertainty: its "done" event has ``ranking``, ``[[slice, score], ...]``, most uncertain first."""
     read_bundle_meta(model_dir)
     params = {"model_dir": str(model_dir), "slices": [int(z) for z in slices], "channel_axis": channel_axis,
-              "_env": _worker_env()}
-    return Job("napari_unet.runtime.worker:rank_job", params, arrays={"volume": image})
+              "_env": worker_env()}
+    return Job("napari_unet.runtime.worker:rank_job", params, arrays={"volume": image}, worker=worker)
 
 
 def prediction_outputs(spatial_shape, predict_cfg, prob_classes=()) -> dict:

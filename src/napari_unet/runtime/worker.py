@@ -88,17 +88,63 @@ def close_segment(shm: SharedMemory) -> None:
 
 # -- the job wrapper ------------------------------------------------------------------------
 def run_job(target, params, array_specs, output_specs, events, stop_event):
-    """Entry point of the worker process: run ``target`` and forward its events to ``events``."""
+    """Entry point of a one-job worker process: run ``target`` and forward its events to ``events``."""
+    _enter_worker(stop_event)
+    try:
+        run_one(target, params, array_specs, output_specs, events.put, stop_event)
+    finally:
+        _exit_worker(events)
+
+
+def serve(commands, events, stop_event):
+    """Entry point of a warm worker: run the jobs that arrive on ``commands``, one after another.
+
+    A command is ``(seq, target, params, array_specs, output_specs)``; each event goes out as
+    ``(seq, event)`` so the parent can drop what a job it gave up on still sends. ``None`` (or
+    the parent's end) ends the loop. Imported modules and ``MODEL_CACHE`` stay between jobs:
+    that is what makes the second job start fast.
+    """
+    _enter_worker(stop_event)
+    try:
+        while True:
+            command = commands.get()
+            if command is None:
+                break
+            seq, target, params, array_specs, output_specs = command
+            run_one(target, params, array_specs, output_specs, lambda event, seq=seq: events.put((seq, event)),
+                    stop_event)
+    finally:
+        _exit_worker(events)
+
+
+def _enter_worker(stop_event) -> None:
     leave_terminal_signals()
     _lower_priority()
     _stop_when_orphaned(stop_event)
+    faulthandler.enable(file=sys.stderr)
+
+
+def _exit_worker(events) -> None:
+    events.close()
+    events.join_thread()  # every event reaches the pipe before the process ends
+    # Everything is reported and written; skip the interpreter teardown, which takes
+    # seconds once TensorFlow is loaded and would keep the parent waiting in close().
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    finally:
+        os._exit(0)
+
+
+def run_one(target, params, array_specs, output_specs, put, stop_event) -> None:
+    """Run one job: open its arrays, hand each event it yields to ``put``, end with one ``Final``."""
     segments = []
     arrays = outputs = job = None
     params = dict(params)
     log_path = params.pop("_log", None)
     _stderr_to_log(log_path)
     try:
-        events.put(WorkerStarted(os.getpid()))
+        put(WorkerStarted(os.getpid()))
         # Before the job's import, so that e.g. KERAS_BACKEND is seen when keras loads.
         os.environ.update({str(k): str(v) for k, v in params.pop("_env", {}).items()})
         # As TensorFlow's memory growth (core.train): JAX then takes GPU memory as needed,
@@ -107,18 +153,10 @@ def run_job(target, params, array_specs, output_specs, events, stop_event):
         arrays = {name: _open_input(spec, segments) for name, spec in array_specs.items()}
         outputs = {name: _open_output(spec, segments) for name, spec in output_specs.items()}
         job = resolve_target(target)(arrays=arrays, outputs=outputs, stop_event=stop_event, **params)
-        final = None
-        for event in job:
-            _check_event(event)
-            events.put(event)
-            if isinstance(event, Final):
-                final = event
-                break
-        if final is None:
-            events.put(Done())
+        _forward(job, put)
     except Exception as exc:
         traceback.print_exc(file=sys.stderr)  # into the log
-        events.put(error_event(exc, log_path))
+        put(error_event(exc, log_path))
     finally:
         if job is not None and hasattr(job, "close"):
             try:
@@ -128,15 +166,15 @@ def run_job(target, params, array_specs, output_specs, events, stop_event):
         del arrays, outputs, job
         for shm in segments:
             close_segment(shm)
-        events.close()
-        events.join_thread()  # every event reaches the pipe before the process ends
-        # Everything is reported and written; skip the interpreter teardown, which takes
-        # seconds once TensorFlow is loaded and would keep the parent waiting in close().
-        try:
-            sys.stdout.flush()
-            sys.stderr.flush()
-        finally:
-            os._exit(0)
+
+
+def _forward(job, put) -> None:
+    for event in job:
+        _check_event(event)
+        put(event)
+        if isinstance(event, Final):
+            return
+    put(Done())
 
 
 def leave_terminal_signals() -> None:
@@ -172,9 +210,8 @@ def _stderr_to_log(path) -> None:
     except OSError:
         return
     sys.stderr.flush()
-    os.dup2(fd, 2)
+    os.dup2(fd, 2)  # fd 2 is what faulthandler writes to: each job's crash lands in its own log
     os.close(fd)
-    faulthandler.enable(file=sys.stderr)
 
 
 def _lower_priority() -> None:
@@ -302,13 +339,61 @@ def _stop_when_orphaned(stop_event) -> None:
     threading.Thread(target=watch, name="napari-unet-parent-watch", daemon=True).start()
 
 
+# -- models kept between the jobs of a warm worker -------------------------------------------
+MODEL_CACHE_SIZE = 2  # models kept loaded: a few megabytes each, plus their compiled functions
+MODEL_CACHE: dict = {}  # (folder, its bundle file's identity) -> (model, meta), oldest first
+
+
+def load_model_cached(model_dir):
+    """``core.bundle.load_bundle(model_dir)``, kept in memory while the model folder is unchanged.
+
+    The key holds the inode and modification time of what the folder's save replaced, so a
+    model written again under the same name (atomic save: a new folder) is loaded again.
+    """
+    from napari_unet.core.bundle import load_bundle
+
+    key = _model_key(model_dir)
+    if key not in MODEL_CACHE:
+        while len(MODEL_CACHE) >= MODEL_CACHE_SIZE:
+            MODEL_CACHE.pop(next(iter(MODEL_CACHE)))
+        MODEL_CACHE[key] = load_bundle(model_dir)
+    return MODEL_CACHE[key]
+
+
+def _model_key(model_dir) -> tuple:
+    path = os.path.abspath(model_dir)
+    marker = os.path.join(path, "bundle.json")
+    try:
+        info = os.stat(marker if os.path.isdir(path) else path)
+    except OSError:
+        return (path, None)  # load_bundle says what is wrong
+    return (path, info.st_ino, info.st_mtime_ns, info.st_size)
+
+
 # -- the jobs ---------------------------------------------------------------------------------
+def warm_up_job(arrays, outputs, stop_event):
+    """Import Keras (and its backend) now, so that the next job of this warm worker starts fast.
+
+    GPUs get memory growth first, as training sets it, so the warm-up takes no GPU memory up front.
+    """
+    from napari_unet.core.config import TrainConfig
+    from napari_unet.core.train import configure_device
+
+    configure_device(TrainConfig())
+    return
+    yield  # a generator that sends nothing: the worker adds the Done
+
+
 def train_job(arrays, outputs, stop_event, model_cfg, train_cfg, out_dir, resume_from=None, overwrite=False,
               extra_pairs=0):
     """Train a U-Net on ``arrays["image"]`` / ``arrays["labels"]`` and ``extra_pairs`` more pairs
-    (``image_1`` / ``labels_1``, ...); yields the trainer's events."""
+    (``image_1`` / ``labels_1``, ...); yields the trainer's events. With a live input
+    ``arrays["preview_request"]`` (one int64 the parent writes), it previews that slice too."""
     from napari_unet.core.config import ModelConfig, TrainConfig
+    from napari_unet.core.preview import decode_request
     from napari_unet.core.train import configure_device, train
+
+    request = arrays.get("preview_request")
 
     train_cfg = TrainConfig.from_dict(train_cfg)
     configure_device(train_cfg)
@@ -322,6 +407,7 @@ def train_job(arrays, outputs, stop_event, model_cfg, train_cfg, out_dir, resume
         resume_from=resume_from,
         overwrite=overwrite,
         extra_pairs=[(arrays[f"image_{k}"], arrays[f"labels_{k}"]) for k in range(1, extra_pairs + 1)],
+        preview_request=None if request is None else (lambda: decode_request(request[0])),
     )
 
 
@@ -330,14 +416,14 @@ def predict_job(arrays, outputs, stop_event, model_dir, predict_cfg, channel_axi
 
     ``source_path``: the file a lazy volume is read from, named in its read errors.
     """
-    from napari_unet.core.bundle import load_bundle, model_config_of
+    from napari_unet.core.bundle import model_config_of
     from napari_unet.core.config import PredictConfig
     from napari_unet.core.predict import predict_volume
     from napari_unet.io.tiff import NamedReads
 
     cfg = PredictConfig.from_dict(predict_cfg)
     volume = arrays["volume"] if source_path is None else NamedReads(arrays["volume"], source_path)
-    model, meta = load_bundle(model_dir)
+    model, meta = load_model_cached(model_dir)
     model_cfg = model_config_of(meta)
     events = predict_volume(
         volume,
@@ -372,12 +458,12 @@ def rank_job(arrays, outputs, stop_event, model_dir, slices, channel_axis=None):
     yields ``events.Progress`` per slice, then ``events.Ranked``."""
     from functools import partial
 
-    from napari_unet.core.bundle import load_bundle, model_config_of
+    from napari_unet.core.bundle import model_config_of
     from napari_unet.core.config import PredictConfig
     from napari_unet.core.predict import predict_volume
     from napari_unet.core.uncertainty import rank_slices
 
-    model, meta = load_bundle(model_dir)
+    model, meta = load_model_cached(model_dir)
     model_cfg = model_config_of(meta)
     # The training image's intensity mapping: the slices ranked are a sample of that image.
     predict = partial(predict_volume, predict_fn=model.predict_on_batch, cfg=PredictConfig(normalize="model"),
