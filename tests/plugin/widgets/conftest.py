@@ -50,3 +50,12 @@ def tiny_model_dir(tmp_path_factory):
         events = job.wait(timeout=300)
     assert events[-1].kind == "done", events[-1]
     return out
+
+
+@pytest.fixture(autouse=True)
+def no_prewarm(monkeypatch):
+    """Docks do not warm the worker up in these tests (a Keras import each): the tests that
+    train start it anyway, and test_warm_worker.py turns it on."""
+    from napari_unet.plugin.widgets import _session
+
+    monkeypatch.setattr(_session, "PREWARM", False)

@@ -17,7 +17,7 @@ from napari_unet.core.bundle import read_bundle_meta
 from napari_unet.core.uncertainty import candidate_slices
 from napari_unet.plugin.widgets._job_poller import JobPoller
 from napari_unet.plugin.widgets._layers import MODEL_KEY, OUTPUT_KIND_KEY, OUTPUT_MARKER, layer_array, spatial_shape
-from napari_unet.plugin.widgets._session import TRAINED_MODELS
+from napari_unet.plugin.widgets._session import TRAINED_MODELS, WARM_WORKER
 
 NEW_MODEL = "none (a new model)"
 FROM_DISK = "from disk (below)"
@@ -106,7 +106,8 @@ class SuggestedSlices:
             self.label.value = "- (every slice is annotated)"
             return
         data = np.asarray(layer_array(image_layer))
-        job = engine.start_ranking(data, str(model_dir), slices, data.ndim - 1 if image_layer.rgb else None)
+        job = engine.start_ranking(data, str(model_dir), slices, data.ndim - 1 if image_layer.rgb else None,
+                                   worker=WARM_WORKER)
         self.poller = JobPoller(job, self._on_event, self._on_finished).start()
         sample = f" (an even sample of {free})" if len(slices) < free else ""
         self.label.value = f"ranking {len(slices)} unannotated slices{sample}..."

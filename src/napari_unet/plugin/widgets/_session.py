@@ -1,10 +1,15 @@
-"""Models trained in this napari session, so both docks can offer them (fine-tuned ones too)."""
+"""What the docks of one napari session share: the models trained in it (both docks offer
+them, fine-tuned ones too) and the warm worker their jobs run on."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from magicgui.widgets import PushButton
+from napari.utils.notifications import show_info, show_warning
 from psygnal import Signal
+
+from napari_unet.runtime.engine import WarmWorker, worker_env
 
 
 class TrainedModels:
@@ -39,3 +44,44 @@ class TrainedModels:
 
 
 TRAINED_MODELS = TrainedModels()
+
+
+# One warm worker per napari session: a second job starts in a second, not after a new
+# TensorFlow import. Jobs started while it is busy get a process of their own.
+WARM_WORKER = WarmWorker()
+PREWARM = True  # start it (and import Keras in it) as soon as a dock opens; tests turn it off
+_open_docks = 0
+
+
+def use_warm_worker(dock_native) -> WarmWorker:
+    """Count a dock as a user of the session's worker (warming it up); the worker ends once
+    the last dock is closed, or at exit, after an idle timeout and on Release."""
+    global _open_docks
+    _open_docks += 1
+    dock_native.destroyed.connect(_dock_closed)
+    if PREWARM:
+        WARM_WORKER.prewarm(worker_env())  # in a thread: the dock opens at once
+    return WARM_WORKER
+
+
+def _dock_closed(*_):
+    global _open_docks
+    _open_docks -= 1
+    if _open_docks <= 0:
+        WARM_WORKER.release()
+
+
+def release_button() -> PushButton:
+    """"Release worker": end the idle worker now, handing back its (GPU) memory."""
+    button = PushButton(text="Release worker (free GPU memory)")
+    button.changed.connect(release_worker)
+    return button
+
+
+def release_worker(_value=None) -> None:
+    if WARM_WORKER.busy:
+        show_warning("A job is running in the worker; stop it first, then release it.")
+    elif WARM_WORKER.release():
+        show_info("The worker was ended and its memory handed back; the next job starts a new one.")
+    else:
+        show_info("No worker is running; nothing to release.")

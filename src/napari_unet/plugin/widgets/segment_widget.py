@@ -28,7 +28,7 @@ from napari_unet.plugin.widgets._layers import (
     MODEL_KEY, OUTPUT_KIND_KEY, OUTPUT_MARKER, is_lazy, layer_array, preload_layer_modules, source_file, spatial_shape,
 )
 from napari_unet.plugin.widgets._limits import spin_range
-from napari_unet.plugin.widgets._session import TRAINED_MODELS
+from napari_unet.plugin.widgets._session import TRAINED_MODELS, release_button, use_warm_worker
 
 FROM_DISK = "from disk (below)"
 FROM_PACKAGE = "bioimage.io package (.zip, below)"
@@ -47,8 +47,9 @@ class SegmentWidget(JobDock):
             self.output, self.objects, self.seeds, self.seed_distance, self.min_size, self.fill_background,
             self.objects_from,
             self.intensities, self.tile_size, self.tta, self.three_axis, self.probabilities, self.run_button,
-            self.cancel_button, self.progress_bar, self.status,
+            self.cancel_button, self.progress_bar, self.status, release_button(),
         ])
+        self.worker = use_warm_worker(self.native)
         self.result_layer = None
         self.prob_layer = None
         self._axis = 0
@@ -205,7 +206,8 @@ class SegmentWidget(JobDock):
         path = source_file(image)
         volume = engine.LazyFile(str(path)) if is_lazy(data) and path else np.asarray(data)
         channel_axis = data.ndim - 1 if image.rgb else None
-        job = engine.start_prediction(volume, str(self.model_path()), cfg, channel_axis=channel_axis)
+        job = engine.start_prediction(volume, str(self.model_path()), cfg, channel_axis=channel_axis,
+                                      worker=self.worker)
         self._prepare_layers(image, cfg)
         self._axis = cfg.axis if len(spatial_shape(image)) == 3 else None
         self.progress_bar.value = 0

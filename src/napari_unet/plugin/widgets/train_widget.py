@@ -35,7 +35,8 @@ from napari_unet.plugin.widgets._loop import (
     FROM_DISK, SuggestedSlices, accept_into, continue_choices, extra_pair_choices, is_own_output, model_folder,
 )
 from napari_unet.plugin.widgets._loss_plot import LossPlot
-from napari_unet.plugin.widgets._session import TRAINED_MODELS
+from napari_unet.plugin.widgets._preview import LivePreview
+from napari_unet.plugin.widgets._session import TRAINED_MODELS, release_button, use_warm_worker
 from napari_unet.runtime import engine
 
 DEFAULT_MODELS_DIR = Path.home() / "napari-unet-models"
@@ -54,13 +55,17 @@ class TrainWidget(JobDock):
             self.image, self.labels, self.extra_pairs, self.mode, self.instances, self.continue_from,
             self.continue_file, self.n_filters, self.depth,
             self.epochs, self.steps, self.time_limit, self.batch_size, self.patch_size, self.learning_rate,
-            self.val_fraction, self.model_dir, self.replace, self.train_button, self.stop_button,
+            self.val_fraction, self.model_dir, self.replace, self.live_preview, self.preview_probability,
+            self.train_button, self.stop_button,
             self.progress_bar, self.time_left, self.device, self.status, self.score, self.export.button,
             *self.suggestions.widgets, self.prediction, self.replace_annotations, self.accept_button,
+            release_button(),
         ])
         self.plot = LossPlot()
         self.native.layout().addWidget(self.plot.canvas)
         self.last_model_dir: Path | None = None
+        self.preview = LivePreview(napari_viewer)
+        self.worker = use_warm_worker(self.native)
         self._connect()
 
     def _make_data_widgets(self):
@@ -109,6 +114,8 @@ class TrainWidget(JobDock):
         """Where the model goes, the buttons, what the run shows, and the correction loop."""
         self.model_dir = FileEdit(label="Save model to", mode="d", value=DEFAULT_MODELS_DIR / "unet")
         self.replace = CheckBox(label="Replace an existing model there", value=False)
+        self.live_preview = CheckBox(label="Live preview of the shown slice", value=False)
+        self.preview_probability = CheckBox(label="Preview probabilities too", value=False)
         self.train_button = PushButton(text="Train")
         self.stop_button = PushButton(text="Stop", enabled=False)
         self.run_button = self.train_button  # the name JobDock enables and disables
@@ -288,8 +295,12 @@ class TrainWidget(JobDock):
             n_classes=class_count_of_pairs([labels] + [lab for _, lab in extra], train_cfg.annotation_mode,
                                            train_cfg.instances),
         )
+        request = (self.preview.start(self.image.value, bool(self.preview_probability.value))
+                   if self.live_preview.value else None)
         job = engine.start_training(image, labels, model_cfg, train_cfg, str(out_dir), resume_from=resume,
-                                    overwrite=bool(self.replace.value), extra_pairs=extra)
+                                    overwrite=bool(self.replace.value), extra_pairs=extra, worker=self.worker,
+                                    preview=request)
+        self.preview.attach(job)
         self.suggestions.stop()
         self._trained = (self.image.value, self.labels.value, resume)
         self.plot.clear()
@@ -324,10 +335,13 @@ class TrainWidget(JobDock):
             self.plot.add_epoch(event)
             self.status.value = (f"Epoch {event.epoch}/{event.epochs}: loss {event.loss:.3f}"
                                  + (f", val Dice {event.val_dice:.3f}" if event.val_dice is not None else ""))
+        elif isinstance(event, events.Preview):
+            self.preview.show(event)
         elif isinstance(event, events.Warn):
             show_warning(event.message)
 
     def _on_finished(self, final: events.Final):
+        self.preview.stop()
         self._close_progress()
         self.time_left.value = "-"
         self.stop_button.enabled = False
