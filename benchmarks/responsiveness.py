@@ -4,10 +4,12 @@ Opens a napari viewer (under Xvfb when there is no display) with the "Train U-Ne
 loads the plugin's sample, clicks Train, and while training runs records every tick of a
 50 ms QTimer in the napari process. A blocked event loop shows up as a long gap between
 ticks. After ``--seconds`` it clicks Stop and waits for the worker to finish.
+With ``--preview`` the live preview (labels and probability) is on, and the slider moves to
+another slice every ``SLIDER_EVERY_S`` seconds, so the preview follows it.
 
-    python benchmarks/responsiveness.py --seconds 60 --out bench_output
+    python benchmarks/responsiveness.py --seconds 60 --out bench_output [--preview]
 
-Writes ``responsiveness.json`` and ``responsiveness_table.md`` to ``--out``.
+Writes ``responsiveness[_preview].json`` and ``responsiveness[_preview]_table.md`` to ``--out``.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from _common import log, machine_info, markdown_table, write_json, write_text  #
 
 TICK_MS = 50
 TARGET_MAX_GAP_MS = 200
+SLIDER_EVERY_S = 2.0
 _UNDER_XVFB = "NAPARI_UNET_BENCH_UNDER_XVFB"
 
 
@@ -81,7 +84,44 @@ def gap_stats(gaps) -> dict:
     }
 
 
-def run(seconds: float, out: Path, settle_s: float = 3.0, timeout_extra_s: float = 180.0) -> dict:
+def add_sample(viewer):
+    """The plugin's sample, as File > Open Sample adds it."""
+    from napari_unet.plugin.sample_data import make_sample_data
+
+    return [getattr(viewer, f"add_{kind}")(data, **kwargs) for data, kwargs, kind in make_sample_data()]
+
+
+class PreviewWatch:
+    """Counts the previews the dock draws and times each drawing; moves the slider meanwhile."""
+
+    def __init__(self, viewer, widget):
+        from qtpy.QtCore import QTimer
+
+        self.viewer, self.widget, self.draw_ms = viewer, widget, []
+        show = widget.preview.show
+
+        def timed_show(event):
+            start = time.perf_counter()
+            show(event)
+            self.draw_ms.append((time.perf_counter() - start) * 1000)
+
+        widget.preview.show = timed_show
+        self.slider = QTimer()
+        self.slider.setInterval(int(SLIDER_EVERY_S * 1000))
+        self.slider.timeout.connect(self.move)
+
+    def move(self):
+        n = self.viewer.dims.nsteps[0]
+        self.viewer.dims.set_current_step(0, (self.viewer.dims.current_step[0] + 7) % n)
+
+    def summary(self) -> dict:
+        ms = self.draw_ms
+        return {"previews_drawn": len(ms), "draw_max_ms": max(ms) if ms else None,
+                "draw_median_ms": float(np.median(ms)) if ms else None, "slider_every_s": SLIDER_EVERY_S}
+
+
+def run(seconds: float, out: Path, settle_s: float = 3.0, timeout_extra_s: float = 180.0,
+        preview: bool = False) -> dict:
     import napari
     from qtpy.QtCore import QTimer
     from qtpy.QtWidgets import QApplication
@@ -92,7 +132,7 @@ def run(seconds: float, out: Path, settle_s: float = 3.0, timeout_extra_s: float
     out.mkdir(parents=True, exist_ok=True)
     model_root = Path(tempfile.mkdtemp(prefix="napari-unet-responsiveness-"))
     viewer = napari.Viewer(show=True)
-    image_layer, labels_layer = viewer.open_sample("napari-unet", "synthetic_cells")
+    image_layer, labels_layer = add_sample(viewer)
     widget = TrainWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Train U-Net")
     widget.image.value = image_layer
@@ -100,6 +140,8 @@ def run(seconds: float, out: Path, settle_s: float = 3.0, timeout_extra_s: float
     widget.epochs.value = 100000  # runs until Stop
     widget.model_dir.value = model_root / "model"
     widget.replace.value = True
+    widget.live_preview.value = widget.preview_probability.value = preview
+    watch = PreviewWatch(viewer, widget) if preview else None
     app = QApplication.instance()
 
     marks = {}
@@ -115,6 +157,8 @@ def run(seconds: float, out: Path, settle_s: float = 3.0, timeout_extra_s: float
             app.quit()
 
     def click_stop():
+        if watch is not None:
+            watch.slider.stop()
         marks["stop"] = time.perf_counter()
         marks["progress_at_stop"] = int(widget.progress_bar.value)
         marks["status_at_stop"] = str(widget.status.value)
@@ -128,6 +172,8 @@ def run(seconds: float, out: Path, settle_s: float = 3.0, timeout_extra_s: float
             marks["first_batch"] = now
             log(f"first batch done {now - marks['click']:.1f} s after the click; training for {seconds:g} s")
             QTimer.singleShot(int(seconds * 1000), click_stop)
+            if watch is not None:
+                watch.slider.start()
         if "click" in marks and widget.poller is not None and not widget.poller.active and "finished" not in marks:
             marks["finished"] = now
             marks["status_at_end"] = str(widget.status.value)
@@ -170,8 +216,10 @@ def run(seconds: float, out: Path, settle_s: float = 3.0, timeout_extra_s: float
         "stopping": gap_stats(ticker.gaps_ms(ticker.last_before(marks["stop"]), marks["finished"])),
         "click_to_end": gap_stats(ticker.gaps_ms(ticker.last_before(marks["click"]), marks["end"])),
     }
+    name = "responsiveness_preview" if preview else "responsiveness"
     report = {
-        "benchmark": "responsiveness",
+        "benchmark": name,
+        "preview": watch.summary() if watch is not None else None,
         "machine": machine_info(),
         "tick_ms": TICK_MS,
         "train_seconds": seconds,
@@ -202,11 +250,16 @@ def run(seconds: float, out: Path, settle_s: float = 3.0, timeout_extra_s: float
         f"{fmt_ms(phases['click_to_end']['max_ms'])}. TensorFlow/Keras loaded in the napari process: "
         f"{', '.join(loaded) if loaded else 'no'}."
     )
+    if watch is not None:
+        p = report["preview"]
+        text += (f" Live preview on (labels + probability), the slider moved every {SLIDER_EVERY_S:g} s: "
+                 f"{p['previews_drawn']} previews drawn, drawing one took {fmt_ms(p['draw_median_ms'])} "
+                 f"(median), {fmt_ms(p['draw_max_ms'])} at most.")
     report["table_markdown"] = text
-    write_json(out / "responsiveness.json", report)
-    write_text(out / "responsiveness_table.md", text + "\n")
+    write_json(out / f"{name}.json", report)
+    write_text(out / f"{name}_table.md", text + "\n")
     print("\n" + text + "\n", flush=True)
-    log(f"wrote {out / 'responsiveness.json'} and {out / 'responsiveness_table.md'}")
+    log(f"wrote {out / (name + '.json')} and {out / (name + '_table.md')}")
     return report
 
 
@@ -219,12 +272,13 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60.0, help="how long to train (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=Path("bench_output"), help="output folder")
+    parser.add_argument("--preview", action="store_true", help="with the live preview on, moving the slider")
     args = parser.parse_args(argv)
     if args.seconds <= 0:
         parser.error("--seconds must be positive")
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     ensure_display(argv)
-    run(args.seconds, args.out)
+    run(args.seconds, args.out, preview=args.preview)
     return 0
 
 

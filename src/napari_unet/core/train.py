@@ -228,6 +228,32 @@ def _build(model_cfg: ModelConfig, mixed_precision: bool, resume_from):
         keras.config.set_dtype_policy(previous)
 
 
+# The last compiled model and its optimizer's starting state, by what its train step depends on.
+# A warm worker's next training of the same architecture reuses it: tracing the train step
+# takes seconds on a CPU, resetting the weights and the optimizer a fraction of one.
+_COMPILED: dict = {}
+
+
+def _compiled_model(model_cfg: ModelConfig, mixed: bool, resume_from, loss_fn, loss_key, learning_rate: float):
+    """A compiled model with fresh (seeded) weights: the last one reset, when it fits, else a new one."""
+    import keras
+
+    model, _ = _build(model_cfg, mixed, resume_from)
+    key = None if resume_from is not None else (model_cfg, mixed, loss_key)
+    if key is not None and key in _COMPILED:
+        reused, optimizer_start = _COMPILED[key]
+        reused.set_weights(model.get_weights())
+        for variable, value in zip(reused.optimizer.variables, optimizer_start):
+            variable.assign(value)
+        return reused
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss_fn)
+    model.optimizer.build(model.trainable_variables)  # its slots now, to record their start
+    _COMPILED.clear()
+    if key is not None:
+        _COMPILED[key] = (model, [keras.ops.convert_to_numpy(v) for v in model.optimizer.variables])
+    return model
+
+
 def _class_pixel_counts(targets: dict, masks: dict, items) -> np.ndarray:
     """Annotated pixels per class (background first; a sigmoid target counts as 2 classes)."""
     counts = None
@@ -475,9 +501,10 @@ class Trainer:
             class_weights = inverse_frequency_weights(_class_pixel_counts(self.targets, self.masks,
                                                                           self.train_items))
         self.loss_fn = get_loss(cfg.loss, self.n_classes, class_weights)
-        self.model, _ = _build(self.model_cfg, self.mixed, self.resume_from)
+        loss_key = (cfg.loss, self.n_classes, None if class_weights is None else tuple(np.ravel(class_weights)))
+        self.model = _compiled_model(self.model_cfg, self.mixed, self.resume_from, self.loss_fn, loss_key,
+                                     cfg.learning_rate)
         self.total_steps = cfg.epochs * cfg.steps_per_epoch
-        self.model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), loss=self.loss_fn)
 
     def _bundle_meta(self) -> dict:
         cfg, mode, instances = self.cfg, self.cfg.annotation_mode, self.cfg.instances
