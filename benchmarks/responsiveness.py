@@ -141,7 +141,7 @@ def run(seconds: float, out: Path, settle_s: float = 3.0, timeout_extra_s: float
     widget.model_dir.value = model_root / "model"
     widget.replace.value = True
     widget.live_preview.value = widget.preview_probability.value = preview
-    watch = PreviewWatch(viewer, widget) if preview else None
+    preview_watch = PreviewWatch(viewer, widget) if preview else None
     app = QApplication.instance()
 
     marks = {}
@@ -157,8 +157,8 @@ def run(seconds: float, out: Path, settle_s: float = 3.0, timeout_extra_s: float
             app.quit()
 
     def click_stop():
-        if watch is not None:
-            watch.slider.stop()
+        if preview_watch is not None:
+            preview_watch.slider.stop()
         marks["stop"] = time.perf_counter()
         marks["progress_at_stop"] = int(widget.progress_bar.value)
         marks["status_at_stop"] = str(widget.status.value)
@@ -172,8 +172,8 @@ def run(seconds: float, out: Path, settle_s: float = 3.0, timeout_extra_s: float
             marks["first_batch"] = now
             log(f"first batch done {now - marks['click']:.1f} s after the click; training for {seconds:g} s")
             QTimer.singleShot(int(seconds * 1000), click_stop)
-            if watch is not None:
-                watch.slider.start()
+            if preview_watch is not None:
+                preview_watch.slider.start()
         if "click" in marks and widget.poller is not None and not widget.poller.active and "finished" not in marks:
             marks["finished"] = now
             marks["status_at_end"] = str(widget.status.value)
@@ -219,7 +219,7 @@ def run(seconds: float, out: Path, settle_s: float = 3.0, timeout_extra_s: float
     name = "responsiveness_preview" if preview else "responsiveness"
     report = {
         "benchmark": name,
-        "preview": watch.summary() if watch is not None else None,
+        "preview": preview_watch.summary() if preview_watch is not None else None,
         "machine": machine_info(),
         "tick_ms": TICK_MS,
         "train_seconds": seconds,
@@ -250,7 +250,7 @@ def run(seconds: float, out: Path, settle_s: float = 3.0, timeout_extra_s: float
         f"{fmt_ms(phases['click_to_end']['max_ms'])}. TensorFlow/Keras loaded in the napari process: "
         f"{', '.join(loaded) if loaded else 'no'}."
     )
-    if watch is not None:
+    if preview_watch is not None:
         p = report["preview"]
         text += (f" Live preview on (labels + probability), the slider moved every {SLIDER_EVERY_S:g} s: "
                  f"{p['previews_drawn']} previews drawn, drawing one took {fmt_ms(p['draw_median_ms'])} "

@@ -41,6 +41,10 @@ def test_previews_fill_their_own_layers_and_skip_what_no_longer_fits(viewer_with
     assert (labels.data[:, 5] == 1).all() and not np.delete(labels.data[1], 5, axis=0).any()
     np.testing.assert_array_equal(viewer.layers["ann"].data, annotations)  # the user's layers untouched
     preview.stop()
+    widget = TrainWidget(viewer)  # the preview layers are offered neither as data nor as pairs
+    assert [name for name, _ in widget._image_choices()] == ["img"]
+    assert [name for name, _ in widget._labels_choices()] == ["ann"]
+    assert widget._extra_pair_choices() == []
 
 
 def test_a_deleted_preview_layer_ends_the_preview_quietly(viewer_with_data):

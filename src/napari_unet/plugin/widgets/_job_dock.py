@@ -6,6 +6,7 @@ from magicgui.widgets import Container
 from napari.layers import Image
 from napari.utils.notifications import show_error
 
+from napari_unet.plugin.widgets._layers import is_preview
 from napari_unet.runtime.engine import failure_line
 
 
@@ -31,7 +32,7 @@ class JobDock(Container):
         raise NotImplementedError
 
     def _image_choices(self, _widget=None):
-        return [(layer.name, layer) for layer in self.viewer.layers if isinstance(layer, Image)]
+        return [(layer.name, layer) for layer in self.viewer.layers if isinstance(layer, Image) and not is_preview(layer)]
 
     def _follow_layers(self):
         """Refresh the layer choices now and whenever layers are added or removed."""

@@ -10,11 +10,17 @@ import numpy as np
 OUTPUT_MARKER = "napari_unet_output"  # metadata key of layers the plugin created
 MODEL_KEY = "napari_unet_model"  # ... the model folder that made an output layer
 OUTPUT_KIND_KEY = "napari_unet_output_kind"  # ... and what it holds: "labels" (classes) or "instances"
+PREVIEW_KEY = "napari_unet_preview"  # metadata of the live preview's layers: the image they preview
 
 # The first Labels layer of a dtype costs napari 0.3-0.8 s once (importing pandas for the
 # features table, loading numba's colour-mapping code for that dtype): warmed up off the
 # click that adds the first output layer.
 OUTPUT_LABEL_DTYPES = (np.uint8, np.uint32)
+
+
+def is_preview(layer) -> bool:
+    """A live preview layer: never offered as training data or as an image to segment."""
+    return PREVIEW_KEY in (layer.metadata or {})
 
 
 def spatial_shape(layer) -> tuple:

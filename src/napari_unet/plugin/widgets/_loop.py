@@ -16,7 +16,9 @@ from napari_unet.core.accept import accept_slice, label_values_of
 from napari_unet.core.bundle import read_bundle_meta
 from napari_unet.core.uncertainty import candidate_slices
 from napari_unet.plugin.widgets._job_poller import JobPoller
-from napari_unet.plugin.widgets._layers import MODEL_KEY, OUTPUT_KIND_KEY, OUTPUT_MARKER, layer_array, spatial_shape
+from napari_unet.plugin.widgets._layers import (
+    MODEL_KEY, OUTPUT_KIND_KEY, OUTPUT_MARKER, is_preview, layer_array, spatial_shape,
+)
 from napari_unet.plugin.widgets._session import TRAINED_MODELS, WARM_WORKER
 
 NEW_MODEL = "none (a new model)"
@@ -34,9 +36,10 @@ def is_own_output(layer) -> bool:
 
 def extra_pair_choices(viewer, main_image, main_labels) -> list:
     """Every other (image, labels) pair of one shape, as ``("img + ann", (image, labels))``."""
-    images = [layer for layer in viewer.layers if isinstance(layer, Image) and layer is not main_image]
-    labels = [layer for layer in viewer.layers
-              if isinstance(layer, Labels) and layer is not main_labels and not is_own_output(layer)]
+    images = [layer for layer in viewer.layers
+              if isinstance(layer, Image) and layer is not main_image and not is_preview(layer)]
+    labels = [layer for layer in viewer.layers if isinstance(layer, Labels) and layer is not main_labels
+              and not is_own_output(layer) and not is_preview(layer)]
     return [(f"{image.name} + {label.name}", (image, label)) for image in images for label in labels
             if spatial_shape(image) == spatial_shape(label)]
 

@@ -12,9 +12,8 @@ from napari.layers import Image, Labels
 
 from napari_unet.core import events
 from napari_unet.core.preview import NO_REQUEST, encode_request
-from napari_unet.plugin.widgets._layers import spatial_shape
+from napari_unet.plugin.widgets._layers import PREVIEW_KEY, spatial_shape
 
-PREVIEW_KEY = "napari_unet_preview"  # metadata of the preview layers: which image they preview
 REQUEST = "preview_request"  # the job's live input (see engine.start_training)
 
 

@@ -29,7 +29,7 @@ from napari_unet.core.train import check_resume_meta
 from napari_unet.plugin.widgets._export import ExportButton
 from napari_unet.plugin.widgets._job_dock import JobDock
 from napari_unet.plugin.widgets._job_poller import JobPoller
-from napari_unet.plugin.widgets._layers import layer_array, spatial_shape, unique_path
+from napari_unet.plugin.widgets._layers import is_preview, layer_array, spatial_shape, unique_path
 from napari_unet.plugin.widgets._limits import decimals_to_show, spin_range
 from napari_unet.plugin.widgets._loop import (
     FROM_DISK, SuggestedSlices, accept_into, continue_choices, extra_pair_choices, is_own_output, model_folder,
@@ -150,7 +150,7 @@ class TrainWidget(JobDock):
     # -- inputs ---------------------------------------------------------------------------
     def _labels_choices(self, _widget=None):
         image = self.image.value if hasattr(self, "image") else None
-        layers = [layer for layer in self.viewer.layers if isinstance(layer, Labels)]
+        layers = [layer for layer in self.viewer.layers if isinstance(layer, Labels) and not is_preview(layer)]
         if image is not None:  # only labels that line up with the image
             layers = [layer for layer in layers if spatial_shape(layer) == spatial_shape(image)]
         return [(layer.name, layer) for layer in layers]
