@@ -33,7 +33,8 @@ from napari_unet.runtime.worker import OOM_HINT, failure_line
 from napari_unet.io import leftovers
 from napari_unet.core.bundle import read_bundle_meta  # JSON only: no Keras here
 
-__all__ = ["Job", "LazyFile", "WarmWorker", "ZarrOutput", "start_training", "start_prediction", "start_export", "start_ranking",
+__all__ = ["Job", "LazyFile", "WarmWorker", "ZarrOutput", "start_training", "start_prediction", "start_export",
+           "start_ranking",
            "failure_line", "drain", "run_to_end"]
 
 _EXIT_GRACE_S = spawning.EXIT_GRACE_S
@@ -173,7 +174,8 @@ class Job:
         lease = None if self._warm is None else self._warm.submit(self.target, params, inputs, outputs)
         if lease is not None:
             self._resources.lease = lease
-            self._resources.process, self._resources.queue, self._stop_event = lease.process, lease.queue, lease.stop_event
+            self._resources.process, self._resources.queue = lease.process, lease.queue
+            self._stop_event = lease.stop_event
             return
         self._resources.queue = spawning.CONTEXT.Queue()
         self._stop_event = spawning.CONTEXT.Event()

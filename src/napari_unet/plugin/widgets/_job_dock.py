@@ -32,7 +32,8 @@ class JobDock(Container):
         raise NotImplementedError
 
     def _image_choices(self, _widget=None):
-        return [(layer.name, layer) for layer in self.viewer.layers if isinstance(layer, Image) and not is_preview(layer)]
+        return [(layer.name, layer) for layer in self.viewer.layers
+                if isinstance(layer, Image) and not is_preview(layer)]
 
     def _follow_layers(self):
         """Refresh the layer choices now and whenever layers are added or removed."""
