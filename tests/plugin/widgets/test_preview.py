@@ -31,7 +31,8 @@ def test_previews_fill_their_own_layers_and_skip_what_no_longer_fits(viewer_with
     annotations = viewer.layers["ann"].data.copy()
     preview = LivePreview(viewer)
     viewer.dims.set_current_step(0, 3)
-    assert decode_request(preview.start(viewer.layers["img"], with_probability=True)) == (0, 3)
+    assert decode_request(preview.request_for(viewer.layers["img"])) == (0, 3)
+    preview.start(viewer.layers["img"], with_probability=True, job=None)
     labels, probability = viewer.layers["img [preview]"], viewer.layers["img [preview probability]"]
     preview.show(preview_event(3, value=2))
     assert (labels.data[3] == 2).all() and (probability.data[3] == 200).all() and not labels.data[2].any()
@@ -50,10 +51,32 @@ def test_previews_fill_their_own_layers_and_skip_what_no_longer_fits(viewer_with
 def test_a_deleted_preview_layer_ends_the_preview_quietly(viewer_with_data):
     viewer = viewer_with_data
     preview = LivePreview(viewer)
-    preview.start(viewer.layers["img"], with_probability=False)
+    preview.start(viewer.layers["img"], with_probability=False, job=None)
     viewer.layers.remove("img [preview]")
     preview.show(preview_event(2))
     assert not preview.active and [layer.name for layer in viewer.layers] == ["img", "ann"]
+
+
+class RequestOnly:
+    """Stands in for a training job: only its live input."""
+
+    def __init__(self):
+        self.request = np.array([-1], np.int64)
+
+    def live_input(self, name):
+        assert name == "preview_request"
+        return self.request
+
+
+def test_moving_the_slider_sends_the_new_slice_and_stop_withdraws_it(viewer_with_data):
+    viewer, job = viewer_with_data, RequestOnly()
+    preview = LivePreview(viewer)
+    preview.start(viewer.layers["img"], with_probability=False, job=job)
+    viewer.dims.set_current_step(0, 5)
+    assert decode_request(job.request[0]) == (0, 5)
+    preview.stop()
+    viewer.dims.set_current_step(0, 1)
+    assert decode_request(job.request[0]) is None
 
 
 def test_the_shown_slice_follows_the_slider_on_any_axis(viewer_with_data):

@@ -32,16 +32,22 @@ def shown_slice(viewer, layer) -> tuple[int, int] | None:
 
 
 class LivePreview:
-    """One training run's preview; ``start`` before the job, ``attach`` it, ``show`` each event."""
+    """One training run's preview: ``request_for`` the job's first request, ``start`` with the job,
+    ``show`` each event, ``stop`` at the end."""
 
     def __init__(self, viewer):
         self.viewer = viewer
         self.job = None
         self.image = self.labels_layer = self.prob_layer = None
 
-    def start(self, image, with_probability: bool) -> int:
-        """Make (or reuse) the preview layers; returns the first request for ``start_training``."""
-        self.image = image
+    def request_for(self, image) -> int:
+        """The request for the slice of ``image`` shown now (``start_training``'s ``preview``)."""
+        shown = shown_slice(self.viewer, image) if image in self.viewer.layers else None
+        return NO_REQUEST if shown is None else encode_request(*shown)
+
+    def start(self, image, with_probability: bool, job) -> None:
+        """Make (or reuse) the preview layers and follow the slider for ``job``."""
+        self.image, self.job = image, job
         self.labels_layer = self._own_layer(Labels, f"{image.name} [preview]", np.uint8, {})
         self.prob_layer = (self._own_layer(Image, f"{image.name} [preview probability]", np.uint8,
                                            {"colormap": "magma", "contrast_limits": (0, 255), "opacity": 0.5,
@@ -49,10 +55,6 @@ class LivePreview:
                            if with_probability else None)
         self.viewer.layers.selection.active = image  # the user's layer stays the one they paint on
         self.viewer.dims.events.current_step.connect(self._slice_moved)
-        return self._request()
-
-    def attach(self, job) -> None:
-        self.job = job
 
     def stop(self) -> None:
         """Stop following the slider (training ended, or the preview layer is gone)."""
@@ -93,12 +95,8 @@ class LivePreview:
                      metadata=metadata, **options)
         return self.viewer.add_layer(layer)
 
-    def _request(self) -> int:
-        shown = shown_slice(self.viewer, self.image) if self.image in self.viewer.layers else None
-        return NO_REQUEST if shown is None else encode_request(*shown)
-
     def _slice_moved(self, _event=None) -> None:
-        self._send(self._request())
+        self._send(self.request_for(self.image))
 
     def _send(self, code: int) -> None:
         if self.job is None:

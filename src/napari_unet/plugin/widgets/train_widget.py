@@ -295,12 +295,12 @@ class TrainWidget(JobDock):
             n_classes=class_count_of_pairs([labels] + [lab for _, lab in extra], train_cfg.annotation_mode,
                                            train_cfg.instances),
         )
-        request = (self.preview.start(self.image.value, bool(self.preview_probability.value))
-                   if self.live_preview.value else None)
         job = engine.start_training(image, labels, model_cfg, train_cfg, str(out_dir), resume_from=resume,
                                     overwrite=bool(self.replace.value), extra_pairs=extra, worker=self.worker,
-                                    preview=request)
-        self.preview.attach(job)
+                                    preview=self.preview.request_for(self.image.value) if self.live_preview.value
+                                    else None)
+        if self.live_preview.value:
+            self.preview.start(self.image.value, bool(self.preview_probability.value), job)
         self.suggestions.stop()
         self._trained = (self.image.value, self.labels.value, resume)
         self.plot.clear()
