@@ -26,13 +26,17 @@ def viewer_with_data(make_napari_viewer, tiny_volume):
     return viewer
 
 
-def test_previews_fill_their_own_layers_and_skip_what_no_longer_fits(viewer_with_data):
+def test_previews_fill_their_own_layers_and_skip_what_no_longer_fits(viewer_with_data, qtbot):
     viewer = viewer_with_data
     annotations = viewer.layers["ann"].data.copy()
     preview = LivePreview(viewer)
     viewer.dims.set_current_step(0, 3)
     assert decode_request(preview.request_for(viewer.layers["img"])) == (0, 3)
     preview.start(viewer.layers["img"], with_probability=True, job=None)
+    preview.show(preview_event(3, value=2))  # before its layers are made (next turns): nothing to draw yet
+    assert "img [preview]" not in viewer.layers  # not in the click that started training
+    qtbot.waitUntil(lambda: "img [preview probability]" in viewer.layers, timeout=5000)
+    assert viewer.layers.selection.active is viewer.layers["img"]
     labels, probability = viewer.layers["img [preview]"], viewer.layers["img [preview probability]"]
     preview.show(preview_event(3, value=2))
     assert (labels.data[3] == 2).all() and (probability.data[3] == 200).all() and not labels.data[2].any()
@@ -48,10 +52,11 @@ def test_previews_fill_their_own_layers_and_skip_what_no_longer_fits(viewer_with
     assert widget._extra_pair_choices() == []
 
 
-def test_a_deleted_preview_layer_ends_the_preview_quietly(viewer_with_data):
+def test_a_deleted_preview_layer_ends_the_preview_quietly(viewer_with_data, qtbot):
     viewer = viewer_with_data
     preview = LivePreview(viewer)
     preview.start(viewer.layers["img"], with_probability=False, job=None)
+    qtbot.waitUntil(lambda: "img [preview]" in viewer.layers, timeout=5000)
     viewer.layers.remove("img [preview]")
     preview.show(preview_event(2))
     assert not preview.active and [layer.name for layer in viewer.layers] == ["img", "ann"]

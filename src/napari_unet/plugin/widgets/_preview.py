@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 from napari.layers import Image, Labels
+from qtpy.QtCore import QTimer
 
 from napari_unet.core import events
 from napari_unet.core.preview import NO_REQUEST, encode_request
@@ -46,15 +47,26 @@ class LivePreview:
         return NO_REQUEST if shown is None else encode_request(*shown)
 
     def start(self, image, with_probability: bool, job) -> None:
-        """Make (or reuse) the preview layers and follow the slider for ``job``."""
+        """Follow the slider for ``job``; the preview layers are made (or reused) just after."""
         self.image, self.job = image, job
-        self.labels_layer = self._own_layer(Labels, f"{image.name} [preview]", np.uint8, {})
-        self.prob_layer = (self._own_layer(Image, f"{image.name} [preview probability]", np.uint8,
-                                           {"colormap": "magma", "contrast_limits": (0, 255), "opacity": 0.5,
-                                            "blending": "additive"})
-                           if with_probability else None)
-        self.viewer.layers.selection.active = image  # the user's layer stays the one they paint on
+        self.labels_layer = self.prob_layer = None
         self.viewer.dims.events.current_step.connect(self._slice_moved)
+        # Adding a layer holds the event loop ~0.1 s: one per turn, not in the Train click.
+        QTimer.singleShot(0, self._make_labels_layer)
+        if with_probability:
+            QTimer.singleShot(0, self._make_probability_layer)
+
+    def _make_labels_layer(self) -> None:
+        if self.active:
+            self.labels_layer = self._own_layer(Labels, f"{self.image.name} [preview]", np.uint8, {})
+            self.viewer.layers.selection.active = self.image  # the user's layer stays the one they paint on
+
+    def _make_probability_layer(self) -> None:
+        if self.active:
+            self.prob_layer = self._own_layer(Image, f"{self.image.name} [preview probability]", np.uint8,
+                                              {"colormap": "magma", "contrast_limits": (0, 255), "opacity": 0.5,
+                                               "blending": "additive"})
+            self.viewer.layers.selection.active = self.image
 
     def stop(self) -> None:
         """Stop following the slider (training ended, or the preview layer is gone)."""
@@ -68,8 +80,8 @@ class LivePreview:
         return self.image is not None
 
     def show(self, event: events.Preview) -> None:
-        if not self.active:
-            return
+        if not self.active or self.labels_layer is None:
+            return  # not following a run, or its layer is still to be made
         if self.labels_layer not in self.viewer.layers or self.image not in self.viewer.layers:
             self.stop()  # deleted by the user: nothing to draw into
             return
