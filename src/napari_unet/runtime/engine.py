@@ -2,7 +2,7 @@
 
 TensorFlow must never be loaded into the napari process (it crashes next to Mesa's OpenGL),
 so every TensorFlow job runs in a fresh interpreter started with ``spawn``. Big arrays go
-through shared memory (or a file the worker opens itself), small event dicts through a queue.
+through shared memory (or a file the worker opens itself), small typed events through a pipe (``channels``).
 Nothing here blocks the caller except ``wait``, and nothing is left running or allocated
 after ``close`` (or at interpreter exit).
 """
@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_unet.runtime import logs, spawning, worker
+from napari_unet.runtime.channels import Channel, StopFlag
 from napari_unet.runtime.warm import WarmWorker
 from napari_unet.runtime.runner import drain, run_to_end
 from napari_unet.core.events import Error, Event, Final, Stopped
@@ -177,11 +178,12 @@ class Job:
             self._resources.process, self._resources.queue = lease.process, lease.queue
             self._stop_event = lease.stop_event
             return
-        self._resources.queue = spawning.CONTEXT.Queue()
-        self._stop_event = spawning.CONTEXT.Event()
+        self._resources.queue = Channel(spawning.CONTEXT)
+        self._stop_event = StopFlag(spawning.CONTEXT)
         self._resources.process = spawning.start_process(
             worker.run_job, (self.target, params, inputs, outputs, self._resources.queue, self._stop_event),
             name=f"napari-unet {self.target}")
+        self._resources.queue.only_receive()  # the worker's end is in the worker now
 
     def poll(self, max_events: int = 1000) -> list[Event]:
         """The events that arrived since the last call; never blocks.

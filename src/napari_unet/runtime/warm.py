@@ -20,6 +20,7 @@ import weakref
 from dataclasses import dataclass
 
 from napari_unet.runtime import logs, spawning, worker
+from napari_unet.runtime.channels import Channel, StopFlag
 
 # Without a job for this long, the worker ends and frees its (GPU) memory.
 IDLE_TIMEOUT_S = 600.0
@@ -154,10 +155,12 @@ class WarmWorker:
         if self.alive and env == self._env:
             return
         self._end_process(graceful=True)  # dead, or set up for another backend
-        self._commands, self._events = spawning.CONTEXT.Queue(), spawning.CONTEXT.Queue()
-        self._stop_event = spawning.CONTEXT.Event()
+        self._commands, self._events = Channel(spawning.CONTEXT), Channel(spawning.CONTEXT)
+        self._stop_event = StopFlag(spawning.CONTEXT)
         self._process = spawning.start_process(worker.serve, (self._commands, self._events, self._stop_event),
                                                name="napari-unet warm worker")
+        self._commands.only_send()  # the worker holds the other ends now
+        self._events.only_receive()
         self._env = dict(env)
         self.starts += 1
 

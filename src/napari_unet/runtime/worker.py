@@ -90,8 +90,9 @@ def close_segment(shm: SharedMemory) -> None:
 def run_job(target, params, array_specs, output_specs, events, stop_event):
     """Entry point of a one-job worker process: run ``target`` and forward its events to ``events``."""
     _enter_worker(stop_event)
+    events.only_send()
     try:
-        run_one(target, params, array_specs, output_specs, events.put, stop_event)
+        run_one(target, params, array_specs, output_specs, _unless_orphaned(events.put), stop_event)
     finally:
         _exit_worker(events)
 
@@ -105,16 +106,30 @@ def serve(commands, events, stop_event):
     that is what makes the second job start fast.
     """
     _enter_worker(stop_event)
+    commands.only_receive()
+    events.only_send()
     try:
         while True:
             command = commands.get()
             if command is None:
                 break
             seq, target, params, array_specs, output_specs = command
-            run_one(target, params, array_specs, output_specs, lambda event, seq=seq: events.put((seq, event)),
-                    stop_event)
+            send = _unless_orphaned(events.put)
+            run_one(target, params, array_specs, output_specs, lambda event, seq=seq: send((seq, event)), stop_event)
     finally:
         _exit_worker(events)
+
+
+def _unless_orphaned(put):
+    """``put``, but once the parent is gone (its end of the pipe closed) events are dropped: the
+    job still runs to its end, so a stopped training saves its best model."""
+    def send(event) -> None:
+        try:
+            put(event)
+        except OSError:  # BrokenPipeError: nobody reads any more
+            pass
+
+    return send
 
 
 def _enter_worker(stop_event) -> None:
@@ -125,8 +140,7 @@ def _enter_worker(stop_event) -> None:
 
 
 def _exit_worker(events) -> None:
-    events.close()
-    events.join_thread()  # every event reaches the pipe before the process ends
+    events.close()  # every event has reached the pipe: a put returns once it has
     # Everything is reported and written; skip the interpreter teardown, which takes
     # seconds once TensorFlow is loaded and would keep the parent waiting in close().
     try:
