@@ -109,6 +109,7 @@ def test_the_preview_follows_the_slider_during_training_on_the_warm_worker(viewe
     widget.live_preview.value = widget.preview_probability.value = True
     viewer.dims.set_current_step(0, 2)
     widget.train_button.clicked.emit()
+    qtbot.waitUntil(lambda: "img [preview probability]" in viewer.layers, timeout=5000)  # just after the click
     probability = viewer.layers["img [preview probability]"]
     qtbot.waitUntil(lambda: probability.data[2].any(), timeout=180_000)
     assert (seen[0].axis, seen[0].index) == (0, 2)
@@ -141,7 +142,7 @@ def test_deleting_the_preview_layer_mid_training_stops_only_the_preview(viewer_w
     set_tiny_training(widget, tmp_path / "model", epochs=4)
     widget.live_preview.value = True
     widget.train_button.clicked.emit()
-    qtbot.waitUntil(lambda: widget.plot.n_points >= 1, timeout=180_000)
+    qtbot.waitUntil(lambda: widget.plot.n_points >= 1 and "img [preview]" in viewer.layers, timeout=180_000)
     viewer.layers.remove("img [preview]")
     qtbot.waitUntil(lambda: not widget.poller.active, timeout=180_000)
     assert widget.status.value.startswith("Training finished"), widget.status.value

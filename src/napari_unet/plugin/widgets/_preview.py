@@ -32,14 +32,23 @@ def shown_slice(viewer, layer) -> tuple[int, int] | None:
     return axis, int(round(layer.world_to_data(viewer.dims.point[offset:])[axis]))
 
 
+LAYER_SPACING_MS = 60  # between adding the two preview layers: napari redraws in between
+
+
 class LivePreview:
     """One training run's preview: ``request_for`` the job's first request, ``start`` with the job,
     ``show`` each event, ``stop`` at the end."""
 
-    def __init__(self, viewer):
+    def __init__(self, viewer, parent=None):
         self.viewer = viewer
         self.job = None
         self.image = self.labels_layer = self.prob_layer = None
+        # Adds the preview layers after the Train click; dies with ``parent`` (the dock), so it
+        # never fires into a closed viewer.
+        self._layer_timer = QTimer(parent)
+        self._layer_timer.setSingleShot(True)
+        self._layer_timer.timeout.connect(self._add_next_layer)
+        self._layers_to_add: list = []
 
     def request_for(self, image) -> int:
         """The request for the slice of ``image`` shown now (``start_training``'s ``preview``)."""
@@ -52,24 +61,28 @@ class LivePreview:
         self.labels_layer = self.prob_layer = None
         self.viewer.dims.events.current_step.connect(self._slice_moved)
         # Adding a layer holds the event loop ~0.1 s: one per turn, not in the Train click.
-        QTimer.singleShot(0, self._make_labels_layer)
-        if with_probability:
-            QTimer.singleShot(0, self._make_probability_layer)
+        self._layers_to_add = [self._make_labels_layer] + ([self._make_probability_layer] if with_probability else [])
+        self._layer_timer.start(0)
+
+    def _add_next_layer(self) -> None:
+        if self.active and self._layers_to_add:
+            self._layers_to_add.pop(0)()
+            self.viewer.layers.selection.active = self.image  # the user's layer stays the one they paint on
+        if self.active and self._layers_to_add:
+            self._layer_timer.start(LAYER_SPACING_MS)
 
     def _make_labels_layer(self) -> None:
-        if self.active:
-            self.labels_layer = self._own_layer(Labels, f"{self.image.name} [preview]", np.uint8, {})
-            self.viewer.layers.selection.active = self.image  # the user's layer stays the one they paint on
+        self.labels_layer = self._own_layer(Labels, f"{self.image.name} [preview]", np.uint8, {})
 
     def _make_probability_layer(self) -> None:
-        if self.active:
-            self.prob_layer = self._own_layer(Image, f"{self.image.name} [preview probability]", np.uint8,
-                                              {"colormap": "magma", "contrast_limits": (0, 255), "opacity": 0.5,
-                                               "blending": "additive"})
-            self.viewer.layers.selection.active = self.image
+        self.prob_layer = self._own_layer(Image, f"{self.image.name} [preview probability]", np.uint8,
+                                          {"colormap": "magma", "contrast_limits": (0, 255), "opacity": 0.5,
+                                           "blending": "additive"})
 
     def stop(self) -> None:
         """Stop following the slider (training ended, or the preview layer is gone)."""
+        self._layer_timer.stop()
+        self._layers_to_add = []
         if self.image is not None:
             self.viewer.dims.events.current_step.disconnect(self._slice_moved)
             self._send(NO_REQUEST)
