@@ -39,6 +39,9 @@ def main(out: Path):
     viewer.window.add_dock_widget(segment, name="Segment with U-Net", area="right")
     train.model_dir.value = Path(tempfile.mkdtemp()) / "nuclei-unet"
     train.instances.value = True  # the annotations are one id per nucleus
+    train.live_preview.value = True  # the shown slice is predicted while training
+    train.time_limit.value = 2.0  # minutes: enough for the picture
+    viewer.dims.set_point(0, 12)
     train.train_button.clicked.emit()
     wait_for(train, app)
     print("train:", train.status.value, train.score.value, flush=True)
@@ -47,6 +50,7 @@ def main(out: Path):
     wait_for(segment, app)
     print("segment:", segment.status.value, flush=True)
     viewer.layers[f"{NUCLEI_NAME} annotations"].visible = False
+    viewer.layers[f"{NUCLEI_NAME} [preview]"].visible = False  # the objects are the picture
     viewer.dims.set_point(0, 12)
     viewer.reset_view()
     for _ in range(50):

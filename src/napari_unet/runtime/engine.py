@@ -157,6 +157,7 @@ class Job:
             raise RuntimeError("This job is closed; create a new one.")
         if self._resources.process is not None:
             raise RuntimeError("This job was already started.")
+        spawning.ensure_tracker()  # before any shared-memory segment is opened or made
         reclaim_stale_segments()
         _open_jobs.add(self)
         try:

@@ -19,14 +19,21 @@ CONTEXT = multiprocessing.get_context("spawn")
 EXIT_GRACE_S = 3.0
 
 
-def start_process(target, args: tuple, name: str):
-    """A started ``spawn`` process running ``target(*args)``, with the terminal's signals held back."""
-    # The resource tracker (it unlinks semaphores and segments after a crash) and the
-    # worker inherit this block: the tracker then outlives a closing terminal, and the
-    # worker unblocks them only once it has left the terminal's process group (see
-    # worker.leave_terminal_signals). Two blocks: ensure_running unblocks SIGINT/SIGTERM.
+def ensure_tracker() -> None:
+    """Start multiprocessing's resource tracker, if it is not running, with the terminal's signals
+    held back: it inherits the block and so outlives a closing terminal (SIGHUP to the group).
+
+    Call it before the first shared-memory segment: creating one starts the tracker otherwise,
+    unprotected. (``ensure_running`` itself unblocks SIGINT/SIGTERM, hence a block of its own.)"""
     with terminal_signals_blocked():
         resource_tracker.ensure_running()
+
+
+def start_process(target, args: tuple, name: str):
+    """A started ``spawn`` process running ``target(*args)``, with the terminal's signals held back."""
+    # The worker inherits this block and unblocks the signals only once it has left the
+    # terminal's process group (see worker.leave_terminal_signals).
+    ensure_tracker()
     with terminal_signals_blocked():
         process = CONTEXT.Process(target=target, args=args, name=name)
         with main_module_hidden():
