@@ -32,7 +32,7 @@ def main(argv=None):
     from napari_unet.core.config import PredictConfig, TrainConfig
     from napari_unet.core.events import Warn
     from napari_unet.core.metrics import dice
-    from napari_unet.core.predict import predict_volume
+    from napari_unet.core.predict import bundle_predictor
     from napari_unet.core.synthetic import make_cells_volume
     from napari_unet.core.train import train
 
@@ -50,8 +50,7 @@ def main(argv=None):
     rows = []
     for name, (volume, truth) in cases.items():
         for normalize in ("model", "volume"):
-            sent = list(predict_volume(volume, model.predict_on_batch, PredictConfig(normalize=normalize),
-                                       n_classes=1, size_multiple=8, normalization=meta["normalization"]))
+            sent = list(bundle_predictor(model, meta, PredictConfig(normalize=normalize))(volume))
             pred = sent[-1].outputs["labels"]
             warned = any(isinstance(e, Warn) for e in sent)
             rows.append({"volume": name, "normalize": normalize, "foreground": float(pred.mean()),

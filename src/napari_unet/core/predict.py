@@ -39,11 +39,13 @@ this module checks the inputs, plans the tiles and runs the three in order.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Callable, Iterator
 
 import numpy as np
 
 from napari_unet.core import events
+from napari_unet.core.bundle import model_config_of
 from napari_unet.core.config import PredictConfig
 from napari_unet.core.predict_batch import BatchPredictor, probability_slices
 from napari_unet.core.predict_read import (
@@ -99,6 +101,17 @@ def predict_volume(
     if cfg.three_axis:
         return _after(warnings, _three_axis_events(spatial_shape, axis, plans, writer, n_classes, passes))
     return _after(warnings, _events(spatial_shape, axis, plans[axis], writer, passes))
+
+
+def bundle_predictor(model, meta: dict, cfg: PredictConfig, **kwargs) -> Callable[..., Iterator[events.Event]]:
+    """``predict_volume`` bound to a loaded model folder (``core.bundle.load_bundle``): its model,
+    classes, size multiple, normalisation and object settings; call it with the volume (and
+    ``kwargs`` such as outputs, ``channel_axis`` or ``stop_event``)."""
+    model_cfg = model_config_of(meta)
+    return partial(predict_volume, predict_fn=model.predict_on_batch, cfg=cfg, n_classes=model_cfg.n_classes,
+                   size_multiple=model_cfg.size_multiple, normalization=meta["normalization"],
+                   boundary_model=bool(meta.get("instances", False)),
+                   objects_tile=bool(meta.get("objects_tile", False)), **kwargs)
 
 
 def _tile_plans(cfg, spatial_shape, axis, n_classes, boundary_model, multiple, min_tile) -> dict:

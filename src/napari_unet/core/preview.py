@@ -49,11 +49,9 @@ def predict_slice(model, image_hwc, norm: dict, size_multiple: int) -> np.ndarra
     import keras
 
     x = data.normalize(image_hwc, norm)
-    height, width = x.shape[:2]
-    pad = [(0, -height % size_multiple), (0, -width % size_multiple), (0, 0)]
-    x = np.pad(x, pad, mode="reflect" if min(height, width) > 1 else "edge")
+    x, crop = data.pad_to_multiple(x, size_multiple, mode="reflect" if min(x.shape[:2]) > 1 else "edge")
     probs = keras.ops.convert_to_numpy(model.predict_on_batch(x[None]))[0]
-    return np.asarray(probs[:height, :width], np.float32)
+    return np.asarray(probs[crop[:2]], np.float32)
 
 
 def foreground(probs: np.ndarray) -> np.ndarray:

@@ -12,7 +12,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from napari_unet.core import events
+from napari_unet.core import data, events
 
 # Ranking predicts at most this many unannotated slices, evenly spaced, so a 2000-slice stack
 # is ranked in the time of 32 slices; the suggestion is then the best of that sample.
@@ -33,10 +33,8 @@ def slice_uncertainty(probs) -> float:
 
 def unannotated_slices(labels_zyx) -> np.ndarray:
     """Indices of the slices of ``labels_zyx`` ``(Z, Y, X)`` with no non-zero label."""
-    labels = np.asarray(labels_zyx)
-    if labels.ndim == 2:
-        labels = labels[np.newaxis]
-    return np.flatnonzero(~labels.reshape(labels.shape[0], -1).any(axis=1)).astype(np.int64)
+    labels = data.as_zyx(labels_zyx)
+    return np.setdiff1d(np.arange(labels.shape[0]), data.annotated_slices(labels, "full_slices"))
 
 
 def candidate_slices(labels_zyx, max_slices: int = MAX_RANKED_SLICES) -> tuple[list[int], int]:

@@ -57,12 +57,6 @@ class Channel:
         _close(self._reader)
         _close(self._writer)
 
-    def join_thread(self) -> None:
-        """Nothing to flush: every ``put`` has reached the pipe when it returns."""
-
-    def cancel_join_thread(self) -> None:
-        """Nothing to cancel (as ``join_thread``)."""
-
 
 def _close(connection) -> None:
     with contextlib.suppress(OSError):

@@ -176,7 +176,6 @@ class WarmWorker:
         for channel in (self._commands, self._events):
             if channel is not None:
                 channel.close()
-                channel.cancel_join_thread()  # never wait on a dead reader
         self._commands = self._events = self._stop_event = None
 
     def _job_ended(self, seq: int, keep: bool) -> None:

@@ -108,13 +108,13 @@ def serve(commands, events, stop_event):
     _enter_worker(stop_event)
     commands.only_receive()
     events.only_send()
+    send = _unless_orphaned(events.put)
     try:
         while True:
             command = commands.get()
             if command is None:
                 break
             seq, target, params, array_specs, output_specs = command
-            send = _unless_orphaned(events.put)
             run_one(target, params, array_specs, output_specs, lambda event, seq=seq: send((seq, event)), stop_event)
     finally:
         _exit_worker(events)
@@ -430,30 +430,15 @@ def predict_job(arrays, outputs, stop_event, model_dir, predict_cfg, channel_axi
 
     ``source_path``: the file a lazy volume is read from, named in its read errors.
     """
-    from napari_unet.core.bundle import model_config_of
     from napari_unet.core.config import PredictConfig
-    from napari_unet.core.predict import predict_volume
+    from napari_unet.core.predict import bundle_predictor
     from napari_unet.io.tiff import NamedReads
 
-    cfg = PredictConfig.from_dict(predict_cfg)
     volume = arrays["volume"] if source_path is None else NamedReads(arrays["volume"], source_path)
     model, meta = load_model_cached(model_dir)
-    model_cfg = model_config_of(meta)
-    events = predict_volume(
-        volume,
-        model.predict_on_batch,
-        cfg,
-        n_classes=model_cfg.n_classes,
-        size_multiple=model_cfg.size_multiple,
-        normalization=meta["normalization"],
-        channel_axis=channel_axis,
-        out_labels=outputs["labels"],
-        out_probs=outputs.get("probs"),
-        stop_event=stop_event,
-        boundary_model=bool(meta.get("instances", False)),
-        objects_tile=bool(meta.get("objects_tile", False)),
-    )
-    for event in events:
+    predict = bundle_predictor(model, meta, PredictConfig.from_dict(predict_cfg), channel_axis=channel_axis,
+                               out_labels=outputs["labels"], out_probs=outputs.get("probs"), stop_event=stop_event)
+    for event in predict(volume):
         # The finished arrays are already in the outputs; never send them through the queue.
         yield dataclasses.replace(event, outputs=None) if isinstance(event, Done) else event
 
@@ -470,17 +455,13 @@ def export_job(arrays, outputs, stop_event, model_dir, out_path, overwrite=False
 def rank_job(arrays, outputs, stop_event, model_dir, slices, channel_axis=None):
     """Rank ``slices`` of ``arrays["volume"]`` by the model's uncertainty (``core.uncertainty``);
     yields ``events.Progress`` per slice, then ``events.Ranked``."""
-    from functools import partial
-
     from napari_unet.core.bundle import model_config_of
     from napari_unet.core.config import PredictConfig
-    from napari_unet.core.predict import predict_volume
+    from napari_unet.core.predict import bundle_predictor
     from napari_unet.core.uncertainty import rank_slices
 
     model, meta = load_model_cached(model_dir)
-    model_cfg = model_config_of(meta)
     # The training image's intensity mapping: the slices ranked are a sample of that image.
-    predict = partial(predict_volume, predict_fn=model.predict_on_batch, cfg=PredictConfig(normalize="model"),
-                      n_classes=model_cfg.n_classes, size_multiple=model_cfg.size_multiple,
-                      normalization=meta["normalization"], channel_axis=channel_axis, stop_event=stop_event)
-    yield from rank_slices(arrays["volume"], slices, predict, model_cfg.n_classes)
+    predict = bundle_predictor(model, meta, PredictConfig(normalize="model"), channel_axis=channel_axis,
+                               stop_event=stop_event)
+    yield from rank_slices(arrays["volume"], slices, predict, model_config_of(meta).n_classes)

@@ -214,21 +214,27 @@ class TrainWidget(JobDock):
                 return (f"Patch size {self.patch_size.value} is larger than '{layer.name}' "
                         f"({shape[-2]} x {shape[-1]}); lower the patch size.")
         try:
-            pairs = self._pairs()
+            pairs = self._lazy_pairs()
             validate_pairs(pairs, self.mode.value, self.instances.value, names=self._pair_names())
             self._check_resume(pairs)
         except ValueError as exc:  # BundleError included
             return str(exc)
         return ""
 
+    def _pair_layers(self) -> list:
+        """The (image, labels) layers to train on: the picked pair, then the extra pairs."""
+        return [(self.image.value, self.labels.value)] + list(self.extra_pairs.value)
+
+    def _lazy_pairs(self) -> list:
+        """Their arrays, a lazy image left lazy: the input checks read a sample of it, not the stack."""
+        return [(layer_array(image), np.asarray(labels.data)) for image, labels in self._pair_layers()]
+
     def _pairs(self) -> list:
-        """The (image, labels) arrays to train on: the picked pair, then the extra pairs."""
-        layers = [(self.image.value, self.labels.value)] + list(self.extra_pairs.value)
-        return [(np.asarray(layer_array(image)), np.asarray(labels.data)) for image, labels in layers]
+        """Their arrays in memory, for the worker."""
+        return [(np.asarray(image), labels) for image, labels in self._lazy_pairs()]
 
     def _pair_names(self) -> list:
-        layers = [(self.image.value, self.labels.value)] + list(self.extra_pairs.value)
-        return [f"{image.name} + {labels.name}" for image, labels in layers]
+        return [f"{image.name} + {labels.name}" for image, labels in self._pair_layers()]
 
     def _check_resume(self, pairs) -> None:
         """The model to continue must know the classes, mode and channels of these labels."""
