@@ -1,3 +1,5 @@
+import os
+import socket
 import numpy as np
 import pytest
 from scipy import ndimage as ndi
@@ -589,3 +591,72 @@ def test_memory_of_3d_objects_stays_within_the_budget():
     # The budget rests on measured bytes per voxel: allow the estimate a small error.
     assert tiled <= 1.1 * budget
     assert whole > 5 * budget
+
+
+# ------------------------------------------------------------ slab planes on disk
+
+DISK_BUDGET = 2_000_000  # 48 x 48 slices: whole slices do not fit, deep tiled slabs on disk do
+
+
+def test_large_slices_put_deep_slabs_on_disk_when_there_is_room():
+    on_disk = objects.slab_plan((2048, 2048), 32, 4, disk_room=10 * 2**30)
+    in_memory = objects.slab_plan((2048, 2048), 32, 4, disk_room=0)
+    assert on_disk["store"] == "disk" and in_memory["store"] == "memory"
+    assert on_disk["nbytes"] <= objects.MEMORY_BUDGET and in_memory["nbytes"] <= objects.MEMORY_BUDGET
+    assert on_disk["core_slices"] > in_memory["core_slices"]
+    # Each voxel is labelled fewer times (slab halos and tile halos count again).
+    shape = (2048, 2048)
+    assert objects._relabelling(on_disk, shape) < objects._relabelling(in_memory, shape) / 2
+
+
+@pytest.mark.parametrize("seeds", SEED_MODES)
+def test_slabs_on_disk_equal_in_memory(seeds, tmp_path):
+    maps = maps_from_labels(blobs_volume())
+    plan = objects.slab_plan((48, 48), 8, 3, 4, DISK_BUDGET, disk_room=2**30)
+    assert plan["store"] == "disk" and plan["tile"] < (48, 48) and plan["core_slices"] > 1
+    on_disk = label_volume(maps, seeds=seeds, block_slices=8, halo=3, tile_halo=4, memory_budget=DISK_BUDGET,
+                           scratch=tmp_path)
+    whole = label_volume(maps, seeds=seeds, block_slices=8, halo=3)
+    assert same_partition(on_disk, whole)
+    assert list(tmp_path.iterdir()) == []  # the planes' folder is gone once the volume is done
+
+
+def test_a_stopped_volume_on_disk_returns_every_pushed_slice_and_tidies(tmp_path):
+    maps = maps_from_labels(blobs_volume())
+    objects_ = StreamingObjects(len(maps), maps.shape[1:3], block_slices=8, halo=3, tile_halo=4,
+                                memory_budget=DISK_BUDGET, scratch=tmp_path)
+    returned = [index for i in range(10) for index, _ in objects_.push(i, maps[i])]
+    assert len(list(tmp_path.iterdir())) == 1  # planes of the slab in progress
+    finished = objects_.flush()
+    assert returned + [index for index, _ in finished] == list(range(10))
+    assert all(plane.shape == (48, 48) for _, plane in finished)  # still readable after the tidy-up
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_without_disk_room_large_slices_stay_in_memory(tmp_path, monkeypatch):
+    monkeypatch.setattr(objects, "disk_room", lambda folder=None: 0)
+    maps = maps_from_labels(blobs_volume())
+    labels = label_volume(maps, block_slices=8, halo=3, tile_halo=4, memory_budget=DISK_BUDGET, scratch=tmp_path)
+    assert same_partition(labels, label_volume(maps, block_slices=8, halo=3))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_killed_runs_planes_folder_is_removed(tmp_path):
+    from napari_unet.core.slab_store import FOLDER_PREFIX, DiskPlanes
+
+    stale, alive = tmp_path / (FOLDER_PREFIX + "old"), tmp_path / (FOLDER_PREFIX + "live")
+    for folder, pid in ((stale, 2**22 + 7), (alive, os.getpid())):
+        folder.mkdir()
+        (folder / ".napari_unet_owner").write_text(f"{pid}@{socket.gethostname()}")
+    planes = DiskPlanes(tmp_path)
+    assert not stale.exists() and alive.exists()
+    planes.close()
+    assert not planes.folder.exists()
+
+
+def test_memory_of_slabs_on_disk_stays_within_the_budget(tmp_path):
+    maps = random_cells((12, 192, 192))
+    budget = 3_000_000
+    assert objects.slab_plan((192, 192), 8, 3, 8, budget, disk_room=2**30)["store"] == "disk"
+    peak = peak_bytes_of_labelling(maps, block_slices=8, halo=3, tile_halo=8, memory_budget=budget, scratch=tmp_path)
+    assert peak <= 1.1 * budget

@@ -25,6 +25,8 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components as connected_components_graph
 from skimage.segmentation import relabel_sequential, watershed
 
+from napari_unet.core.slab_store import DiskPlanes, MemoryPlanes, disk_room
+
 MODEL_KINDS = ("boundary", "binary", "classes")
 OBJECT_MODES = ("3d", "2d", "linked")
 SEED_MODES = ("interior", "distance")
@@ -269,13 +271,15 @@ class StreamingObjects:
       join in a later slab keeps several ids, and ``halo=0`` cuts objects at
       every slab border.
 
-    Memory in ``"3d"`` stays within ``memory_budget`` bytes (``MEMORY_BUDGET``) for
-    slices up to about 2048 x 2048 (beyond, the buffered slices alone outgrow it).
+    Memory in ``"3d"`` stays within ``memory_budget`` bytes (``MEMORY_BUDGET``).
     The maps are kept to steps of 1/255, so a probability within 1/510 of
-    ``threshold`` may fall on either side of it. Large slices get fewer core slices
-    per slab (at least 1; the ``halo`` stays), and when the watershed of a whole slab
-    would still not fit, each slab is labelled in Y/X tiles that see ``tile_halo``
-    more pixels on each side. Tiles are joined like slabs: an object takes the id
+    ``threshold`` may fall on either side of it. When the watershed of whole slices
+    would not fit, each slab is labelled in Y/X tiles that see ``tile_halo`` more
+    pixels on each side, and the slab's planes (buffered maps, labels) go to a
+    temporary folder in ``scratch`` (None: the system's) so that slabs stay deep;
+    returned planes are then read-only mappings of its files (their pages stay resident
+    while the caller holds them: drop each once written). Without room there,
+    slabs get fewer core slices (at least 1; the ``halo`` stays) and stay in memory. Tiles are joined like slabs: an object takes the id
     of the object it overlaps most among the ids already returned or written by
     earlier tiles, where it holds a mutual majority. Tiles that cut through large
     objects can change where those objects are split.
@@ -307,6 +311,7 @@ class StreamingObjects:
         join_pieces: bool = False,
         tile_halo: int = TILE_HALO,
         memory_budget: int = MEMORY_BUDGET,
+        scratch=None,
     ):
         _check_int("n_slices", n_slices, 1)
         self.slice_shape = _check_slice_shape(slice_shape)
@@ -324,8 +329,9 @@ class StreamingObjects:
                          join_pieces=bool(join_pieces))
         ids = _IdCounter()
         if mode == "3d":
-            plan = slab_plan(self.slice_shape, int(block_slices), int(halo), int(tile_halo), int(memory_budget))
-            self._labeller = _SlabObjects(self.n_slices, self.slice_shape, plan, labelling, sampling, ids)
+            plan = slab_plan(self.slice_shape, int(block_slices), int(halo), int(tile_halo), int(memory_budget),
+                             disk_room(scratch))
+            self._labeller = _SlabObjects(self.n_slices, self.slice_shape, plan, labelling, sampling, ids, scratch)
         else:
             plane_sampling = None if sampling is None else sampling[1:]
             self._labeller = _SliceObjects(mode == "linked", labelling, plane_sampling, ids)
@@ -375,11 +381,17 @@ def label_volume(maps, **kwargs) -> np.ndarray:
     objects = StreamingObjects(maps.shape[0], maps.shape[1:3], **kwargs)
     labels = np.zeros(maps.shape[:3], np.uint32)
     for index in range(maps.shape[0]):
-        for done, plane in objects.push(index, maps[index]):
-            labels[done] = plane
-    for done, plane in objects.flush():
-        labels[done] = plane
+        _copy_planes(objects.push(index, maps[index]), labels)
+    _copy_planes(objects.flush(), labels)
     return labels
+
+
+def _copy_planes(finished, labels):
+    """Copy returned planes into ``labels``, dropping each at once (planes on disk stay mapped until dropped)."""
+    while finished:
+        done, plane = finished.pop()
+        labels[done] = plane
+        del plane
 
 
 class _IdCounter:
@@ -418,12 +430,13 @@ class _SliceObjects:
         return []
 
 
-def slab_plan(slice_shape, block_slices, halo, tile_halo=TILE_HALO, budget=MEMORY_BUDGET) -> dict:
+def slab_plan(slice_shape, block_slices, halo, tile_halo=TILE_HALO, budget=MEMORY_BUDGET, disk_room=0) -> dict:
     """How "3d" objects cut a volume of ``slice_shape`` slices to stay within ``budget`` bytes.
 
     Returns ``core_slices`` (<= ``block_slices``), ``halo``, ``tile`` (the Y/X core size of a
-    tile; the slice shape when slabs are not tiled), ``tile_halo`` and ``nbytes``, the
-    estimated peak.
+    tile; the slice shape when slabs are not tiled), ``tile_halo``, ``nbytes`` (the estimated
+    peak), ``store`` ("memory", or "disk" when the slab's planes go to a temporary folder) and
+    ``disk_bytes`` (what that folder needs). ``disk_room``: free bytes for that folder.
     """
     height, width = slice_shape
     area = height * width
@@ -431,26 +444,51 @@ def slab_plan(slice_shape, block_slices, halo, tile_halo=TILE_HALO, budget=MEMOR
     def buffers(core):  # the slab's maps, its labels, and the labels kept from the last slab
         return area * ((core + 2 * halo) * _MAP_BYTES + (core + halo) * _LABEL_BYTES)
 
-    def watershed(core, tile_area):
-        return (core + 2 * halo) * tile_area * _TILE_BYTES_PER_VOXEL
-
-    def plan(core, tile):
-        extended = min(tile[0] + 2 * tile_halo, height) * min(tile[1] + 2 * tile_halo, width)
-        if tile == (height, width):
-            extended = area
-        return dict(core_slices=core, halo=halo, tile=tile, tile_halo=tile_halo,
-                    nbytes=buffers(core) + watershed(core, extended))
+    def plan(core, tile, store="memory"):
+        extended = _extended_area(slice_shape, tile, tile_halo)
+        held = buffers(core) if store == "memory" else 0
+        return dict(core_slices=core, halo=halo, tile=tile, tile_halo=tile_halo, store=store,
+                    nbytes=held + (core + 2 * halo) * extended * _TILE_BYTES_PER_VOXEL,
+                    disk_bytes=0 if store == "memory" else buffers(core))
 
     # Whole slices while a slab keeps at least two halos of core slices: relabelling
     # the halos then costs at most as much again as the core.
     for core in range(block_slices, max(min(block_slices, 2 * halo), 1) - 1, -1):
-        if buffers(core) + watershed(core, area) <= budget:
-            return plan(core, (height, width))
-    # Otherwise tiles: slabs as deep as half the budget allows, the rest for one tile.
+        if plan(core, slice_shape)["nbytes"] <= budget:
+            return plan(core, slice_shape)
+    # Planes on disk: the slab depth and tile that label each voxel the fewest times.
+    on_disk = [plan(core, tile, "disk") for core, tile in _disk_layouts(slice_shape, block_slices, halo,
+                                                                        tile_halo, budget)]
+    on_disk = [p for p in on_disk if p["disk_bytes"] * 1.25 <= disk_room]
+    if on_disk:
+        return min(on_disk, key=lambda p: _relabelling(p, slice_shape))
+    # Otherwise tiles in memory: slabs as deep as half the budget allows, the rest for one tile.
     core = next((c for c in range(block_slices, 0, -1) if buffers(c) <= budget / 2), 1)
     tile_area = max(budget - buffers(core), 0) / ((core + 2 * halo) * _TILE_BYTES_PER_VOXEL)
     side = max(int(np.sqrt(tile_area)) - 2 * tile_halo, _MIN_TILE)
     return plan(core, (min(side, height), min(side, width)))
+
+
+def _extended_area(slice_shape, tile, tile_halo):
+    if tuple(tile) == tuple(slice_shape):
+        return slice_shape[0] * slice_shape[1]
+    return min(tile[0] + 2 * tile_halo, slice_shape[0]) * min(tile[1] + 2 * tile_halo, slice_shape[1])
+
+
+def _disk_layouts(slice_shape, block_slices, halo, tile_halo, budget):
+    """(core slices, tile) pairs whose tile watershed fits ``budget``."""
+    for core in range(1, block_slices + 1):
+        extended = budget / ((core + 2 * halo) * _TILE_BYTES_PER_VOXEL)
+        side = int(np.sqrt(extended)) - 2 * tile_halo
+        if side >= _MIN_TILE:
+            yield core, (min(side, slice_shape[0]), min(side, slice_shape[1]))
+
+
+def _relabelling(plan, slice_shape):
+    """Voxels labelled per voxel of the volume: slab halos and tile halos count again."""
+    tile = plan["tile"]
+    depth = (plan["core_slices"] + 2 * plan["halo"]) / plan["core_slices"]
+    return depth * _extended_area(slice_shape, tile, plan["tile_halo"]) / (tile[0] * tile[1])
 
 
 def _tiles(slice_shape, tile, tile_halo):
@@ -477,30 +515,35 @@ def _dequantise(maps):
 
 class _SlabObjects:
     """Mode "3d": overlapping slabs, each labelled in 3-D (in Y/X tiles if large) and
-    stitched to the ids already returned and to the tiles labelled before it."""
+    stitched to the ids already returned and to the tiles labelled before it. The planes
+    (maps of coming slices, labels of this slab and of the last ``halo`` returned slices)
+    live in a ``slab_store`` store: in memory, or on disk for slices too large for that."""
 
-    def __init__(self, n_slices, slice_shape, plan, labelling, sampling, ids):
+    def __init__(self, n_slices, slice_shape, plan, labelling, sampling, ids, scratch=None):
         self.n_slices, self.slice_shape = n_slices, slice_shape
         self.block, self.halo = plan["core_slices"], plan["halo"]
         self.tiles = _tiles(slice_shape, plan["tile"], plan["tile_halo"])
         labelling = dict(labelling)
         self.min_size = labelling.pop("min_size")
         self.labelling, self.sampling, self.ids = labelling, sampling, ids
-        self.maps = {}  # index -> uint8 maps slice, only those a coming slab needs
-        self.returned = deque(maxlen=self.halo)  # final labels of the last `halo` slices
+        self.planes = DiskPlanes(scratch) if plan["store"] == "disk" else MemoryPlanes()
+        self.returned = deque(maxlen=self.halo)  # indices of the last `halo` returned slices
         self.core_start = 0  # first core slice of the next slab
 
     def push(self, index, maps_slice):
-        self.maps[index] = _quantise(maps_slice)  # a copy: the caller may reuse its buffer
+        self.planes.put(("maps", index), _quantise(maps_slice))  # a copy: the caller may reuse its buffer
         done = []
         while self.core_start < self.n_slices and index >= self._extent(self.n_slices)[3] - 1:
             done += self._label_slab(self.n_slices)
+        if self.core_start >= self.n_slices:
+            self.planes.close()
         return done
 
     def flush(self, n_pushed):
         done = []
         while self.core_start < n_pushed:
             done += self._label_slab(n_pushed)
+        self.planes.close()
         return done
 
     def _extent(self, end):
@@ -511,43 +554,41 @@ class _SlabObjects:
 
     def _label_slab(self, end):
         s0, s1, e0, e1 = self._extent(end)
-        # One array per slice, so that the planes kept for stitching hold nothing else.
-        core = [np.zeros(self.slice_shape, np.uint32) for _ in range(s0, s1)]
+        for i in range(s0, s1):
+            self.planes.create(("labels", i), self.slice_shape, np.uint32)
         written = np.zeros(self.slice_shape, bool)  # Y/X cores of the tiles labelled so far
         for tile in self.tiles:
-            self._label_tile(tile, (s0, s1, e0, e1), end, core, written)
+            self._label_tile(tile, (s0, s1, e0, e1), end, written)
             written[tile[0]] = True
-        self._advance(s1)
-        # The returned planes themselves: callers only read them.
-        self.returned.extend(core[max(len(core) - self.halo, 0) :])
-        return list(zip(range(s0, s1), core))
+        done = [(i, self.planes.take(("labels", i))) for i in range(s0, s1)]
+        self._advance((s0, s1, e0, e1))
+        return done
 
-    def _label_tile(self, tile, extent, end, core, written_yx):
+    def _label_tile(self, tile, extent, end, written_yx):
         (y, x), (ey, ex) = tile
         s0, s1, e0, e1 = extent
-        maps = _dequantise(np.stack([self.maps[i][ey, ex] for i in range(e0, e1)]))
+        maps = _dequantise(np.stack([self.planes.read(("maps", i), (ey, ex)) for i in range(e0, e1)]))
         local = _watershed(maps, sampling=self.sampling, **self.labelling)
         del maps
-        written, previous = self._written_ids(local.shape, extent, (ey, ex), core, written_yx)
+        written, previous = self._written_ids(local.shape, extent, (ey, ex), written_yx)
         zone, before = local[written], previous[written]
         del previous
         kept = self._kept(local, zone, before, self._open_faces(local, written, extent, (ey, ex), end))
         inner = (slice(y.start - ey.start, y.stop - ey.start), slice(x.start - ex.start, x.stop - ex.start))
         in_core = local[s0 - e0 : s1 - e0][(slice(None),) + inner]
         ids = self._final_ids(kept, in_core, zone, before)
-        for plane, labels in zip(core, in_core):
-            plane[y, x] = ids[labels]
+        for i, labels in zip(range(s0, s1), in_core):
+            self.planes.write(("labels", i), (y, x), ids[labels])
 
-    def _written_ids(self, shape, extent, window, core, written_yx):
+    def _written_ids(self, shape, extent, window, written_yx):
         """Where the tile's voxels already have final ids, and those ids (0 elsewhere)."""
         s0, s1, e0, _ = extent
         written, previous = np.zeros(shape, bool), np.zeros(shape, np.uint32)
-        n_before = s0 - e0  # slices returned by earlier slabs, all kept in self.returned
-        if n_before:
-            written[:n_before] = True
-            previous[:n_before] = np.stack([plane[window] for plane in list(self.returned)[-n_before:]])
+        n_before = s0 - e0  # slices returned by earlier slabs, all in self.returned
+        written[:n_before] = True
         written[n_before : n_before + s1 - s0] = written_yx[window]
-        previous[n_before : n_before + s1 - s0] = np.stack([plane[window] for plane in core])
+        for depth, i in enumerate(range(e0, s1)):
+            previous[depth] = self.planes.read(("labels", i), window)
         return written, previous
 
     def _open_faces(self, local, written, extent, window, end):
@@ -588,11 +629,18 @@ class _SlabObjects:
         _fill_new_ids(ids, np.flatnonzero(kept & in_core), self.ids)
         return ids
 
-    def _advance(self, core_end):
-        self.core_start = core_end
-        first_needed = core_end - self.halo
-        for index in [i for i in self.maps if i < first_needed]:
-            del self.maps[index]
+    def _advance(self, extent):
+        """Forget the maps no coming slab needs and the labels beyond the last ``halo`` returned."""
+        s0, s1, e0, _ = extent
+        self.core_start = s1
+        for index in range(e0, s1 - self.halo):
+            self.planes.drop(("maps", index))
+        for index in range(s0, s1):
+            if self.halo and len(self.returned) == self.halo:
+                self.planes.drop(("labels", self.returned[0]))
+            self.returned.append(index)
+            if not self.halo:
+                self.planes.drop(("labels", index))
 
 
 # ------------------------------------------------------------ matching

@@ -91,9 +91,14 @@ class SliceWriter:
         return [] if self.objects is None else self._write_objects(axis, self.objects.flush())
 
     def _write_objects(self, axis, finished) -> list:
-        for j, labels in finished:
+        written = []
+        finished.reverse()
+        while finished:  # each plane dropped once written: planes on disk are mapped until then
+            j, labels = finished.pop()
             self._write_labels(slice_index(axis, j), labels)
-        return [j for j, _ in finished]
+            written.append(j)
+            del labels
+        return written
 
     def _write_labels(self, index, labels):
         dtype = np.dtype(getattr(self.out_labels, "dtype", np.uint32))
