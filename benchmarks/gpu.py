@@ -56,8 +56,10 @@ def training_speed(stack: dict, batch: int, patch: int, mixed: bool, steps: int,
     job = engine.start_training(stack["image"], stack["labels"], None, cfg, str(folder), overwrite=True)
     run = run_engine_job(job)
     start = next(e for e in run["events"] if e["type"] == "start")
-    second = [e["t"] for e in run["events"] if e["type"] == "batch" and e["epoch"] == 2]
-    step_s = (second[-1] - second[0]) / (len(second) - 1)
+    # Batch events are spaced in time (core.train.BATCH_EVENT_INTERVAL_S): time over the steps between two.
+    second = [(e["batch"], e["t"]) for e in run["events"] if e["type"] == "batch" and e["epoch"] == 2]
+    (b0, t0), (b1, t1) = second[0], second[-1]
+    step_s = (t1 - t0) / (b1 - b0)
     first_batch = next(e["t"] for e in run["events"] if e["type"] == "batch")
     epoch2 = next(e for e in run["events"] if e["type"] == "epoch" and e["epoch"] == 2)
     return {"batch": batch, "patch": patch, "mixed_precision": mixed, "prefetch": prefetch,

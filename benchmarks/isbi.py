@@ -160,17 +160,22 @@ class CheckpointSnapshots:
 def step_statistics(events: list, batch_size: int) -> dict:
     """Training-step throughput from the arrival times of "batch" events.
 
-    Only intervals between consecutive batches of one epoch count, so validation and the
-    first step (which builds the TensorFlow graph) are left out.
+    Only intervals between two batch events of one epoch count (divided by the steps between
+    them: events are spaced in time), so validation and the first step (which builds the
+    TensorFlow graph) are left out.
     """
     batches = [e for e in events if e["type"] == "batch"]
-    gaps = [b["t"] - a["t"] for a, b in zip(batches, batches[1:]) if b["epoch"] == a["epoch"]]
-    mean = statistics.fmean(gaps) if gaps else None
+    spans = [(b["t"] - a["t"], b["batch"] - a["batch"]) for a, b in zip(batches, batches[1:])
+             if b["epoch"] == a["epoch"]]
+    seconds, steps = sum(s for s, _ in spans), sum(n for _, n in spans)
+    mean = seconds / steps if steps else None
+    last = batches[-1] if batches else None
+    n_steps = (last["epoch"] - 1) * last["steps"] + last["batch"] if last else 0
     return {
-        "n_steps": len(batches),
-        "patches": len(batches) * batch_size,
+        "n_steps": n_steps,
+        "patches": n_steps * batch_size,
         "mean_step_s": mean,
-        "median_step_s": statistics.median(gaps) if gaps else None,
+        "median_step_s": statistics.median(s / n for s, n in spans) if spans else None,
         "patches_per_s": batch_size / mean if mean else None,
     }
 

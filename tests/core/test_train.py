@@ -14,6 +14,15 @@ TINY_MODEL = ModelConfig(n_filters=4, depth=2)
 TINY_TRAIN = TrainConfig(epochs=2, steps_per_epoch=3, batch_size=2, patch_size=32, augment=False)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def batch_event_every_step():
+    """A Batch event after every step, as before events were spaced in time: these tests check
+    each batch (tests/core/test_steps.py checks the spaced events against these)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(train_module, "BATCH_EVENT_INTERVAL_S", 0.0)
+        yield
+
+
 @pytest.fixture(scope="module")
 def volume():
     """6 x 48 x 48 bright discs on a dark noisy background: (image, truth with disc ids 1 and 2)."""

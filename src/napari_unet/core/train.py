@@ -23,8 +23,12 @@ from napari_unet.core import data, events, pairs, preview
 from napari_unet.core.augment import batches
 from napari_unet.core.bundle import check_target, describe_classes, load_bundle, model_config_of, save_bundle
 from napari_unet.core.config import ModelConfig, TrainConfig, limits
+from napari_unet.core.steps import StepLosses, train_step_loss
 
 CHECKPOINT_INTERVAL_S = 60.0
+# A ``Batch`` event (and the loss read back from the device for it) at most this often, besides
+# the first batch and each epoch's last: a progress bar needs no more, and a GPU step is ~13 ms.
+BATCH_EVENT_INTERVAL_S = 0.25
 FINAL_LR_FRACTION = 0.05  # the cosine schedule ends at this fraction of the learning rate
 
 
@@ -374,6 +378,7 @@ class Trainer:
         self.stopped = False
         self.preview_request = preview_request
         self.last_preview = (None, -math.inf)  # (the slice, when it was previewed)
+        self.last_batch_event = -math.inf
 
     # -------------------------------------------------------------- the run
 
@@ -398,14 +403,14 @@ class Trainer:
     def _epochs(self) -> Iterator[events.Event]:
         self.started = time.monotonic()
         for epoch in range(1, self.cfg.epochs + 1):
-            epoch_start, losses, self.epoch_wait0 = time.monotonic(), [], self.batches.wait_s
+            epoch_start, losses, self.epoch_wait0 = time.monotonic(), StepLosses(), self.batches.wait_s
             yield from self._epoch_batches(epoch, losses)
             if self.stopped:
                 self._write_best()
                 result = self._result()
                 yield events.Stopped(message=result.message or "", training=result)
                 return
-            if not losses:
+            if not losses.count:
                 break  # the time cap came before this epoch's first batch
             yield self._end_epoch(epoch, losses, epoch_start)
             yield from self._preview(epoch, due=True)
@@ -549,9 +554,14 @@ class Trainer:
     def _elapsed(self) -> float:
         return time.monotonic() - self.started
 
-    def _epoch_batches(self, epoch: int, losses: list) -> Iterator[events.Event]:
-        """Train one epoch's batches, appending to ``losses``; stops early on a stop
-        request (``self.stopped``) or at the time cap (``self.finish_reason``)."""
+    def _epoch_batches(self, epoch: int, losses: StepLosses) -> Iterator[events.Event]:
+        """Train one epoch's batches into ``losses``; stops early on a stop
+        request (``self.stopped``) or at the time cap (``self.finish_reason``).
+
+        A ``Batch`` event is sent for the first batch of the run, the last of each epoch, and
+        otherwise once ``BATCH_EVENT_INTERVAL_S`` has passed since the last one: only then is the
+        loss read back from the device (``StepLosses.read``), so the steps in between never wait
+        for it."""
         steps = self.cfg.steps_per_epoch
         for batch in range(1, steps + 1):
             if self.stop_event is not None and self.stop_event.is_set():
@@ -561,25 +571,18 @@ class Trainer:
                 self.finish_reason = "time_limit"
                 return
             step = (epoch - 1) * steps + batch - 1
-            loss = self._train_step(epoch, batch, step)
-            losses.append(loss)
-            yield events.Batch(
-                epoch=epoch, batch=batch, steps=steps, loss=loss,
-                progress=training_progress(self.cfg, (step + 1) / self.total_steps, self._elapsed()),
-                seconds_left=seconds_left(self.cfg, self._elapsed()),
-            )
+            x, y = self.batches.next_batch()
+            self._set_learning_rate(step)
+            losses.add(train_step_loss(self.model, x, y))
+            now = time.monotonic()
+            if step == 0 or batch == steps or now - self.last_batch_event >= BATCH_EVENT_INTERVAL_S:
+                self.last_batch_event = now
+                yield events.Batch(
+                    epoch=epoch, batch=batch, steps=steps, loss=losses.read(epoch)[-1],
+                    progress=training_progress(self.cfg, (step + 1) / self.total_steps, self._elapsed()),
+                    seconds_left=seconds_left(self.cfg, self._elapsed()),
+                )
             yield from self._preview(epoch, due=False)
-
-    def _train_step(self, epoch: int, batch: int, step: int) -> float:
-        x, y = self.batches.next_batch()
-        self._set_learning_rate(step)
-        loss = float(self.model.train_on_batch(x, y))
-        if not math.isfinite(loss):
-            raise ValueError(
-                f"Training diverged: the loss is {loss} at epoch {epoch}, batch {batch}. "
-                "Lower the learning rate (e.g. to a tenth)."
-            )
-        return loss
 
     def _set_learning_rate(self, step: int) -> None:
         if self.cfg.lr_schedule == "plateau":
@@ -607,11 +610,11 @@ class Trainer:
 
     # ---------------------------------------------------------- epoch end
 
-    def _end_epoch(self, epoch: int, losses: list, epoch_start: float) -> events.Epoch:
+    def _end_epoch(self, epoch: int, losses: StepLosses, epoch_start: float) -> events.Epoch:
         """Validate, record the epoch and track the best; returns its event."""
         import keras
 
-        epoch_loss = float(np.mean(losses))
+        epoch_loss = float(np.mean(losses.read(epoch)))
         val_loss = val_dice = val_iou = None
         if self.has_val:
             val_loss, val_dice, val_iou = _validate(self.model, self.loss_fn, self.x_val, self.y_val,

@@ -340,7 +340,8 @@ class TrainWidget(JobDock):
         elif isinstance(event, events.Epoch):
             self.plot.add_epoch(event)
             self.status.value = (f"Epoch {event.epoch}/{event.epochs}: loss {event.loss:.3f}"
-                                 + (f", val Dice {event.val_dice:.3f}" if event.val_dice is not None else ""))
+                                 + (f", val Dice {event.val_dice:.3f}" if event.val_dice is not None else "")
+                                 + f" ({100 * event.data_wait_share:.0f} % of it waiting for data)")
         elif isinstance(event, events.Preview):
             self.preview.show(event)
         elif isinstance(event, events.Warn):
