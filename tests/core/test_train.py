@@ -8,7 +8,8 @@ import pytest
 from napari_unet.core import train as train_module
 from napari_unet.core.bundle import load_bundle, read_bundle_meta
 from napari_unet.core.config import ModelConfig, TrainConfig
-from napari_unet.core.train import configure_device, train
+from napari_unet.core.hardware import configure_device
+from napari_unet.core.train import train
 
 TINY_MODEL = ModelConfig(n_filters=4, depth=2)
 TINY_TRAIN = TrainConfig(epochs=2, steps_per_epoch=3, batch_size=2, patch_size=32, augment=False)

@@ -44,6 +44,16 @@ def train_step_loss(model, x, y):
     return logs["loss"]
 
 
+def distribute(strategy, array):
+    """``array`` (a batch) split along its first axis over the replicas of a ``tf.distribute``
+    strategy, in order (replica k gets the k-th part)."""
+    import tensorflow as tf
+
+    parts = np.array_split(array, strategy.num_replicas_in_sync)
+    return strategy.experimental_distribute_values_from_function(
+        lambda context: tf.constant(parts[context.replica_id_in_sync_group]))
+
+
 class StepLosses:
     """One epoch's per-step losses: tensors until ``read``, then Python floats."""
 
