@@ -481,6 +481,12 @@ class Trainer:
         loss_key = (cfg.loss, self.n_classes, None if class_weights is None else tuple(np.ravel(class_weights)))
         self.model = _compiled_model(self.model_cfg, self.policy, self.resume_from, self.loss_fn, loss_key,
                                      cfg.learning_rate, self.strategy)
+        if self.strategy is not None:
+            # Keras builds the compiled loss from the first batch it sees, which must not be a
+            # distributed one: one evaluation of zeros (no weight changes) builds it.
+            p, n = cfg.patch_size, self.replicas
+            self.model.test_on_batch(np.zeros((n, p, p, self.sampler.n_channels), np.float32),
+                                     np.zeros((n, p, p, self.sampler.n_classes + 1), np.float32))
         self.total_steps = cfg.epochs * cfg.steps_per_epoch
 
     def _bundle_meta(self) -> dict:
@@ -520,6 +526,8 @@ class Trainer:
             mixed_precision=self.policy != "float32",
             precision=self.policy,
             replicas=self.replicas,
+            batch_size=self.cfg.batch_size,
+            patch_size=self.cfg.patch_size,
         )
 
     # ------------------------------------------------------------ batches
