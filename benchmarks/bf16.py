@@ -38,15 +38,17 @@ def cpu_facts() -> dict:
     return {"cpu": model, "bf16_flags": cpu_bf16_flags(text), "cores": len(os.sched_getaffinity(0))}
 
 
-def speed_rows(out: Path) -> list:
+def speed_rows(out: Path, repeats: int = 1) -> list:
+    """Each size in each precision, ``repeats`` times, the order of the precisions swapped each time."""
     cells = synthetic_stack("cells")
     rows = []
-    for batch, patch, steps in SPEED_SIZES:
-        for precision in PRECISIONS:
+    for repeat, (batch, patch, steps) in ((r, size) for r in range(repeats) for size in SPEED_SIZES):
+        for precision in PRECISIONS[::-1] if repeat % 2 else PRECISIONS:
             row = training_speed(cells, batch, patch, precision, steps, out / "speed")
             row["load_avg"] = os.getloadavg()[0]
             log(f"train {row['batch']} x {row['patch']} px {row['precision']}: {row['patches_per_s']:.1f} patches/s "
                 f"(load {row['load_avg']:.1f})")
+            row["repeat"] = repeat
             rows.append(row)
     return rows
 
@@ -100,18 +102,20 @@ def main(argv=None) -> int:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--minutes", type=float, default=4.0, help="training time of each ISBI run")
     parser.add_argument("--skip-accuracy", action="store_true")
+    parser.add_argument("--repeats", type=int, default=1, help="speed runs of each size and precision")
+    parser.add_argument("--tag", default="bf16", help="output names: TAG.md, TAG.json")
     parser.add_argument("--out", type=Path, default=Path("bench_output"))
     args = parser.parse_args(argv)
     work = Path("/tmp/napari_unet_bf16")
     facts = cpu_facts()
     log(f"CPU {facts['cpu']}: bfloat16 flags {facts['bf16_flags']}")
-    speed, predict = speed_rows(work), predict_rows()
+    speed, predict = speed_rows(work, args.repeats), predict_rows()
     accuracy, base = ([], {"membrane_dice": None, "adapted_rand_error": None}) if args.skip_accuracy else \
         accuracy_rows(args.data, args.minutes, work)
     text = report(facts, speed, predict, accuracy, base)
     print(text)
-    write_text(args.out / "bf16.md", text)
-    write_json(args.out / "bf16.json", {"facts": facts, "training_speed": speed, "prediction_speed": predict,
+    write_text(args.out / f"{args.tag}.md", text)
+    write_json(args.out / f"{args.tag}.json", {"facts": facts, "training_speed": speed, "prediction_speed": predict,
                                         "isbi": accuracy, "baseline": base, "minutes": args.minutes})
     return 0
 
