@@ -91,6 +91,8 @@ def report(facts, speed, predict, accuracy, base) -> str:
              r["training"]["steps"]["n_steps"], fmt(r["training"]["steps"]["patches_per_s"], 1),
              r["prediction"]["scores"]["membrane_dice"], r["prediction"]["scores"]["adapted_rand_error"]]
             for r in accuracy]
+    if not rows:
+        return text + "\n"
     rows.append(["Gaussian + Otsu baseline", "-", "-", "-", "-", base["membrane_dice"], base["adapted_rand_error"]])
     text += "\n\n" + markdown_table(["ISBI 2012, slices 20-29", "trained (s)", "epochs", "steps", "patches/s",
                                      "membrane Dice", "adapted Rand error"], rows)

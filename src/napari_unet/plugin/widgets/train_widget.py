@@ -23,7 +23,7 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from napari_unet.core import events
 from napari_unet.core.accept import SliceAnnotatedError
 from napari_unet.core.bundle import BundleError, check_target, read_bundle_meta
-from napari_unet.core.config import ConfigError, ModelConfig, TrainConfig, limits
+from napari_unet.core.config import ConfigError, ModelConfig, TrainConfig, choices_of, limits
 from napari_unet.core.pairs import channels_of, class_count_of_pairs, validate_pairs
 from napari_unet.core.train import check_resume_meta
 from napari_unet.plugin.widgets._export import ExportButton
@@ -54,7 +54,8 @@ class TrainWidget(JobDock):
         self.extend([
             self.image, self.labels, self.extra_pairs, self.mode, self.instances, self.continue_from,
             self.continue_file, self.n_filters, self.depth,
-            self.epochs, self.steps, self.time_limit, self.batch_size, self.patch_size, self.learning_rate,
+            self.epochs, self.steps, self.time_limit, self.batch_size, self.patch_size, self.precision,
+            self.learning_rate,
             self.val_fraction, self.model_dir, self.replace, self.live_preview, self.preview_probability,
             self.train_button, self.stop_button,
             self.progress_bar, self.time_left, self.device, self.status, self.score, self.export.button,
@@ -64,6 +65,7 @@ class TrainWidget(JobDock):
         self.plot = LossPlot()
         self.native.layout().addWidget(self.plot.canvas)
         self.last_model_dir: Path | None = None
+        self._device_text = "-"
         self.preview = LivePreview(napari_viewer, parent=self.native)
         self.worker = use_warm_worker(self.native)
         self._connect()
@@ -99,10 +101,10 @@ class TrainWidget(JobDock):
             label="Time limit (min, 0 = none)", value=defaults.max_seconds / SECONDS_PER_MINUTE,
             min=no_limit / SECONDS_PER_MINUTE, max=longest / SECONDS_PER_MINUTE, step=1.0,
         )
-        self.batch_size = SpinBox(label="Batch size", value=defaults.batch_size,
-                                  **spin_range(TrainConfig, "batch_size"))
-        self.patch_size = SpinBox(label="Patch size", value=defaults.patch_size, step=16,
-                                  **spin_range(TrainConfig, "patch_size"))
+        self.batch_size = auto_spin_box("Batch size", TrainConfig, "batch_size")
+        self.patch_size = auto_spin_box("Patch size", TrainConfig, "patch_size", step=16)
+        self.precision = ComboBox(label="Mixed precision", value=defaults.mixed_precision,
+                                  choices=choices_of(TrainConfig, "mixed_precision"))
         rates = limits(TrainConfig, "learning_rate")
         self.learning_rate = FloatSpinBox(label="Learning rate", value=defaults.learning_rate, step=1e-4)
         self.learning_rate.native.setDecimals(decimals_to_show(rates[0]))  # first: Qt rounds the range to them
@@ -210,7 +212,7 @@ class TrainWidget(JobDock):
             return "Pick a Labels layer of the same shape as the image (Layers > New Labels)."
         for layer in [image] + [extra for extra, _ in self.extra_pairs.value]:
             shape = spatial_shape(layer)
-            if min(shape[-2:]) < self.patch_size.value:
+            if self.patch_size.value and min(shape[-2:]) < self.patch_size.value:  # 0: auto, fitted
                 return (f"Patch size {self.patch_size.value} is larger than '{layer.name}' "
                         f"({shape[-2]} x {shape[-1]}); lower the patch size.")
         try:
@@ -255,8 +257,9 @@ class TrainWidget(JobDock):
             instances=self.instances.value,
             epochs=self.epochs.value,
             steps_per_epoch=self.steps.value,
-            batch_size=self.batch_size.value,
-            patch_size=self.patch_size.value,
+            batch_size=self.batch_size.value or None,  # 0 shows "auto": chosen for the device
+            patch_size=self.patch_size.value or None,
+            mixed_precision=self.precision.value,
             learning_rate=float(self.learning_rate.value),
             val_fraction=float(self.val_fraction.value),
             max_seconds=SECONDS_PER_MINUTE * float(self.time_limit.value),
@@ -326,9 +329,9 @@ class TrainWidget(JobDock):
 
     def _on_event(self, event: events.Event):
         if isinstance(event, events.Start):
-            self.device.value = event.device
-            self.status.value = (f"Training on {event.n_train_slices} slice(s), "
-                                 f"validating on {event.n_val_slices}.")
+            self.device.value = self._device_text = device_line(event)
+            self.status.value = (f"Training on {event.n_train_slices} slice(s), validating on "
+                                 f"{event.n_val_slices}; batches of {event.batch_size} x {event.patch_size} px.")
         elif isinstance(event, events.Batch):
             done = round(event.progress * self.progress_bar.max)
             self.progress_bar.value = done
@@ -339,6 +342,8 @@ class TrainWidget(JobDock):
             self._napari_progress.set_description(f"Training U-Net: epoch {event.epoch}, loss {event.loss:.3f}")
         elif isinstance(event, events.Epoch):
             self.plot.add_epoch(event)
+            if event.gpu_peak_bytes is not None:
+                self.device.value = f"{self._device_text}; training peak {event.gpu_peak_bytes / 1024**3:.1f} GiB"
             self.status.value = (f"Epoch {event.epoch}/{event.epochs}: loss {event.loss:.3f}"
                                  + (f", val Dice {event.val_dice:.3f}" if event.val_dice is not None else "")
                                  + f" ({100 * event.data_wait_share:.0f} % of it waiting for data)")
@@ -404,6 +409,21 @@ class TrainWidget(JobDock):
             return
         show_info(message)
         self._check_inputs(keep_status=True)
+
+
+def auto_spin_box(label: str, config_cls, name: str, step: int = 1) -> SpinBox:
+    """A spin box for a field whose default None is "auto": 0 shows "auto", then the config's range."""
+    box = SpinBox(label=label, value=0, step=step, min=0, max=spin_range(config_cls, name)["max"])
+    box.native.setSpecialValueText("auto")
+    return box
+
+
+def device_line(event: events.Start) -> str:
+    """The device, and the precision and replicas when they are not plain float32 on one device."""
+    text = event.device
+    if event.precision != "float32":
+        text += f", {event.precision}"
+    return text + (f", batch split over {event.replicas}" if event.replicas > 1 else "")
 
 
 def format_time_left(seconds) -> str:
