@@ -156,3 +156,30 @@ def make_tiny_instance_bundle(out_dir: str, seed: int = 0) -> str:
     image = ((field - field.min()) / np.ptp(field) * 255).astype(np.uint8)
     labels = np.stack([ndi.label(plane > np.median(plane))[0] for plane in field]).astype(np.uint16)
     return _train_tiny(image, labels, out_dir, seed, instances=True)
+
+
+def policy_predict_speed(policy: str, batch: int, size: int, repeats: int = 3) -> dict:
+    """Patches/s of ``model.predict_on_batch`` for the default U-Net built under the dtype
+    ``policy`` ("float32", "mixed_bfloat16"), on ``batch`` random ``size`` x ``size`` tiles: the
+    first call (tracing) timed apart, then the best of ``repeats`` calls."""
+    keras = _keras()
+    from napari_unet.core.config import ModelConfig
+    from napari_unet.core.model import build_unet
+
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        model = build_unet(ModelConfig())
+    finally:
+        keras.config.set_dtype_policy(previous)
+    x = np.random.default_rng(0).normal(0, 1, (batch, size, size, 1)).astype(np.float32)
+    start = time.perf_counter()
+    keras.ops.convert_to_numpy(model.predict_on_batch(x))
+    first = time.perf_counter() - start
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        keras.ops.convert_to_numpy(model.predict_on_batch(x))
+        times.append(time.perf_counter() - start)
+    return {"policy": policy, "batch": batch, "size": size, "first_call_s": first,
+            "patches_per_s": batch / min(times), "backend": keras.backend.backend()}

@@ -31,7 +31,7 @@ def main(argv=None) -> int:
     rows = []
     for batch, patch in SIZES:
         for prefetch in (0, 2):
-            row = training_speed(cells, batch, patch, False, args.steps, Path("/tmp/napari_unet_data_wait"), prefetch)
+            row = training_speed(cells, batch, patch, "off", args.steps, Path("/tmp/napari_unet_data_wait"), prefetch)
             log(f"{batch} x {patch}px, prefetch {prefetch}: {row['patches_per_s']:.1f} patches/s, "
                 f"data wait {100 * row['data_wait_share']:.1f} % of the epoch")
             rows.append(row)

@@ -160,17 +160,22 @@ class CheckpointSnapshots:
 def step_statistics(events: list, batch_size: int) -> dict:
     """Training-step throughput from the arrival times of "batch" events.
 
-    Only intervals between consecutive batches of one epoch count, so validation and the
-    first step (which builds the TensorFlow graph) are left out.
+    Only intervals between two batch events of one epoch count (divided by the steps between
+    them: events are spaced in time), so validation and the first step (which builds the
+    TensorFlow graph) are left out.
     """
     batches = [e for e in events if e["type"] == "batch"]
-    gaps = [b["t"] - a["t"] for a, b in zip(batches, batches[1:]) if b["epoch"] == a["epoch"]]
-    mean = statistics.fmean(gaps) if gaps else None
+    spans = [(b["t"] - a["t"], b["batch"] - a["batch"]) for a, b in zip(batches, batches[1:])
+             if b["epoch"] == a["epoch"]]
+    seconds, steps = sum(s for s, _ in spans), sum(n for _, n in spans)
+    mean = seconds / steps if steps else None
+    last = batches[-1] if batches else None
+    n_steps = (last["epoch"] - 1) * last["steps"] + last["batch"] if last else 0
     return {
-        "n_steps": len(batches),
-        "patches": len(batches) * batch_size,
+        "n_steps": n_steps,
+        "patches": n_steps * batch_size,
         "mean_step_s": mean,
-        "median_step_s": statistics.median(gaps) if gaps else None,
+        "median_step_s": statistics.median(s / n for s, n in spans) if spans else None,
         "patches_per_s": batch_size / mean if mean else None,
     }
 
@@ -207,13 +212,16 @@ def train_recipe(key: str, recipe: dict, image, labels, out: Path, snapshots: bo
          "val_loss": e["val_loss"], "val_dice": e["val_dice"], "val_iou": e["val_iou"]}
         for e in run["events"] if e["type"] == "epoch"
     ]
-    steps = step_statistics(run["events"], cfg.batch_size)
     start = next(e for e in run["events"] if e["type"] == "start")
+    steps = step_statistics(run["events"], start["batch_size"])  # "auto" sizes as resolved for the device
     return {
         "model_dir": final["model_dir"],
         "finish_reason": final.get("finish_reason", final["type"]),
         "device": start["device"],
         "params": start["params"],
+        "batch_size": start["batch_size"],
+        "patch_size": start["patch_size"],
+        "precision": start.get("precision"),
         "wall_s": run["wall_s"],  # worker start, data preparation, training and saving
         "trainer_s": final["seconds"],
         "startup_s": t0,
@@ -464,6 +472,7 @@ def run(data: Path, minutes: float, out: Path, tta: bool = True, score_checkpoin
         }
         res["val_dice_all_cell"] = all_cell_val_dice(train_labels, recipe["train_cfg"])
         res["training"] = train_recipe(key, recipe, train_image, train_labels, out, snapshots=score_checkpoints)
+        res["train_config"].update({k: res["training"][k] for k in ("batch_size", "patch_size")})  # auto: resolved
         model_dir = res["training"]["model_dir"]
         # The whole volume, as a user would segment it; scored on the unannotated slices.
         res["prediction"] = predict_recipe(key, volume, model_dir, truth_test, TEST_SLICES.start, tta=False)

@@ -16,6 +16,7 @@ viewer.add_labels(np.where(s["labels"] != 0, s["instances"], 0).astype(np.uint32
 train = TrainWidget(viewer); viewer.window.add_dock_widget(train, name="Train U-Net")
 seg = SegmentWidget(viewer); viewer.window.add_dock_widget(seg, name="Segment with U-Net")
 train.instances.value = True
+train.auto_sizes.value = False  # the patch size below is used as given
 train.epochs.value, train.steps.value, train.patch_size.value, train.depth.value, train.n_filters.value = 3, 10, 64, 2, 8
 train.model_dir.value = str(out / "model"); train.replace.value = True
 app = QApplication.instance()

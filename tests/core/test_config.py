@@ -12,11 +12,22 @@ def _bool_fields(config_cls):
 @pytest.mark.parametrize("config_cls", CONFIGS)
 def test_every_numeric_field_has_limits_around_its_default(config_cls):
     defaults = config_cls()
+    auto = [name for name, f in config_cls.model_fields.items() if f.annotation in (int | None, float | None)]
     numeric = [name for name, f in config_cls.model_fields.items() if f.annotation in (int, float)]
-    assert numeric and set(numeric) == set(config_cls.LIMITS)
-    for name in numeric:
+    assert numeric and set(numeric + auto) == set(config_cls.LIMITS)
+    for name in numeric + auto:
         lo, hi = limits(config_cls, name)
-        assert lo <= getattr(defaults, name) <= hi, name
+        value = getattr(defaults, name)
+        assert (value is None and name in auto) or lo <= value <= hi, name
+
+
+def test_batch_and_patch_size_default_to_auto_and_old_mixed_precision_flags_still_load():
+    cfg = TrainConfig()
+    assert (cfg.batch_size, cfg.patch_size, cfg.mixed_precision) == (None, None, "auto")
+    assert TrainConfig.from_dict({**cfg.to_dict(), "mixed_precision": True}).mixed_precision == "float16"
+    assert TrainConfig.from_dict({**cfg.to_dict(), "mixed_precision": False}).mixed_precision == "off"
+    with pytest.raises(ConfigError, match=r"mixed_precision must be one of \['auto', 'bfloat16', 'float16', 'off'\]"):
+        TrainConfig(mixed_precision="fp8")
 
 
 def _below(lo):

@@ -8,10 +8,20 @@ import pytest
 from napari_unet.core import train as train_module
 from napari_unet.core.bundle import load_bundle, read_bundle_meta
 from napari_unet.core.config import ModelConfig, TrainConfig
-from napari_unet.core.train import configure_device, train
+from napari_unet.core.hardware import configure_device
+from napari_unet.core.train import train
 
 TINY_MODEL = ModelConfig(n_filters=4, depth=2)
 TINY_TRAIN = TrainConfig(epochs=2, steps_per_epoch=3, batch_size=2, patch_size=32, augment=False)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def batch_event_every_step():
+    """A Batch event after every step, as before events were spaced in time: these tests check
+    each batch (tests/core/test_steps.py checks the spaced events against these)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(train_module, "BATCH_EVENT_INTERVAL_S", 0.0)
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import typing
 from pathlib import Path
 
 from napari_unet.core.config import ModelConfig, PredictConfig, TrainConfig, limits
@@ -30,7 +31,8 @@ def _option(p: argparse.ArgumentParser, config_cls, name: str, flag: str | None 
     elif name in config_cls.CHOICES:
         kwargs.setdefault("choices", sorted(config_cls.CHOICES[name]))
     else:
-        kwargs["type"] = field.annotation
+        # ``int | None``: None (the default) is "auto", any value given is an int.
+        kwargs["type"] = next(t for t in typing.get_args(field.annotation) or (field.annotation,) if t is not type(None))
         lo, hi = limits(config_cls, name)
         text = f"{text} ({lo!r} to {hi!r})".lstrip()
     p.add_argument(flag or "--" + name.replace("_", "-"), dest=name, help=text, **kwargs)
@@ -45,7 +47,8 @@ MODEL_OPTIONS = ("n_filters", "depth")
 def _add_train_options(p: argparse.ArgumentParser, overwrite_help="replace an existing model folder"):
     _option(p, TrainConfig, "annotation_mode", "--mode")
     for name in TRAIN_OPTIONS:
-        _option(p, TrainConfig, name)
+        # A bare --mixed-precision, as before it took a value, asks for float16.
+        _option(p, TrainConfig, name, **({"nargs": "?", "const": "float16"} if name == "mixed_precision" else {}))
     _option(p, TrainConfig, "early_stopping_patience", "--early-stopping")
     for name in MODEL_OPTIONS:
         _option(p, ModelConfig, name)

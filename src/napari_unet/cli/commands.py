@@ -103,8 +103,11 @@ def train_with_progress(image, labels, model_cfg, train_cfg, out_dir, resume=Non
     def show(event, bar):
         if isinstance(event, events.Start):
             bar.total = 100  # percent: the steps or the time cap, whichever ends training first
-            bar.write(f"Device: {event.device}; {event.n_train_slices} training and "
-                      f"{event.n_val_slices} validation slice(s); {event.params:,} weights")
+            precision = "" if event.precision == "float32" else f", {event.precision}"
+            replicas = f", split over {event.replicas} devices" if event.replicas > 1 else ""
+            bar.write(f"Device: {event.device}{precision}; {event.n_train_slices} training and "
+                      f"{event.n_val_slices} validation slice(s); {event.params:,} weights; batches of "
+                      f"{event.batch_size} x {event.patch_size} px{replicas}")
         elif isinstance(event, events.Batch):
             bar.update(round(event.progress * bar.total) - bar.n)  # steps or time, whichever ends first
             left = event.seconds_left

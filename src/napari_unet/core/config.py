@@ -11,7 +11,7 @@ import typing
 from typing import Any, ClassVar, Literal, Tuple
 
 import annotated_types
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from napari_unet.core.losses import LOSS_FUNCTIONS
 
@@ -139,6 +139,7 @@ AnnotationMode = Literal["full_slices", "scribbles"]
 # A new loss is added in losses.py alone: its registry is the source of the choices.
 LossName = Literal[tuple(LOSS_FUNCTIONS)]  # type: ignore[valid-type]
 LrSchedule = Literal["plateau", "cosine", "constant"]
+MixedPrecision = Literal["auto", "off", "float16", "bfloat16"]
 
 
 class TrainConfig(_Config):
@@ -159,8 +160,10 @@ class TrainConfig(_Config):
     epochs: int = bounded(500, 1, 100000, "an upper bound; the time cap or early stopping ends training first")
     # Validation runs once per epoch (50 steps made plateaus mostly noise).
     steps_per_epoch: int = bounded(100, 1, 100000)
-    batch_size: int = bounded(4, 1, 1024)
-    patch_size: int = bounded(96, 16, 4096)
+    # None = "auto": chosen for the device when training starts (core/devices.py: 4 x 96 px on a CPU,
+    # up to 16 x 256 px on a GPU, within its free memory).
+    batch_size: int | None = bounded(None, 1, 1024, "patches per step (default: auto, from the device)")
+    patch_size: int | None = bounded(None, 16, 4096, "patch side in pixels (default: auto, from the device)")
     learning_rate: float = bounded(2e-3, 1e-7, 1.0)
     lr_schedule: LrSchedule = choice(
         "plateau", "plateau: halve the rate when validation stops improving; cosine: decay over "
@@ -178,11 +181,19 @@ class TrainConfig(_Config):
     boundary_width: int = bounded(1, 1, 16, "instances: width in pixels of the boundary class")
     # Batches made ahead in a background thread while the model steps (0: made in the step).
     prefetch_batches: int = bounded(2, 0, 64)
-    mixed_precision: bool = Field(False, description="float16 compute on GPUs that support it")
+    mixed_precision: MixedPrecision = choice(
+        "auto", "float16 (GPU) or bfloat16 (GPU, or a CPU with AVX512_BF16/AMX) compute; auto = off "
+                "(see README, Defaults and choices); asked where the device lacks it: float32, with a warning")
     threads: int = bounded(0, 0, 1024, "CPU threads (0 = all)")
     # Whole minutes up to 200000, as the Train dock shows it.
     max_seconds: float = bounded(300.0, 0.0, 1.2e7, "time cap in seconds (0 = no limit); training ends "
                                  "sooner when validation stops improving (--early-stopping)")
+
+    @field_validator("mixed_precision", mode="before")
+    @classmethod
+    def _mixed_precision_of_old_models(cls, value):
+        # Models saved before the choice stored a bool: True asked for float16 on a GPU.
+        return {True: "float16", False: "off"}.get(value, value) if isinstance(value, bool) else value
 
     @model_validator(mode="after")
     def _percentiles_in_order(self):

@@ -37,6 +37,10 @@ class Start(Event):
     steps_per_epoch: int
     params: int
     mixed_precision: bool
+    precision: str = "float32"  # the Keras dtype policy: "float32", "mixed_float16" or "mixed_bfloat16"
+    replicas: int = 1  # devices the batch is split over (MirroredStrategy on several GPUs)
+    batch_size: int = 0  # the batch and patch size trained with ("auto" resolved for the device)
+    patch_size: int = 0
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,7 @@ class Epoch(Event):
     best_epoch: int | None
     learning_rate: float
     data_wait_share: float  # of the epoch spent waiting for batches: high means the device starves
+    gpu_peak_bytes: int | None = None  # the most GPU memory the backend has held so far; None on a CPU
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,6 @@ run that is killed still leaves a recent model behind.
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,71 +22,14 @@ from napari_unet.core import data, events, pairs, preview
 from napari_unet.core.augment import batches
 from napari_unet.core.bundle import check_target, describe_classes, load_bundle, model_config_of, save_bundle
 from napari_unet.core.config import ModelConfig, TrainConfig, limits
+from napari_unet.core import devices, hardware
+from napari_unet.core.steps import StepLosses, distribute, train_step_loss
 
 CHECKPOINT_INTERVAL_S = 60.0
+# A ``Batch`` event (and the loss read back from the device for it) at most this often, besides
+# the first batch and each epoch's last: a progress bar needs no more, and a GPU step is ~13 ms.
+BATCH_EVENT_INTERVAL_S = 0.25
 FINAL_LR_FRACTION = 0.05  # the cosine schedule ends at this fraction of the learning rate
-
-
-# ------------------------------------------------------------------ device
-
-
-def _tf_gpus():
-    import keras
-
-    if keras.backend.backend() != "tensorflow":
-        return None, []
-    import tensorflow as tf
-
-    return tf, tf.config.list_physical_devices("GPU")
-
-
-def gpu_names() -> list:
-    """Names of the GPUs the Keras backend (TensorFlow or JAX) sees."""
-    import keras
-
-    if keras.backend.backend() == "jax":
-        import jax
-
-        return [d.device_kind for d in jax.devices() if d.platform == "gpu"]
-    tf, gpus = _tf_gpus()
-    return [tf.config.experimental.get_device_details(g).get("device_name", g.name) for g in gpus]
-
-
-def describe_device(threads: int = 0) -> str:
-    """``"GPU: <name>"`` when the backend (TensorFlow or JAX) sees a GPU, else ``"CPU (<n> threads)"``."""
-    import keras
-
-    tf, _ = _tf_gpus()
-    names = gpu_names()
-    if names:
-        return f"GPU: {names[0]}" + (f" (+{len(names) - 1} more)" if len(names) > 1 else "")
-    n = threads or (tf.config.threading.get_intra_op_parallelism_threads() if tf else 0)
-    if not n:  # 0 means the library default: one thread per usable core
-        n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    backend = keras.backend.backend()
-    return f"CPU ({n} thread{'' if n == 1 else 's'})" + ("" if backend == "tensorflow" else f", {backend}")
-
-
-def configure_device(train_cfg: TrainConfig) -> str:
-    """Set TensorFlow's thread counts and GPU memory growth; call before any TF op.
-
-    Returns the device description used in the "start" event.
-    """
-    tf, gpus = _tf_gpus()
-    if tf is not None:
-        if train_cfg.threads > 0:
-            try:
-                tf.config.threading.set_intra_op_parallelism_threads(train_cfg.threads)
-                tf.config.threading.set_inter_op_parallelism_threads(min(2, train_cfg.threads))
-            except RuntimeError:
-                pass  # TensorFlow is already running; its thread pools are fixed now
-        for gpu in gpus:
-            try:
-                # Take GPU memory as needed instead of all of it up front.
-                tf.config.experimental.set_memory_growth(gpu, True)
-            except RuntimeError:
-                pass
-    return describe_device(train_cfg.threads)
 
 
 # ------------------------------------------------------------------ schedule
@@ -147,6 +89,21 @@ def save_or_rescue(out_dir, model, meta, overwrite: bool) -> tuple[Path, str | N
         save_bundle(rescue, model, meta)  # a second failure is reported as the job's error
         return rescue, (f"The model could not be saved to {out_dir} ({exc.strerror or exc}); "
                         f"it was saved to {rescue} instead: move it where you want it.")
+
+
+def with_auto_sizes(train_cfg: TrainConfig, device, model_cfg: ModelConfig, height: int, width: int,
+                    replicas: int = 1) -> TrainConfig:
+    """``train_cfg`` with its "auto" (None) batch and patch sizes chosen for the device
+    (``core/devices.py``); an automatic patch shrinks to fit the smallest image. On several GPUs an
+    automatic batch is per GPU (the global batch is ``replicas`` times it); a batch given is global."""
+    if train_cfg.batch_size is not None and train_cfg.patch_size is not None:
+        return train_cfg
+    batch, patch = devices.auto_sizes(device, model_cfg.n_filters)
+    fit = devices.fit_patch(patch, height, width, model_cfg.size_multiple)
+    if fit >= max(model_cfg.size_multiple, limits(TrainConfig, "patch_size")[0]):
+        patch = fit  # else _check_patch_size says the image is too small
+    return train_cfg.replace(batch_size=train_cfg.batch_size or min(batch * replicas, limits(TrainConfig, "batch_size")[1]),
+                             patch_size=train_cfg.patch_size or patch)
 
 
 def _check_patch_size(train_cfg: TrainConfig, model_cfg: ModelConfig, height: int, width: int) -> None:
@@ -212,14 +169,15 @@ def check_resume_meta(meta: dict, train_cfg: TrainConfig, n_classes: int, in_cha
 # ---------------------------------------------------------------- training
 
 
-def _build(model_cfg: ModelConfig, mixed_precision: bool, resume_from):
-    """Build (or load) the model under the requested dtype policy, then restore the global one."""
+def _build(model_cfg: ModelConfig, policy: str, resume_from):
+    """Build (or load) the model under the dtype ``policy`` ("float32", "mixed_float16",
+    "mixed_bfloat16"), then restore the global one."""
     import keras
 
     from napari_unet.core.model import build_unet
 
     previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("mixed_float16" if mixed_precision else "float32")
+    keras.config.set_dtype_policy(policy)
     try:
         if resume_from is None:
             return build_unet(model_cfg), None
@@ -234,12 +192,22 @@ def _build(model_cfg: ModelConfig, mixed_precision: bool, resume_from):
 _COMPILED: dict = {}
 
 
-def _compiled_model(model_cfg: ModelConfig, mixed: bool, resume_from, loss_fn, loss_key, learning_rate: float):
-    """A compiled model with fresh (seeded) weights: the last one reset, when it fits, else a new one."""
+def _compiled_model(model_cfg: ModelConfig, policy: str, resume_from, loss_fn, loss_key, learning_rate: float,
+                    strategy=None):
+    """A compiled model with fresh (seeded) weights: the last one reset, when it fits, else a new one.
+    With a ``tf.distribute`` ``strategy`` it is built and compiled in its scope (and never reused)."""
+    import contextlib
+
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        return _compiled_model_in_scope(model_cfg, policy, resume_from, loss_fn,
+                                        None if strategy is not None else loss_key, learning_rate)
+
+
+def _compiled_model_in_scope(model_cfg, policy, resume_from, loss_fn, loss_key, learning_rate):
     import keras
 
-    model, _ = _build(model_cfg, mixed, resume_from)
-    key = None if resume_from is not None else (model_cfg, mixed, loss_key)
+    model, _ = _build(model_cfg, policy, resume_from)
+    key = None if resume_from is not None or loss_key is None else (model_cfg, policy, loss_key)
     if key is not None and key in _COMPILED:
         reused, optimizer_start = _COMPILED[key]
         reused.set_weights(model.get_weights())
@@ -269,8 +237,10 @@ def _class_pixel_counts(targets: dict, masks: dict, items) -> np.ndarray:
 def _predict(model, x, batch_size: int) -> np.ndarray:
     import keras
 
+    # Under a MirroredStrategy every replica predicts the whole (undistributed) batch and the
+    # outputs come back concatenated: the first ``len(chunk)`` rows are the answer.
     parts = [
-        keras.ops.convert_to_numpy(model.predict_on_batch(x[i : i + batch_size]))
+        keras.ops.convert_to_numpy(model.predict_on_batch(x[i : i + batch_size]))[: len(x[i : i + batch_size])]
         for i in range(0, len(x), batch_size)
     ]
     return np.concatenate(parts).astype(np.float32, copy=False)
@@ -374,13 +344,14 @@ class Trainer:
         self.stopped = False
         self.preview_request = preview_request
         self.last_preview = (None, -math.inf)  # (the slice, when it was previewed)
+        self.last_batch_event = -math.inf
 
     # -------------------------------------------------------------- the run
 
     def run(self) -> Iterator[events.Event]:
         self._check_inputs()
+        self._choose_device()
         self._choose_model_config()
-        self._choose_precision()
         self._prepare_slices()
         self._split()
         self._build_model()
@@ -398,14 +369,14 @@ class Trainer:
     def _epochs(self) -> Iterator[events.Event]:
         self.started = time.monotonic()
         for epoch in range(1, self.cfg.epochs + 1):
-            epoch_start, losses, self.epoch_wait0 = time.monotonic(), [], self.batches.wait_s
+            epoch_start, losses, self.epoch_wait0 = time.monotonic(), StepLosses(), self.batches.wait_s
             yield from self._epoch_batches(epoch, losses)
             if self.stopped:
                 self._write_best()
                 result = self._result()
                 yield events.Stopped(message=result.message or "", training=result)
                 return
-            if not losses:
+            if not losses.count:
                 break  # the time cap came before this epoch's first batch
             yield self._end_epoch(epoch, losses, epoch_start)
             yield from self._preview(epoch, due=True)
@@ -448,13 +419,19 @@ class Trainer:
             self.model_cfg = model_config_of(self.resume_meta)
         else:
             self.model_cfg = _resolve_model_config(self.model_cfg, self.n_classes, self.in_channels, self.cfg)
+        self.cfg = with_auto_sizes(self.cfg, self.device, self.model_cfg, self.height, self.width,
+                                   self.replicas)
         _check_patch_size(self.cfg, self.model_cfg, self.height, self.width)
 
-    def _choose_precision(self) -> None:
-        self.mixed = self.cfg.mixed_precision
-        if self.mixed and not gpu_names():
-            self.mixed = False
-            self.warnings.append("Mixed precision needs a GPU; training in float32 on the CPU.")
+    def _choose_device(self) -> None:
+        """The device's facts, the precision (with one warning line when the device lacks the one
+        asked for) and, on several GPUs with TensorFlow, the MirroredStrategy over them."""
+        self.device = hardware.device_facts(self.cfg.threads)
+        self.policy, warning = devices.choose_precision(self.cfg.mixed_precision, self.device)
+        if warning:
+            self.warnings.append(warning)
+        self.strategy = hardware.mirrored_strategy()
+        self.replicas = self.strategy.num_replicas_in_sync if self.strategy is not None else 1
 
     def _prepare_slices(self) -> None:
         """Normalise the annotated slices and make their targets and masks."""
@@ -502,8 +479,14 @@ class Trainer:
                                                                           self.train_items))
         self.loss_fn = get_loss(cfg.loss, self.n_classes, class_weights)
         loss_key = (cfg.loss, self.n_classes, None if class_weights is None else tuple(np.ravel(class_weights)))
-        self.model = _compiled_model(self.model_cfg, self.mixed, self.resume_from, self.loss_fn, loss_key,
-                                     cfg.learning_rate)
+        self.model = _compiled_model(self.model_cfg, self.policy, self.resume_from, self.loss_fn, loss_key,
+                                     cfg.learning_rate, self.strategy)
+        if self.strategy is not None:
+            # Keras builds the compiled loss from the first batch it sees, which must not be a
+            # distributed one: one evaluation of zeros (no weight changes) builds it.
+            p, n = cfg.patch_size, self.replicas
+            self.model.test_on_batch(np.zeros((n, p, p, self.sampler.n_channels), np.float32),
+                                     np.zeros((n, p, p, self.sampler.n_classes + 1), np.float32))
         self.total_steps = cfg.epochs * cfg.steps_per_epoch
 
     def _bundle_meta(self) -> dict:
@@ -532,16 +515,19 @@ class Trainer:
         }
 
     def _start_event(self) -> events.Start:
-        device = describe_device(self.cfg.threads)
         return events.Start(
-            device=device,
+            device=hardware.describe_device(device=self.device),
             n_train_slices=len({z for z, _ in self.train_items}),
             n_val_slices=len({z for z, _ in self.val_items}),
             n_classes=self.n_classes,
             epochs=self.cfg.epochs,
             steps_per_epoch=self.cfg.steps_per_epoch,
             params=int(self.model.count_params()),
-            mixed_precision=self.mixed,
+            mixed_precision=self.policy != "float32",
+            precision=self.policy,
+            replicas=self.replicas,
+            batch_size=self.cfg.batch_size,
+            patch_size=self.cfg.patch_size,
         )
 
     # ------------------------------------------------------------ batches
@@ -549,9 +535,14 @@ class Trainer:
     def _elapsed(self) -> float:
         return time.monotonic() - self.started
 
-    def _epoch_batches(self, epoch: int, losses: list) -> Iterator[events.Event]:
-        """Train one epoch's batches, appending to ``losses``; stops early on a stop
-        request (``self.stopped``) or at the time cap (``self.finish_reason``)."""
+    def _epoch_batches(self, epoch: int, losses: StepLosses) -> Iterator[events.Event]:
+        """Train one epoch's batches into ``losses``; stops early on a stop
+        request (``self.stopped``) or at the time cap (``self.finish_reason``).
+
+        A ``Batch`` event is sent for the first batch of the run, the last of each epoch, and
+        otherwise once ``BATCH_EVENT_INTERVAL_S`` has passed since the last one: only then is the
+        loss read back from the device (``StepLosses.read``), so the steps in between never wait
+        for it."""
         steps = self.cfg.steps_per_epoch
         for batch in range(1, steps + 1):
             if self.stop_event is not None and self.stop_event.is_set():
@@ -561,25 +552,20 @@ class Trainer:
                 self.finish_reason = "time_limit"
                 return
             step = (epoch - 1) * steps + batch - 1
-            loss = self._train_step(epoch, batch, step)
-            losses.append(loss)
-            yield events.Batch(
-                epoch=epoch, batch=batch, steps=steps, loss=loss,
-                progress=training_progress(self.cfg, (step + 1) / self.total_steps, self._elapsed()),
-                seconds_left=seconds_left(self.cfg, self._elapsed()),
-            )
+            x, y = self.batches.next_batch()
+            self._set_learning_rate(step)
+            if self.strategy is not None:
+                x, y = (distribute(self.strategy, a) for a in (x, y))
+            losses.add(train_step_loss(self.model, x, y))
+            now = time.monotonic()
+            if step == 0 or batch == steps or now - self.last_batch_event >= BATCH_EVENT_INTERVAL_S:
+                self.last_batch_event = now
+                yield events.Batch(
+                    epoch=epoch, batch=batch, steps=steps, loss=losses.read(epoch)[-1],
+                    progress=training_progress(self.cfg, (step + 1) / self.total_steps, self._elapsed()),
+                    seconds_left=seconds_left(self.cfg, self._elapsed()),
+                )
             yield from self._preview(epoch, due=False)
-
-    def _train_step(self, epoch: int, batch: int, step: int) -> float:
-        x, y = self.batches.next_batch()
-        self._set_learning_rate(step)
-        loss = float(self.model.train_on_batch(x, y))
-        if not math.isfinite(loss):
-            raise ValueError(
-                f"Training diverged: the loss is {loss} at epoch {epoch}, batch {batch}. "
-                "Lower the learning rate (e.g. to a tenth)."
-            )
-        return loss
 
     def _set_learning_rate(self, step: int) -> None:
         if self.cfg.lr_schedule == "plateau":
@@ -607,11 +593,11 @@ class Trainer:
 
     # ---------------------------------------------------------- epoch end
 
-    def _end_epoch(self, epoch: int, losses: list, epoch_start: float) -> events.Epoch:
+    def _end_epoch(self, epoch: int, losses: StepLosses, epoch_start: float) -> events.Epoch:
         """Validate, record the epoch and track the best; returns its event."""
         import keras
 
-        epoch_loss = float(np.mean(losses))
+        epoch_loss = float(np.mean(losses.read(epoch)))
         val_loss = val_dice = val_iou = None
         if self.has_val:
             val_loss, val_dice, val_iou = _validate(self.model, self.loss_fn, self.x_val, self.y_val,
@@ -626,6 +612,7 @@ class Trainer:
             best_epoch=self.best.epoch,
             learning_rate=float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)),
             data_wait_share=(self.batches.wait_s - self.epoch_wait0) / max(seconds, 1e-9),
+            gpu_peak_bytes=hardware.gpu_peak_bytes() if self.device.gpus else None,
         )
 
     def _track_best(self, epoch, epoch_loss, val_loss, val_dice, val_iou) -> None:

@@ -391,7 +391,7 @@ def warm_up_job(arrays, outputs, stop_event):
     GPUs get memory growth first, as training sets it, so the warm-up takes no GPU memory up front.
     """
     from napari_unet.core.config import TrainConfig
-    from napari_unet.core.train import configure_device
+    from napari_unet.core.hardware import configure_device
 
     configure_device(TrainConfig())
     return
@@ -405,7 +405,8 @@ def train_job(arrays, outputs, stop_event, model_cfg, train_cfg, out_dir, resume
     ``arrays["preview_request"]`` (one int64 the parent writes), it previews that slice too."""
     from napari_unet.core.config import ModelConfig, TrainConfig
     from napari_unet.core.preview import decode_request
-    from napari_unet.core.train import configure_device, train
+    from napari_unet.core.hardware import configure_device
+    from napari_unet.core.train import train
 
     request = arrays.get("preview_request")
 

@@ -14,7 +14,7 @@ def tiny_volume():
     return image, labels, truth.astype(np.uint8)
 
 
-TINY_TRAIN = dict(n_filters=4, depth=2, epochs=2, steps=3, batch_size=2, patch_size=32)
+TINY_TRAIN = dict(n_filters=4, depth=2, epochs=2, steps=3, auto_sizes=False, batch_size=2, patch_size=32)
 
 
 @pytest.fixture

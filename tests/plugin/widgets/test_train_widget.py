@@ -113,8 +113,11 @@ def test_train_disabled_with_reason_for_bad_inputs(make_napari_viewer, tiny_volu
     widget.labels.value = viewer.layers["ann"]
     assert widget.train_button.enabled, widget.status.value
 
+    widget.auto_sizes.value = False
     widget.patch_size.value = 64  # larger than the 48 x 48 slices
     assert not widget.train_button.enabled and "Patch size" in widget.status.value
+    widget.auto_sizes.value = True  # an automatic patch is fitted to the image
+    assert widget.train_button.enabled, widget.status.value
     widget.patch_size.value = 32
 
     bad = image.astype(np.float32)
@@ -172,3 +175,34 @@ def test_a_killed_worker_is_one_line_in_the_dock_as_in_the_cli(widget_with_data,
     assert errors == [f"Training failed: {failure_line(final, 'Training')}"]
     assert len(errors[0].splitlines()) == 1 and "Traceback" not in errors[0]
     assert widget.status.value.startswith("Failed: ")
+
+
+def test_batch_and_patch_default_to_auto_and_the_run_shows_device_sizes_and_data_wait(make_napari_viewer):
+    from napari_unet.core import events
+    from napari_unet.core.config import TrainConfig
+
+    dock = TrainWidget(make_napari_viewer())
+    assert dock.auto_sizes.value and "auto" in dock.auto_sizes.label
+    assert not dock.batch_size.enabled and not dock.patch_size.enabled
+    _, cfg = dock._configs()
+    assert (cfg.batch_size, cfg.patch_size, cfg.mixed_precision) == (None, None, TrainConfig().mixed_precision)
+    dock.auto_sizes.value = False
+    dock.batch_size.value, dock.precision.value = 8, "bfloat16"
+    assert dock.batch_size.enabled and dock._configs()[1].batch_size == 8
+    assert dock._configs()[1].patch_size == 96 and dock._configs()[1].mixed_precision == "bfloat16"
+    dock.auto_sizes.value = True
+
+    dock._on_event(events.Start(device="GPU: NVIDIA H200, 0.5 of 141 GiB used", n_train_slices=4, n_val_slices=1,
+                                n_classes=1, epochs=5, steps_per_epoch=10, params=1000, mixed_precision=True,
+                                precision="mixed_bfloat16", replicas=2, batch_size=32, patch_size=256))
+    assert dock.device.value == "GPU: NVIDIA H200, 0.5 of 141 GiB used, mixed_bfloat16, batch split over 2"
+    assert "batches of 32 x 256 px" in dock.status.value
+    assert (dock.batch_size.value, dock.patch_size.value) == (32, 256)  # what "auto" chose, shown
+    dock._on_event(events.Epoch(epoch=1, epochs=5, loss=0.5, val_loss=0.4, val_dice=0.8, val_iou=0.7, seconds=2.0,
+                                best_epoch=1, learning_rate=1e-3, data_wait_share=0.123,
+                                gpu_peak_bytes=3 * 1024**3))
+    assert dock.status.value == "Epoch 1/5: loss 0.500, val Dice 0.800 (12 % of it waiting for data)"
+    assert dock.device.value.endswith("; training peak 3.0 GiB")
+    dock._on_event(events.Start(device="CPU (2 threads)", n_train_slices=1, n_val_slices=1, n_classes=1, epochs=1,
+                                steps_per_epoch=1, params=10, mixed_precision=False, batch_size=4, patch_size=96))
+    assert dock.device.value == "CPU (2 threads)"

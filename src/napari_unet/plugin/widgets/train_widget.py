@@ -23,7 +23,8 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from napari_unet.core import events
 from napari_unet.core.accept import SliceAnnotatedError
 from napari_unet.core.bundle import BundleError, check_target, read_bundle_meta
-from napari_unet.core.config import ConfigError, ModelConfig, TrainConfig, limits
+from napari_unet.core.config import ConfigError, ModelConfig, TrainConfig, choices_of, limits
+from napari_unet.core.devices import CPU_SIZES
 from napari_unet.core.pairs import channels_of, class_count_of_pairs, validate_pairs
 from napari_unet.core.train import check_resume_meta
 from napari_unet.plugin.widgets._export import ExportButton
@@ -54,7 +55,9 @@ class TrainWidget(JobDock):
         self.extend([
             self.image, self.labels, self.extra_pairs, self.mode, self.instances, self.continue_from,
             self.continue_file, self.n_filters, self.depth,
-            self.epochs, self.steps, self.time_limit, self.batch_size, self.patch_size, self.learning_rate,
+            self.epochs, self.steps, self.time_limit, self.auto_sizes, self.batch_size, self.patch_size,
+            self.precision,
+            self.learning_rate,
             self.val_fraction, self.model_dir, self.replace, self.live_preview, self.preview_probability,
             self.train_button, self.stop_button,
             self.progress_bar, self.time_left, self.device, self.status, self.score, self.export.button,
@@ -64,6 +67,7 @@ class TrainWidget(JobDock):
         self.plot = LossPlot()
         self.native.layout().addWidget(self.plot.canvas)
         self.last_model_dir: Path | None = None
+        self._device_text = "-"
         self.preview = LivePreview(napari_viewer, parent=self.native)
         self.worker = use_warm_worker(self.native)
         self._connect()
@@ -99,10 +103,15 @@ class TrainWidget(JobDock):
             label="Time limit (min, 0 = none)", value=defaults.max_seconds / SECONDS_PER_MINUTE,
             min=no_limit / SECONDS_PER_MINUTE, max=longest / SECONDS_PER_MINUTE, step=1.0,
         )
-        self.batch_size = SpinBox(label="Batch size", value=defaults.batch_size,
+        # Left to "auto" (the configs' None), the worker picks them for the device and the boxes then
+        # show its choice; untick to set them.
+        self.auto_sizes = CheckBox(label="Batch and patch size: auto (for the device)", value=True)
+        self.batch_size = SpinBox(label="Batch size", value=CPU_SIZES[0], enabled=False,
                                   **spin_range(TrainConfig, "batch_size"))
-        self.patch_size = SpinBox(label="Patch size", value=defaults.patch_size, step=16,
+        self.patch_size = SpinBox(label="Patch size", value=CPU_SIZES[1], step=16, enabled=False,
                                   **spin_range(TrainConfig, "patch_size"))
+        self.precision = ComboBox(label="Mixed precision", value=defaults.mixed_precision,
+                                  choices=choices_of(TrainConfig, "mixed_precision"))
         rates = limits(TrainConfig, "learning_rate")
         self.learning_rate = FloatSpinBox(label="Learning rate", value=defaults.learning_rate, step=1e-4)
         self.learning_rate.native.setDecimals(decimals_to_show(rates[0]))  # first: Qt rounds the range to them
@@ -136,12 +145,17 @@ class TrainWidget(JobDock):
         self.accept_button.changed.connect(self.accept_slice)
         self.continue_from.changed.connect(self._continue_from_changed)
         self.continue_file.changed.connect(self._continue_from_changed)
-        for widget in (self.image, self.labels, self.extra_pairs, self.mode, self.instances, self.patch_size):
+        self.auto_sizes.changed.connect(self._auto_sizes_changed)
+        for widget in (self.image, self.labels, self.extra_pairs, self.mode, self.instances, self.patch_size,
+                       self.auto_sizes):
             widget.changed.connect(self._check_inputs)
         TRAINED_MODELS.changed.connect(self._models_changed)
         # The registry outlives this dock: let go of it when the dock's Qt widget is deleted.
         self.native.destroyed.connect(self._closing)
         self._follow_layers()
+
+    def _auto_sizes_changed(self, auto: bool):
+        self.batch_size.enabled = self.patch_size.enabled = not auto
 
     def _closing(self, *_):
         TRAINED_MODELS.changed.disconnect(self._models_changed)
@@ -210,7 +224,7 @@ class TrainWidget(JobDock):
             return "Pick a Labels layer of the same shape as the image (Layers > New Labels)."
         for layer in [image] + [extra for extra, _ in self.extra_pairs.value]:
             shape = spatial_shape(layer)
-            if min(shape[-2:]) < self.patch_size.value:
+            if not self.auto_sizes.value and min(shape[-2:]) < self.patch_size.value:  # auto: fitted
                 return (f"Patch size {self.patch_size.value} is larger than '{layer.name}' "
                         f"({shape[-2]} x {shape[-1]}); lower the patch size.")
         try:
@@ -255,8 +269,9 @@ class TrainWidget(JobDock):
             instances=self.instances.value,
             epochs=self.epochs.value,
             steps_per_epoch=self.steps.value,
-            batch_size=self.batch_size.value,
-            patch_size=self.patch_size.value,
+            batch_size=None if self.auto_sizes.value else self.batch_size.value,  # None: for the device
+            patch_size=None if self.auto_sizes.value else self.patch_size.value,
+            mixed_precision=self.precision.value,
             learning_rate=float(self.learning_rate.value),
             val_fraction=float(self.val_fraction.value),
             max_seconds=SECONDS_PER_MINUTE * float(self.time_limit.value),
@@ -326,9 +341,11 @@ class TrainWidget(JobDock):
 
     def _on_event(self, event: events.Event):
         if isinstance(event, events.Start):
-            self.device.value = event.device
-            self.status.value = (f"Training on {event.n_train_slices} slice(s), "
-                                 f"validating on {event.n_val_slices}.")
+            self.device.value = self._device_text = device_line(event)
+            if self.auto_sizes.value:  # show what "auto" chose
+                self.batch_size.value, self.patch_size.value = event.batch_size, event.patch_size
+            self.status.value = (f"Training on {event.n_train_slices} slice(s), validating on "
+                                 f"{event.n_val_slices}; batches of {event.batch_size} x {event.patch_size} px.")
         elif isinstance(event, events.Batch):
             done = round(event.progress * self.progress_bar.max)
             self.progress_bar.value = done
@@ -339,8 +356,11 @@ class TrainWidget(JobDock):
             self._napari_progress.set_description(f"Training U-Net: epoch {event.epoch}, loss {event.loss:.3f}")
         elif isinstance(event, events.Epoch):
             self.plot.add_epoch(event)
+            if event.gpu_peak_bytes is not None:
+                self.device.value = f"{self._device_text}; training peak {event.gpu_peak_bytes / 1024**3:.1f} GiB"
             self.status.value = (f"Epoch {event.epoch}/{event.epochs}: loss {event.loss:.3f}"
-                                 + (f", val Dice {event.val_dice:.3f}" if event.val_dice is not None else ""))
+                                 + (f", val Dice {event.val_dice:.3f}" if event.val_dice is not None else "")
+                                 + f" ({100 * event.data_wait_share:.0f} % of it waiting for data)")
         elif isinstance(event, events.Preview):
             self.preview.show(event)
         elif isinstance(event, events.Warn):
@@ -403,6 +423,14 @@ class TrainWidget(JobDock):
             return
         show_info(message)
         self._check_inputs(keep_status=True)
+
+
+def device_line(event: events.Start) -> str:
+    """The device, and the precision and replicas when they are not plain float32 on one device."""
+    text = event.device
+    if event.precision != "float32":
+        text += f", {event.precision}"
+    return text + (f", batch split over {event.replicas}" if event.replicas > 1 else "")
 
 
 def format_time_left(seconds) -> str:
