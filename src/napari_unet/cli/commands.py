@@ -15,7 +15,7 @@ from napari_unet.core import events
 from napari_unet.core.bundle import check_target, read_bundle_meta, reclaim_stale_saves
 from napari_unet.core.pairs import check_same_channels, class_count_of_pairs
 from napari_unet.core.uncertainty import candidate_slices
-from napari_unet.io import disk, leftovers, tiff
+from napari_unet.io import disk, images, leftovers, tiff
 from napari_unet.runtime import engine, interrupts
 
 
@@ -256,7 +256,7 @@ def run_predict(args) -> int:
     out = check_new_output(args.out, "--out", inputs)
     prob = check_new_output(args.prob, "--prob", inputs + (args.out,)) if args.prob else None
     read_bundle_meta(args.model)  # a file, a missing folder or a broken model: say so before any work
-    array, meta = tiff.open_lazy(args.image)
+    array, meta = images.open_lazy(args.image)
     _, has_channels = _channels_last(array, meta)
     channel_axis = _channel_axis(meta) if has_channels else None
     spatial = check_image_axes(array.shape, meta, channel_axis, args.image)
