@@ -137,12 +137,12 @@ def multiscales(axes: str, scale, units=None, name: str = "image") -> list:
              "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": scale}]}]}]
 
 
-def create_group(path, *, axes: str, scale=None, units=None, labels=False):
+def create_group(path, *, axes: str, scale=None, units=None, labels=False, name=None):
     """A new OME-Zarr group at ``path`` (refused if it exists): fill its array with ``create_array``."""
     import zarr
 
     group = zarr.open_group(str(path), mode="w-", zarr_format=3)
-    ome = {"version": OME_VERSION, "multiscales": multiscales(axes, scale, units, Path(path).name)}
+    ome = {"version": OME_VERSION, "multiscales": multiscales(axes, scale, units, name or Path(path).name)}
     if labels:
         ome["image-label"] = {"version": OME_VERSION}
     group.attrs["ome"] = ome
@@ -190,3 +190,46 @@ def _rename_new(src: Path, dst: Path) -> None:
     if dst.exists():
         raise FileExistsError(f"{dst} exists; pick another name or delete it first.")
     os.rename(src, dst)
+
+
+# ------------------------------------------------- outputs written through a temporary group
+
+
+def start_output(tmp, *, axes: str, scale=None, units=None, labels=False, name=None):
+    """The temporary OME-Zarr group an output is written into (its array: ``tmp/0``), owned by
+    this process (``io.leftovers``), so that a later run can tell one a killed run left."""
+    from napari_unet.io import leftovers
+
+    group = create_group(tmp, axes=axes, scale=scale, units=units, labels=labels, name=name)
+    leftovers.mark_owner(tmp)
+    return group
+
+
+def finish_output(tmp, out, *, scale=None, axes=None, labels=True) -> None:
+    """Put the finished array ``tmp/0`` in place at ``out``: the whole group for ``.ome.zarr``,
+    the array alone for ``.zarr`` (with ``axes``/``scale`` attributes), else streamed into a TIFF.
+    Scratch arrays (names starting with ``_``) are dropped; ``tmp`` is gone afterwards."""
+    from napari_unet.io import leftovers, tiff
+
+    tmp, out = Path(tmp), Path(out)
+    for scratch in tmp.glob("_*"):
+        shutil.rmtree(scratch, ignore_errors=True)
+    for folder in (tmp, tmp / "0"):
+        leftovers.unmark(folder)
+    if is_ome_zarr_path(out):
+        _rename_new(tmp, out)
+        return
+    if is_zarr_path(out):
+        import zarr
+
+        array = zarr.open_array(str(tmp / "0"), mode="r+")
+        array.attrs.update({"labels": bool(labels), **({"axes": axes} if axes else {}),
+                            **({"scale": [float(s) for s in scale]} if scale else {})})
+        _rename_new(tmp / "0", out)
+    else:
+        import zarr
+
+        array = zarr.open_array(str(tmp / "0"), mode="r")
+        write = tiff.write_labels_tiff if labels else tiff.write_image_tiff
+        write(out, array, scale=scale)
+    shutil.rmtree(tmp, ignore_errors=True)
