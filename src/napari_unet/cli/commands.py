@@ -296,23 +296,25 @@ def _predict_on_cluster(args, cluster, finals, cfg, channel_axis, scale, axes) -
     from napari_unet.runtime import cluster as dist
 
     out, prob = list(finals)[0], next(iter(list(finals)[1:]), None)
-    bar = tqdm(total=1, desc="Blocks", unit="block", dynamic_ncols=True)
+    bars = []  # made at the first finished block: a failure before shows no bar
 
     def on_block(done, total):
-        bar.total = total
-        bar.update(done - bar.n)
+        if not bars:
+            bars.append(tqdm(total=total, desc="Blocks", unit="block", dynamic_ncols=True))
+        bars[0].update(done - bars[0].n)
 
     try:
         with dist.connect(scheduler=args.scheduler, workers=cluster.workers) as client:
             summary = dist.predict_distributed(args.image, args.model, out, cfg, client=client, prob=prob,
                                                channel_axis=channel_axis, retries=cluster.retries, scale=scale,
-                                               axes=axes, on_message=bar.write, on_block=on_block)
+                                               axes=axes, on_message=tqdm.write, on_block=on_block)
     except dist.ClusterError as exc:
         raise JobFailed(f"Segmentation failed: {exc}") from None
     finally:
-        bar.close()
+        for bar in bars:
+            bar.close()
     print(f"Labels written to {out}" + (f", probabilities to {prob}" if prob else "")
-          + f" ({summary['n_blocks']} blocks of slices on {summary['n_workers']} worker(s), "
+          + f" ({summary['n_blocks']} block(s) of slices on {summary['n_workers']} worker(s), "
             f"{summary['seconds']:.1f} s)")
     return 0
 
