@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from napari_unet.core.blocks import (
-    BlockLabels, block_config, block_extent, block_plan, face_links, face_overlaps, join_blocks,
+    BlockLabels, block_config, block_extent, block_plan, face_links, face_overlaps, join_blocks, objects_budget,
 )
 from napari_unet.core.config import PredictConfig
 from napari_unet.core.objects import label_volume
@@ -31,8 +31,10 @@ def _in_blocks(maps, cfg):
     for block in plan["blocks"]:
         extent = block_extent(plan, block)
         bcfg = block_config(cfg, plan, extent)
+        budget = objects_budget(plan, extent, maps.shape[:3], 0)
         local = label_volume(maps[extent[0]:extent[1]], mode=plan["mode"], block_slices=bcfg.block_slices,
-                             halo=bcfg.halo, min_size=bcfg.min_object_size)
+                             halo=bcfg.halo, min_size=bcfg.min_object_size,
+                             **({} if budget is None else {"memory_budget": budget}))
         labels = BlockLabels(out, 0, extent, block, maps.shape[:3], plan)
         for i, plane in enumerate(local):
             labels[(i,)] = plane
@@ -81,3 +83,13 @@ def test_slice_objects_joined_give_the_single_process_objects(mode):
     joined, plan = _in_blocks(maps, cfg)
     assert plan["halo"] == 0 and len(plan["blocks"]) == 5
     np.testing.assert_array_equal(joined, single)
+
+
+def test_slices_too_large_for_whole_slabs_keep_the_single_process_slabs():
+    """256 x 256 slices: one process labels 3-D objects in slabs of 19 slices (the memory budget),
+    so blocks are 19 slices too and still give its objects."""
+    maps = np.repeat(np.repeat(_maps((40, 64, 64), seed=3), 4, axis=1), 4, axis=2)
+    cfg = PredictConfig(output="instances", objects="3d", min_object_size=100)
+    joined, plan = _in_blocks(maps, cfg)
+    assert plan["as_one_process"] and plan["blocks"][0] == (0, 19)
+    np.testing.assert_array_equal(joined, label_volume(maps, mode="3d", min_size=100))

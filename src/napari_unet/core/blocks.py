@@ -4,12 +4,16 @@ of those blocks joined into the ids one process gives.
 Classes and probabilities need no joining: a block writes its slices and is done. Objects:
 
 - ``"3d"``: a block is one slab of the single-process ``objects.StreamingObjects`` (the volume
-  is cut at the same slices) predicted with ``halo`` more
+  is cut at the same slices, every ``block_slices``) predicted with ``halo`` more
   slices on each side, so the block's watershed sees what the slab's sees. Its objects are
   then matched across each face by the slab stitching's rule, on the ``halo`` slices before
   the block (``face_overlaps``): a mutual majority of the overlap there, one to one, best
   first. Minimum sizes follow the slab rule too (``_kept``), so the result is the single
-  process's, ids included, when the slabs are not tiled in Y/X.
+  process's, ids included, when its slabs are whole ``block_slices`` slabs (``as_one_process``
+  in the plan). Slices too large for that (``objects.MEMORY_BUDGET``: about 1024 x 1024 and up
+  with the defaults) make one process cut thinner slabs, in Y/X tiles; a block still spans
+  ``block_slices`` slices (thinner blocks would predict mostly halo) and stitches such slabs
+  inside itself, so objects may be cut at other places than in one process.
 - ``"linked"``: the first slice of a block is linked to the last one of the block before by
   IoU, as the previous slice is in one process (``face_links``).
 - ``"2d"``: objects per slice; only the numbering joins the blocks.
@@ -29,19 +33,23 @@ from napari_unet.core.predict_write import object_mode, object_sampling
 
 
 def block_plan(cfg, spatial_shape, axis) -> dict:
-    """Blocks of slices along ``axis``: ``blocks`` [(start, stop)], ``halo``, object ``mode``
-    (None for classes), ``n_slices``. 3-D objects take the single process's slab size."""
+    """Blocks of ``cfg.block_slices`` slices along ``axis``: ``blocks`` [(start, stop)], ``halo``,
+    object ``mode`` (None for classes), ``n_slices``, and ``as_one_process``: whether the join
+    gives exactly the single process's objects (3-D objects: its slabs are the blocks)."""
     n = n_slices_along(spatial_shape, axis)
     mode = None
     if cfg.output == "instances":
         mode = object_mode(cfg.objects, object_sampling(cfg, axis), axis)
     halo = cfg.halo if mode == "3d" else 0
-    size = cfg.block_slices
+    size, exact = cfg.block_slices, True
     if mode == "3d":
-        size = slab_plan(slice_shape(spatial_shape, axis), cfg.block_slices, cfg.halo)["core_slices"]
-        size = max(size, halo)  # the slices before a block then lie in the one block before it
+        shape = slice_shape(spatial_shape, axis)
+        slabs = slab_plan(shape, cfg.block_slices, halo)
+        exact = slabs["tile"] == shape  # whole slices: a block can be one of these slabs
+        size = slabs["core_slices"] if exact else cfg.block_slices
+    size = max(size, halo)  # the slices before a block then lie in the one block before it
     blocks = [(a, min(a + size, n)) for a in range(0, n, size)]
-    return {"blocks": blocks, "halo": halo, "mode": mode, "n_slices": n}
+    return {"blocks": blocks, "halo": halo, "mode": mode, "n_slices": n, "as_one_process": exact}
 
 
 def block_extent(plan, block) -> tuple:
@@ -52,12 +60,24 @@ def block_extent(plan, block) -> tuple:
 
 def block_config(cfg, plan, extent):
     """The config a block predicts with: the volume's normalisation (computed once, passed as the
-    model's); for 3-D objects one slab over the whole extent, keeping every object (the minimum
-    size is applied when the blocks are joined, where whole objects are known)."""
+    model's); for 3-D objects one slab over the whole extent (without a halo of its own, as the
+    extent is the halo), keeping every object (the minimum size is applied when the blocks are
+    joined, where whole objects are known)."""
     changes = {"normalize": "model"}
     if plan["mode"] == "3d":
         changes.update(block_slices=extent[1] - extent[0], min_object_size=0)
+        if plan["as_one_process"]:
+            changes["halo"] = 0
     return cfg.replace(**changes)
+
+
+def objects_budget(plan, extent, spatial_shape, axis):
+    """Bytes a block's 3-D objects may hold so that its extent is one slab, as the single
+    process's slab over the same slices is (None: the default budget, thinner slabs)."""
+    if plan["mode"] != "3d" or not plan["as_one_process"]:
+        return None
+    shape = slice_shape(spatial_shape, axis)
+    return slab_plan(shape, extent[1] - extent[0], 0, budget=np.inf)["nbytes"]
 
 
 class BlockOutput:

@@ -13,7 +13,9 @@ import time
 
 import numpy as np
 
-from napari_unet.core.blocks import BlockLabels, BlockOutput, block_config, block_extent, face_links, face_overlaps
+from napari_unet.core.blocks import (
+    BlockLabels, BlockOutput, block_config, block_extent, face_links, face_overlaps, objects_budget,
+)
 from napari_unet.runtime.worker import MODEL_CACHE, _stderr_to_log, load_model_cached
 
 MODEL_LOADS = 0  # model folders this worker process loaded (the tests count them)
@@ -129,7 +131,8 @@ def run_block(spec: dict, block: tuple) -> dict:
         if "probs" in arrays:
             probs = BlockOutput(_TimedWrites(arrays["probs"], timer), axis, extent, block, spec["spatial_shape"])
         predict = bundle_predictor(_TimedModel(model, timer), dict(meta, normalization=spec["normalization"]), cfg,
-                                   channel_axis=spec["channel_axis"], out_labels=labels, out_probs=probs)
+                                   channel_axis=spec["channel_axis"], out_labels=labels, out_probs=probs,
+                                   objects_budget=objects_budget(plan, extent, spec["spatial_shape"], axis))
         for _ in predict(_TimedReads(_extent_of(volume, spec, extent), timer)):
             pass
         record = labels.record() if isinstance(labels, BlockLabels) else {"block": tuple(block)}
