@@ -94,7 +94,8 @@ def predict_distributed(image, model_dir, out, cfg, *, client, prob=None, channe
     on ``client``'s cluster into ``out`` (``.zarr``, ``.ome.zarr`` or ``.tif``; never replaced),
     and the probabilities into ``prob`` if given. ``on_block(done, total)`` follows the blocks.
 
-    Returns ``n_blocks``, ``n_workers``, ``seconds``, ``merge_seconds`` and per block ``blocks``
+    Returns ``n_blocks``, ``as_one_process`` (``core.blocks.block_plan``), ``n_workers``,
+    ``seconds``, ``merge_seconds`` and per block ``blocks``
     (slices and seconds reading, predicting, writing, in all). Failures raise ``ClusterError``
     (one line), bad input ``ValueError`` before any block runs."""
     started = time.perf_counter()
@@ -119,7 +120,8 @@ def predict_distributed(image, model_dir, out, cfg, *, client, prob=None, channe
     finally:
         for tmp in tmps.values():
             shutil.rmtree(tmp, ignore_errors=True)
-    return {"n_blocks": len(plan["blocks"]), "n_workers": len(client.scheduler_info()["workers"]),
+    return {"n_blocks": len(plan["blocks"]), "as_one_process": plan["as_one_process"],
+            "n_workers": len(client.scheduler_info()["workers"]),
             "seconds": time.perf_counter() - started, "merge_seconds": merge,
             "blocks": [{"slices": list(r["block"]), **r["seconds"]} for r in records]}
 
