@@ -93,3 +93,15 @@ def test_slices_too_large_for_whole_slabs_keep_the_single_process_slabs():
     joined, plan = _in_blocks(maps, cfg)
     assert plan["as_one_process"] and plan["blocks"][0] == (0, 19)
     np.testing.assert_array_equal(joined, label_volume(maps, mode="3d", min_size=100))
+
+
+def test_a_small_object_going_on_across_a_face_is_kept_as_one_process_keeps_it():
+    """Slab rule for the minimum size: 25 voxels (< 40) crossing the face at slice 6 reach the
+    first slab's open end, so one process keeps them, and so must the join."""
+    maps = np.zeros((12, 16, 16, 2), np.float32)
+    maps[3:8, 7:8, 6:11] = 1.0  # 5 voxels on each of slices 3-7
+    cfg = PredictConfig(output="instances", objects="3d", block_slices=6, halo=2, min_object_size=40)
+    single = label_volume(maps, mode="3d", block_slices=6, halo=2, min_size=40)
+    assert single.max() == 1 and np.count_nonzero(single) == 25
+    joined, _ = _in_blocks(maps, cfg)
+    np.testing.assert_array_equal(joined, single)
