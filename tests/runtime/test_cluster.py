@@ -165,3 +165,13 @@ def test_cli_workers_write_an_ome_zarr_with_the_input_scale(tiny, capsys):
     labels, meta = omezarr.open_lazy(out)
     assert meta["axes"] == "ZYX" and meta["scale"] == (3.0, 0.5, 0.5) and meta["labels_marked"]
     np.testing.assert_array_equal(np.asarray(labels), _single(folder, PredictConfig(block_slices=4)))
+
+
+def test_probabilities_on_the_cluster_are_those_of_one_process(tiny, client):
+    folder, _ = tiny
+    cfg = PredictConfig(block_slices=4, return_probabilities=True)
+    cluster.predict_distributed(folder / "vol.tif", folder / "model", folder / "l.zarr", cfg, client=client,
+                                prob=folder / "p.ome.zarr")
+    _, labels, probs, _ = predict_with_progress(engine.LazyFile(str(folder / "vol.tif")), folder / "model", cfg)
+    np.testing.assert_allclose(np.asarray(omezarr.open_lazy(folder / "p.ome.zarr")[0]), probs, atol=1e-6)
+    assert not omezarr.open_lazy(folder / "p.ome.zarr")[1]["labels_marked"]
