@@ -175,3 +175,22 @@ def test_probabilities_on_the_cluster_are_those_of_one_process(tiny, client):
     _, labels, probs, _ = predict_with_progress(engine.LazyFile(str(folder / "vol.tif")), folder / "model", cfg)
     np.testing.assert_allclose(np.asarray(omezarr.open_lazy(folder / "p.ome.zarr")[0]), probs, atol=1e-6)
     assert not omezarr.open_lazy(folder / "p.ome.zarr")[1]["labels_marked"]
+
+
+def test_a_worker_killed_mid_run_leaves_a_correct_output(tiny, client):
+    """Kept last: it kills a worker of the shared cluster (its nanny starts a new one). dask runs
+    the lost blocks again; each rewrites its whole region, so the output is still exact."""
+    import os
+    import signal
+
+    folder, _ = tiny
+    pids = list(client.run(os.getpid).values())
+
+    def kill_one(done, total):
+        if done == 1:
+            os.kill(pids[0], signal.SIGKILL)
+
+    cfg = PredictConfig(**dict(OBJECTS, block_slices=2, halo=2))
+    labels, summary = _on_cluster(folder, client, cfg, "after_kill.ome.zarr", on_block=kill_one)
+    assert summary["n_blocks"] == 6 and pids[0] not in client.run(os.getpid).values()
+    np.testing.assert_array_equal(labels, _single(folder, cfg))
