@@ -20,6 +20,7 @@ Writes ``distributed.json`` and ``distributed_table.md`` to ``--out``.
 from __future__ import annotations
 
 import argparse
+import importlib
 import math
 import os
 import shutil
@@ -36,7 +37,7 @@ import tifffile
 # This script's name is the package's: import dask.distributed before its folder is on the path.
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-import distributed  # noqa: E402,F401
+importlib.import_module("distributed")
 sys.path.insert(0, str(_HERE))
 
 from _common import (  # noqa: E402

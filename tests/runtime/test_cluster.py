@@ -164,6 +164,7 @@ def test_cli_workers_write_an_ome_zarr_with_the_input_scale(tiny, capsys):
     assert "3 block(s) of slices on 2 worker(s)" in capsys.readouterr().out
     labels, meta = omezarr.open_lazy(out)
     assert meta["axes"] == "ZYX" and meta["scale"] == (3.0, 0.5, 0.5) and meta["labels_marked"]
+    assert meta["units"] == ("micrometer",) * 3
     np.testing.assert_array_equal(np.asarray(labels), _single(folder, PredictConfig(block_slices=4)))
 
 

@@ -28,6 +28,14 @@ def _channels_last(array, meta: dict):
     return array, False
 
 
+def spatial_units(meta: dict):
+    """The units of the spatial axes (None when the file has none)."""
+    units, axes = meta.get("units"), meta.get("axes", "")
+    if not units or len(axes) != len(units):
+        return None
+    return tuple(u for u, name in zip(units, axes) if name not in "SC")
+
+
 def spatial_scale(meta: dict):
     """The voxel size of the spatial axes: a channel ('C') or RGB sample ('S') axis has none."""
     scale, axes = meta.get("scale"), meta.get("axes", "")
@@ -271,9 +279,10 @@ def run_predict(args) -> int:
         _reclaim_partial(tmp)
     _check_disk_space(finals, spatial, cfg)
     axes = _spatial_axes(meta, len(spatial))
+    units = spatial_units(meta)
     if cluster is not None:
-        return _predict_on_cluster(args, cluster, finals, cfg, channel_axis, scale, axes)
-    _start_outputs(finals, out, axes, scale)
+        return _predict_on_cluster(args, cluster, finals, cfg, channel_axis, scale, axes, units)
+    _start_outputs(finals, out, axes, scale, units)
     try:
         final, _, _, written = predict_with_progress(
             engine.LazyFile(str(args.image)), args.model, cfg, channel_axis=channel_axis,
@@ -291,7 +300,7 @@ def run_predict(args) -> int:
     return 0
 
 
-def _predict_on_cluster(args, cluster, finals, cfg, channel_axis, scale, axes) -> int:
+def _predict_on_cluster(args, cluster, finals, cfg, channel_axis, scale, axes, units) -> int:
     """``predict --workers N`` / ``--scheduler ADDRESS``: blocks of slices on dask.distributed."""
     from napari_unet.runtime import cluster as dist
 
@@ -307,7 +316,7 @@ def _predict_on_cluster(args, cluster, finals, cfg, channel_axis, scale, axes) -
         with dist.connect(scheduler=args.scheduler, workers=cluster.workers) as client:
             summary = dist.predict_distributed(args.image, args.model, out, cfg, client=client, prob=prob,
                                                channel_axis=channel_axis, retries=cluster.retries, scale=scale,
-                                               axes=axes, on_message=tqdm.write, on_block=on_block)
+                                               axes=axes, units=units, on_message=tqdm.write, on_block=on_block)
     except dist.ClusterError as exc:
         raise JobFailed(f"Segmentation failed: {exc}") from None
     finally:
@@ -319,7 +328,7 @@ def _predict_on_cluster(args, cluster, finals, cfg, channel_axis, scale, axes) -
     return 0
 
 
-def _start_outputs(finals: dict, out, axes, scale) -> None:
+def _start_outputs(finals: dict, out, axes, scale, units=None) -> None:
     """Each output's temporary group (its array goes to ``tmp/0``); one that exists belongs to a
     live run (a killed run's was reclaimed above), so it is refused, never removed."""
     for path, tmp in finals.items():
@@ -327,7 +336,7 @@ def _start_outputs(finals: dict, out, axes, scale) -> None:
             raise FileExistsError(f"{tmp} exists: another run is writing {path} now; wait for it, or delete "
                                   f"{tmp} if no run is.")
     for path, tmp in finals.items():
-        omezarr.start_output(tmp, axes=axes, scale=scale, labels=path == out, name=path.name)
+        omezarr.start_output(tmp, axes=axes, scale=scale, units=units, labels=path == out, name=path.name)
 
 
 def _spatial_axes(meta: dict, ndim: int) -> str:

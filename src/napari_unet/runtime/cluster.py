@@ -89,10 +89,11 @@ def _worker_env(workers: int, log) -> dict:
 
 
 def predict_distributed(image, model_dir, out, cfg, *, client, prob=None, channel_axis=None, retries: int = 2,
-                        scale=None, axes=None, on_message=print, on_block=None) -> dict:
+                        scale=None, axes=None, units=None, on_message=print, on_block=None) -> dict:
     """Segment the image file ``image`` (TIFF, zarr, OME-Zarr) with the model folder ``model_dir``
     on ``client``'s cluster into ``out`` (``.zarr``, ``.ome.zarr`` or ``.tif``; never replaced),
-    and the probabilities into ``prob`` if given. ``on_block(done, total)`` follows the blocks.
+    and the probabilities into ``prob`` if given. ``scale``, ``axes`` and ``units`` (of the
+    spatial axes) go into the OME-Zarr metadata. ``on_block(done, total)`` follows the blocks.
 
     Returns ``n_blocks``, ``as_one_process`` (``core.blocks.block_plan``), ``n_workers``,
     ``seconds``, ``merge_seconds`` and per block ``blocks``
@@ -109,7 +110,7 @@ def predict_distributed(image, model_dir, out, cfg, *, client, prob=None, channe
     plan = block_plan(cfg, spatial, axis)
     check_workers(client)
     tmps = {path: path.with_name(path.name + ".partial.zarr") for path in finals}
-    _start(tmps, finals, axes or "ZYX"[-len(spatial):], scale)
+    _start(tmps, finals, axes or "ZYX"[-len(spatial):], scale, units)
     try:
         spec = _spec(image, model_dir, cfg, plan, axis, spatial, channel_axis, normalization, tmps, finals)
         spec["image"] = _input_for_blocks(client, volume, spec, tmps[Path(out)], on_message)
@@ -165,14 +166,14 @@ def check_workers(client) -> None:
                                "environment.") from None
 
 
-def _start(tmps, finals, axes, scale) -> None:
+def _start(tmps, finals, axes, scale, units) -> None:
     """Each output's temporary group: a killed run's is reclaimed, a live run's refused."""
     for path, tmp in tmps.items():
         if tmp.exists() and not leftovers.remove_stale_folder(tmp):
             raise FileExistsError(f"{tmp} exists: another run is writing {path} now; wait for it, or delete "
                                   f"{tmp} if no run is.")
     for path, tmp in tmps.items():
-        omezarr.start_output(tmp, axes=axes, scale=scale, labels=finals[path], name=path.name)
+        omezarr.start_output(tmp, axes=axes, scale=scale, units=units, labels=finals[path], name=path.name)
 
 
 def _spec(image, model_dir, cfg, plan, axis, spatial, channel_axis, normalization, tmps, finals) -> dict:
