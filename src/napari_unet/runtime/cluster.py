@@ -19,6 +19,7 @@ import logging
 import os
 import shutil
 import time
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -61,10 +62,13 @@ def connect(scheduler: str | None = None, workers: int | None = None):
             client.close()
         return
     log = new_log_path("cluster")
-    with LocalCluster(n_workers=int(workers or 1), threads_per_worker=1, processes=True, dashboard_address=None,
-                      silence_logs=logging.ERROR, env=_worker_env(int(workers or 1), log)) as cluster:
-        with Client(cluster) as client:
-            yield client
+    with warnings.catch_warnings():  # "Port 8787 is already in use" when another cluster runs: it takes another
+        warnings.filterwarnings("ignore", message="Port .* is already in use", category=UserWarning)
+        cluster = LocalCluster(n_workers=int(workers or 1), threads_per_worker=1, processes=True,
+                               dashboard_address=None, silence_logs=logging.ERROR,
+                               env=_worker_env(int(workers or 1), log))
+    with cluster, Client(cluster) as client:
+        yield client
     if log is not None:  # kept only when the run failed (an exception skips this)
         log.unlink(missing_ok=True)
 
