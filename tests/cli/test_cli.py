@@ -496,3 +496,28 @@ def test_values_derived_from_the_data_are_not_options():
     flags = {flag for action in train._actions for flag in action.option_strings}
     assert "--n-filters" in flags and "--depth" in flags  # the user's choices are
     assert not {"--" + name.replace("_", "-") for name in ModelConfig.DERIVED} & flags
+
+
+@pytest.mark.slow
+def test_predict_reads_and_writes_ome_zarr_with_the_scale(gray_model, tmp_path, capsys):
+    from napari_unet.io import omezarr
+
+    image, _ = _volume(tmp_path)
+    assert main(["predict", "--model", str(gray_model), "--image", str(tmp_path / "vol.tif"),
+                 "--out", str(tmp_path / "first.ome.zarr")]) == 0
+    # An OME-Zarr image in, OME-Zarr and plain zarr out: the voxel size goes all the way through.
+    omezarr.write_ome_zarr(tmp_path / "vol.ome.zarr", image, axes="ZYX", scale=(3.0, 0.5, 0.5), labels=False)
+    for name in ("again.ome.zarr", "plain.zarr"):
+        assert main(["predict", "--model", str(gray_model), "--image", str(tmp_path / "vol.ome.zarr"),
+                     "--out", str(tmp_path / name)]) == 0
+    first = omezarr.open_lazy(tmp_path / "first.ome.zarr")
+    for name in ("again.ome.zarr", "plain.zarr"):
+        labels, meta = omezarr.open_lazy(tmp_path / name)
+        assert meta["scale"] == (3.0, 0.5, 0.5) and meta["axes"] == "ZYX"
+        np.testing.assert_array_equal(np.asarray(labels), np.asarray(first[0]))
+    assert first[1]["scale"] == (3.0, 0.5, 0.5) and first[1]["labels_marked"]
+    assert not list(tmp_path.glob("*.partial.zarr"))
+    # Never replaced.
+    assert main(["predict", "--model", str(gray_model), "--image", str(tmp_path / "vol.tif"),
+                 "--out", str(tmp_path / "plain.zarr")]) == 2
+    assert "exists" in capsys.readouterr().err

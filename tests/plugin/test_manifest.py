@@ -23,9 +23,11 @@ def test_reader_and_writer_commands_resolve():
     manifest = PluginManifest.from_distribution("napari-slice-unet")
     commands = {c.id: c.python_name for c in manifest.contributions.commands}
     readers, writers = manifest.contributions.readers, manifest.contributions.writers
-    assert {r.command for r in readers} == {"napari-slice-unet.get_reader"}
-    assert [w.layer_types for w in writers] == [["labels"]]
-    for command in ("napari-slice-unet.get_reader", "napari-slice-unet.write_labels"):
+    assert {r.command for r in readers} == {"napari-slice-unet.get_reader", "napari-slice-unet.get_zarr_reader"}
+    assert [r.accepts_directories for r in readers] == [False, True]
+    assert [w.layer_types for w in writers] == [["labels"], ["labels"]]
+    for command in ("napari-slice-unet.get_reader", "napari-slice-unet.write_labels",
+                    "napari-slice-unet.get_zarr_reader", "napari-slice-unet.write_labels_ome_zarr"):
         module, attr = commands[command].split(":")
         assert callable(getattr(importlib.import_module(module), attr))
 

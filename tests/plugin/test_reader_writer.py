@@ -154,3 +154,41 @@ def test_viewer_saves_labels_that_reopen_identically(make_napari_viewer, tmp_pat
     assert reopened.data.dtype == labels.dtype
     np.testing.assert_allclose(reopened.scale, layer.scale)
     assert reopened.units == layer.units
+
+
+# ------------------------------------------------------------------ OME-Zarr
+
+
+def test_zarr_reader_accepts_zarr_folders_only(tmp_path):
+    from napari_unet.io import omezarr
+
+    path = omezarr.write_ome_zarr(tmp_path / "a.ome.zarr", np.zeros((2, 8, 8), np.uint8), axes="ZYX")
+    assert _reader.get_zarr_reader(path) is _reader.read_zarr_layers
+    assert _reader.get_zarr_reader([path]) is _reader.read_zarr_layers
+    assert _reader.get_zarr_reader(str(tmp_path / "missing.zarr")) is None
+    assert _reader.get_zarr_reader(str(tmp_path)) is None
+
+
+def test_zarr_reader_reports_a_folder_without_an_image(tmp_path, shown_errors):
+    import zarr
+
+    zarr.open_group(str(tmp_path / "bare.zarr"), mode="w")
+    assert _reader.read_zarr_layers(str(tmp_path / "bare.zarr")) == _reader.NO_LAYERS
+    assert "multiscales" in shown_errors[0]
+
+
+def test_viewer_saves_labels_to_ome_zarr_that_reopen_lazily_with_their_scale(make_napari_viewer, tmp_path):
+    viewer = make_napari_viewer()
+    labels = np.random.default_rng(1).integers(0, 5, (3, 16, 16)).astype(np.uint32)
+    layer = viewer.add_labels(labels, scale=(2.0, 0.25, 0.25), units="um")
+    out = tmp_path / "saved.ome.zarr"
+
+    assert layer.save(str(out), plugin="napari-slice-unet") == [str(out)]
+    reopened = viewer.open(str(out), plugin="napari-slice-unet")[0]
+    assert type(reopened).__name__ == "Labels" and hasattr(reopened.data, "dask")
+    np.testing.assert_array_equal(np.asarray(reopened.data), labels)
+    np.testing.assert_allclose(reopened.scale, layer.scale)
+    assert reopened.units == layer.units and reopened.name == "saved"
+    with pytest.raises(FileExistsError):  # never replaced
+        _writer.write_labels_ome_zarr(str(out), labels[:1], {"scale": (1, 1, 1)})
+    np.testing.assert_array_equal(np.asarray(viewer.open(str(out), plugin="napari-slice-unet")[0].data), labels)

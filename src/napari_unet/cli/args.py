@@ -7,7 +7,7 @@ import json
 import typing
 from pathlib import Path
 
-from napari_unet.core.config import ModelConfig, PredictConfig, TrainConfig, limits
+from napari_unet.core.config import ClusterConfig, ModelConfig, PredictConfig, TrainConfig, limits
 from napari_unet.core.uncertainty import MAX_RANKED_SLICES
 
 
@@ -57,7 +57,7 @@ def _add_train_options(p: argparse.ArgumentParser, overwrite_help="replace an ex
 
 
 PREDICT_OPTIONS = ("axis", "threshold", "objects", "seeds", "seed_distance", "fill_background", "objects_from",
-                   "normalize", "tile_size", "batch_size", "tta", "three_axis")
+                   "normalize", "tile_size", "batch_size", "tta", "three_axis", "block_slices", "halo")
 
 
 def _add_predict_options(p: argparse.ArgumentParser):
@@ -86,6 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="labels .tif, or .zarr for very large outputs")
     p.add_argument("--prob", default=None, help="also write probabilities (.tif or .zarr)")
     _add_predict_options(p)
+    _option(p, ClusterConfig, "workers", default=None)
+    _option(p, ClusterConfig, "retries")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="predict on the dask.distributed cluster of this scheduler (e.g. tcp://host:8786)")
 
     p = sub.add_parser("suggest", help="rank the unannotated slices by the model's uncertainty")
     p.add_argument("--model", required=True)
@@ -138,6 +142,15 @@ def predict_config(args, **overrides) -> PredictConfig:
         raise ValueError(f"--tile-size {values['tile_size']} is too small: tiles overlap by {overlap} px on each "
                          f"side, so use more than {2 * overlap} (e.g. 256).")
     return PredictConfig(**values)
+
+
+def cluster_config(args) -> ClusterConfig | None:
+    """The cluster to predict on (``--workers`` / ``--scheduler``), or None for one local worker."""
+    if args.workers is None and args.scheduler is None:
+        return None
+    if args.workers is not None and args.scheduler is not None:
+        raise ValueError("Give --workers (a local cluster) or --scheduler (an existing one), not both.")
+    return ClusterConfig(workers=1 if args.workers is None else args.workers, retries=args.retries)
 
 
 def write_json(path: Path, data: dict) -> None:

@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from napari_unet.cli.args import parse_slices, predict_config, train_configs, write_json
+from napari_unet.cli.args import cluster_config, parse_slices, predict_config, train_configs, write_json
 from napari_unet.core import events
 from napari_unet.core.bundle import check_target, read_bundle_meta, reclaim_stale_saves
 from napari_unet.core.pairs import check_same_channels, class_count_of_pairs
 from napari_unet.core.uncertainty import candidate_slices
-from napari_unet.io import disk, leftovers, tiff
+from napari_unet.io import disk, images, leftovers, omezarr, tiff
 from napari_unet.runtime import engine, interrupts
 
 
@@ -26,6 +26,14 @@ def _channels_last(array, meta: dict):
         if name in axes and array.ndim == len(axes):
             return np.moveaxis(array, axes.index(name), -1), True
     return array, False
+
+
+def spatial_units(meta: dict):
+    """The units of the spatial axes (None when the file has none)."""
+    units, axes = meta.get("units"), meta.get("axes", "")
+    if not units or len(axes) != len(units):
+        return None
+    return tuple(u for u, name in zip(units, axes) if name not in "SC")
 
 
 def spatial_scale(meta: dict):
@@ -258,8 +266,9 @@ def run_predict(args) -> int:
     inputs = (args.image, args.model)
     out = check_new_output(args.out, "--out", inputs)
     prob = check_new_output(args.prob, "--prob", inputs + (args.out,)) if args.prob else None
+    cluster = cluster_config(args)  # --workers 0 and the like: refused before any work
     read_bundle_meta(args.model)  # a file, a missing folder or a broken model: say so before any work
-    array, meta = tiff.open_lazy(args.image)
+    array, meta = images.open_lazy(args.image)
     _, has_channels = _channels_last(array, meta)
     channel_axis = _channel_axis(meta) if has_channels else None
     spatial = check_image_axes(array.shape, meta, channel_axis, args.image)
@@ -272,21 +281,70 @@ def run_predict(args) -> int:
     for tmp in finals.values():
         _reclaim_partial(tmp)
     _check_disk_space(finals, spatial, cfg)
+    axes = _spatial_axes(meta, len(spatial))
+    units = spatial_units(meta)
+    if cluster is not None:
+        return _predict_on_cluster(args, cluster, finals, cfg, channel_axis, scale, axes, units)
+    _start_outputs(finals, out, axes, scale, units)
     try:
         final, _, _, written = predict_with_progress(
-            engine.LazyFile(str(args.image)), args.model, cfg, channel_axis=channel_axis, out_path=str(finals[out]),
-            **({"prob_path": str(finals[prob])} if prob else {}))
+            engine.LazyFile(str(args.image)), args.model, cfg, channel_axis=channel_axis,
+            out_path=str(finals[out] / "0"), **({"prob_path": str(finals[prob] / "0")} if prob else {}))
         if isinstance(final, events.Stopped):
             return _keep_incomplete(written, finals, out, scale,
-                                    n_slices=spatial[cfg.axis] if len(spatial) == 3 else 1)
+                                    n_slices=spatial[cfg.axis] if len(spatial) == 3 else 1, axes=axes)
         for path, tmp in finals.items():
-            _finish_output(tmp, path, scale, labels=path == out)
+            _finish_output(tmp, path, scale, labels=path == out, axes=axes)
     finally:
         for tmp in finals.values():
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
     print(f"Labels written to {out}" + (f", probabilities to {prob}" if prob else ""))
     return 0
+
+
+def _predict_on_cluster(args, cluster, finals, cfg, channel_axis, scale, axes, units) -> int:
+    """``predict --workers N`` / ``--scheduler ADDRESS``: blocks of slices on dask.distributed."""
+    from napari_unet.runtime import cluster as dist
+
+    out, prob = list(finals)[0], next(iter(list(finals)[1:]), None)
+    bars = []  # made at the first finished block: a failure before shows no bar
+
+    def on_block(done, total):
+        if not bars:
+            bars.append(tqdm(total=total, desc="Blocks", unit="block", dynamic_ncols=True))
+        bars[0].update(done - bars[0].n)
+
+    try:
+        with dist.connect(scheduler=args.scheduler, workers=cluster.workers) as client:
+            summary = dist.predict_distributed(args.image, args.model, out, cfg, client=client, prob=prob,
+                                               channel_axis=channel_axis, retries=cluster.retries, scale=scale,
+                                               axes=axes, units=units, on_message=tqdm.write, on_block=on_block)
+    except dist.ClusterError as exc:
+        raise JobFailed(f"Segmentation failed: {exc}") from None
+    finally:
+        for bar in bars:
+            bar.close()
+    print(f"Labels written to {out}" + (f", probabilities to {prob}" if prob else "")
+          + f" ({summary['n_blocks']} block(s) of slices on {summary['n_workers']} worker(s), "
+            f"{summary['seconds']:.1f} s)")
+    return 0
+
+
+def _start_outputs(finals: dict, out, axes, scale, units=None) -> None:
+    """Each output's temporary group (its array goes to ``tmp/0``); one that exists belongs to a
+    live run (a killed run's was reclaimed above), so it is refused, never removed."""
+    for path, tmp in finals.items():
+        if tmp.exists():
+            raise FileExistsError(f"{tmp} exists: another run is writing {path} now; wait for it, or delete "
+                                  f"{tmp} if no run is.")
+    for path, tmp in finals.items():
+        omezarr.start_output(tmp, axes=axes, scale=scale, units=units, labels=path == out, name=path.name)
+
+
+def _spatial_axes(meta: dict, ndim: int) -> str:
+    axes = "".join(a for a in meta.get("axes", "") if a not in "SC")
+    return axes if len(axes) == ndim else "ZYX"[-ndim:]
 
 
 def _reclaim_partial(path) -> None:
@@ -334,7 +392,7 @@ def incomplete_name(path: Path) -> Path:
     return candidate
 
 
-def _keep_incomplete(done: int, finals: dict, out: Path, scale, n_slices: int) -> int:
+def _keep_incomplete(done: int, finals: dict, out: Path, scale, n_slices: int, axes=None) -> int:
     """A cancelled run keeps its ``done`` finished slices in files named as incomplete, never the asked names."""
     if done == 0:
         _say_why_unfinished("Cancelled before any slice was finished: nothing was written.")
@@ -342,7 +400,7 @@ def _keep_incomplete(done: int, finals: dict, out: Path, scale, n_slices: int) -
     kept = []
     for path, tmp in finals.items():
         kept.append(incomplete_name(path))
-        _finish_output(tmp, kept[-1], scale, labels=path == out)
+        _finish_output(tmp, kept[-1], scale, labels=path == out, axes=axes)
     asked = ", ".join(map(str, finals))
     _say_why_unfinished(f"Cancelled after {done} of {n_slices} slices: the finished slices are in "
                         f"{', '.join(map(str, kept))} (the other slices are 0); {asked} "
@@ -374,16 +432,10 @@ def _channel_axis(meta: dict):
     return None
 
 
-def _finish_output(tmp: Path, out: Path, scale, labels: bool):
-    """Move a finished zarr into place, or stream it into a TIFF one slice at a time."""
-    if out.suffix == ".zarr":
-        leftovers.unmark(tmp)
-        tmp.rename(out)
-        return
-    import zarr
-
-    array = zarr.open_array(str(tmp), mode="r")
-    tiff.write_labels_tiff(out, array, scale=scale) if labels else tiff.write_image_tiff(out, array, scale=scale)
+def _finish_output(tmp: Path, out: Path, scale, labels: bool, axes=None):
+    """Move a finished zarr into place (an OME-Zarr group, or the array alone), or stream it into
+    a TIFF one slice at a time."""
+    omezarr.finish_output(tmp, out, scale=scale, axes=axes, labels=labels)
 
 
 def run_evaluate(args) -> int:

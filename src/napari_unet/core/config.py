@@ -250,8 +250,9 @@ class PredictConfig(_Config):
     normalize: NormalizeChoice = choice(
         "volume", "map intensities by the training image's percentiles stored in the model, or by this "
                   "volume's own (for data recorded differently, e.g. 16-bit instead of 8-bit)")
-    block_slices: int = bounded(32, 1, 100000)  # 3-D objects are found in slabs of this many slices ...
-    halo: int = bounded(4, 0, 1000)  # ... each seeing this many more on either side, then joined
+    block_slices: int = bounded(32, 1, 100000, "3-D objects are found in slabs of this many slices (with "
+                                "--workers: the blocks each worker predicts)")
+    halo: int = bounded(4, 0, 1000, "... each slab seeing this many more slices on either side, then joined")
 
     @model_validator(mode="after")
     def _tiles_and_voxels(self):
@@ -261,6 +262,13 @@ class PredictConfig(_Config):
         if self.voxel_size and (len(self.voxel_size) != 3 or min(self.voxel_size) <= 0):
             raise ValueError(f"voxel_size must be three positive numbers (z, y, x) or empty, got {self.voxel_size!r}")
         return self
+
+
+class ClusterConfig(_Config):
+    """Prediction on a dask.distributed cluster (``runtime.cluster``): where and how often to try."""
+
+    workers: int = bounded(1, 1, 1024, "predict on a local dask cluster of this many worker processes")
+    retries: int = bounded(2, 0, 100, "times dask tries a failed block of slices again")
 
 
 def choices_of(config_cls, name: str) -> list:

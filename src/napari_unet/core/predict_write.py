@@ -22,20 +22,16 @@ def model_kind(n_classes, boundary_model):
     return "binary" if n_classes == 1 else "classes"
 
 
-def object_builder(cfg, spatial_shape, axis, n_classes, boundary_model, objects_tile):
-    """The streaming object finder for this volume (2-D images: one slice)."""
+def object_builder(cfg, spatial_shape, axis, n_classes, boundary_model, objects_tile, memory_budget=None):
+    """The streaming object finder for this volume (2-D images: one slice); ``memory_budget``:
+    bytes 3-D objects may hold (default ``objects.MEMORY_BUDGET``)."""
     if cfg.objects_from == "background" and n_classes != 1:
         raise ValueError(
             "objects_from='background' (regions enclosed by the painted class) needs a model with one "
             f"output class; this one has {n_classes}: use objects_from='foreground'."
         )
     shape = slice_shape(spatial_shape, axis)
-    sampling = None
-    if cfg.voxel_size and axis is not None:
-        size = cfg.voxel_size
-        sampling = (size[axis],) + tuple(size[a] for a in range(3) if a != axis)
-    elif cfg.voxel_size:
-        sampling = (1.0,) + tuple(cfg.voxel_size[1:])
+    sampling = object_sampling(cfg, axis)
     mode = object_mode(cfg.objects, sampling, axis)
     return StreamingObjects(
         n_slices_along(spatial_shape, axis), shape,
@@ -46,7 +42,18 @@ def object_builder(cfg, spatial_shape, axis, n_classes, boundary_model, objects_
         # one object in a slice (ISBI: adapted Rand error 0.128 -> 0.054). Not in 3-D, where
         # flooding across slices makes false contacts (synthetic cells: 0.106 -> 0.976).
         join_pieces=(boundary_model or objects_tile or cfg.objects_from == "background") and mode != "3d",
+        **({} if memory_budget is None else {"memory_budget": int(memory_budget)}),
     )
+
+
+def object_sampling(cfg, axis):
+    """The voxel size along (slices, y, x) of the slicing ``axis``; None when unknown."""
+    if not cfg.voxel_size:
+        return None
+    size = cfg.voxel_size
+    if axis is None:
+        return (1.0,) + tuple(size[1:])
+    return (size[axis],) + tuple(size[a] for a in range(3) if a != axis)
 
 
 def object_mode(mode: str, sampling, axis) -> str:

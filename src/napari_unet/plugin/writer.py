@@ -1,7 +1,9 @@
-"""npe2 writer: save a Labels layer as TIFF via :mod:`napari_unet.io.tiff`."""
+"""npe2 writers: save a Labels layer as TIFF via :mod:`napari_unet.io.tiff`, or as OME-Zarr via
+:mod:`napari_unet.io.omezarr` (atomic; an existing path is never replaced)."""
 
 from __future__ import annotations
 
+from napari_unet.io.omezarr import write_ome_zarr
 from napari_unet.io.tiff import axes_fit, write_labels_tiff
 
 
@@ -15,3 +17,14 @@ def write_labels(path: str, data, meta: dict) -> list[str]:
     if units is not None:
         units = [str(u) for u in units]  # napari gives pint units
     return [write_labels_tiff(path, data, scale=meta.get("scale"), axes=axes, units=units)]
+
+
+def write_labels_ome_zarr(path: str, data, meta: dict) -> list[str]:
+    """Single-layer npe2 writer to OME-Zarr; keeps the layer's scale, units and (when they fit) axes."""
+    axes = (meta.get("metadata") or {}).get("axes")
+    ndim = len(data.shape)
+    if not axes or len(axes) != ndim or not set(axes) <= set("TZYX"):
+        axes = "TZYX"[-ndim:]
+    units = meta.get("units")
+    units = [None if str(u) == "pixel" else str(u) for u in units] if units is not None else None
+    return [write_ome_zarr(path, data, axes=axes, scale=meta.get("scale"), units=units, labels=True)]

@@ -43,7 +43,7 @@ _EXIT_GRACE_S = spawning.EXIT_GRACE_S
 
 @dataclass(frozen=True)
 class LazyFile:
-    """An image file the worker opens lazily itself (``napari_unet.io.tiff.open_lazy``)."""
+    """An image file the worker opens lazily itself (``napari_unet.io.images.open_lazy``: TIFF or zarr)."""
 
     path: str
 
@@ -598,7 +598,7 @@ def _check_disk_space(outputs: dict) -> None:
 
 def _shape_of(image) -> tuple:
     if isinstance(image, LazyFile):
-        from napari_unet.io.tiff import open_lazy  # reads the header only
+        from napari_unet.io.images import open_lazy  # reads the header only
 
         return tuple(open_lazy(image.path)[0].shape)
     return tuple(np.shape(image))

@@ -320,7 +320,7 @@ def _open_input(spec, segments):
         view.flags.writeable = False  # an input; results go to the outputs
         return view
     if kind == "lazy":
-        from napari_unet.io.tiff import open_lazy
+        from napari_unet.io.images import open_lazy
 
         array, _meta = open_lazy(spec[1])
         return array

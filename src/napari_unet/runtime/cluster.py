@@ -1,0 +1,274 @@
+"""Prediction on a dask.distributed cluster: blocks of slices (``core.blocks``) as tasks.
+
+``predict_distributed(image, model_dir, out, cfg, client=...)`` cuts the volume into blocks of
+slices along the prediction axis; each block is one task (``cluster_tasks.run_block``: the
+worker opens the image file itself and runs ``predict_volume`` on the block, the model loaded
+once per worker process) writing its slices of a zarr output. Objects are then joined across
+block faces (``cluster_tasks.run_face``, ``core.blocks.join_blocks``) and each block's final
+ids written (``cluster_tasks.run_relabel``). Everything goes into ``OUT.partial.zarr``
+(owned, like the single-process outputs, so a later run reclaims a killed one's), renamed to
+``OUT`` at the end: a lost worker's blocks are simply run again and rewrite the same chunks.
+
+dask is an engine: the scheduling, retries (``retries=``) and lost workers are its own. This
+process reads only a sample of the image (the intensity percentiles) and never imports Keras.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from napari_unet.core.blocks import block_plan, join_blocks
+from napari_unet.core.bundle import read_bundle_meta
+from napari_unet.core.predict_read import choose_normalization
+from napari_unet.io import images, leftovers, omezarr
+from napari_unet.runtime import cluster_tasks
+from napari_unet.runtime.logs import new_log_path
+
+CONNECT_TIMEOUT_S = 5  # an unreachable scheduler fails after this, instead of hanging
+# What every worker must import: checked once before any block, so a worker without the
+# plugin's environment is named at once, not after the retries of every block.
+WORKER_MODULES = ("napari_unet.runtime.cluster_tasks", "keras", "zarr")
+# Input chunks holding several slices and more than this are rechunked to one slice per chunk
+# first: otherwise every slice read decodes the whole chunk.
+RECHUNK_BYTES = 64 * 2**20
+
+
+class ClusterError(RuntimeError):
+    """One line: what went wrong on the cluster (a block's slices, the scheduler's address) and the fix."""
+
+
+@contextmanager
+def connect(scheduler: str | None = None, workers: int | None = None):
+    """A ``distributed.Client``: of the scheduler at ``scheduler``, else of a new local cluster of
+    ``workers`` processes (one thread each; closed on exit)."""
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise ClusterError("dask.distributed is not installed: pip install \"napari-slice-unet[distributed]\" "
+                           "(or pip install distributed).") from None
+    if scheduler:
+        client = _client_at(Client, scheduler)
+        try:
+            yield client
+        finally:
+            client.close()
+        return
+    log = new_log_path("cluster")
+    with warnings.catch_warnings():  # "Port 8787 is already in use" when another cluster runs: it takes another
+        warnings.filterwarnings("ignore", message="Port .* is already in use", category=UserWarning)
+        cluster = LocalCluster(n_workers=int(workers or 1), threads_per_worker=1, processes=True,
+                               dashboard_address=None, silence_logs=logging.ERROR,
+                               env=_worker_env(int(workers or 1), log))
+    with cluster, Client(cluster) as client:
+        yield client
+    if log is not None:  # kept only when the run failed (an exception skips this)
+        log.unlink(missing_ok=True)
+
+
+def _client_at(client_class, address: str):
+    try:
+        return client_class(address, timeout=f"{CONNECT_TIMEOUT_S}s")
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise ClusterError(f"Cannot reach the dask scheduler at {address} within {CONNECT_TIMEOUT_S} s "
+                           f"({type(exc).__name__}): start it (dask scheduler) or check the address.") from None
+
+
+def _worker_env(workers: int, log) -> dict:
+    """The cores shared out among the local workers, so that their TensorFlow threads do not fight;
+    their stderr (TensorFlow's start-up lines) goes to the log file ``log``."""
+    threads = str(max(1, (os.cpu_count() or 1) // workers))
+    env = {"TF_NUM_INTRAOP_THREADS": threads, "TF_NUM_INTEROP_THREADS": "1", "OMP_NUM_THREADS": threads,
+           "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+    if log is not None:
+        env[cluster_tasks.LOG_ENV] = str(log)
+    return env
+
+
+def predict_distributed(image, model_dir, out, cfg, *, client, prob=None, channel_axis=None, retries: int = 2,
+                        scale=None, axes=None, units=None, on_message=print, on_block=None) -> dict:
+    """Segment the image file ``image`` (TIFF, zarr, OME-Zarr) with the model folder ``model_dir``
+    on ``client``'s cluster into ``out`` (``.zarr``, ``.ome.zarr`` or ``.tif``; never replaced),
+    and the probabilities into ``prob`` if given. ``scale``, ``axes`` and ``units`` (of the
+    spatial axes) go into the OME-Zarr metadata. ``on_block(done, total)`` follows the blocks.
+
+    Returns ``n_blocks``, ``as_one_process`` (``core.blocks.block_plan``), ``n_workers``,
+    ``seconds``, ``merge_seconds`` and per block ``blocks``
+    (slices and seconds reading, predicting, writing, in all). Failures raise ``ClusterError``
+    (one line), bad input ``ValueError`` before any block runs."""
+    started = time.perf_counter()
+    finals = {Path(out): True, **({Path(prob): False} if prob else {})}
+    meta = read_bundle_meta(model_dir)
+    volume, _ = images.open_lazy(image)
+    spatial = tuple(n for ax, n in enumerate(volume.shape) if ax != channel_axis)
+    _refuse(cfg, finals, spatial)
+    axis = cfg.axis % 3 if len(spatial) == 3 else None
+    normalization = _normalization(volume, spatial, channel_axis, meta, cfg, on_message)
+    plan = block_plan(cfg, spatial, axis)
+    check_workers(client)
+    tmps = {path: path.with_name(path.name + ".partial.zarr") for path in finals}
+    _start(tmps, finals, axes or "ZYX"[-len(spatial):], scale, units)
+    try:
+        spec = _spec(image, model_dir, cfg, plan, axis, spatial, channel_axis, normalization, tmps, finals)
+        spec["image"] = _input_for_blocks(client, volume, spec, tmps[Path(out)], on_message)
+        records, futures = _run_blocks(client, spec, plan, retries, on_block)
+        merge = _join(client, spec, plan, records, futures, cfg, retries) if plan["mode"] else 0.0
+        for path, tmp in tmps.items():
+            omezarr.finish_output(tmp, path, scale=scale, axes=axes, labels=finals[path])
+    finally:
+        for tmp in tmps.values():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return {"n_blocks": len(plan["blocks"]), "as_one_process": plan["as_one_process"],
+            "n_workers": len(client.scheduler_info()["workers"]),
+            "seconds": time.perf_counter() - started, "merge_seconds": merge,
+            "blocks": [{"slices": list(r["block"]), **r["seconds"]} for r in records]}
+
+
+def _refuse(cfg, finals, spatial) -> None:
+    if cfg.three_axis:
+        raise ValueError("three_axis averages passes along all three axes of the whole volume, which blocks "
+                         "of slices cannot: predict without --workers/--scheduler, or turn it off.")
+    if len(spatial) not in (2, 3):
+        raise ValueError(f"Expected a 2-D or 3-D image (plus an optional channel axis), got spatial shape {spatial}.")
+    for path in finals:
+        if path.exists():
+            raise FileExistsError(f"{path} exists; pick another name or delete it first.")
+        if not path.name.lower().endswith((".zarr", ".tif", ".tiff")):
+            raise ValueError(f"{path} must end in .zarr, .ome.zarr, .tif or .tiff.")
+
+
+def _normalization(volume, spatial, channel_axis, meta, cfg, on_message) -> dict:
+    """The intensity mapping of the whole volume, computed here once (blocks would each find
+    their own percentiles), as one process computes it."""
+    import dask
+
+    with dask.config.set(scheduler="synchronous"):  # a sample of slices, read here
+        normalization, warnings = choose_normalization(volume, spatial, channel_axis, meta["normalization"], cfg)
+    for warning in warnings:
+        on_message("warning: " + warning.message)
+    return normalization
+
+
+def check_workers(client) -> None:
+    """Every worker imports ``WORKER_MODULES``; one that cannot is named with the missing package."""
+    if not client.scheduler_info()["workers"]:
+        client.wait_for_workers(1, timeout=CONNECT_TIMEOUT_S * 6)
+    for module in WORKER_MODULES:
+        try:
+            client.run(exec, f"import {module}")
+        except ImportError as exc:
+            missing = getattr(exc, "name", None) or str(exc)
+            raise ClusterError(f"A worker of the cluster cannot import {module} (no module {missing!r}): install "
+                               "napari-slice-unet, with the same versions as here, into the workers' "
+                               "environment.") from None
+
+
+def _start(tmps, finals, axes, scale, units) -> None:
+    """Each output's temporary group: a killed run's is reclaimed, a live run's refused."""
+    for path, tmp in tmps.items():
+        if tmp.exists() and not leftovers.remove_stale_folder(tmp):
+            raise FileExistsError(f"{tmp} exists: another run is writing {path} now; wait for it, or delete "
+                                  f"{tmp} if no run is.")
+    for path, tmp in tmps.items():
+        omezarr.start_output(tmp, axes=axes, scale=scale, units=units, labels=finals[path], name=path.name)
+
+
+def _spec(image, model_dir, cfg, plan, axis, spatial, channel_axis, normalization, tmps, finals) -> dict:
+    """What every task gets: paths, settings and the arrays it writes (created here, one chunk per slice)."""
+    out = next(path for path, labels in finals.items() if labels)
+    chunks = tuple(1 if ax == axis else n for ax, n in enumerate(spatial))
+    arrays = {"labels": tmps[out] / "0"}
+    if plan["mode"]:
+        arrays.update(local=tmps[out] / "_local", zone=tmps[out] / "_zone")
+    probs = [path for path, labels in finals.items() if not labels]
+    if probs:
+        arrays["probs"] = tmps[probs[0]] / "0"
+    for name, path in arrays.items():
+        dtype = np.float32 if name == "probs" else np.uint32 if plan["mode"] else np.uint8
+        omezarr.create_array(path, spatial, dtype, chunks)
+    return {"image": str(image), "model_dir": str(model_dir), "cfg": cfg.to_dict(), "plan": plan, "axis": axis,
+            "spatial_shape": spatial, "channel_axis": channel_axis, "normalization": normalization,
+            "arrays": {name: str(path) for name, path in arrays.items()}}
+
+
+def _input_for_blocks(client, volume, spec, tmp, on_message) -> str:
+    """The image path blocks read: the input, or (chunks of many slices and many bytes, e.g. one
+    chunk of the whole volume) a copy rechunked to one slice per chunk, made on the cluster."""
+    import dask.array as da
+
+    chunks, axis = getattr(volume, "chunksize", None), spec["axis"]
+    if chunks is None or axis is None:
+        return spec["image"]
+    real = [ax for ax in range(volume.ndim) if ax != spec["channel_axis"]][axis]
+    nbytes = int(np.prod(chunks)) * volume.dtype.itemsize
+    if chunks[real] <= 1 or nbytes <= RECHUNK_BYTES:
+        return spec["image"]
+    target = tmp / "_input.zarr"
+    on_message(f"The input's chunks ({' x '.join(map(str, chunks))}, {nbytes / 2**20:.0f} MiB each) hold "
+               f"{chunks[real]} slices each: rechunking it to one slice per chunk first, into {target}.")
+    single = tuple(1 if ax == real else n for ax, n in enumerate(volume.shape))
+    client.compute(da.to_zarr(volume.rechunk(single), str(target), compute=False)).result()
+    return str(target)
+
+
+def _run_blocks(client, spec, plan, retries, on_block):
+    """Every block as a task; returns their records in block order, and their futures."""
+    futures = [client.submit(cluster_tasks.run_block, spec, block, retries=retries, pure=False)
+               for block in plan["blocks"]]
+    regions = {future.key: f"the block of slices {a}-{b - 1}" for future, (a, b) in zip(futures, plan["blocks"])}
+    results = _collect(client, futures, regions, retries, on_done=on_block)
+    return [results[future.key] for future in futures], futures
+
+
+def _join(client, spec, plan, records, block_futures, cfg, retries) -> float:
+    """Objects joined across block faces, then each block's final ids written; returns the seconds."""
+    started = time.perf_counter()
+    blocks, faces = plan["blocks"], [None] * len(plan["blocks"])
+    if plan["mode"] == "linked" or plan["halo"] > 0 and plan["mode"] == "3d":
+        face_futures = {k: client.submit(cluster_tasks.run_face, spec, blocks[k], block_futures[k - 1],
+                                         block_futures[k], retries=retries, pure=False)
+                        for k in range(1, len(blocks))}
+        regions = {f.key: f"joining the objects at slice {blocks[k][0]}" for k, f in face_futures.items()}
+        results = _collect(client, list(face_futures.values()), regions, retries)
+        faces = [None] + [results[face_futures[k].key] for k in range(1, len(blocks))]
+    lookups = join_blocks(records, faces, plan["mode"], cfg.min_object_size)
+    futures = [client.submit(cluster_tasks.run_relabel, spec, block, lookup, retries=retries, pure=False)
+               for block, lookup in zip(blocks, lookups)]
+    _collect(client, futures, {f.key: f"the final ids of slices {a}-{b - 1}" for f, (a, b) in zip(futures, blocks)},
+             retries)
+    return time.perf_counter() - started
+
+
+def _collect(client, futures, regions, retries, on_done=None) -> dict:
+    """Results by future key, as they finish; the first failure (after dask's retries) raises
+    ``ClusterError`` naming its region, and the other tasks are cancelled."""
+    from distributed import as_completed
+
+    results = {}
+    for future in as_completed(futures):
+        if future.status != "finished":
+            exc = future.exception()
+            client.cancel(futures)
+            raise ClusterError(_failure_line(exc, regions[future.key], retries)) from None
+        results[future.key] = future.result()
+        if on_done is not None:
+            on_done(len(results), len(futures))
+    return results
+
+
+def _failure_line(exc, region, retries) -> str:
+    text = (str(exc).strip().splitlines() or [""])[0]
+    if isinstance(exc, ImportError):
+        return (f"A worker cannot import what {region} needs ({text}): install napari-slice-unet into the "
+                "workers' environment.")
+    if type(exc).__name__ == "KilledWorker":
+        return (f"The workers running {region} died again and again (out of memory?): give the workers more "
+                "memory, or use smaller --block-slices.")
+    return f"{region[0].upper()}{region[1:]} failed after {retries + 1} tries: {type(exc).__name__}: {text}"

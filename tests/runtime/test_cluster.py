@@ -1,0 +1,197 @@
+"""Prediction on a dask.distributed LocalCluster (runtime.cluster): the same labels as one
+process, the model loaded once per worker, objects joined across blocks, one-line failures.
+
+One module-scoped cluster of 2 worker processes serves most tests (starting one takes seconds);
+this process never imports Keras: the model is trained in a spawned worker."""
+
+import re
+import shutil
+import sys
+import time
+
+import numpy as np
+import pytest
+import tifffile
+
+pytest.importorskip("distributed")
+
+from napari_unet.cli.commands import predict_with_progress  # noqa: E402
+from napari_unet.cli.main import main  # noqa: E402
+from napari_unet.core.config import ModelConfig, PredictConfig, TrainConfig  # noqa: E402
+from napari_unet.io import omezarr  # noqa: E402
+from napari_unet.runtime import cluster, cluster_tasks, engine  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """(folder with vol.tif and a tiny model, volume): 12 slices, a ball crossing block faces
+    and a rod through every slice."""
+    folder = tmp_path_factory.mktemp("cluster")
+    rng = np.random.default_rng(0)
+    z, y, x = np.mgrid[0:12, 0:48, 0:48]
+    truth = (((y - 20) ** 2 + (x - 24) ** 2 + 2 * (z - 6) ** 2) < 120) | (((y - 38) ** 2 + (x - 10) ** 2) < 30)
+    image = (truth * 120 + 40 + rng.normal(0, 10, truth.shape)).clip(0, 255).astype(np.uint8)
+    tifffile.imwrite(folder / "vol.tif", image, imagej=True, resolution=(2.0, 2.0),
+                     metadata={"spacing": 3.0, "unit": "um", "axes": "ZYX"})
+    labels = np.zeros(truth.shape, np.uint8)
+    labels[[2, 9]] = truth[[2, 9]]
+    job = engine.start_training(image, labels, ModelConfig(n_filters=4, depth=2),
+                                TrainConfig(epochs=2, steps_per_epoch=3, batch_size=2, patch_size=32),
+                                str(folder / "model"))
+    with job:
+        job.start()
+        assert job.wait(timeout=300)[-1].kind == "done"
+    return folder, image
+
+
+@pytest.fixture(scope="module")
+def client():
+    with cluster.connect(workers=2) as c:
+        yield c
+
+
+OBJECTS = dict(output="instances", block_slices=4, halo=2, min_object_size=5)
+
+
+def _single(folder, cfg):
+    _, labels, _, _ = predict_with_progress(engine.LazyFile(str(folder / "vol.tif")), folder / "model", cfg)
+    return labels
+
+
+def _on_cluster(folder, client, cfg, name, **kwargs):
+    out = folder / name
+    summary = cluster.predict_distributed(folder / "vol.tif", folder / "model", out, cfg, client=client, **kwargs)
+    return np.asarray(omezarr.open_lazy(out)[0]), summary
+
+
+@pytest.mark.parametrize("settings", [dict(block_slices=4), OBJECTS], ids=["classes", "objects"])
+def test_two_workers_give_the_single_process_labels(tiny, client, settings):
+    folder, _ = tiny
+    cfg = PredictConfig(**settings)
+    labels, summary = _on_cluster(folder, client, cfg, f"{cfg.output}.ome.zarr")
+    assert summary["n_blocks"] == 3 and summary["n_workers"] == 2
+    single = _single(folder, cfg)
+    assert labels.max() > 0
+    np.testing.assert_array_equal(labels, single)  # ids too: objects are numbered as one process numbers them
+
+
+def test_the_model_is_loaded_once_per_worker(tiny, client):
+    folder, _ = tiny
+    for name in ("a.zarr", "b.zarr"):  # 6 blocks on 2 workers: at least one worker runs several
+        _on_cluster(folder, client, PredictConfig(block_slices=4), name)
+    loads = client.run(cluster_tasks.loaded_models)
+    assert len(loads) == 2 and all(n <= 1 for n in loads.values()) and sum(loads.values()) >= 1, loads
+
+
+def test_an_object_crossing_a_block_face_keeps_one_id(tiny, client):
+    folder, _ = tiny
+    labels, _ = _on_cluster(folder, client, PredictConfig(**OBJECTS), "faces.zarr")
+    rod = labels[:, 38, 10]  # the rod runs through all 12 slices, so through both block faces (4 and 8)
+    assert rod.min() > 0 and rod[3] == rod[4], rod  # one id across the face at slice 4
+    np.testing.assert_array_equal(rod, _single(folder, PredictConfig(**OBJECTS))[:, 38, 10])
+    # Without the join each block would number the rod itself.
+    separate, _ = _on_cluster(folder, client, PredictConfig(**dict(OBJECTS, halo=0, objects="2d")), "2d.zarr")
+    assert len(set(separate[:, 38, 10])) == 12
+
+
+def test_a_zarr_of_one_chunk_is_rechunked_and_said_once(tiny, client, monkeypatch):
+    import zarr
+
+    folder, image = tiny
+    zarr.create_array(str(folder / "one_chunk.zarr"), shape=image.shape, chunks=image.shape, dtype=image.dtype)[:] = image
+    monkeypatch.setattr(cluster, "RECHUNK_BYTES", 0)  # the tiny volume stands for one too big for memory
+    said = []
+    out = folder / "from_one_chunk.zarr"
+    cluster.predict_distributed(folder / "one_chunk.zarr", folder / "model", out, PredictConfig(block_slices=4),
+                                client=client, on_message=said.append)
+    assert len([s for s in said if "rechunking" in s]) == 1, said
+    np.testing.assert_array_equal(np.asarray(omezarr.open_lazy(out)[0]), _single(folder, PredictConfig()))
+    assert not list(folder.glob("*.partial.zarr"))
+
+
+def test_a_failing_block_is_one_line_naming_its_slices(tiny, client):
+    folder, _ = tiny
+    broken = folder / "broken_model"
+    shutil.copytree(folder / "model", broken)
+    (broken / "model.weights.h5").write_bytes(b"not HDF5")  # bundle.json reads fine, loading fails
+    with pytest.raises(cluster.ClusterError) as info:
+        cluster.predict_distributed(folder / "vol.tif", broken, folder / "never.zarr", PredictConfig(block_slices=4),
+                                    client=client, retries=0)
+    message = str(info.value)
+    assert re.match(r"The block of slices \d+-\d+ failed after 1 tries: \w+", message) and "\n" not in message
+    assert not (folder / "never.zarr").exists() and not list(folder.glob("never*"))
+
+
+def test_a_worker_without_a_package_is_named(client, monkeypatch):
+    monkeypatch.setattr(cluster, "WORKER_MODULES", cluster.WORKER_MODULES + ("napari_unet_missing_dependency",))
+    with pytest.raises(cluster.ClusterError, match="cannot import napari_unet_missing_dependency .*install"):
+        cluster.check_workers(client)
+
+
+def test_an_existing_output_is_never_replaced(tiny, client):
+    folder, _ = tiny
+    (folder / "taken.ome.zarr").mkdir()
+    with pytest.raises(FileExistsError, match="exists"):
+        cluster.predict_distributed(folder / "vol.tif", folder / "model", folder / "taken.ome.zarr",
+                                    PredictConfig(), client=client)
+    assert list((folder / "taken.ome.zarr").iterdir()) == []
+
+
+def test_an_unreachable_scheduler_fails_fast_in_one_line(tiny, capsys):
+    folder, _ = tiny
+    started = time.monotonic()
+    status = main(["predict", "--model", str(folder / "model"), "--image", str(folder / "vol.tif"),
+                   "--out", str(folder / "x.zarr"), "--scheduler", "tcp://127.0.0.1:9"])
+    assert time.monotonic() - started < cluster.CONNECT_TIMEOUT_S + 20
+    err = capsys.readouterr().err.strip()
+    assert status == 1 and "tcp://127.0.0.1:9" in err and "check the address" in err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_workers_zero_is_refused_by_the_options(tiny, capsys):
+    folder, _ = tiny
+    assert main(["predict", "--model", str(folder / "model"), "--image", str(folder / "vol.tif"),
+                 "--out", str(folder / "y.zarr"), "--workers", "0"]) == 2
+    assert capsys.readouterr().err.strip() == "napari-unet predict: error: workers must be between 1 and 1024, got 0"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="local cluster start-up")
+def test_cli_workers_write_an_ome_zarr_with_the_input_scale(tiny, capsys):
+    folder, _ = tiny
+    out = folder / "cli.ome.zarr"
+    assert main(["predict", "--model", str(folder / "model"), "--image", str(folder / "vol.tif"), "--out", str(out),
+                 "--workers", "2", "--block-slices", "4"]) == 0
+    assert "3 block(s) of slices on 2 worker(s)" in capsys.readouterr().out
+    labels, meta = omezarr.open_lazy(out)
+    assert meta["axes"] == "ZYX" and meta["scale"] == (3.0, 0.5, 0.5) and meta["labels_marked"]
+    assert meta["units"] == ("micrometer",) * 3
+    np.testing.assert_array_equal(np.asarray(labels), _single(folder, PredictConfig(block_slices=4)))
+
+
+def test_probabilities_on_the_cluster_are_those_of_one_process(tiny, client):
+    folder, _ = tiny
+    cfg = PredictConfig(block_slices=4, return_probabilities=True)
+    cluster.predict_distributed(folder / "vol.tif", folder / "model", folder / "l.zarr", cfg, client=client,
+                                prob=folder / "p.ome.zarr")
+    _, labels, probs, _ = predict_with_progress(engine.LazyFile(str(folder / "vol.tif")), folder / "model", cfg)
+    np.testing.assert_allclose(np.asarray(omezarr.open_lazy(folder / "p.ome.zarr")[0]), probs, atol=1e-6)
+    assert not omezarr.open_lazy(folder / "p.ome.zarr")[1]["labels_marked"]
+
+
+def test_a_worker_killed_mid_run_leaves_a_correct_output(tiny, client):
+    """Kept last: it kills a worker of the shared cluster (its nanny starts a new one). dask runs
+    the lost blocks again; each rewrites its whole region, so the output is still exact."""
+    import os
+    import signal
+
+    folder, _ = tiny
+    pids = list(client.run(os.getpid).values())
+
+    def kill_one(done, total):
+        if done == 1:
+            os.kill(pids[0], signal.SIGKILL)
+
+    cfg = PredictConfig(**dict(OBJECTS, block_slices=2, halo=2))
+    labels, summary = _on_cluster(folder, client, cfg, "after_kill.ome.zarr", on_block=kill_one)
+    assert summary["n_blocks"] == 6 and pids[0] not in client.run(os.getpid).values()
+    np.testing.assert_array_equal(labels, _single(folder, cfg))
