@@ -40,6 +40,7 @@ from napari_unet.core.baselines import choose_polarity, otsu_foreground, watersh
 from napari_unet.core.config import PredictConfig, TrainConfig  # noqa: E402
 from napari_unet.core.metrics import cell_regions, dice, object_report  # noqa: E402
 from napari_unet.core.objects import label_volume, object_maps  # noqa: E402
+from napari_unet.core.postprocess import labels_from_probs  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ISBI_TRAIN, ISBI_TEST = slice(0, 20), slice(20, 30)
@@ -170,8 +171,10 @@ def run_stack(stack: dict, train_cfg: TrainConfig, out: Path) -> dict:
     objects, probs, timing = predict(stack, trained["model_dir"])
     np.save(out / f"{stack['name'].replace(' ', '_')}_probs.npy", probs)  # to study the objects step offline
     unet = score(objects, stack)
-    if stack["per_slice"]:  # ISBI: the membrane Dice of the same model, as isbi.py scores it
-        membrane = probs[..., 0] > 0.5 if probs.shape[-1] == 3 else probs[..., 0] <= 0.5
+    if stack["per_slice"]:  # ISBI: the membrane Dice of the same model's class labels
+        # Membranes = class 0 of what `predict --output labels` gives (argmax of a softmax, the
+        # threshold of a sigmoid). Until this run the instance model was scored on P(class 0) > 0.5.
+        membrane = labels_from_probs(probs) == 0
         unet["membrane_dice"] = dice(membrane[ISBI_TEST], stack["truth"][ISBI_TEST] == 0, label=True)
     result = {"training": trained, "prediction": timing, "unet": unet,
               "variants": variant_scores(probs, stack, trained["model_dir"]), "baseline": baseline_scores(stack)}

@@ -8,6 +8,7 @@ import re
 import shutil
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -195,3 +196,17 @@ def test_a_worker_killed_mid_run_leaves_a_correct_output(tiny, client):
     labels, summary = _on_cluster(folder, client, cfg, "after_kill.ome.zarr", on_block=kill_one)
     assert summary["n_blocks"] == 6 and pids[0] not in client.run(os.getpid).values()
     np.testing.assert_array_equal(labels, _single(folder, cfg))
+
+
+def test_a_failing_block_in_the_cli_names_the_workers_log(tiny, capsys):
+    folder, _ = tiny
+    broken = folder / "broken_for_cli"
+    shutil.copytree(folder / "model", broken)
+    (broken / "model.weights.h5").write_bytes(b"not HDF5")
+    status = main(["predict", "--model", str(broken), "--image", str(folder / "vol.tif"),
+                   "--out", str(folder / "never_cli.zarr"), "--workers", "1", "--retries", "0"])
+    err = capsys.readouterr().err.strip()
+    assert status == 1 and len(err.splitlines()) == 1 and "Traceback" not in err
+    log = Path(err.rsplit("Workers' output: ", 1)[1].split()[0])
+    assert "failed after 1 tries" in err and log.exists()
+    log.unlink()

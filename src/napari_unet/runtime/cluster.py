@@ -67,8 +67,13 @@ def connect(scheduler: str | None = None, workers: int | None = None):
         cluster = LocalCluster(n_workers=int(workers or 1), threads_per_worker=1, processes=True,
                                dashboard_address=None, silence_logs=logging.ERROR,
                                env=_worker_env(int(workers or 1), log))
-    with cluster, Client(cluster) as client:
-        yield client
+    try:
+        with cluster, Client(cluster) as client:
+            yield client
+    except ClusterError as exc:
+        if log is None or not log.exists():
+            raise
+        raise ClusterError(f"{exc} Workers' output: {log}") from None
     if log is not None:  # kept only when the run failed (an exception skips this)
         log.unlink(missing_ok=True)
 
