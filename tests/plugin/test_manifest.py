@@ -6,7 +6,6 @@ import subprocess
 import sys
 import textwrap
 
-import pytest
 from npe2 import PluginManifest
 
 HEAVY = ("tensorflow", "keras", "PyQt5", "PyQt6", "PySide2", "PySide6", "qtpy")
