@@ -144,8 +144,10 @@ def stacks(data_dir: Path, folder: Path, seconds: float, model_dir) -> list:
         image = tifffile.imread(isbi)
         cells = np.zeros(image.shape, np.uint8)
         cells[:20] = tifffile.imread(data_dir / "train-labels.tif")[:20] != 0
-        out.append(("ISBI 2012 train 30x512x512", isbi, model_dir or train_quick(
-            image, cells, folder / "isbi-model", seconds, instances=False), None))
+        model = model_dir or train_quick(image, cells, folder / "isbi-model", seconds, instances=False)
+        out.append(("ISBI 2012 train 30x512x512", isbi, model, None))
+        # With its voxel size (50 nm sections, 4 nm pixels) "auto" objects are linked per slice.
+        out.append(("ISBI 2012, voxel size 50 x 4 x 4 nm", isbi, model, (50.0, 4.0, 4.0)))
     else:
         log(f"no ISBI 2012 data in {data_dir}: skipped (pass --data)")
     return out
