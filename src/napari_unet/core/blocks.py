@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from napari_unet.core.objects import (
-    _MIN_IOU, _MIN_SHARE, _best_pairs, _iou_pairs, _pair_counts, _sizes, slab_plan,
+    _MIN_IOU, _best_pairs, _iou_pairs, _pair_counts, _sizes, majority_score, slab_plan,
 )
 from napari_unet.core.predict_read import n_slices_along, slice_shape
 from napari_unet.core.predict_write import object_mode, object_sampling
@@ -208,7 +208,6 @@ def _partners(face, kept, previous, mode):
     new, old = face["new"], face["old"]
     if mode != "3d":
         return new, old
-    overlap = face["overlap"]
-    share = np.minimum(overlap / face["new_size"], overlap / face["old_size"])
-    score = np.where((share >= _MIN_SHARE) & kept[new] & (previous[old] > 0), overlap, 0)
+    score = majority_score(face["overlap"], face["new_size"], face["old_size"])
+    score = np.where(kept[new] & (previous[old] > 0), score, 0)
     return _best_pairs(new, old, score, min_score=1)

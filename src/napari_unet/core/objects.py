@@ -454,8 +454,9 @@ def slab_plan(slice_shape, block_slices, halo, tile_halo=TILE_HALO, budget=MEMOR
     # Whole slices while a slab keeps at least two halos of core slices: relabelling
     # the halos then costs at most as much again as the core.
     for core in range(block_slices, max(min(block_slices, 2 * halo), 1) - 1, -1):
-        if plan(core, slice_shape)["nbytes"] <= budget:
-            return plan(core, slice_shape)
+        whole = plan(core, slice_shape)
+        if whole["nbytes"] <= budget:
+            return whole
     # Planes on disk: the slab depth and tile that label each voxel the fewest times.
     on_disk = [plan(core, tile, "disk") for core, tile in _disk_layouts(slice_shape, block_slices, halo,
                                                                         tile_halo, budget)]
@@ -670,9 +671,14 @@ def _iou_pairs(local, previous):
 def _majority_pairs(zone, previous):
     """(new id, old id, score) where score = the smaller of both objects' share of the overlap."""
     new, old, overlap = _pair_counts(zone, previous)
-    share = np.minimum(overlap / _sizes(zone, new), overlap / _sizes(previous, old))
-    # Rank by overlap, but only pairs with a mutual majority qualify.
-    return new, old, np.where(share >= _MIN_SHARE, overlap, 0)
+    return new, old, majority_score(overlap, _sizes(zone, new), _sizes(previous, old))
+
+
+def majority_score(overlap, new_size, old_size):
+    """Overlap voxels of pairs where each object holds a majority of its voxels in the overlap
+    zone within the other, else 0: pairs rank by overlap, but only mutual majorities qualify."""
+    share = np.minimum(overlap / new_size, overlap / old_size)
+    return np.where(share >= _MIN_SHARE, overlap, 0)
 
 
 def _best_pairs(new, old, score, min_score):
