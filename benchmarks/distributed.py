@@ -172,7 +172,7 @@ def equivalence(client, data_dir, folder, seconds, block_slices, model_dir) -> l
             one["labels"], two["labels"] = take_labels(one), take_labels(two)
             summary = two["summary"]
             rows.append({"stack": name, "output": output, "block_slices": block_slices,
-                         "blocks": summary["n_blocks"], "as_one_process": summary["as_one_process"], "voxels": int(one["labels"].size),
+                         "blocks": summary["n_blocks"], "tiles": summary["n_tiles"], "voxels": int(one["labels"].size),
                          "differing_voxels": int(np.count_nonzero(one["labels"] != two["labels"])),
                          **partition_differences(one["labels"], two["labels"]),
                          "objects_single": int(len(np.unique(one["labels"])) - 1),
@@ -243,9 +243,9 @@ def projection(row, machines=(1, 2, 4, 8, 16)) -> dict:
 
 def report(equal_rows, speed_rows) -> str:
     text = "" if not equal_rows else "### (a) 2 workers vs one process\n\n" + markdown_table(
-        ["stack", "output", "blocks (as one process)", "differing voxels", "voxels off, ids aside",
+        ["stack", "output", "blocks x Y/X tiles", "differing voxels", "voxels off, ids aside",
          "objects: one / 2 workers / identical", "one process (s)", "2 workers (s)", "of which joining (s)"],
-        [[r["stack"], r["output"], f"{r['blocks']} ({'yes' if r['as_one_process'] else 'no: tiled slabs'})",
+        [[r["stack"], r["output"], f"{r['blocks']} x {r['tiles']}",
           f"{r['differing_voxels']} of {r['voxels']}", r["voxels_not_matched"],
           f"{r['objects_single']} / {r['objects_cluster']} / {r['identical_objects']}"
           if r["output"] == "instances" else "-",

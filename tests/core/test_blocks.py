@@ -4,10 +4,14 @@ import numpy as np
 import pytest
 
 from napari_unet.core.blocks import (
-    BlockLabels, block_config, block_extent, block_plan, face_links, face_overlaps, join_blocks, objects_budget,
+    BlockLabels, block_config, block_extent, block_plan, face_links, in_unit, join_blocks, join_units, slab_slice,
+    unit_record, unit_slab_plan, unit_zone, zone_counts,
 )
+from napari_unet.core import objects
 from napari_unet.core.config import PredictConfig
-from napari_unet.core.objects import label_volume
+from napari_unet.core.objects import StreamingObjects, label_volume
+
+TILED_BUDGET = 4_000_000  # bytes: 96 x 96 slices then need Y/X tiles
 
 
 def _maps(shape=(22, 40, 40), seed=0):
@@ -15,7 +19,7 @@ def _maps(shape=(22, 40, 40), seed=0):
     rng = np.random.default_rng(seed)
     z, y, x = np.indices(shape)
     fg = np.zeros(shape, np.float32)
-    for _ in range(14):
+    for _ in range(shape[1] * shape[2] // 115):
         c = rng.uniform((0, 4, 4), (shape[0], shape[1] - 4, shape[2] - 4))
         r = rng.uniform(2.5, 5)
         fg = np.maximum(fg, ((z - c[0]) ** 2 + (y - c[1]) ** 2 + (x - c[2]) ** 2 < r * r).astype(np.float32))
@@ -23,29 +27,53 @@ def _maps(shape=(22, 40, 40), seed=0):
     return np.stack([fg, fg], axis=-1)
 
 
-def _in_blocks(maps, cfg):
-    """Label each block's extent apart (as a cluster worker does), then join."""
-    plan = block_plan(cfg, maps.shape[:3], 0)
+def _units_of_block(maps, cfg, plan, k):
+    """One block as a cluster worker labels it: each tile's own labels over the block's extent."""
+    extent = block_extent(plan, plan["blocks"][k])
+    bcfg = block_config(cfg, plan, extent)
+    tiles = {}
+    objects = StreamingObjects(extent[1] - extent[0], maps.shape[1:3], block_slices=bcfg.block_slices,
+                               halo=bcfg.halo, min_size=bcfg.min_object_size, plan=unit_slab_plan(plan, extent),
+                               tile_sink=lambda t, labels: tiles.__setitem__((k, t), labels))
+    for i in range(*extent):
+        assert objects.push(i - extent[0], maps[i]) == []
+    assert objects.flush() == []
+    return tiles
+
+
+def _in_units(maps, cfg, plan):
+    """3-D objects: every block's units, their zone counts, the join, each block's final slices."""
+    tiles = {}
+    for k in range(len(plan["blocks"])):
+        tiles.update(_units_of_block(maps, cfg, plan, k))
+    records = [unit_record(tiles[unit], plan, unit) for unit in sorted(tiles)]
+    counts = {unit: [(owner, zone_counts(tiles[unit][in_unit(plan, unit, region)],
+                                         tiles[owner][in_unit(plan, owner, region)]))
+                     for owner, region in unit_zone(plan, unit)] for unit in tiles}
+    lookups = join_units(records, counts, cfg.min_object_size)
+    out = np.zeros(maps.shape[:3], np.uint32)
+    for k, (a, b) in enumerate(plan["blocks"]):
+        for i in range(a, b):
+            out[i] = slab_slice(plan, k, i, lambda t, depth: tiles[(k, t)][depth], lookups)
+    return out
+
+
+def _in_blocks(maps, cfg, disk_room=0, budget=None):
+    """Label each block apart (as cluster workers do), then join."""
+    plan = block_plan(cfg, maps.shape[:3], 0, disk_room, **({} if budget is None else {"budget": budget}))
+    if plan["mode"] == "3d":
+        return _in_units(maps, cfg, plan), plan
     out = np.zeros(maps.shape[:3], np.uint32)
     records, faces = [], []
     for block in plan["blocks"]:
         extent = block_extent(plan, block)
-        bcfg = block_config(cfg, plan, extent)
-        budget = objects_budget(plan, extent, maps.shape[:3], 0)
-        local = label_volume(maps[extent[0]:extent[1]], mode=plan["mode"], block_slices=bcfg.block_slices,
-                             halo=bcfg.halo, min_size=bcfg.min_object_size,
-                             **({} if budget is None else {"memory_budget": budget}))
-        labels = BlockLabels(out, 0, extent, block, maps.shape[:3], plan)
+        local = label_volume(maps[extent[0]:extent[1]], mode=plan["mode"], min_size=cfg.min_object_size)
+        labels = BlockLabels(out, 0, extent, block, maps.shape[:3])
         for i, plane in enumerate(local):
             labels[(i,)] = plane
         records.append(labels.record())
-        if block[0] == 0 or plan["mode"] == "2d":
-            faces.append(None)
-        elif plan["mode"] == "3d":
-            faces.append(face_overlaps(np.stack(labels.zone), out[block[0] - plan["halo"]:block[0]]))
-        else:
-            faces.append(face_links(out[block[0]], out[block[0] - 1]))
-    lookups = join_blocks(records, faces, plan["mode"], cfg.min_object_size)
+        faces.append(None if block[0] == 0 or plan["mode"] == "2d" else face_links(out[block[0]], out[block[0] - 1]))
+    lookups = join_blocks(records, faces)
     for (a, b), lookup in zip(plan["blocks"], lookups):
         out[a:b] = lookup[out[a:b]]
     return out, plan
@@ -58,8 +86,25 @@ def test_blocks_joined_give_the_single_process_objects(min_size, seed):
     cfg = PredictConfig(output="instances", objects="3d", block_slices=6, halo=2, min_object_size=min_size)
     single = label_volume(maps, mode="3d", block_slices=6, halo=2, min_size=min_size)
     joined, plan = _in_blocks(maps, cfg)
-    assert len(plan["blocks"]) == 4  # 22 slices in blocks of 6
+    assert len(plan["blocks"]) == 4 and len(plan["tiles"]) == 1  # 22 slices in blocks of 6
     np.testing.assert_array_equal(joined, single)
+
+
+@pytest.mark.parametrize("disk_room", [0, 10**9], ids=["tiles in memory", "planes on disk"])
+@pytest.mark.parametrize("min_size", [0, 40])
+def test_tiled_slabs_joined_give_the_single_process_objects(tmp_path, monkeypatch, disk_room, min_size):
+    """Slices too large for whole-slice slabs: blocks are cut in the single process's Y/X tiles,
+    and joining the units gives its objects, ids included."""
+    monkeypatch.setattr(objects, "disk_room", lambda folder=None: disk_room)  # the single process's room
+    maps = _maps((20, 96, 96), seed=4)
+    cfg = PredictConfig(output="instances", objects="3d", block_slices=8, halo=3, min_object_size=min_size)
+    joined, plan = _in_blocks(maps, cfg, disk_room=disk_room, budget=TILED_BUDGET)
+    assert len(plan["tiles"]) > 1 and len(plan["blocks"]) > 1
+    assert plan["slab"]["store"] == ("disk" if disk_room else "memory")
+    single = label_volume(maps, mode="3d", block_slices=8, halo=3, min_size=min_size, memory_budget=TILED_BUDGET,
+                          scratch=tmp_path)
+    np.testing.assert_array_equal(joined, single)
+    assert len(np.unique(single)) > 20
 
 
 def test_an_object_crossing_a_block_face_gets_one_id():
@@ -91,7 +136,7 @@ def test_slices_too_large_for_whole_slabs_keep_the_single_process_slabs():
     maps = np.repeat(np.repeat(_maps((40, 64, 64), seed=3), 4, axis=1), 4, axis=2)
     cfg = PredictConfig(output="instances", objects="3d", min_object_size=100)
     joined, plan = _in_blocks(maps, cfg)
-    assert plan["as_one_process"] and plan["blocks"][0] == (0, 19)
+    assert len(plan["tiles"]) == 1 and plan["blocks"][0] == (0, 19)
     np.testing.assert_array_equal(joined, label_volume(maps, mode="3d", min_size=100))
 
 

@@ -54,14 +54,14 @@ def client():
 OBJECTS = dict(output="instances", block_slices=4, halo=2, min_object_size=5)
 
 
-def _single(folder, cfg):
-    _, labels, _, _ = predict_with_progress(engine.LazyFile(str(folder / "vol.tif")), folder / "model", cfg)
+def _single(folder, cfg, image="vol.tif"):
+    _, labels, _, _ = predict_with_progress(engine.LazyFile(str(folder / image)), folder / "model", cfg)
     return labels
 
 
-def _on_cluster(folder, client, cfg, name, **kwargs):
+def _on_cluster(folder, client, cfg, name, image="vol.tif", **kwargs):
     out = folder / name
-    summary = cluster.predict_distributed(folder / "vol.tif", folder / "model", out, cfg, client=client, **kwargs)
+    summary = cluster.predict_distributed(folder / image, folder / "model", out, cfg, client=client, **kwargs)
     return np.asarray(omezarr.open_lazy(out)[0]), summary
 
 
@@ -74,6 +74,19 @@ def test_two_workers_give_the_single_process_labels(tiny, client, settings):
     single = _single(folder, cfg)
     assert labels.max() > 0
     np.testing.assert_array_equal(labels, single)  # ids too: objects are numbered as one process numbers them
+
+
+def test_slices_too_large_for_whole_slabs_give_the_single_process_objects(tiny, client):
+    """528 x 528 slices: one process labels the 3-D objects of a slab in Y/X tiles; the cluster
+    labels the same tiles apart and joins them into the same objects, ids included."""
+    folder, image = tiny
+    tifffile.imwrite(folder / "large.tif", np.tile(image, (1, 11, 11)))
+    cfg = PredictConfig(**OBJECTS)
+    labels, summary = _on_cluster(folder, client, cfg, "tiled.ome.zarr", image="large.tif")
+    assert summary["n_tiles"] > 1
+    single = _single(folder, cfg, image="large.tif")
+    assert len(np.unique(single)) > 100
+    np.testing.assert_array_equal(labels, single)
 
 
 def test_the_model_is_loaded_once_per_worker(tiny, client):

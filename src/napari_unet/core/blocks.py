@@ -3,17 +3,17 @@ of those blocks joined into the ids one process gives.
 
 Classes and probabilities need no joining: a block writes its slices and is done. Objects:
 
-- ``"3d"``: a block is one slab of the single-process ``objects.StreamingObjects`` (the volume
-  is cut at the same slices, every ``block_slices``) predicted with ``halo`` more
-  slices on each side, so the block's watershed sees what the slab's sees. Its objects are
-  then matched across each face by the slab stitching's rule, on the ``halo`` slices before
-  the block (``face_overlaps``): a mutual majority of the overlap there, one to one, best
-  first. Minimum sizes follow the slab rule too (``_kept``), so the result is the single
-  process's, ids included, when its slabs are whole ``block_slices`` slabs (``as_one_process``
-  in the plan). Slices too large for that (``objects.MEMORY_BUDGET``: about 1024 x 1024 and up
-  with the defaults) make one process cut thinner slabs, in Y/X tiles; a block still spans
-  ``block_slices`` slices (thinner blocks would predict mostly halo) and stitches such slabs
-  inside itself, so objects may be cut at other places than in one process.
+- ``"3d"``: a block is one slab of the single-process ``objects.StreamingObjects``, cut as it
+  cuts them (``objects.slab_plan``: the same slab depth, ``halo`` and, for slices too large
+  for whole-slice slabs, the same Y/X tiles with their ``tile_halo``). The block predicts its
+  slices plus the halo and labels each tile's window on its own: a *unit* (block, tile) with
+  ids 1..n. Joining then replays what one process does unit after unit (``join_units``): a
+  unit's objects take the ids of the objects already final where they overlap by a mutual
+  majority in the zone labelled before them (the halo slices before the slab, the cores of
+  the slab's earlier tiles), or new ids, with the slab rule for the minimum size. What
+  that needs is counted per unit on the cluster (``zone_counts``: voxels per pair of unit
+  id and the id of the unit that labelled the zone first), so the join itself handles only
+  small tables. The result is the single process's, ids included.
 - ``"linked"``: the first slice of a block is linked to the last one of the block before by
   IoU, as the previous slice is in one process (``face_links``).
 - ``"2d"``: objects per slice; only the numbering joins the blocks.
@@ -26,30 +26,33 @@ from __future__ import annotations
 import numpy as np
 
 from napari_unet.core.objects import (
-    _MIN_IOU, _best_pairs, _iou_pairs, _pair_counts, _sizes, majority_score, slab_plan,
+    _MIN_IOU, MEMORY_BUDGET, _best_pairs, _iou_pairs, _tiles, majority_score, open_faces, slab_plan,
+    written_before,
 )
 from napari_unet.core.predict_read import n_slices_along, slice_shape
 from napari_unet.core.predict_write import object_mode, object_sampling
 
 
-def block_plan(cfg, spatial_shape, axis) -> dict:
-    """Blocks of ``cfg.block_slices`` slices along ``axis``: ``blocks`` [(start, stop)], ``halo``,
-    object ``mode`` (None for classes), ``n_slices``, and ``as_one_process``: whether the join
-    gives exactly the single process's objects (3-D objects: its slabs are the blocks)."""
+def block_plan(cfg, spatial_shape, axis, disk_room=0, budget=MEMORY_BUDGET) -> dict:
+    """Blocks of slices along ``axis``: ``blocks`` [(start, stop)], ``halo``, object ``mode``
+    (None for classes) and ``n_slices``. 3-D objects: the blocks are the slabs one process
+    would use (``disk_room``: free bytes for its planes, as ``slab_store.disk_room``; ``budget``:
+    its ``memory_budget``), with
+    ``slab`` (its ``slab_plan``), ``slice_shape`` and ``tiles`` (core and window of each Y/X
+    tile, one tile of the whole slice when slabs are not tiled)."""
     n = n_slices_along(spatial_shape, axis)
     mode = None
     if cfg.output == "instances":
         mode = object_mode(cfg.objects, object_sampling(cfg, axis), axis)
-    halo = cfg.halo if mode == "3d" else 0
-    size, exact = cfg.block_slices, True
+    plan = {"halo": 0, "mode": mode, "n_slices": n}
+    size = cfg.block_slices
     if mode == "3d":
         shape = slice_shape(spatial_shape, axis)
-        slabs = slab_plan(shape, cfg.block_slices, halo)
-        exact = slabs["tile"] == shape  # whole slices: a block can be one of these slabs
-        size = slabs["core_slices"] if exact else cfg.block_slices
-    size = max(size, halo)  # the slices before a block then lie in the one block before it
-    blocks = [(a, min(a + size, n)) for a in range(0, n, size)]
-    return {"blocks": blocks, "halo": halo, "mode": mode, "n_slices": n, "as_one_process": exact}
+        slab = slab_plan(shape, cfg.block_slices, cfg.halo, budget=budget, disk_room=disk_room)
+        size = slab["core_slices"]
+        plan.update(halo=slab["halo"], slab=slab, slice_shape=shape, tiles=_tiles(shape, slab["tile"], slab["tile_halo"]))
+    plan["blocks"] = [(a, min(a + size, n)) for a in range(0, n, size)]
+    return plan
 
 
 def block_extent(plan, block) -> tuple:
@@ -60,24 +63,153 @@ def block_extent(plan, block) -> tuple:
 
 def block_config(cfg, plan, extent):
     """The config a block predicts with: the volume's normalisation (computed once, passed as the
-    model's); for 3-D objects one slab over the whole extent (without a halo of its own, as the
-    extent is the halo), keeping every object (the minimum size is applied when the blocks are
-    joined, where whole objects are known)."""
+    model's); for 3-D objects one slab over the whole extent, every object kept (the minimum
+    size is applied when the units are joined)."""
     changes = {"normalize": "model"}
     if plan["mode"] == "3d":
-        changes.update(block_slices=extent[1] - extent[0], min_object_size=0)
-        if plan["as_one_process"]:
-            changes["halo"] = 0
+        changes.update(block_slices=extent[1] - extent[0], halo=0, min_object_size=0)
     return cfg.replace(**changes)
 
 
-def objects_budget(plan, extent, spatial_shape, axis):
-    """Bytes a block's 3-D objects may hold so that its extent is one slab, as the single
-    process's slab over the same slices is (None: the default budget, thinner slabs)."""
-    if plan["mode"] != "3d" or not plan["as_one_process"]:
-        return None
-    shape = slice_shape(spatial_shape, axis)
-    return slab_plan(shape, extent[1] - extent[0], 0, budget=np.inf)["nbytes"]
+def unit_slab_plan(plan, extent) -> dict:
+    """The ``slab_plan`` a block's ``StreamingObjects`` labels its units with: one slab over the
+    extent, in the single process's tiles."""
+    return dict(plan["slab"], core_slices=extent[1] - extent[0], halo=0)
+
+
+# ------------------------------------------------------------------ 3-D objects: units
+
+
+def units(plan) -> list:
+    """Every (block index, tile index), in the order one process labels them."""
+    return [(k, t) for k in range(len(plan["blocks"])) for t in range(len(plan["tiles"]))]
+
+
+def unit_geometry(plan, unit) -> tuple:
+    """``(extent, core, window)``: the slab's (s0, s1, e0, e1), the tile's Y/X core and window."""
+    k, t = unit
+    s0, s1 = plan["blocks"][k]
+    e0, e1 = block_extent(plan, (s0, s1))
+    core, window = plan["tiles"][t]
+    return (s0, s1, e0, e1), core, window
+
+
+def unit_record(local, plan, unit) -> dict:
+    """What the join needs of a unit's own labels ``local`` (its extent x its window): voxels
+    per id, the ids in its core, the ids on open faces (where objects may go on)."""
+    extent, core, window = unit_geometry(plan, unit)
+    s0, s1, e0, _ = extent
+    written = written_before(local.shape, extent, _earlier_cores(plan, unit[1])[window])
+    sizes = np.bincount(local.ravel())
+    inner = tuple(slice(c.start - w.start, c.stop - w.start) for c, w in zip(core, window))
+    in_core = np.zeros(sizes.size, bool)
+    in_core[np.unique(local[(slice(s0 - e0, s1 - e0),) + inner])] = True
+    in_core[0] = False
+    faces = open_faces(local, written, extent, window, plan["slice_shape"], plan["n_slices"])
+    open_ids = np.unique(np.concatenate(faces)) if faces else np.zeros(0, local.dtype)
+    return {"unit": tuple(unit), "n_ids": sizes.size - 1, "sizes": sizes, "in_core": in_core,
+            "open_ids": open_ids[open_ids > 0].astype(np.int64)}
+
+
+def _earlier_cores(plan, tile) -> np.ndarray:
+    """The Y/X cores of the tiles labelled before ``tile`` in a slab."""
+    written = np.zeros(plan["slice_shape"], bool)
+    for core, _ in plan["tiles"][:tile]:
+        written[core] = True
+    return written
+
+
+def unit_zone(plan, unit) -> list:
+    """Where the unit's zone (voxels with final ids when it is labelled) lies, by the unit that
+    labelled it: [(owner unit, (z, y, x) slices in volume coordinates)], disjoint, covering it."""
+    k, t = unit
+    (s0, s1, e0, _), _, (wy, wx) = unit_geometry(plan, unit)
+    parts = []
+    for owner_k, (a, b) in enumerate(plan["blocks"][:k]):
+        z = slice(max(a, e0), min(b, s0))
+        if z.start < z.stop:
+            parts += [((owner_k, u), (z,) + yx) for u, yx in _tile_overlaps(plan, range(len(plan["tiles"])), wy, wx)]
+    parts += [((k, u), (slice(s0, s1),) + yx) for u, yx in _tile_overlaps(plan, range(t), wy, wx)]
+    return parts
+
+
+def _tile_overlaps(plan, tiles, wy, wx):
+    """(tile, (y, x) slices) where the cores of ``tiles`` meet the window (wy, wx)."""
+    for u in tiles:
+        (cy, cx), _ = plan["tiles"][u]
+        y = slice(max(cy.start, wy.start), min(cy.stop, wy.stop))
+        x = slice(max(cx.start, wx.start), min(cx.stop, wx.stop))
+        if y.start < y.stop and x.start < x.stop:
+            yield u, (y, x)
+
+
+def in_unit(plan, unit, region) -> tuple:
+    """A volume-coordinate region as indices into the unit's own labels (extent x window)."""
+    (_, _, e0, _), _, window = unit_geometry(plan, unit)
+    z, y, x = region
+    return (slice(z.start - e0, z.stop - e0),) + tuple(
+        slice(r.start - w.start, r.stop - w.start) for r, w in zip((y, x), window))
+
+
+def zone_counts(labels, owner_labels) -> tuple:
+    """Voxels per (unit id, owner's id) pair on the same voxels, background (0) included."""
+    keys = labels.astype(np.uint64).ravel() << np.uint64(32) | owner_labels.astype(np.uint64).ravel()
+    keys, counts = np.unique(keys, return_counts=True)
+    return (keys >> np.uint64(32)).astype(np.int64), (keys & np.uint64(0xFFFFFFFF)).astype(np.int64), counts
+
+
+def join_units(records, counts, min_size=0) -> dict:
+    """Per unit, the lookup table from its ids to final ids (0: no object), as one process
+    labels the units in order. ``records``: ``unit_record`` of each unit, in ``units`` order;
+    ``counts[unit]``: [(owner unit, ``zone_counts``)] over its zone."""
+    lookups, next_id = {}, 1
+    for record in records:
+        unit = record["unit"]
+        new, final, overlap, new_size, old_size = _zone_pairs(counts.get(unit, []), lookups, record["n_ids"])
+        kept = record["sizes"] >= max(min_size, 1)
+        kept[record["open_ids"]] = True
+        kept[new] = True  # objects partly final already go on
+        kept[0] = False
+        score = np.where(kept[new], majority_score(overlap, new_size, old_size), 0)
+        new, final = _best_pairs(new, final, score, min_score=1)
+        lookup = np.zeros(record["n_ids"] + 1, np.uint32)
+        lookup[new] = final
+        fresh = np.flatnonzero(kept & record["in_core"] & (lookup == 0))
+        if next_id + fresh.size - 1 > np.iinfo(np.uint32).max:
+            raise OverflowError("More than 2**32 - 1 objects: uint32 ids are exhausted.")
+        lookup[fresh] = np.arange(next_id, next_id + fresh.size, dtype=np.uint32)
+        next_id += fresh.size
+        lookups[unit] = lookup
+    return lookups
+
+
+def _zone_pairs(owner_counts, lookups, n_ids):
+    """(unit id, final id, overlap, unit id's voxels in the zone, final id's voxels in the zone)
+    of every pair of objects meeting in the zone, ordered by (unit id, final id)."""
+    if not owner_counts:
+        empty = np.zeros(0, np.int64)
+        return empty, empty.astype(np.uint32), empty, empty, empty
+    new = np.concatenate([c[0] for _, c in owner_counts])
+    final = np.concatenate([lookups[owner][c[1]] for owner, c in owner_counts]).astype(np.int64)
+    count = np.concatenate([c[2] for _, c in owner_counts])
+    new_size = np.bincount(new, weights=count, minlength=n_ids + 1)
+    old_size = np.bincount(final, weights=count)
+    both = (new > 0) & (final > 0)
+    keys, inverse = np.unique(new[both] << 32 | final[both], return_inverse=True)
+    overlap = np.bincount(inverse, weights=count[both], minlength=keys.size)
+    new, final = keys >> 32, (keys & 0xFFFFFFFF).astype(np.uint32)
+    return new, final, overlap, new_size[new], old_size[final]
+
+
+def slab_slice(plan, block_index, i, read_tile, lookups) -> np.ndarray:
+    """Final labels of slice ``i`` of block ``block_index``: each tile's core through its lookup.
+    ``read_tile(t, depth)``: tile t's own labels on the slab's extended slice ``depth``."""
+    (s0, s1, e0, _), _, _ = unit_geometry(plan, (block_index, 0))
+    labels = np.zeros(plan["slice_shape"], np.uint32)
+    for t, (core, window) in enumerate(plan["tiles"]):
+        inner = tuple(slice(c.start - w.start, c.stop - w.start) for c, w in zip(core, window))
+        labels[core] = lookups[(block_index, t)][read_tile(t, i - e0)[inner]]
+    return labels
 
 
 class BlockOutput:
@@ -108,57 +240,27 @@ class BlockOutput:
 
 
 class BlockLabels(BlockOutput):
-    """Block labels (ids 1..n, the block's own), recording what joining the blocks needs:
-    voxels per id over the extent, the ids in the block's own slices, the ids on the faces
-    where objects may go on, and the labels of the halo slices before the block (``zone``)."""
+    """Block labels of objects per slice ("linked", "2d"; ids 1..n, the block's own), recording
+    their count and which of them lie in the block's own slices."""
 
-    def __init__(self, out, axis, extent, block, spatial_shape, plan):
+    def __init__(self, out, axis, extent, block, spatial_shape):
         super().__init__(out, axis, extent, block, spatial_shape)
-        self.plan = plan
-        self.sizes = np.zeros(1, np.int64)
         self.in_core = np.zeros(1, bool)
-        self.open_ids = []
-        self.zone = []
 
     def seen(self, i, labels) -> None:
-        labels = np.asarray(labels)
-        counts = np.bincount(labels.ravel().astype(np.int64), minlength=self.sizes.size)
-        counts[: self.sizes.size] += self.sizes
-        self.sizes = counts
         if self.block[0] <= i < self.block[1]:
-            self.in_core = np.pad(self.in_core, (0, counts.size - self.in_core.size))
-            self.in_core[np.unique(labels)] = True
-        elif i < self.block[0]:
-            self.zone.append(labels)
-        if self._open_face(i):
-            self.open_ids.append(np.unique(labels))
-
-    def _open_face(self, i) -> bool:
-        """Whether slice ``i`` is a face of the extent that cuts the volume, beyond which nothing
-        is labelled yet in one process (the face before counts only without a halo)."""
-        n, (e0, e1) = self.plan["n_slices"], self.extent
-        return (i == e1 - 1 and e1 < n) or (i == e0 and e0 > 0 and self.plan["halo"] == 0)
+            ids = np.unique(np.asarray(labels))
+            self.in_core = np.pad(self.in_core, (0, max(int(ids[-1]) + 1 - self.in_core.size, 0)))
+            self.in_core[ids] = True
 
     def record(self) -> dict:
         """What the join needs from this block (small: arrays of the block's object count)."""
-        n = self.sizes.size - 1
-        in_core = np.pad(self.in_core, (0, n + 1 - self.in_core.size))
+        in_core = self.in_core.copy()
         in_core[0] = False
-        open_ids = np.unique(np.concatenate(self.open_ids)) if self.open_ids else np.zeros(0, np.int64)
-        return {"block": tuple(self.block), "n_ids": n, "sizes": self.sizes, "in_core": in_core,
-                "open_ids": open_ids[open_ids > 0]}
+        return {"block": tuple(self.block), "n_ids": in_core.size - 1, "in_core": in_core}
 
 
-# ------------------------------------------------------------------ joining
-
-
-def face_overlaps(zone, previous) -> dict:
-    """3-D objects: how the block's ids in the halo slices before it (``zone``) overlap the ids
-    the block before wrote there (``previous``): pairs, overlap voxels, and each one's voxels there."""
-    zone, previous = np.asarray(zone), np.asarray(previous)
-    new, old, overlap = _pair_counts(zone, previous)
-    return {"new": new, "old": old.astype(np.int64), "overlap": overlap,
-            "new_size": _sizes(zone, new), "old_size": _sizes(previous, old)}
+# ------------------------------------------------------------------ objects per slice: joining
 
 
 def face_links(first, previous) -> dict:
@@ -167,47 +269,19 @@ def face_links(first, previous) -> dict:
     return {"new": new, "old": old.astype(np.int64)}
 
 
-def join_blocks(records, faces, mode, min_size=0) -> list:
-    """Per block, the lookup table from its ids to final ids (0: no object), numbered as one
-    process numbers them: block by block, new objects in the order of their block ids.
-
-    ``faces[k]``: ``face_overlaps`` ("3d") or ``face_links`` ("linked") between block k and
-    block k - 1, or None (first block, no halo, "2d")."""
+def join_blocks(records, faces) -> list:
+    """Objects per slice: per block, the lookup table from its ids to final ids, numbered as one
+    process numbers them (block by block, new objects in the order of their block ids).
+    ``faces[k]``: ``face_links`` between block k and block k - 1, or None (first block, "2d")."""
     lookups, next_id = [], 1
     for record, face in zip(records, faces):
-        previous = lookups[-1] if lookups else None
-        kept = _kept(record, face, previous, mode, min_size)
         lookup = np.zeros(record["n_ids"] + 1, np.uint32)
-        if face is not None and previous is not None:
-            new, old = _partners(face, kept, previous, mode)
-            lookup[new] = previous[old]
-        fresh = np.flatnonzero(kept & record["in_core"] & (lookup == 0))
+        if face is not None and lookups:
+            lookup[face["new"]] = lookups[-1][face["old"]]
+        fresh = np.flatnonzero(record["in_core"] & (lookup == 0))
         if next_id + fresh.size - 1 > np.iinfo(np.uint32).max:
             raise OverflowError("More than 2**32 - 1 objects: uint32 ids are exhausted.")
         lookup[fresh] = np.arange(next_id, next_id + fresh.size, dtype=np.uint32)
         next_id += fresh.size
         lookups.append(lookup)
     return lookups
-
-
-def _kept(record, face, previous, mode, min_size):
-    """Per block id, whether the object stays: 3-D objects by the slab rule (``objects._SlabObjects._kept``):
-    big enough over the extent, or on a face where it may go on, or going on from the block before."""
-    kept = np.ones(record["n_ids"] + 1, bool)
-    if mode == "3d":
-        kept = record["sizes"] >= max(min_size, 1)
-        kept[record["open_ids"]] = True
-        if face is not None and previous is not None:
-            kept[face["new"][previous[face["old"]] > 0]] = True
-    kept[0] = False
-    return kept
-
-
-def _partners(face, kept, previous, mode):
-    """One-to-one pairs (block id, id of the block before) that become one object."""
-    new, old = face["new"], face["old"]
-    if mode != "3d":
-        return new, old
-    score = majority_score(face["overlap"], face["new_size"], face["old_size"])
-    score = np.where(kept[new] & (previous[old] > 0), score, 0)
-    return _best_pairs(new, old, score, min_score=1)

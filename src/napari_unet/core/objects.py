@@ -293,6 +293,11 @@ class StreamingObjects:
     border and is longer than ``halo`` slices may be kept.
 
     ``sampling``: voxel size along (slices, y, x); None = isotropic.
+
+    For labelling a volume in parts elsewhere (``core.blocks``), in ``"3d"``: ``plan`` (a
+    ``slab_plan``) fixes the slabs and tiles instead of choosing them, and ``tile_sink(tile_index,
+    labels)`` takes each tile's own labels (ids 1..n over its extended window, joined to nothing,
+    no minimum size); no slice is then returned.
     """
 
     def __init__(
@@ -312,6 +317,8 @@ class StreamingObjects:
         tile_halo: int = TILE_HALO,
         memory_budget: int = MEMORY_BUDGET,
         scratch=None,
+        plan: dict | None = None,
+        tile_sink=None,
     ):
         _check_int("n_slices", n_slices, 1)
         self.slice_shape = _check_slice_shape(slice_shape)
@@ -329,9 +336,11 @@ class StreamingObjects:
                          join_pieces=bool(join_pieces))
         ids = _IdCounter()
         if mode == "3d":
-            plan = slab_plan(self.slice_shape, int(block_slices), int(halo), int(tile_halo), int(memory_budget),
-                             disk_room(scratch))
-            self._labeller = _SlabObjects(self.n_slices, self.slice_shape, plan, labelling, sampling, ids, scratch)
+            if plan is None:
+                plan = slab_plan(self.slice_shape, int(block_slices), int(halo), int(tile_halo), int(memory_budget),
+                                 disk_room(scratch))
+            self._labeller = _SlabObjects(self.n_slices, self.slice_shape, plan, labelling, sampling, ids, scratch,
+                                          tile_sink)
         else:
             plane_sampling = None if sampling is None else sampling[1:]
             self._labeller = _SliceObjects(mode == "linked", labelling, plane_sampling, ids)
@@ -520,8 +529,8 @@ class _SlabObjects:
     (maps of coming slices, labels of this slab and of the last ``halo`` returned slices)
     live in a ``slab_store`` store: in memory, or on disk for slices too large for that."""
 
-    def __init__(self, n_slices, slice_shape, plan, labelling, sampling, ids, scratch=None):
-        self.n_slices, self.slice_shape = n_slices, slice_shape
+    def __init__(self, n_slices, slice_shape, plan, labelling, sampling, ids, scratch=None, tile_sink=None):
+        self.n_slices, self.slice_shape, self.tile_sink = n_slices, slice_shape, tile_sink
         self.block, self.halo = plan["core_slices"], plan["halo"]
         self.tiles = _tiles(slice_shape, plan["tile"], plan["tile_halo"])
         labelling = dict(labelling)
@@ -555,6 +564,8 @@ class _SlabObjects:
 
     def _label_slab(self, end):
         s0, s1, e0, e1 = self._extent(end)
+        if self.tile_sink is not None:
+            return self._hand_over_tiles((s0, s1, e0, e1))
         for i in range(s0, s1):
             self.planes.create(("labels", i), self.slice_shape, np.uint32)
         written = np.zeros(self.slice_shape, bool)  # Y/X cores of the tiles labelled so far
@@ -565,16 +576,32 @@ class _SlabObjects:
         self._advance((s0, s1, e0, e1))
         return done
 
+    def _hand_over_tiles(self, extent):
+        """Each tile's own labels to ``tile_sink``; nothing to return."""
+        for index, tile in enumerate(self.tiles):
+            self.tile_sink(index, self._tile_labels(tile, extent))
+        s0, s1, e0, _ = extent
+        self.core_start = s1
+        for i in range(e0, s1 - self.halo):
+            self.planes.drop(("maps", i))
+        return []
+
+    def _tile_labels(self, tile, extent):
+        """The watershed of the tile's extended window over the slab's extended slices."""
+        _, (ey, ex) = tile
+        _, _, e0, e1 = extent
+        maps = _dequantise(np.stack([self.planes.read(("maps", i), (ey, ex)) for i in range(e0, e1)]))
+        return _watershed(maps, sampling=self.sampling, **self.labelling)
+
     def _label_tile(self, tile, extent, end, written_yx):
         (y, x), (ey, ex) = tile
         s0, s1, e0, e1 = extent
-        maps = _dequantise(np.stack([self.planes.read(("maps", i), (ey, ex)) for i in range(e0, e1)]))
-        local = _watershed(maps, sampling=self.sampling, **self.labelling)
-        del maps
+        local = self._tile_labels(tile, extent)
         written, previous = self._written_ids(local.shape, extent, (ey, ex), written_yx)
         zone, before = local[written], previous[written]
         del previous
-        kept = self._kept(local, zone, before, self._open_faces(local, written, extent, (ey, ex), end))
+        faces = open_faces(local, written, extent, (ey, ex), self.slice_shape, end)
+        kept = self._kept(local, zone, before, faces)
         inner = (slice(y.start - ey.start, y.stop - ey.start), slice(x.start - ex.start, x.stop - ex.start))
         in_core = local[s0 - e0 : s1 - e0][(slice(None),) + inner]
         ids = self._final_ids(kept, in_core, zone, before)
@@ -584,27 +611,10 @@ class _SlabObjects:
     def _written_ids(self, shape, extent, window, written_yx):
         """Where the tile's voxels already have final ids, and those ids (0 elsewhere)."""
         s0, s1, e0, _ = extent
-        written, previous = np.zeros(shape, bool), np.zeros(shape, np.uint32)
-        n_before = s0 - e0  # slices returned by earlier slabs, all in self.returned
-        written[:n_before] = True
-        written[n_before : n_before + s1 - s0] = written_yx[window]
+        written, previous = written_before(shape, extent, written_yx[window]), np.zeros(shape, np.uint32)
         for depth, i in enumerate(range(e0, s1)):
             previous[depth] = self.planes.read(("labels", i), window)
         return written, previous
-
-    def _open_faces(self, local, written, extent, window, end):
-        """Labels on the faces of the tile's block that cut the volume, where nothing is
-        written beyond yet: objects there may go on outside."""
-        _, _, e0, e1 = extent
-        (ey, ex), (height, width) = window, self.slice_shape
-        cuts = [(0, 0, e0 > 0), (0, -1, e1 < end), (1, 0, ey.start > 0), (1, -1, ey.stop < height),
-                (2, 0, ex.start > 0), (2, -1, ex.stop < width)]
-        faces = []
-        for axis, side, cut in cuts:
-            if cut:
-                face = (slice(None),) * axis + (side,)
-                faces.append(local[face][~written[face]])
-        return faces
 
     def _kept(self, local, zone, previous, open_faces):
         """Per local id, whether the object survives ``min_size`` (index 0 = background, False)."""
@@ -642,6 +652,32 @@ class _SlabObjects:
             self.returned.append(index)
             if not self.halo:
                 self.planes.drop(("labels", index))
+
+
+def written_before(shape, extent, written_yx):
+    """Where a tile of ``shape`` (its slab's extended slices x its window) has final ids when
+    it is labelled: the halo slices returned by earlier slabs, and in the core slices the
+    Y/X cores of the slab's earlier tiles (``written_yx``, the window's part of them)."""
+    s0, s1, e0, _ = extent
+    written = np.zeros(shape, bool)
+    written[: s0 - e0] = True
+    written[s0 - e0 : s1 - e0] = written_yx
+    return written
+
+
+def open_faces(local, written, extent, window, slice_shape, end):
+    """Labels on the faces of a tile's block that cut the volume (of ``end`` slices), where
+    nothing is written beyond yet: objects there may go on outside."""
+    _, _, e0, e1 = extent
+    (ey, ex), (height, width) = window, slice_shape
+    cuts = [(0, 0, e0 > 0), (0, -1, e1 < end), (1, 0, ey.start > 0), (1, -1, ey.stop < height),
+            (2, 0, ex.start > 0), (2, -1, ex.stop < width)]
+    faces = []
+    for axis, side, cut in cuts:
+        if cut:
+            face = (slice(None),) * axis + (side,)
+            faces.append(local[face][~written[face]])
+    return faces
 
 
 # ------------------------------------------------------------ matching

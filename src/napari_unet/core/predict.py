@@ -70,7 +70,7 @@ def predict_volume(
     boundary_model: bool = False,
     objects_tile: bool = False,
     min_tile: int | None = None,
-    objects_budget: int | None = None,
+    objects_options: dict | None = None,
 ) -> Iterator[events.Event]:
     """Predict ``volume`` slice by slice along ``cfg.axis``; a generator of events.
 
@@ -80,7 +80,7 @@ def predict_volume(
     ``objects_tile``: the training objects tiled the image (``cfg.fill_background="auto"``
     then lets objects take the background too).
     ``min_tile``: smallest tile the model can use (default ``size_multiple``).
-    ``objects_budget``: bytes 3-D objects may hold (default ``objects.MEMORY_BUDGET``).
+    ``objects_options``: more keywords for ``objects.StreamingObjects`` (a memory budget, a plan).
 
     Events: ``events.Slice`` after each slice is written (in order); ``events.Stopped``
     (with ``done_slices``) if ``stop_event.is_set()`` (checked before each batch); finally
@@ -100,7 +100,7 @@ def predict_volume(
                   predict_batch=BatchPredictor(predict_fn, n_classes, cfg.tta),
                   batch_size=cfg.batch_size, stop_event=stop_event)
     writer = _writer(cfg, spatial_shape, axis, n_classes, boundary_model, objects_tile, out_labels, out_probs,
-                     objects_budget)
+                     objects_options)
     if cfg.three_axis:
         return _after(warnings, _three_axis_events(spatial_shape, axis, plans, writer, n_classes, passes))
     return _after(warnings, _events(spatial_shape, axis, plans[axis], writer, passes))
@@ -144,10 +144,10 @@ def _outputs(cfg, spatial_shape, n_classes, out_labels, out_probs) -> tuple:
     return out_labels, out_probs
 
 
-def _writer(cfg, spatial_shape, axis, n_classes, boundary_model, objects_tile, out_labels, out_probs, budget):
+def _writer(cfg, spatial_shape, axis, n_classes, boundary_model, objects_tile, out_labels, out_probs, options):
     objects = None
     if cfg.output == "instances":
-        objects = object_builder(cfg, spatial_shape, axis, n_classes, boundary_model, objects_tile, budget)
+        objects = object_builder(cfg, spatial_shape, axis, n_classes, boundary_model, objects_tile, **(options or {}))
     fill = cfg.fill_background == "yes" or (cfg.fill_background == "auto" and objects_tile)
     return SliceWriter(cfg, out_labels, out_probs, n_classes, objects, model_kind(n_classes, boundary_model), fill)
 

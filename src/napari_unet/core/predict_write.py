@@ -22,9 +22,9 @@ def model_kind(n_classes, boundary_model):
     return "binary" if n_classes == 1 else "classes"
 
 
-def object_builder(cfg, spatial_shape, axis, n_classes, boundary_model, objects_tile, memory_budget=None):
-    """The streaming object finder for this volume (2-D images: one slice); ``memory_budget``:
-    bytes 3-D objects may hold (default ``objects.MEMORY_BUDGET``)."""
+def object_builder(cfg, spatial_shape, axis, n_classes, boundary_model, objects_tile, **options):
+    """The streaming object finder for this volume (2-D images: one slice); ``options``: more
+    keywords of ``objects.StreamingObjects`` (``memory_budget``, ``plan``, ``tile_sink``)."""
     if cfg.objects_from == "background" and n_classes != 1:
         raise ValueError(
             "objects_from='background' (regions enclosed by the painted class) needs a model with one "
@@ -42,7 +42,7 @@ def object_builder(cfg, spatial_shape, axis, n_classes, boundary_model, objects_
         # one object in a slice (ISBI: adapted Rand error 0.128 -> 0.054). Not in 3-D, where
         # flooding across slices makes false contacts (synthetic cells: 0.106 -> 0.976).
         join_pieces=(boundary_model or objects_tile or cfg.objects_from == "background") and mode != "3d",
-        **({} if memory_budget is None else {"memory_budget": int(memory_budget)}),
+        **options,
     )
 
 

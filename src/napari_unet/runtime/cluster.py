@@ -3,9 +3,10 @@
 ``predict_distributed(image, model_dir, out, cfg, client=...)`` cuts the volume into blocks of
 slices along the prediction axis; each block is one task (``cluster_tasks.run_block``: the
 worker opens the image file itself and runs ``predict_volume`` on the block, the model loaded
-once per worker process) writing its slices of a zarr output. Objects are then joined across
-block faces (``cluster_tasks.run_face``, ``core.blocks.join_blocks``) and each block's final
-ids written (``cluster_tasks.run_relabel``). Everything goes into ``OUT.partial.zarr``
+once per worker process) writing its slices of a zarr output. Objects are then joined: 3-D
+objects unit by unit as one process labels them (``cluster_tasks.run_zones``,
+``core.blocks.join_units``), objects per slice across block faces (``cluster_tasks.run_face``,
+``core.blocks.join_blocks``); then each block's final ids are written (``cluster_tasks.run_relabel``). Everything goes into ``OUT.partial.zarr``
 (owned, like the single-process outputs, so a later run reclaims a killed one's), renamed to
 ``OUT`` at the end: a lost worker's blocks are simply run again and rewrite the same chunks.
 
@@ -25,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_unet.core.blocks import block_plan, join_blocks
+from napari_unet.core.blocks import block_plan, join_blocks, join_units, units
+from napari_unet.core.slab_store import disk_room
 from napari_unet.core.bundle import read_bundle_meta
 from napari_unet.core.predict_read import choose_normalization
 from napari_unet.io import images, leftovers, omezarr
@@ -104,7 +106,7 @@ def predict_distributed(image, model_dir, out, cfg, *, client, prob=None, channe
     and the probabilities into ``prob`` if given. ``scale``, ``axes`` and ``units`` (of the
     spatial axes) go into the OME-Zarr metadata. ``on_block(done, total)`` follows the blocks.
 
-    Returns ``n_blocks``, ``as_one_process`` (``core.blocks.block_plan``), ``n_workers``,
+    Returns ``n_blocks``, ``n_tiles`` (Y/X tiles of a block's 3-D objects), ``n_workers``,
     ``seconds``, ``merge_seconds`` and per block ``blocks``
     (slices and seconds reading, predicting, writing, in all). Failures raise ``ClusterError``
     (one line), bad input ``ValueError`` before any block runs."""
@@ -116,7 +118,7 @@ def predict_distributed(image, model_dir, out, cfg, *, client, prob=None, channe
     _refuse(cfg, finals, spatial)
     axis = cfg.axis % 3 if len(spatial) == 3 else None
     normalization = _normalization(volume, spatial, channel_axis, meta, cfg, on_message)
-    plan = block_plan(cfg, spatial, axis)
+    plan = block_plan(cfg, spatial, axis, disk_room())  # the slabs one process here would use
     check_workers(client)
     tmps = {path: path.with_name(path.name + ".partial.zarr") for path in finals}
     _start(tmps, finals, axes or "ZYX"[-len(spatial):], scale, units)
@@ -130,7 +132,7 @@ def predict_distributed(image, model_dir, out, cfg, *, client, prob=None, channe
     finally:
         for tmp in tmps.values():
             shutil.rmtree(tmp, ignore_errors=True)
-    return {"n_blocks": len(plan["blocks"]), "as_one_process": plan["as_one_process"],
+    return {"n_blocks": len(plan["blocks"]), "n_tiles": len(plan.get("tiles", [None])),
             "n_workers": len(client.scheduler_info()["workers"]),
             "seconds": time.perf_counter() - started, "merge_seconds": merge,
             "blocks": [{"slices": list(r["block"]), **r["seconds"]} for r in records]}
@@ -190,8 +192,8 @@ def _spec(image, model_dir, cfg, plan, axis, spatial, channel_axis, normalizatio
     out = next(path for path, labels in finals.items() if labels)
     chunks = tuple(1 if ax == axis else n for ax, n in enumerate(spatial))
     arrays = {"labels": tmps[out] / "0"}
-    if plan["mode"]:
-        arrays.update(local=tmps[out] / "_local", zone=tmps[out] / "_zone")
+    if plan["mode"] in ("linked", "2d"):
+        arrays["local"] = tmps[out] / "_local"
     probs = [path for path, labels in finals.items() if not labels]
     if probs:
         arrays["probs"] = tmps[probs[0]] / "0"
@@ -200,7 +202,7 @@ def _spec(image, model_dir, cfg, plan, axis, spatial, channel_axis, normalizatio
         omezarr.create_array(path, spatial, dtype, chunks)
     return {"image": str(image), "model_dir": str(model_dir), "cfg": cfg.to_dict(), "plan": plan, "axis": axis,
             "spatial_shape": spatial, "channel_axis": channel_axis, "normalization": normalization,
-            "arrays": {name: str(path) for name, path in arrays.items()}}
+            "arrays": {name: str(path) for name, path in arrays.items()}, "units": str(tmps[out] / "_units")}
 
 
 def _input_for_blocks(client, volume, spec, tmp, on_message) -> str:
@@ -233,22 +235,44 @@ def _run_blocks(client, spec, plan, retries, on_block):
 
 
 def _join(client, spec, plan, records, block_futures, cfg, retries) -> float:
-    """Objects joined across block faces, then each block's final ids written; returns the seconds."""
+    """Objects joined, then each block's final ids written; returns the seconds."""
     started = time.perf_counter()
+    blocks = plan["blocks"]
+    if plan["mode"] == "3d":
+        lookups = _join_units(client, spec, plan, records, cfg, retries)
+    else:
+        lookups = _join_faces(client, spec, plan, records, block_futures, retries)
+    futures = [client.submit(cluster_tasks.run_relabel, spec, block, lookup, retries=retries, pure=False)
+               for block, lookup in zip(blocks, lookups)]
+    _collect(client, futures, {f.key: f"the final ids of slices {a}-{b - 1}" for f, (a, b) in zip(futures, blocks)},
+             retries)
+    return time.perf_counter() - started
+
+
+def _join_units(client, spec, plan, records, cfg, retries) -> list:
+    """3-D objects: each block's zone counts on the cluster, then the units joined here in order;
+    per block, the lookups of its units."""
+    blocks = plan["blocks"]
+    futures = [client.submit(cluster_tasks.run_zones, spec, k, retries=retries, pure=False)
+               for k in range(len(blocks))]  # after every block: the units they read are written
+    regions = {f.key: f"joining the objects of slices {a}-{b - 1}" for f, (a, b) in zip(futures, blocks)}
+    results = _collect(client, futures, regions, retries)
+    counts = {unit: owners for f in futures for unit, owners in results[f.key].items()}
+    lookups = join_units([unit for r in records for unit in r["units"]], counts, cfg.min_object_size)
+    return [{unit: lookups[unit] for unit in units(plan) if unit[0] == k} for k in range(len(blocks))]
+
+
+def _join_faces(client, spec, plan, records, block_futures, retries) -> list:
+    """Objects per slice: linked across block faces (on the cluster), numbered here."""
     blocks, faces = plan["blocks"], [None] * len(plan["blocks"])
-    if plan["mode"] == "linked" or plan["halo"] > 0 and plan["mode"] == "3d":
+    if plan["mode"] == "linked":
         face_futures = {k: client.submit(cluster_tasks.run_face, spec, blocks[k], block_futures[k - 1],
                                          block_futures[k], retries=retries, pure=False)
                         for k in range(1, len(blocks))}
         regions = {f.key: f"joining the objects at slice {blocks[k][0]}" for k, f in face_futures.items()}
         results = _collect(client, list(face_futures.values()), regions, retries)
         faces = [None] + [results[face_futures[k].key] for k in range(1, len(blocks))]
-    lookups = join_blocks(records, faces, plan["mode"], cfg.min_object_size)
-    futures = [client.submit(cluster_tasks.run_relabel, spec, block, lookup, retries=retries, pure=False)
-               for block, lookup in zip(blocks, lookups)]
-    _collect(client, futures, {f.key: f"the final ids of slices {a}-{b - 1}" for f, (a, b) in zip(futures, blocks)},
-             retries)
-    return time.perf_counter() - started
+    return join_blocks(records, faces)
 
 
 def _collect(client, futures, regions, retries, on_done=None) -> dict:

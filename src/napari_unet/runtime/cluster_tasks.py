@@ -1,6 +1,7 @@
-"""What a dask.distributed worker runs for ``runtime.cluster``: one block of slices, one face
-between two blocks, one block's final ids. Each task writes whole slices of zarr arrays (one
-chunk per slice), so a task that runs again (a retry, a lost worker) rewrites the same chunks.
+"""What a dask.distributed worker runs for ``runtime.cluster``: one block of slices, the join
+data of one block (its 3-D objects' zones, or the face of objects per slice), one block's final
+ids. Each task writes whole chunks of zarr arrays (a slice of the output, a slice of a unit's
+labels), so a task that runs again (a retry, a lost worker) rewrites the same chunks.
 
 Like ``runtime.worker``, this module imports Keras only inside the tasks, and the model of a
 folder once per worker process (``worker.MODEL_CACHE``); ``MODEL_LOADS`` counts the loads.
@@ -14,7 +15,8 @@ import time
 import numpy as np
 
 from napari_unet.core.blocks import (
-    BlockLabels, BlockOutput, block_config, block_extent, face_links, face_overlaps, objects_budget,
+    BlockLabels, BlockOutput, block_config, block_extent, face_links, in_unit, slab_slice, unit_record,
+    unit_slab_plan, unit_zone, zone_counts,
 )
 from napari_unet.runtime.worker import MODEL_CACHE, _stderr_to_log, load_model_cached
 
@@ -127,44 +129,84 @@ def run_block(spec: dict, block: tuple) -> dict:
         model, meta = _model(spec["model_dir"])
         cfg = block_config(PredictConfig.from_dict(spec["cfg"]), plan, extent)
         labels = _labels_output(spec, arrays, extent, block, timer)
+        units = _UnitWriter(spec, block, timer) if plan["mode"] == "3d" else None
         probs = None
         if "probs" in arrays:
             probs = BlockOutput(_TimedWrites(arrays["probs"], timer), axis, extent, block, spec["spatial_shape"])
+        options = None if units is None else {"plan": unit_slab_plan(plan, extent), "tile_sink": units}
         predict = bundle_predictor(_TimedModel(model, timer), dict(meta, normalization=spec["normalization"]), cfg,
                                    channel_axis=spec["channel_axis"], out_labels=labels, out_probs=probs,
-                                   objects_budget=objects_budget(plan, extent, spec["spatial_shape"], axis))
+                                   objects_options=options)
         for _ in predict(_TimedReads(_extent_of(volume, spec, extent), timer)):
             pass
-        record = labels.record() if isinstance(labels, BlockLabels) else {"block": tuple(block)}
-        if isinstance(labels, BlockLabels) and labels.zone:
-            zone = slice(block[0] - len(labels.zone), block[0])
-            arrays["zone"][_along(axis, zone)] = np.stack(labels.zone, axis=axis)
+    record = {"block": tuple(block)}
+    if units is not None:
+        record["units"] = units.records
+    elif isinstance(labels, BlockLabels):
+        record = labels.record()
     record["seconds"] = dict(timer.seconds, total=time.perf_counter() - started)
     return record
 
 
 def _labels_output(spec, arrays, extent, block, timer):
-    """Objects go to the scratch array of block ids (relabelled once all blocks are joined),
-    classes straight into the output."""
-    axis, shape = spec["axis"], spec["spatial_shape"]
-    if spec["plan"]["mode"] is None:
-        return BlockOutput(_TimedWrites(arrays["labels"], timer), axis, extent, block, shape)
-    return BlockLabels(_TimedWrites(arrays["local"], timer), axis, extent, block, shape, spec["plan"])
+    """Objects per slice go to the scratch array of block ids (relabelled once all blocks are
+    joined), classes straight into the output; 3-D objects write units (``_UnitWriter``), no slice."""
+    axis, shape, mode = spec["axis"], spec["spatial_shape"], spec["plan"]["mode"]
+    if mode in ("linked", "2d"):
+        return BlockLabels(_TimedWrites(arrays["local"], timer), axis, extent, block, shape)
+    return BlockOutput(_TimedWrites(arrays["labels"], timer), axis, extent, block, shape)
+
+
+def _unit_path(spec, unit):
+    return f"{spec['units']}/{unit[0]}_{unit[1]}"
+
+
+class _UnitWriter:
+    """The ``tile_sink`` of a block's 3-D objects: each unit's own labels (the block's extent x
+    the tile's window) into a zarr array of its own, and its ``unit_record``."""
+
+    def __init__(self, spec, block, timer):
+        self.spec, self.records = spec, []
+        self.index = spec["plan"]["blocks"].index(tuple(block))
+        self.write = timer.timed("write", self._write)
+
+    def __call__(self, tile, labels):
+        unit = (self.index, tile)
+        self.write(unit, labels)
+        self.records.append(unit_record(labels, self.spec["plan"], unit))
+
+    def _write(self, unit, labels):
+        import zarr
+
+        array = zarr.open_array(_unit_path(self.spec, unit), mode="w", shape=labels.shape, dtype=np.uint32,
+                                chunks=(1,) + labels.shape[1:], fill_value=0, zarr_format=3)
+        array[:] = labels
+
+
+def run_zones(spec: dict, block_index: int) -> dict:
+    """3-D objects: ``core.blocks.zone_counts`` of each unit of a block against the units that
+    labelled its zone (all written: this runs after every block)."""
+    import zarr
+
+    plan, counts = spec["plan"], {}
+    for tile in range(len(plan["tiles"])):
+        unit = (block_index, tile)
+        own = zarr.open_array(_unit_path(spec, unit), mode="r")
+        counts[unit] = [(owner, zone_counts(own[in_unit(plan, unit, region)],
+                                            zarr.open_array(_unit_path(spec, owner), mode="r")[
+                                                in_unit(plan, owner, region)]))
+                        for owner, region in unit_zone(plan, unit)]
+    return counts
 
 
 def run_face(spec: dict, block: tuple, before: dict, this: dict):
-    """Face data between ``block`` and the block before it (``core.blocks.face_overlaps`` / ``face_links``);
+    """Objects per slice: ``core.blocks.face_links`` between ``block`` and the block before it;
     ``before`` and ``this`` are their records, passed so that both blocks are written first."""
     import zarr
 
-    start, halo = block[0], spec["plan"]["halo"]
+    start, axis = block[0], spec["axis"]
     local = zarr.open_array(spec["arrays"]["local"], mode="r")
-    axis = spec["axis"]
-    if spec["plan"]["mode"] == "linked":
-        return face_links(local[_along(axis, start)], local[_along(axis, start - 1)])
-    zone = zarr.open_array(spec["arrays"]["zone"], mode="r")
-    before_block = _along(axis, slice(start - halo, start))
-    return face_overlaps(zone[before_block], local[before_block])
+    return face_links(local[_along(axis, start)], local[_along(axis, start - 1)])
 
 
 def _along(axis, index):
@@ -172,13 +214,20 @@ def _along(axis, index):
     return Ellipsis if axis is None else (slice(None),) * axis + (index,)
 
 
-def run_relabel(spec: dict, block: tuple, lookup: np.ndarray) -> float:
-    """Write the block's final ids (``lookup`` of its block ids), slice by slice; returns the seconds."""
+def run_relabel(spec: dict, block: tuple, lookup) -> float:
+    """Write the block's final ids, slice by slice: ``lookup`` of its block ids (objects per
+    slice), or per unit of the block (3-D objects); returns the seconds."""
     import zarr
 
-    started = time.perf_counter()
-    local = zarr.open_array(spec["arrays"]["local"], mode="r")
+    started, axis = time.perf_counter(), spec["axis"]
     labels = zarr.open_array(spec["arrays"]["labels"], mode="r+")
-    for i in range(*block):
-        labels[_along(spec["axis"], i)] = lookup[local[_along(spec["axis"], i)]]
+    if spec["plan"]["mode"] == "3d":
+        index = spec["plan"]["blocks"].index(tuple(block))
+        tiles = {unit[1]: zarr.open_array(_unit_path(spec, unit), mode="r") for unit in lookup}
+        for i in range(*block):
+            labels[_along(axis, i)] = slab_slice(spec["plan"], index, i, lambda t, depth: tiles[t][depth], lookup)
+    else:
+        local = zarr.open_array(spec["arrays"]["local"], mode="r")
+        for i in range(*block):
+            labels[_along(axis, i)] = lookup[local[_along(axis, i)]]
     return time.perf_counter() - started
