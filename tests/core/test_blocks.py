@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from napari_unet.core.blocks import (
-    BlockLabels, block_config, block_extent, block_plan, face_links, in_unit, join_blocks, join_units, slab_slice,
-    unit_record, unit_slab_plan, unit_zone, zone_counts,
+    BlockLabels, BlockOutput, block_config, block_extent, block_plan, face_links, in_unit, join_blocks, join_units,
+    region_tiles, slab_slice, unit_record, unit_slab_plan, unit_zone, yx_regions, zone_counts,
 )
 from napari_unet.core import objects
 from napari_unet.core.config import PredictConfig
@@ -150,3 +150,32 @@ def test_a_small_object_going_on_across_a_face_is_kept_as_one_process_keeps_it()
     assert single.max() == 1 and np.count_nonzero(single) == 25
     joined, _ = _in_blocks(maps, cfg)
     np.testing.assert_array_equal(joined, single)
+
+
+def _tile_position_model(x):
+    """Not translation-equivariant: adds each pixel's place in its tile, so only the very same
+    tiles (sources and kept parts) give the same output."""
+    ramp = np.add.outer(np.arange(x.shape[1]), 1000 * np.arange(x.shape[2])).astype(np.float32)
+    return (x.sum(-1) + ramp)[..., np.newaxis] / 1e5
+
+
+def test_a_y_x_region_predicted_in_the_slice_tiles_equals_the_whole_slice():
+    from napari_unet.core.predict import predict_volume
+    from napari_unet.core.tiling import tile_slices
+
+    image = np.random.default_rng(0).random((3, 70, 45)).astype(np.float32)
+    cfg = PredictConfig(tile_size=32, tile_overlap=8, return_probabilities=True, normalize="model")
+    norm = {"low": [0.0], "high": [1.0]}
+    kwargs = dict(n_classes=1, size_multiple=8, normalization=norm)
+    whole = list(predict_volume(image, _tile_position_model, cfg, **kwargs))[-1].outputs["probs"]
+    tiles = tile_slices((70, 45), 32, 8, 8)
+    regions = yx_regions((70, 45), 20)
+    assert len(regions) == 12 and len(tiles) > 4
+    out = np.full(whole.shape, np.nan, np.float32)
+    for region in regions:
+        window, moved = region_tiles(tiles, region)
+        block = BlockOutput(out, 0, (0, 3), (0, 3), image.shape, region, window)
+        part = image[(slice(None),) + window]
+        list(predict_volume(part, _tile_position_model, cfg, **kwargs, out_probs=block, tiles=moved,
+                            out_labels=np.zeros(part.shape, np.uint8)))
+    np.testing.assert_array_equal(out, whole)

@@ -89,6 +89,30 @@ def test_slices_too_large_for_whole_slabs_give_the_single_process_objects(tiny, 
     np.testing.assert_array_equal(labels, single)
 
 
+@pytest.mark.parametrize("probabilities", [False, True], ids=["classes", "probabilities"])
+def test_y_x_blocks_give_the_single_process_labels(tiny, client, probabilities):
+    """Slices cut into 20 x 20 regions, each predicted in the single process's model tiles
+    (24 px, 4 px overlap) that reach into it: the same classes and probabilities."""
+    folder, _ = tiny
+    cfg = PredictConfig(block_slices=6, tile_size=24, tile_overlap=4)
+    prob = folder / "regions-prob.zarr" if probabilities else None
+    labels, summary = _on_cluster(folder, client, cfg, f"regions-{probabilities}.zarr", block_yx=20, prob=prob)
+    assert summary["n_regions"] == 9 and summary["n_blocks"] == 2
+    _, single, single_prob, _ = predict_with_progress(engine.LazyFile(str(folder / "vol.tif")), folder / "model",
+                                                      cfg.replace(return_probabilities=probabilities))
+    assert 0 < labels.mean() < 1
+    np.testing.assert_array_equal(labels, single)
+    if probabilities:
+        np.testing.assert_allclose(np.asarray(omezarr.open_lazy(prob)[0]), single_prob, atol=1e-6)
+
+
+def test_y_x_blocks_are_refused_for_objects(tiny, client):
+    folder, _ = tiny
+    with pytest.raises(ValueError, match="objects need whole slices"):
+        _on_cluster(folder, client, PredictConfig(**OBJECTS), "refused.zarr", block_yx=20)
+    assert not (folder / "refused.zarr").exists()
+
+
 def test_the_model_is_loaded_once_per_worker(tiny, client):
     folder, _ = tiny
     for name in ("a.zarr", "b.zarr"):  # 6 blocks on 2 workers: at least one worker runs several

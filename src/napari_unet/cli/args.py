@@ -88,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_predict_options(p)
     _option(p, ClusterConfig, "workers", default=None)
     _option(p, ClusterConfig, "retries")
+    _option(p, ClusterConfig, "block_yx")
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="predict on the dask.distributed cluster of this scheduler (e.g. tcp://host:8786)")
 
@@ -150,7 +151,8 @@ def cluster_config(args) -> ClusterConfig | None:
         return None
     if args.workers is not None and args.scheduler is not None:
         raise ValueError("Give --workers (a local cluster) or --scheduler (an existing one), not both.")
-    return ClusterConfig(workers=1 if args.workers is None else args.workers, retries=args.retries)
+    return ClusterConfig(workers=1 if args.workers is None else args.workers, retries=args.retries,
+                         block_yx=args.block_yx)
 
 
 def write_json(path: Path, data: dict) -> None:

@@ -318,7 +318,8 @@ def _predict_on_cluster(args, cluster, finals, cfg, channel_axis, scale, axes, u
     try:
         with dist.connect(scheduler=args.scheduler, workers=cluster.workers) as client:
             summary = dist.predict_distributed(args.image, args.model, out, cfg, client=client, prob=prob,
-                                               channel_axis=channel_axis, retries=cluster.retries, scale=scale,
+                                               channel_axis=channel_axis, retries=cluster.retries,
+                                               block_yx=cluster.block_yx, scale=scale,
                                                axes=axes, units=units, on_message=tqdm.write, on_block=on_block)
     except dist.ClusterError as exc:
         raise JobFailed(f"Segmentation failed: {exc}") from None

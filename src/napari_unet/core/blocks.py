@@ -1,7 +1,10 @@
 """A volume predicted in blocks of slices, each on its own (a task of a cluster), and the objects
 of those blocks joined into the ids one process gives.
 
-Classes and probabilities need no joining: a block writes its slices and is done. Objects:
+Classes and probabilities need no joining: a block writes its slices and is done. Their blocks
+may also cut large slices into Y/X regions (``yx_regions``): a region's block predicts every
+model tile (``core.tiling``, the single process's grid) whose kept part falls in the region, so
+the neighbouring tiles are its Y/X halo, and writes the region only. Objects:
 
 - ``"3d"``: a block is one slab of the single-process ``objects.StreamingObjects``, cut as it
   cuts them (``objects.slab_plan``: the same slab depth, ``halo`` and, for slices too large
@@ -31,15 +34,22 @@ from napari_unet.core.objects import (
 )
 from napari_unet.core.predict_read import n_slices_along, slice_shape
 from napari_unet.core.predict_write import object_mode, object_sampling
+from napari_unet.core.tiling import Tile
+
+# Slices up to this many pixels stay whole in a block of classes; larger ones are cut into
+# regions of AUTO_REGION x AUTO_REGION (a float32 slice of 3 classes is 200 MB at 4096 x 4096).
+AUTO_REGION_ABOVE = 4096 * 4096
+AUTO_REGION = 2048
 
 
-def block_plan(cfg, spatial_shape, axis, disk_room=0, budget=MEMORY_BUDGET) -> dict:
+def block_plan(cfg, spatial_shape, axis, disk_room=0, budget=MEMORY_BUDGET, block_yx=0) -> dict:
     """Blocks of slices along ``axis``: ``blocks`` [(start, stop)], ``halo``, object ``mode``
     (None for classes) and ``n_slices``. 3-D objects: the blocks are the slabs one process
     would use (``disk_room``: free bytes for its planes, as ``slab_store.disk_room``; ``budget``:
     its ``memory_budget``), with
     ``slab`` (its ``slab_plan``), ``slice_shape`` and ``tiles`` (core and window of each Y/X
-    tile, one tile of the whole slice when slabs are not tiled)."""
+    tile, one tile of the whole slice when slabs are not tiled). ``regions``: the Y/X regions of
+    a slice (``yx_regions`` of ``block_yx``; one whole slice for objects)."""
     n = n_slices_along(spatial_shape, axis)
     mode = None
     if cfg.output == "instances":
@@ -50,9 +60,53 @@ def block_plan(cfg, spatial_shape, axis, disk_room=0, budget=MEMORY_BUDGET) -> d
         shape = slice_shape(spatial_shape, axis)
         slab = slab_plan(shape, cfg.block_slices, cfg.halo, budget=budget, disk_room=disk_room)
         size = slab["core_slices"]
-        plan.update(halo=slab["halo"], slab=slab, slice_shape=shape, tiles=_tiles(shape, slab["tile"], slab["tile_halo"]))
+        tiles = _tiles(shape, slab["tile"], slab["tile_halo"])
+        plan.update(halo=slab["halo"], slab=slab, slice_shape=shape, tiles=tiles)
     plan["blocks"] = [(a, min(a + size, n)) for a in range(0, n, size)]
+    shape = slice_shape(spatial_shape, axis)
+    if mode is not None and block_yx:
+        raise ValueError(f"Y/X blocks (block_yx={block_yx}) are for classes and probabilities; objects need "
+                         "whole slices in a block: leave block_yx at 0.")
+    plan["regions"] = yx_regions(shape, block_yx) if mode is None else yx_regions(shape, max(shape))
     return plan
+
+
+def yx_regions(shape, size=0) -> list:
+    """A slice of ``shape`` cut into ``size`` x ``size`` regions (the last ones smaller), as
+    (y slice, x slice) in raster order; ``size`` 0: whole up to ``AUTO_REGION_ABOVE`` pixels,
+    else ``AUTO_REGION``."""
+    if not size:
+        size = max(shape) if shape[0] * shape[1] <= AUTO_REGION_ABOVE else AUTO_REGION
+    edges = [[slice(a, min(a + size, n)) for a in range(0, n, size)] for n in shape]
+    return [(y, x) for y in edges[0] for x in edges[1]]
+
+
+def region_tiles(tiles, region) -> tuple:
+    """The model tiles a block of ``region`` predicts: ``(window, tiles)``, the window of the
+    slice they read (the union of their sources, within the slice) and the tiles whose kept
+    part meets the region, moved into the window and keeping only that part."""
+    chosen = [t for t in tiles if all(_meet(t.target[a], region[a]) for a in (0, 1))]
+    start = [min(t.source[a].start for t in chosen) for a in (0, 1)]
+    # Sources may reach into the padding past the slice's end (where the last kept part ends).
+    stop = [min(max(t.source[a].stop for t in chosen), max(t.target[a].stop for t in tiles)) for a in (0, 1)]
+    window = (slice(start[0], stop[0]), slice(start[1], stop[1]))
+    return window, [_moved(t, region, start) for t in chosen]
+
+
+def _meet(a, b) -> bool:
+    return max(a.start, b.start) < min(a.stop, b.stop)
+
+
+def _moved(tile, region, origin) -> Tile:
+    """``tile`` in window coordinates (the window starts at ``origin``), kept part cut to ``region``."""
+    source, crop, target = [], [], []
+    for a in (0, 1):
+        t0, t1 = max(tile.target[a].start, region[a].start), min(tile.target[a].stop, region[a].stop)
+        c0 = tile.crop[a].start + t0 - tile.target[a].start
+        source.append(slice(tile.source[a].start - origin[a], tile.source[a].stop - origin[a]))
+        crop.append(slice(c0, c0 + t1 - t0))
+        target.append(slice(t0 - origin[a], t1 - origin[a]))
+    return Tile(tuple(source), tuple(crop), tuple(target))
 
 
 def block_extent(plan, block) -> tuple:
@@ -213,26 +267,34 @@ def slab_slice(plan, block_index, i, read_tile, lookups) -> np.ndarray:
 
 
 class BlockOutput:
-    """An output of ``predict_volume`` run on one block's extent: the block's own slices are
-    written into ``out`` (the whole volume's output) at their place; halo slices are not."""
+    """An output of ``predict_volume`` run on one block's extent (and Y/X ``window``): the block's
+    own slices (and ``region``) are written into ``out`` (the whole volume's output) at their
+    place; halo slices (and the rest of the window) are not."""
 
-    def __init__(self, out, axis, extent, block, spatial_shape):
+    def __init__(self, out, axis, extent, block, spatial_shape, region=None, window=None):
         self.out, self.axis, self.extent, self.block = out, axis, extent, block
         tail = tuple(out.shape[len(spatial_shape):])  # a channel axis of probabilities
         shape = list(spatial_shape)
+        self.place, self.crop = [slice(None)] * len(spatial_shape), (slice(None), slice(None))
         if axis is not None:
             shape[axis] = extent[1] - extent[0]
+        if window is not None:
+            for ax, w, r in zip([a for a in range(len(shape)) if a != axis], window, region):
+                shape[ax], self.place[ax] = w.stop - w.start, r
+            self.crop = tuple(slice(r.start - w.start, r.stop - w.start) for r, w in zip(region, window))
         self.shape = tuple(shape) + tail
         self.dtype = out.dtype
 
     def __setitem__(self, index, value):
         if self.axis is None:  # a 2-D image: one block, one slice
-            self.out[index] = value
+            self.out[tuple(self.place)] = value[self.crop]
             self.seen(0, value)
             return
         i = self.extent[0] + index[self.axis]
         if self.block[0] <= i < self.block[1]:
-            self.out[index[: self.axis] + (i,)] = value
+            place = list(self.place)
+            place[self.axis] = i
+            self.out[tuple(place)] = value[self.crop]
         self.seen(i, value)
 
     def seen(self, i, value) -> None:

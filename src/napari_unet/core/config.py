@@ -269,6 +269,8 @@ class ClusterConfig(_Config):
 
     workers: int = bounded(1, 1, 1024, "predict on a local dask cluster of this many worker processes")
     retries: int = bounded(2, 0, 100, "times dask tries a failed block of slices again")
+    block_yx: int = bounded(0, 0, 2**20, "cut slices into Y/X blocks of this many pixels a side (classes and "
+                            "probabilities; 0: whole slices up to 4096 x 4096, else 2048)")
 
 
 def choices_of(config_cls, name: str) -> list:

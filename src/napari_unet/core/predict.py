@@ -71,6 +71,7 @@ def predict_volume(
     objects_tile: bool = False,
     min_tile: int | None = None,
     objects_options: dict | None = None,
+    tiles: list | None = None,
 ) -> Iterator[events.Event]:
     """Predict ``volume`` slice by slice along ``cfg.axis``; a generator of events.
 
@@ -81,6 +82,8 @@ def predict_volume(
     then lets objects take the background too).
     ``min_tile``: smallest tile the model can use (default ``size_multiple``).
     ``objects_options``: more keywords for ``objects.StreamingObjects`` (a memory budget, a plan).
+    ``tiles``: the model tiles of a slice, instead of planning them (a Y/X window of a larger
+    slice predicted in that slice's tiles: ``core.blocks.region_tiles``).
 
     Events: ``events.Slice`` after each slice is written (in order); ``events.Stopped``
     (with ``done_slices``) if ``stop_event.is_set()`` (checked before each batch); finally
@@ -93,6 +96,8 @@ def predict_volume(
     check_volume(volume, spatial_shape, channel_axis, normalization)
     axis = _check_axis(cfg, spatial_shape)
     plans = _tile_plans(cfg, spatial_shape, axis, n_classes, boundary_model, int(size_multiple), min_tile)
+    if tiles is not None:
+        plans[axis] = tiles
     out_labels, out_probs = _outputs(cfg, spatial_shape, n_classes, out_labels, out_probs)
     # Last, as it reads a sample of the volume: NaN/inf, constant images and intensities.
     normalization, warnings = choose_normalization(volume, spatial_shape, channel_axis, normalization, cfg)

@@ -1,12 +1,13 @@
 """Prediction on a dask.distributed cluster: blocks of slices (``core.blocks``) as tasks.
 
 ``predict_distributed(image, model_dir, out, cfg, client=...)`` cuts the volume into blocks of
-slices along the prediction axis; each block is one task (``cluster_tasks.run_block``: the
-worker opens the image file itself and runs ``predict_volume`` on the block, the model loaded
-once per worker process) writing its slices of a zarr output. Objects are then joined: 3-D
-objects unit by unit as one process labels them (``cluster_tasks.run_zones``,
-``core.blocks.join_units``), objects per slice across block faces (``cluster_tasks.run_face``,
-``core.blocks.join_blocks``); then each block's final ids are written (``cluster_tasks.run_relabel``). Everything goes into ``OUT.partial.zarr``
+slices along the prediction axis (for classes, maybe also into Y/X regions); each block is one
+task (``cluster_tasks.run_block``: the worker opens the image file itself and runs
+``predict_volume`` on the block, the model loaded once per worker process) writing its part of
+a zarr output. Objects are then joined: 3-D objects unit by unit as one process labels them
+(``cluster_tasks.run_zones``, ``core.blocks.join_units``), objects per slice across block faces
+(``cluster_tasks.run_face``, ``core.blocks.join_blocks``); then each block's final ids are
+written (``cluster_tasks.run_relabel``). Everything goes into ``OUT.partial.zarr``
 (owned, like the single-process outputs, so a later run reclaims a killed one's), renamed to
 ``OUT`` at the end: a lost worker's blocks are simply run again and rewrite the same chunks.
 
@@ -100,13 +101,17 @@ def _worker_env(workers: int, log) -> dict:
 
 
 def predict_distributed(image, model_dir, out, cfg, *, client, prob=None, channel_axis=None, retries: int = 2,
-                        scale=None, axes=None, units=None, on_message=print, on_block=None) -> dict:
+                        block_yx: int = 0, scale=None, axes=None, units=None, on_message=print,
+                        on_block=None) -> dict:
     """Segment the image file ``image`` (TIFF, zarr, OME-Zarr) with the model folder ``model_dir``
     on ``client``'s cluster into ``out`` (``.zarr``, ``.ome.zarr`` or ``.tif``; never replaced),
     and the probabilities into ``prob`` if given. ``scale``, ``axes`` and ``units`` (of the
     spatial axes) go into the OME-Zarr metadata. ``on_block(done, total)`` follows the blocks.
+    ``block_yx``: classes and probabilities in Y/X regions of this size (``core.blocks.yx_regions``;
+    0: whole slices up to 4096 x 4096).
 
-    Returns ``n_blocks``, ``n_tiles`` (Y/X tiles of a block's 3-D objects), ``n_workers``,
+    Returns ``n_blocks`` (of slices), ``n_regions`` (Y/X regions of a block of classes), ``n_tiles``
+    (Y/X tiles of a block's 3-D objects), ``n_workers``,
     ``seconds``, ``merge_seconds`` and per block ``blocks``
     (slices and seconds reading, predicting, writing, in all). Failures raise ``ClusterError``
     (one line), bad input ``ValueError`` before any block runs."""
@@ -118,7 +123,7 @@ def predict_distributed(image, model_dir, out, cfg, *, client, prob=None, channe
     _refuse(cfg, finals, spatial)
     axis = cfg.axis % 3 if len(spatial) == 3 else None
     normalization = _normalization(volume, spatial, channel_axis, meta, cfg, on_message)
-    plan = block_plan(cfg, spatial, axis, disk_room())  # the slabs one process here would use
+    plan = block_plan(cfg, spatial, axis, disk_room(), block_yx=block_yx)  # the slabs one process here would use
     check_workers(client)
     tmps = {path: path.with_name(path.name + ".partial.zarr") for path in finals}
     _start(tmps, finals, axes or "ZYX"[-len(spatial):], scale, units)
@@ -132,7 +137,8 @@ def predict_distributed(image, model_dir, out, cfg, *, client, prob=None, channe
     finally:
         for tmp in tmps.values():
             shutil.rmtree(tmp, ignore_errors=True)
-    return {"n_blocks": len(plan["blocks"]), "n_tiles": len(plan.get("tiles", [None])),
+    return {"n_blocks": len(plan["blocks"]), "n_regions": len(plan["regions"]),
+            "n_tiles": len(plan.get("tiles", [None])),
             "n_workers": len(client.scheduler_info()["workers"]),
             "seconds": time.perf_counter() - started, "merge_seconds": merge,
             "blocks": [{"slices": list(r["block"]), **r["seconds"]} for r in records]}
@@ -190,7 +196,8 @@ def _start(tmps, finals, axes, scale, units) -> None:
 def _spec(image, model_dir, cfg, plan, axis, spatial, channel_axis, normalization, tmps, finals) -> dict:
     """What every task gets: paths, settings and the arrays it writes (created here, one chunk per slice)."""
     out = next(path for path, labels in finals.items() if labels)
-    chunks = tuple(1 if ax == axis else n for ax, n in enumerate(spatial))
+    region = iter(r.stop - r.start for r in plan["regions"][0])  # chunks of whole slices or regions
+    chunks = tuple(1 if ax == axis else next(region) for ax in range(len(spatial)))
     arrays = {"labels": tmps[out] / "0"}
     if plan["mode"] in ("linked", "2d"):
         arrays["local"] = tmps[out] / "_local"
@@ -227,11 +234,20 @@ def _input_for_blocks(client, volume, spec, tmp, on_message) -> str:
 
 def _run_blocks(client, spec, plan, retries, on_block):
     """Every block as a task; returns their records in block order, and their futures."""
-    futures = [client.submit(cluster_tasks.run_block, spec, block, retries=retries, pure=False)
-               for block in plan["blocks"]]
-    regions = {future.key: f"the block of slices {a}-{b - 1}" for future, (a, b) in zip(futures, plan["blocks"])}
-    results = _collect(client, futures, regions, retries, on_done=on_block)
+    tasks = [(block, r) for block in plan["blocks"] for r in range(len(plan["regions"]))]
+    futures = [client.submit(cluster_tasks.run_block, spec, block, r, retries=retries, pure=False)
+               for block, r in tasks]
+    names = {future.key: f"the block of slices {a}-{b - 1}" + _region_name(plan, r)
+             for future, ((a, b), r) in zip(futures, tasks)}
+    results = _collect(client, futures, names, retries, on_done=on_block)
     return [results[future.key] for future in futures], futures
+
+
+def _region_name(plan, r) -> str:
+    if len(plan["regions"]) == 1:
+        return ""
+    y, x = plan["regions"][r]
+    return f", y {y.start}-{y.stop - 1}, x {x.start}-{x.stop - 1}"
 
 
 def _join(client, spec, plan, records, block_futures, cfg, retries) -> float:

@@ -15,7 +15,7 @@ import time
 import numpy as np
 
 from napari_unet.core.blocks import (
-    BlockLabels, BlockOutput, block_config, block_extent, face_links, in_unit, slab_slice, unit_record,
+    BlockLabels, BlockOutput, block_config, block_extent, face_links, in_unit, region_tiles, slab_slice, unit_record,
     unit_slab_plan, unit_zone, zone_counts,
 )
 from napari_unet.runtime.worker import MODEL_CACHE, _stderr_to_log, load_model_cached
@@ -114,8 +114,34 @@ def _extent_of(volume, spec, extent):
     return volume[(slice(None),) * real + (slice(*extent),)]
 
 
-def run_block(spec: dict, block: tuple) -> dict:
-    """Predict one block (and its halo) into the outputs; returns what joining needs and timings."""
+def _window_of(volume, spec, window):
+    """The input's Y/X ``window`` of each slice (lazy); the whole slices when None."""
+    if window is None:
+        return volume
+    in_slice = [ax for ax in range(len(spec["spatial_shape"])) if ax != spec["axis"]]
+    real = [ax for ax in range(len(volume.shape)) if ax != spec["channel_axis"]]
+    index = [slice(None)] * len(volume.shape)
+    for ax, w in zip(in_slice, window):
+        index[real[ax]] = w
+    return volume[tuple(index)]
+
+
+def _region_tiles(spec, cfg, meta, region_index):
+    """(window, model tiles) of a Y/X region's block; (None, None) for whole slices."""
+    from napari_unet.core.bundle import model_config_of
+    from napari_unet.core.predict_read import slice_shape
+    from napari_unet.core.tiling import tile_slices
+
+    if len(spec["plan"]["regions"]) == 1:
+        return None, None
+    shape = slice_shape(spec["spatial_shape"], spec["axis"])
+    tiles = tile_slices(shape, cfg.tile_size, cfg.tile_overlap, model_config_of(meta).size_multiple)
+    return region_tiles(tiles, spec["plan"]["regions"][region_index])
+
+
+def run_block(spec: dict, block: tuple, region_index: int = 0) -> dict:
+    """Predict one block (and its halo; for classes, Y/X region ``region_index`` of its slices)
+    into the outputs; returns what joining needs and timings."""
     import dask
 
     from napari_unet.core.config import PredictConfig
@@ -128,18 +154,21 @@ def run_block(spec: dict, block: tuple) -> dict:
         volume, arrays = _open(spec)
         model, meta = _model(spec["model_dir"])
         cfg = block_config(PredictConfig.from_dict(spec["cfg"]), plan, extent)
-        labels = _labels_output(spec, arrays, extent, block, timer)
+        window, tiles = _region_tiles(spec, cfg, meta, region_index)
+        region = plan["regions"][region_index] if window is not None else None
+        labels = _labels_output(spec, arrays, extent, block, timer, region, window)
         units = _UnitWriter(spec, block, timer) if plan["mode"] == "3d" else None
         probs = None
         if "probs" in arrays:
-            probs = BlockOutput(_TimedWrites(arrays["probs"], timer), axis, extent, block, spec["spatial_shape"])
+            probs = BlockOutput(_TimedWrites(arrays["probs"], timer), axis, extent, block, spec["spatial_shape"],
+                                region, window)
         options = None if units is None else {"plan": unit_slab_plan(plan, extent), "tile_sink": units}
         predict = bundle_predictor(_TimedModel(model, timer), dict(meta, normalization=spec["normalization"]), cfg,
                                    channel_axis=spec["channel_axis"], out_labels=labels, out_probs=probs,
-                                   objects_options=options)
-        for _ in predict(_TimedReads(_extent_of(volume, spec, extent), timer)):
+                                   objects_options=options, tiles=tiles)
+        for _ in predict(_TimedReads(_window_of(_extent_of(volume, spec, extent), spec, window), timer)):
             pass
-    record = {"block": tuple(block)}
+    record = {"block": tuple(block), "region": region_index}
     if units is not None:
         record["units"] = units.records
     elif isinstance(labels, BlockLabels):
@@ -148,13 +177,13 @@ def run_block(spec: dict, block: tuple) -> dict:
     return record
 
 
-def _labels_output(spec, arrays, extent, block, timer):
+def _labels_output(spec, arrays, extent, block, timer, region=None, window=None):
     """Objects per slice go to the scratch array of block ids (relabelled once all blocks are
     joined), classes straight into the output; 3-D objects write units (``_UnitWriter``), no slice."""
     axis, shape, mode = spec["axis"], spec["spatial_shape"], spec["plan"]["mode"]
     if mode in ("linked", "2d"):
         return BlockLabels(_TimedWrites(arrays["local"], timer), axis, extent, block, shape)
-    return BlockOutput(_TimedWrites(arrays["labels"], timer), axis, extent, block, shape)
+    return BlockOutput(_TimedWrites(arrays["labels"], timer), axis, extent, block, shape, region, window)
 
 
 def _unit_path(spec, unit):
