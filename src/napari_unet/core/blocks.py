@@ -44,30 +44,27 @@ AUTO_REGION = 2048
 
 def block_plan(cfg, spatial_shape, axis, disk_room=0, budget=MEMORY_BUDGET, block_yx=0) -> dict:
     """Blocks of slices along ``axis``: ``blocks`` [(start, stop)], ``halo``, object ``mode``
-    (None for classes) and ``n_slices``. 3-D objects: the blocks are the slabs one process
-    would use (``disk_room``: free bytes for its planes, as ``slab_store.disk_room``; ``budget``:
-    its ``memory_budget``), with
-    ``slab`` (its ``slab_plan``), ``slice_shape`` and ``tiles`` (core and window of each Y/X
-    tile, one tile of the whole slice when slabs are not tiled). ``regions``: the Y/X regions of
-    a slice (``yx_regions`` of ``block_yx``; one whole slice for objects)."""
-    n = n_slices_along(spatial_shape, axis)
+    (None for classes), ``n_slices`` and ``regions``, the Y/X regions of a slice (``yx_regions``
+    of ``block_yx``; the whole slice for objects). 3-D objects: the blocks are the slabs one
+    process would use (``disk_room``: free bytes for its planes, as ``slab_store.disk_room``;
+    ``budget``: its ``memory_budget``), with ``slab`` (its ``slab_plan``), ``slice_shape`` and
+    ``tiles`` (core and window of each Y/X tile; one tile when slabs are whole slices)."""
+    n, shape = n_slices_along(spatial_shape, axis), slice_shape(spatial_shape, axis)
     mode = None
     if cfg.output == "instances":
         mode = object_mode(cfg.objects, object_sampling(cfg, axis), axis)
-    plan = {"halo": 0, "mode": mode, "n_slices": n}
+        if block_yx:
+            raise ValueError(f"Y/X blocks (block_yx={block_yx}) are for classes and probabilities; objects "
+                             "need whole slices in a block: leave block_yx at 0.")
+    plan = {"halo": 0, "mode": mode, "n_slices": n,
+            "regions": yx_regions(shape, block_yx) if mode is None else yx_regions(shape, max(shape))}
     size = cfg.block_slices
     if mode == "3d":
-        shape = slice_shape(spatial_shape, axis)
         slab = slab_plan(shape, cfg.block_slices, cfg.halo, budget=budget, disk_room=disk_room)
         size = slab["core_slices"]
-        tiles = _tiles(shape, slab["tile"], slab["tile_halo"])
-        plan.update(halo=slab["halo"], slab=slab, slice_shape=shape, tiles=tiles)
+        plan.update(halo=slab["halo"], slab=slab, slice_shape=shape,
+                    tiles=_tiles(shape, slab["tile"], slab["tile_halo"]))
     plan["blocks"] = [(a, min(a + size, n)) for a in range(0, n, size)]
-    shape = slice_shape(spatial_shape, axis)
-    if mode is not None and block_yx:
-        raise ValueError(f"Y/X blocks (block_yx={block_yx}) are for classes and probabilities; objects need "
-                         "whole slices in a block: leave block_yx at 0.")
-    plan["regions"] = yx_regions(shape, block_yx) if mode is None else yx_regions(shape, max(shape))
     return plan
 
 
