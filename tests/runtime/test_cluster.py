@@ -193,6 +193,22 @@ def test_workers_zero_is_refused_by_the_options(tiny, capsys):
     assert capsys.readouterr().err.strip() == "napari-unet predict: error: workers must be between 1 and 1024, got 0"
 
 
+def test_cli_on_a_running_scheduler_gives_the_single_process_labels_and_leaves_it_running(tiny, client, capsys):
+    """--scheduler: the module's cluster stands for one started elsewhere; the command closes its
+    own connection only, never the cluster or its workers."""
+    import os
+
+    folder, _ = tiny
+    pids = client.run(os.getpid)
+    out = folder / "on_scheduler.zarr"
+    assert main(["predict", "--model", str(folder / "model"), "--image", str(folder / "vol.tif"), "--out", str(out),
+                 "--scheduler", client.scheduler.address, "--block-slices", "4"]) == 0
+    assert "3 block(s) of slices on 2 worker(s)" in capsys.readouterr().out
+    np.testing.assert_array_equal(np.asarray(omezarr.open_lazy(out)[0]), _single(folder, PredictConfig(block_slices=4)))
+    assert client.run(os.getpid) == pids  # the same worker processes, still there
+    assert client.submit(sum, [1, 2]).result() == 3  # and the scheduler still takes work
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="local cluster start-up")
 def test_cli_workers_write_an_ome_zarr_with_the_input_scale(tiny, capsys):
     folder, _ = tiny
