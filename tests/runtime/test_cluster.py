@@ -4,6 +4,7 @@ process, the model loaded once per worker, objects joined across blocks, one-lin
 One module-scoped cluster of 2 worker processes serves most tests (starting one takes seconds);
 this process never imports Keras: the model is trained in a spawned worker."""
 
+import os
 import re
 import shutil
 import sys
@@ -145,6 +146,14 @@ def test_a_zarr_of_one_chunk_is_rechunked_and_said_once(tiny, client, monkeypatc
     assert len([s for s in said if "rechunking" in s]) == 1, said
     np.testing.assert_array_equal(np.asarray(omezarr.open_lazy(out)[0]), _single(folder, PredictConfig()))
     assert not list(folder.glob("*.partial.zarr"))
+
+
+@pytest.mark.skipif(not hasattr(os, "getpgid"), reason="process groups")
+def test_local_workers_leave_the_terminals_process_group(client):
+    """Ctrl-C in a terminal reaches its whole process group; the command stops gracefully, and a
+    worker that died of it would lose its running block."""
+    groups = client.run(lambda: (os.getpid(), os.getpgid(0)))
+    assert all(pid == group != os.getpgid(0) for pid, group in groups.values()), groups
 
 
 def test_a_failing_block_is_one_line_naming_its_slices(tiny, client):

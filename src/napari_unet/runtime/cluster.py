@@ -69,7 +69,7 @@ def connect(scheduler: str | None = None, workers: int | None = None):
         warnings.filterwarnings("ignore", message="Port .* is already in use", category=UserWarning)
         cluster = LocalCluster(n_workers=int(workers or 1), threads_per_worker=1, processes=True,
                                dashboard_address=None, silence_logs=logging.ERROR,
-                               env=_worker_env(int(workers or 1), log))
+                               env=_worker_env(int(workers or 1), log), preload=[cluster_tasks.__name__])
     try:
         with cluster, Client(cluster) as client:
             yield client

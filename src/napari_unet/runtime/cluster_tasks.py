@@ -18,7 +18,7 @@ from napari_unet.core.blocks import (
     BlockLabels, BlockOutput, block_config, block_extent, face_links, in_unit, region_tiles, slab_slice, unit_record,
     unit_slab_plan, unit_zone, zone_counts,
 )
-from napari_unet.runtime.worker import MODEL_CACHE, _stderr_to_log, load_model_cached
+from napari_unet.runtime.worker import MODEL_CACHE, _stderr_to_log, leave_terminal_signals, load_model_cached
 
 MODEL_LOADS = 0  # model folders this worker process loaded (the tests count them)
 # Set for local clusters: the log file the workers' stderr (TensorFlow's start-up lines) goes to,
@@ -260,3 +260,11 @@ def run_relabel(spec: dict, block: tuple, lookup) -> float:
         for i in range(*block):
             labels[_along(axis, i)] = lookup[local[_along(axis, i)]]
     return time.perf_counter() - started
+
+
+def dask_setup(worker) -> None:
+    """Run by each worker of a local cluster as it starts (``cluster.connect`` preloads this
+    module): like the one-process worker, it leaves the terminal's process group, so that Ctrl-C,
+    SIGTERM and SIGHUP reach the command alone, which stops gracefully; a worker they ended would
+    lose its running block halfway through. (An orphaned worker still ends: dask closes it.)"""
+    leave_terminal_signals()
