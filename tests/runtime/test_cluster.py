@@ -7,6 +7,7 @@ this process never imports Keras: the model is trained in a spawned worker."""
 import os
 import re
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -205,8 +206,6 @@ def test_workers_zero_is_refused_by_the_options(tiny, capsys):
 def test_cli_on_a_running_scheduler_gives_the_single_process_labels_and_leaves_it_running(tiny, client, capsys):
     """--scheduler: the module's cluster stands for one started elsewhere; the command closes its
     own connection only, never the cluster or its workers."""
-    import os
-
     folder, _ = tiny
     pids = client.run(os.getpid)
     out = folder / "on_scheduler.zarr"
@@ -239,6 +238,108 @@ def test_probabilities_on_the_cluster_are_those_of_one_process(tiny, client):
     _, labels, probs, _ = predict_with_progress(engine.LazyFile(str(folder / "vol.tif")), folder / "model", cfg)
     np.testing.assert_allclose(np.asarray(omezarr.open_lazy(folder / "p.ome.zarr")[0]), probs, atol=1e-6)
     assert not omezarr.open_lazy(folder / "p.ome.zarr")[1]["labels_marked"]
+
+
+@pytest.fixture
+def slow_blocks(client):
+    """Each block on the module's workers takes half a second longer: the tiny blocks take
+    milliseconds, so a signal after the first one would otherwise find every block finished."""
+    def slow(seconds):
+        import time
+
+        from napari_unet.runtime import cluster_tasks as tasks
+
+        real = getattr(tasks.run_block, "unslowed", tasks.run_block)
+
+        def run_block(spec, block, *region):
+            time.sleep(seconds)
+            return real(spec, block, *region)
+
+        run_block.unslowed = real
+        tasks.run_block = run_block if seconds else real
+
+    client.run(slow, 0.5)
+    yield
+    client.run(slow, 0)
+
+
+def _signalled_after_first_block(monkeypatch, signum):
+    """The command's cluster prediction gets ``signum``, as from the terminal, once its first block is done."""
+    real = cluster.predict_distributed
+
+    def predict(*args, on_block, **kwargs):
+        def on_block_then_signal(done, total):
+            on_block(done, total)
+            if done == 1:
+                os.kill(os.getpid(), signum)
+
+        return real(*args, on_block=on_block_then_signal, **kwargs)
+
+    monkeypatch.setattr(cluster, "predict_distributed", predict)
+
+
+def _predict_cli(folder, client, out, *options):
+    return main(["predict", "--model", str(folder / "model"), "--image", str(folder / "vol.tif"), "--out", str(out),
+                 "--scheduler", client.scheduler.address, "--block-slices", "2", *options])
+
+
+def test_a_signal_keeps_the_finished_blocks_slices_as_one_process_has_them(tiny, client, slow_blocks, capsys,
+                                                                          monkeypatch):
+    """Ctrl-C: no block starts any more, the running ones finish; their slices are kept (the others 0)
+    under the incomplete names, as one process keeps its finished slices."""
+    folder, _ = tiny
+    _signalled_after_first_block(monkeypatch, signal.SIGINT)
+    out, prob = folder / "stopped.ome.zarr", folder / "stopped_prob.zarr"
+    assert _predict_cli(folder, client, out, "--prob", str(prob)) == 128 + signal.SIGINT
+    captured = capsys.readouterr()
+    assert captured.err.strip().splitlines()[-1] == "napari-unet predict: stopped by Ctrl-C."
+    line = [s for s in captured.out.splitlines() if s.startswith("Cancelled after")]
+    assert len(line) == 1 and "(the other slices are 0)" in line[0] and "not written" in line[0], captured.out
+    kept_labels, kept_probs = folder / "stopped.ome.incomplete.zarr", folder / "stopped_prob.incomplete.zarr"
+    assert str(kept_labels) in line[0] and str(kept_probs) in line[0]
+    assert not out.exists() and not prob.exists() and not list(folder.glob("stopped*.partial.zarr"))
+
+    ranges = re.search(r"the finished slices \(([\d, -]+)\)", line[0]).group(1)
+    done = np.zeros(12, bool)
+    for part in ranges.split(", "):
+        first, _, last = part.partition("-")
+        done[int(first): int(last or first) + 1] = True
+    assert 0 < done.sum() < 12 and f"after {done.sum()} of 12 slices" in line[0]
+    cfg = PredictConfig(block_slices=2, return_probabilities=True)
+    _, single, single_probs, _ = predict_with_progress(engine.LazyFile(str(folder / "vol.tif")), folder / "model", cfg)
+    labels, probs = np.asarray(omezarr.open_lazy(kept_labels)[0]), np.asarray(omezarr.open_lazy(kept_probs)[0])
+    np.testing.assert_array_equal(labels[done], single[done])
+    np.testing.assert_allclose(probs[done], single_probs[done], atol=1e-6)
+    assert labels[~done].max() == 0 and probs[~done].max() == 0
+    assert len(client.run(os.getpid)) == 2  # the cluster the command did not start is left running
+
+
+def test_a_signal_during_an_objects_run_keeps_nothing(tiny, client, slow_blocks, capsys, monkeypatch):
+    folder, _ = tiny
+    _signalled_after_first_block(monkeypatch, signal.SIGTERM)
+    out = folder / "stopped_objects.zarr"
+    assert _predict_cli(folder, client, out, "--output", "instances", "--halo", "2") == 128 + signal.SIGTERM
+    captured = capsys.readouterr()
+    assert captured.err.strip().splitlines()[-1] == "napari-unet predict: stopped by SIGTERM."
+    line = [s for s in captured.out.splitlines() if s.startswith("Cancelled")]
+    assert len(line) == 1 and "objects need every block joined, so nothing was written" in line[0], captured.out
+    assert f"the temporary folder {out}.partial.zarr was removed" in line[0]
+    assert not out.exists() and not (folder / "stopped_objects.zarr.partial.zarr").exists()
+
+
+def test_the_line_of_a_stopped_run_names_finished_y_x_regions_of_a_block():
+    from types import SimpleNamespace
+
+    from napari_unet.cli.commands import _kept_of_cluster
+
+    finals = {Path("o.zarr"): Path("o.zarr.partial.zarr")}
+    summary = {"n_regions": 4, "n_slices": 12, "kept": {Path("o.zarr"): Path("o.incomplete.zarr")},
+               "done": [((0, 2), r) for r in range(4)] + [((2, 4), 0)] + [((4, 6), r) for r in range(4)]
+               + [((8, 10), 3)]}
+    assert _kept_of_cluster(summary, finals, SimpleNamespace(output="labels")) == (
+        "Cancelled after 4 of 12 slices: the finished parts (slices 0-1, 4-5; slices 2-3 in 1 of their 4 Y/X "
+        "regions; slices 8-9 in 1 of their 4 Y/X regions) are in o.incomplete.zarr (the rest is 0); o.zarr was not "
+        "written.")
 
 
 def test_a_worker_killed_mid_run_leaves_a_correct_output(tiny, client):

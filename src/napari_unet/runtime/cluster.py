@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
 import time
 import warnings
 from contextlib import contextmanager
@@ -32,7 +33,7 @@ from napari_unet.core.slab_store import disk_room
 from napari_unet.core.bundle import read_bundle_meta
 from napari_unet.core.predict_read import choose_normalization
 from napari_unet.io import images, leftovers, omezarr
-from napari_unet.runtime import cluster_tasks
+from napari_unet.runtime import cluster_tasks, interrupts
 from napari_unet.runtime.logs import new_log_path
 
 CONNECT_TIMEOUT_S = 5  # an unreachable scheduler fails after this, instead of hanging
@@ -42,6 +43,8 @@ WORKER_MODULES = ("napari_unet.runtime.cluster_tasks", "keras", "zarr")
 # Input chunks holding several slices and more than this are rechunked to one slice per chunk
 # first: otherwise every slice read decodes the whole chunk.
 RECHUNK_BYTES = 64 * 2**20
+POLL_S = 0.1  # while blocks run, signals are answered within this
+STOP_FILE = "_stop"  # in the output's temporary folder once a signal stopped the run: no block starts any more
 
 
 class ClusterError(RuntimeError):
@@ -102,7 +105,7 @@ def _worker_env(workers: int, log) -> dict:
 
 def predict_distributed(image, model_dir, out, cfg, *, client, prob=None, channel_axis=None, retries: int = 2,
                         block_yx: int = 0, scale=None, axes=None, units=None, on_message=print,
-                        on_block=None) -> dict:
+                        on_block=None, keep=None) -> dict:
     """Segment the image file ``image`` (TIFF, zarr, OME-Zarr) with the model folder ``model_dir``
     on ``client``'s cluster into ``out`` (``.zarr``, ``.ome.zarr`` or ``.tif``; never replaced),
     and the probabilities into ``prob`` if given. ``scale``, ``axes`` and ``units`` (of the
@@ -112,9 +115,17 @@ def predict_distributed(image, model_dir, out, cfg, *, client, prob=None, channe
 
     Returns ``n_blocks`` (of slices), ``n_regions`` (Y/X regions of a block of classes), ``n_tiles``
     (Y/X tiles of a block's 3-D objects), ``n_workers``,
-    ``seconds``, ``merge_seconds`` and per block ``blocks``
-    (slices and seconds reading, predicting, writing, in all). Failures raise ``ClusterError``
-    (one line), bad input ``ValueError`` before any block runs."""
+    ``seconds``, ``merge_seconds``, per block ``blocks``
+    (slices and seconds reading, predicting, writing, in all) and ``stopped`` (None). Failures
+    raise ``ClusterError`` (one line), bad input ``ValueError`` before any block runs.
+
+    Inside ``interrupts.handled`` (the command line), a first Ctrl-C, SIGTERM or SIGHUP while the
+    blocks run stops the run: no block starts any more, the running ones finish. Classes and
+    probabilities then keep the finished blocks' parts (the rest is 0) in ``keep(path)`` of
+    each output (default: the output itself); objects need every block joined and keep nothing.
+    The summary's ``stopped`` is then the signal, ``done`` the finished ``(block, region index)``,
+    ``kept`` the outputs written, ``n_slices`` the slices in all. A second Ctrl-C raises
+    ``interrupts.Interrupted`` at once, keeping nothing."""
     started = time.perf_counter()
     finals = {Path(out): True, **({Path(prob): False} if prob else {})}
     meta = read_bundle_meta(model_dir)
@@ -130,10 +141,17 @@ def predict_distributed(image, model_dir, out, cfg, *, client, prob=None, channe
     try:
         spec = _spec(image, model_dir, cfg, plan, axis, spatial, channel_axis, normalization, tmps, finals)
         spec["image"] = _input_for_blocks(client, volume, spec, tmps[Path(out)], on_message)
-        records, futures = _run_blocks(client, spec, plan, retries, on_block)
-        merge = _join(client, spec, plan, records, futures, cfg, retries) if plan["mode"] else 0.0
-        for path, tmp in tmps.items():
-            omezarr.finish_output(tmp, path, scale=scale, axes=axes, labels=finals[path])
+        records, futures, stopped = _run_blocks(client, spec, plan, retries, on_block,
+                                                tmps[Path(out)] / STOP_FILE, on_message)
+        if stopped is None:
+            merge = _join(client, spec, plan, records, futures, cfg, retries) if plan["mode"] else 0.0
+            for path, tmp in tmps.items():
+                omezarr.finish_output(tmp, path, scale=scale, axes=axes, labels=finals[path])
+            extra = {"stopped": None}
+        else:
+            merge, done = 0.0, [task for task, record in zip(_tasks(plan), records) if record is not None]
+            extra = {"stopped": stopped, "done": done, "n_slices": spatial[axis] if axis is not None else 1,
+                     "kept": _keep_stopped(tmps, finals, done, plan, keep, scale, axes)}
     finally:
         for tmp in tmps.values():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -141,7 +159,20 @@ def predict_distributed(image, model_dir, out, cfg, *, client, prob=None, channe
             "n_tiles": len(plan.get("tiles", [None])),
             "n_workers": len(client.scheduler_info()["workers"]),
             "seconds": time.perf_counter() - started, "merge_seconds": merge,
-            "blocks": [{"slices": list(r["block"]), **r["seconds"]} for r in records]}
+            "blocks": [{"slices": list(r["block"]), **r["seconds"]} for r in records if r is not None], **extra}
+
+
+def _keep_stopped(tmps, finals, done, plan, keep, scale, axes) -> dict:
+    """A stopped run's outputs, ``{asked path: where it went}``: the finished blocks' parts of
+    classes and probabilities; nothing for objects (their ids need every block) or no finished block."""
+    if plan["mode"] or not done:
+        return {}
+    kept = {}
+    for path, tmp in tmps.items():
+        (tmp / STOP_FILE).unlink(missing_ok=True)
+        kept[path] = Path(keep(path)) if keep is not None else path
+        omezarr.finish_output(tmp, kept[path], scale=scale, axes=axes, labels=finals[path])
+    return kept
 
 
 def _refuse(cfg, finals, spatial) -> None:
@@ -232,15 +263,47 @@ def _input_for_blocks(client, volume, spec, tmp, on_message) -> str:
     return str(target)
 
 
-def _run_blocks(client, spec, plan, retries, on_block):
-    """Every block as a task; returns their records in block order, and their futures."""
-    tasks = [(block, r) for block in plan["blocks"] for r in range(len(plan["regions"]))]
-    futures = [client.submit(cluster_tasks.run_block, spec, block, r, retries=retries, pure=False)
+def _run_blocks(client, spec, plan, retries, on_block, stop_file, on_message):
+    """Every block (region of a block) as a task; returns their records in ``_tasks`` order (None for
+    one a signal kept from starting), their futures, and the signal that stopped the run (None)."""
+    tasks = _tasks(plan)
+    futures = [client.submit(cluster_tasks.run_block_unless_stopped, spec, block, r, str(stop_file),
+                             retries=retries, pure=False)
                for block, r in tasks]
     names = {future.key: f"the block of slices {a}-{b - 1}" + _region_name(plan, r)
              for future, ((a, b), r) in zip(futures, tasks)}
-    results = _collect(client, futures, names, retries, on_done=on_block)
-    return [results[future.key] for future in futures], futures
+    stop = _StopOnSignal(stop_file, on_message)
+    try:
+        with interrupts.deferred():
+            results = _collect(client, futures, names, retries, on_done=on_block, stop=stop)
+    except interrupts.Interrupted:
+        client.cancel(futures)
+        raise
+    return [results[future.key] for future in futures], futures, stop.signum
+
+
+def _tasks(plan) -> list:
+    """``(block, region index)`` of every block task, in order."""
+    return [(block, r) for block in plan["blocks"] for r in range(len(plan["regions"]))]
+
+
+class _StopOnSignal:
+    """Asked while the blocks run, signals deferred (``runtime.interrupts``): the first signal
+    creates ``stop_file``, after which no block starts (``cluster_tasks.run_block_unless_stopped``)
+    while the running ones finish, whole; a second Ctrl-C raises ``Interrupted`` at once."""
+
+    def __init__(self, stop_file, on_message):
+        self.stop_file, self.on_message, self.signum = Path(stop_file), on_message, None
+
+    def __call__(self) -> None:
+        for signum in interrupts.take():
+            if self.signum is None:
+                self.signum = signum
+                self.stop_file.touch()
+                self.on_message(f"{interrupts.signal_name(signum)}: stopping once the running blocks finish; no "
+                                "other block starts (Ctrl-C again to stop at once, keeping nothing)...")
+            elif signum == signal.SIGINT:
+                raise interrupts.Interrupted(signum)
 
 
 def _region_name(plan, r) -> str:
@@ -291,21 +354,37 @@ def _join_faces(client, spec, plan, records, block_futures, retries) -> list:
     return join_blocks(records, faces)
 
 
-def _collect(client, futures, regions, retries, on_done=None) -> dict:
+def _collect(client, futures, regions, retries, on_done=None, stop=None) -> dict:
     """Results by future key, as they finish; the first failure (after dask's retries) raises
-    ``ClusterError`` naming its region, and the other tasks are cancelled."""
+    ``ClusterError`` naming its region, and the other tasks are cancelled. ``on_done(n, total)``
+    follows the tasks that returned something (not None); ``stop()``, if given, is called at least
+    every ``POLL_S`` meanwhile."""
     from distributed import as_completed
 
-    results = {}
-    for future in as_completed(futures):
+    results, returned = {}, 0
+    for future in as_completed(futures) if stop is None else _polling(futures, stop):
         if future.status != "finished":
             exc = future.exception()
             client.cancel(futures)
             raise ClusterError(_failure_line(exc, regions[future.key], retries)) from None
         results[future.key] = future.result()
-        if on_done is not None:
-            on_done(len(results), len(futures))
+        returned += results[future.key] is not None
+        if on_done is not None and results[future.key] is not None:
+            on_done(returned, len(futures))
     return results
+
+
+def _polling(futures, poll):
+    """``futures`` as they finish, calling ``poll()`` at least every ``POLL_S`` meanwhile."""
+    from distributed import as_completed
+
+    finishing = as_completed(futures)
+    while not finishing.is_empty():
+        poll()
+        batch = finishing.next_batch(block=False)
+        if not batch:
+            time.sleep(POLL_S)
+        yield from batch
 
 
 def _failure_line(exc, region, retries) -> str:

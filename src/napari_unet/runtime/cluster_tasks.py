@@ -262,6 +262,15 @@ def run_relabel(spec: dict, block: tuple, lookup) -> float:
     return time.perf_counter() - started
 
 
+def run_block_unless_stopped(spec: dict, block: tuple, region_index: int, stop_file: str):
+    """``run_block``, unless the run was stopped before the block began (``stop_file`` exists,
+    ``cluster._StopOnSignal``): then None, and its part of the output stays 0. A block that began
+    runs whole, so a stopped run keeps whole blocks (regions of blocks) only."""
+    if os.path.exists(stop_file):
+        return None
+    return run_block(spec, block, region_index)
+
+
 def dask_setup(worker) -> None:
     """Run by each worker of a local cluster as it starts (``cluster.connect`` preloads this
     module): like the one-process worker, it leaves the terminal's process group, so that Ctrl-C,
