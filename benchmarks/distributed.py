@@ -194,7 +194,7 @@ def stages(summary) -> dict:
     return total
 
 
-def throughput(folder: Path, size_gb: float, slice_size: int, block_slices: int) -> list:
+def throughput(folder: Path, size_gb: float, slice_size: int, block_slices: int, output: str = "labels") -> list:
     n_slices = max(1, round(size_gb * GB / slice_size**2))
     stack = folder / "stack.tif"
     log(f"writing {n_slices} slices of {slice_size} x {slice_size} ({size_gb:g} GB) to {stack}")
@@ -202,25 +202,27 @@ def throughput(folder: Path, size_gb: float, slice_size: int, block_slices: int)
     import _keras_tasks as tasks
 
     with keras_helper() as helper:
-        model = helper.submit(tasks.make_tiny_bundle, str(folder / "tiny-model")).result()
-    cfg = PredictConfig(block_slices=block_slices)
+        make = tasks.make_tiny_instance_bundle if output == "instances" else tasks.make_tiny_bundle
+        model = helper.submit(make, str(folder / "tiny-model")).result()
+    cfg = PredictConfig(output=output, block_slices=block_slices)
     log("one process")
     rows, reference = [], single(stack, model, cfg, folder / "single.zarr")
-    rows.append(_throughput_row("one process (engine)", reference, n_slices, stack, None))
+    rows.append(_throughput_row("one process (engine)", reference, n_slices, stack, None, output))
     for workers in (1, 2):
         log(f"local cluster of {workers} worker(s)")
         with cluster.connect(workers=workers) as client:
             run = on_cluster(client, stack, model, cfg, folder / "cluster.zarr")
-        rows.append(_throughput_row(f"{workers} worker(s)", run, n_slices, stack, reference["out"]))
+        rows.append(_throughput_row(f"{workers} worker(s)", run, n_slices, stack, reference["out"], output))
         shutil.rmtree(run["out"], ignore_errors=True)
     shutil.rmtree(reference["out"], ignore_errors=True)
     stack.unlink()
     return rows
 
 
-def _throughput_row(name, run, n_slices, stack, reference) -> dict:
-    row = {"run": name, "slices": n_slices, "size_gb": stack.stat().st_size / GB, "seconds": run["seconds"],
-           "mb_per_s": stack.stat().st_size / MB / run["seconds"], "peak_rss_mb": run["peak_rss_mb"]}
+def _throughput_row(name, run, n_slices, stack, reference, output) -> dict:
+    row = {"run": name, "output": output, "slices": n_slices, "size_gb": stack.stat().st_size / GB,
+           "seconds": run["seconds"], "mb_per_s": stack.stat().st_size / MB / run["seconds"],
+           "peak_rss_mb": run["peak_rss_mb"]}
     if reference is not None:
         summary = run["summary"]
         row.update(blocks=summary["n_blocks"], stages=stages(summary),
@@ -251,7 +253,8 @@ def report(equal_rows, speed_rows) -> str:
           if r["output"] == "instances" else "-",
           f"{r['single_s']:.1f}", f"{r['cluster_s']:.1f}", f"{r['merge_s']:.1f}" if r["merge_s"] else "-"]
          for r in equal_rows])
-    text += "\n\n### (b) throughput, classes, lazily read uint8 TIFF\n\n" + markdown_table(
+    what = "3-D objects" if speed_rows[0].get("output") == "instances" else "classes"
+    text += f"\n\n### (b) throughput, {what}, lazily read uint8 TIFF\n\n" + markdown_table(
         ["run", "stack (GB)", "slices", "blocks", "seconds", "MB/s", "peak RSS per worker (MB)",
          "block time: read / predict / write / other (s)", "differing voxels vs one process"],
         [[r["run"], f"{r['size_gb']:.3g}", r["slices"], r.get("blocks", "-"), f"{r['seconds']:.1f}",
@@ -276,6 +279,8 @@ def main(argv=None) -> int:
     parser.add_argument("--tmp", type=Path, default=None, help="folder for temporary files")
     parser.add_argument("--out", type=Path, default=Path("bench_output"))
     parser.add_argument("--throughput-only", action="store_true", help="skip (a), the equivalence on small stacks")
+    parser.add_argument("--throughput-output", choices=("labels", "instances"), default="labels",
+                        help="(b) segments classes (default) or 3-D objects of a tiny instance model")
     args = parser.parse_args(argv)
     folder = Path(tempfile.mkdtemp(prefix="napari-unet-distributed-", dir=args.tmp))
     started = time.perf_counter()
@@ -285,7 +290,7 @@ def main(argv=None) -> int:
             with cluster.connect(workers=2) as client:
                 equal_rows = equivalence(client, args.data, folder, args.train_seconds, args.block_slices,
                                          args.model)
-        speed_rows = throughput(folder, args.size_gb, args.slice_size, args.block_slices)
+        speed_rows = throughput(folder, args.size_gb, args.slice_size, args.block_slices, args.throughput_output)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     text = report(equal_rows, speed_rows)

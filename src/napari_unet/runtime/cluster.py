@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import signal
 import time
 import warnings
 from contextlib import contextmanager
@@ -34,6 +33,7 @@ from napari_unet.core.bundle import read_bundle_meta
 from napari_unet.core.predict_read import choose_normalization
 from napari_unet.io import images, leftovers, omezarr
 from napari_unet.runtime import cluster_tasks, interrupts
+from napari_unet.runtime.cluster_stop import STOP_FILE, StopOnSignal, keep_stopped, polling
 from napari_unet.runtime.logs import new_log_path
 
 CONNECT_TIMEOUT_S = 5  # an unreachable scheduler fails after this, instead of hanging
@@ -43,8 +43,6 @@ WORKER_MODULES = ("napari_unet.runtime.cluster_tasks", "keras", "zarr")
 # Input chunks holding several slices and more than this are rechunked to one slice per chunk
 # first: otherwise every slice read decodes the whole chunk.
 RECHUNK_BYTES = 64 * 2**20
-POLL_S = 0.1  # while blocks run, signals are answered within this
-STOP_FILE = "_stop"  # in the output's temporary folder once a signal stopped the run: no block starts any more
 
 
 class ClusterError(RuntimeError):
@@ -151,7 +149,7 @@ def predict_distributed(image, model_dir, out, cfg, *, client, prob=None, channe
         else:
             merge, done = 0.0, [task for task, record in zip(_tasks(plan), records) if record is not None]
             extra = {"stopped": stopped, "done": done, "n_slices": spatial[axis] if axis is not None else 1,
-                     "kept": _keep_stopped(tmps, finals, done, plan, keep, scale, axes)}
+                     "kept": keep_stopped(tmps, finals, done, plan, keep, scale, axes)}
     finally:
         for tmp in tmps.values():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -160,19 +158,6 @@ def predict_distributed(image, model_dir, out, cfg, *, client, prob=None, channe
             "n_workers": len(client.scheduler_info()["workers"]),
             "seconds": time.perf_counter() - started, "merge_seconds": merge,
             "blocks": [{"slices": list(r["block"]), **r["seconds"]} for r in records if r is not None], **extra}
-
-
-def _keep_stopped(tmps, finals, done, plan, keep, scale, axes) -> dict:
-    """A stopped run's outputs, ``{asked path: where it went}``: the finished blocks' parts of
-    classes and probabilities; nothing for objects (their ids need every block) or no finished block."""
-    if plan["mode"] or not done:
-        return {}
-    kept = {}
-    for path, tmp in tmps.items():
-        (tmp / STOP_FILE).unlink(missing_ok=True)
-        kept[path] = Path(keep(path)) if keep is not None else path
-        omezarr.finish_output(tmp, kept[path], scale=scale, axes=axes, labels=finals[path])
-    return kept
 
 
 def _refuse(cfg, finals, spatial) -> None:
@@ -272,7 +257,7 @@ def _run_blocks(client, spec, plan, retries, on_block, stop_file, on_message):
                for block, r in tasks]
     names = {future.key: f"the block of slices {a}-{b - 1}" + _region_name(plan, r)
              for future, ((a, b), r) in zip(futures, tasks)}
-    stop = _StopOnSignal(stop_file, on_message)
+    stop = StopOnSignal(stop_file, on_message)
     try:
         with interrupts.deferred():
             results = _collect(client, futures, names, retries, on_done=on_block, stop=stop)
@@ -285,25 +270,6 @@ def _run_blocks(client, spec, plan, retries, on_block, stop_file, on_message):
 def _tasks(plan) -> list:
     """``(block, region index)`` of every block task, in order."""
     return [(block, r) for block in plan["blocks"] for r in range(len(plan["regions"]))]
-
-
-class _StopOnSignal:
-    """Asked while the blocks run, signals deferred (``runtime.interrupts``): the first signal
-    creates ``stop_file``, after which no block starts (``cluster_tasks.run_block_unless_stopped``)
-    while the running ones finish, whole; a second Ctrl-C raises ``Interrupted`` at once."""
-
-    def __init__(self, stop_file, on_message):
-        self.stop_file, self.on_message, self.signum = Path(stop_file), on_message, None
-
-    def __call__(self) -> None:
-        for signum in interrupts.take():
-            if self.signum is None:
-                self.signum = signum
-                self.stop_file.touch()
-                self.on_message(f"{interrupts.signal_name(signum)}: stopping once the running blocks finish; no "
-                                "other block starts (Ctrl-C again to stop at once, keeping nothing)...")
-            elif signum == signal.SIGINT:
-                raise interrupts.Interrupted(signum)
 
 
 def _region_name(plan, r) -> str:
@@ -358,11 +324,11 @@ def _collect(client, futures, regions, retries, on_done=None, stop=None) -> dict
     """Results by future key, as they finish; the first failure (after dask's retries) raises
     ``ClusterError`` naming its region, and the other tasks are cancelled. ``on_done(n, total)``
     follows the tasks that returned something (not None); ``stop()``, if given, is called at least
-    every ``POLL_S`` meanwhile."""
+    every ``cluster_stop.POLL_S`` meanwhile."""
     from distributed import as_completed
 
     results, returned = {}, 0
-    for future in as_completed(futures) if stop is None else _polling(futures, stop):
+    for future in as_completed(futures) if stop is None else polling(futures, stop):
         if future.status != "finished":
             exc = future.exception()
             client.cancel(futures)
@@ -372,19 +338,6 @@ def _collect(client, futures, regions, retries, on_done=None, stop=None) -> dict
         if on_done is not None and results[future.key] is not None:
             on_done(returned, len(futures))
     return results
-
-
-def _polling(futures, poll):
-    """``futures`` as they finish, calling ``poll()`` at least every ``POLL_S`` meanwhile."""
-    from distributed import as_completed
-
-    finishing = as_completed(futures)
-    while not finishing.is_empty():
-        poll()
-        batch = finishing.next_batch(block=False)
-        if not batch:
-            time.sleep(POLL_S)
-        yield from batch
 
 
 def _failure_line(exc, region, retries) -> str:

@@ -264,7 +264,7 @@ def run_relabel(spec: dict, block: tuple, lookup) -> float:
 
 def run_block_unless_stopped(spec: dict, block: tuple, region_index: int, stop_file: str):
     """``run_block``, unless the run was stopped before the block began (``stop_file`` exists,
-    ``cluster._StopOnSignal``): then None, and its part of the output stays 0. A block that began
+    ``cluster_stop.StopOnSignal``): then None, and its part of the output stays 0. A block that began
     runs whole, so a stopped run keeps whole blocks (regions of blocks) only."""
     if os.path.exists(stop_file):
         return None
