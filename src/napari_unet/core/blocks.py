@@ -29,7 +29,7 @@ from __future__ import annotations
 import numpy as np
 
 from napari_unet.core.objects import (
-    _MIN_IOU, MEMORY_BUDGET, _best_pairs, _iou_pairs, _tiles, majority_score, open_faces, slab_plan,
+    _MIN_IOU, MEMORY_BUDGET, _best_pairs, _IdCounter, _iou_pairs, _tiles, slab_plan, stitched_ids, tile_facts,
     written_before,
 )
 from napari_unet.core.predict_read import n_slices_along, slice_shape
@@ -146,20 +146,12 @@ def unit_geometry(plan, unit) -> tuple:
 
 
 def unit_record(local, plan, unit) -> dict:
-    """What the join needs of a unit's own labels ``local`` (its extent x its window): voxels
-    per id, the ids in its core, the ids on open faces (where objects may go on)."""
+    """What the join needs of a unit's own labels ``local`` (its extent x its window), besides
+    its zone: ``objects.tile_facts`` (voxels per id, ids in its core, ids on open faces)."""
     extent, core, window = unit_geometry(plan, unit)
-    s0, s1, e0, _ = extent
     written = written_before(local.shape, extent, _earlier_cores(plan, unit[1])[window])
-    sizes = np.bincount(local.ravel())
-    inner = tuple(slice(c.start - w.start, c.stop - w.start) for c, w in zip(core, window))
-    in_core = np.zeros(sizes.size, bool)
-    in_core[np.unique(local[(slice(s0 - e0, s1 - e0),) + inner])] = True
-    in_core[0] = False
-    faces = open_faces(local, written, extent, window, plan["slice_shape"], plan["n_slices"])
-    open_ids = np.unique(np.concatenate(faces)) if faces else np.zeros(0, local.dtype)
-    return {"unit": tuple(unit), "n_ids": sizes.size - 1, "sizes": sizes, "in_core": in_core,
-            "open_ids": open_ids[open_ids > 0].astype(np.int64)}
+    facts = tile_facts(local, written, extent, (core, window), plan["slice_shape"], plan["n_slices"])
+    return {"unit": tuple(unit), **facts}
 
 
 def _earlier_cores(plan, tile) -> np.ndarray:
@@ -179,7 +171,8 @@ def unit_zone(plan, unit) -> list:
     for owner_k, (a, b) in enumerate(plan["blocks"][:k]):
         z = slice(max(a, e0), min(b, s0))
         if z.start < z.stop:
-            parts += [((owner_k, u), (z,) + yx) for u, yx in _tile_overlaps(plan, range(len(plan["tiles"])), wy, wx)]
+            every_tile = range(len(plan["tiles"]))
+            parts += [((owner_k, u), (z,) + yx) for u, yx in _tile_overlaps(plan, every_tile, wy, wx)]
     parts += [((k, u), (slice(s0, s1),) + yx) for u, yx in _tile_overlaps(plan, range(t), wy, wx)]
     return parts
 
@@ -211,26 +204,12 @@ def zone_counts(labels, owner_labels) -> tuple:
 
 def join_units(records, counts, min_size=0) -> dict:
     """Per unit, the lookup table from its ids to final ids (0: no object), as one process
-    labels the units in order. ``records``: ``unit_record`` of each unit, in ``units`` order;
-    ``counts[unit]``: [(owner unit, ``zone_counts``)] over its zone."""
-    lookups, next_id = {}, 1
+    labels the units in order (``objects.stitched_ids``). ``records``: ``unit_record`` of each
+    unit, in ``units`` order; ``counts[unit]``: [(owner unit, ``zone_counts``)] over its zone."""
+    lookups, ids = {}, _IdCounter()
     for record in records:
-        unit = record["unit"]
-        new, final, overlap, new_size, old_size = _zone_pairs(counts.get(unit, []), lookups, record["n_ids"])
-        kept = record["sizes"] >= max(min_size, 1)
-        kept[record["open_ids"]] = True
-        kept[new] = True  # objects partly final already go on
-        kept[0] = False
-        score = np.where(kept[new], majority_score(overlap, new_size, old_size), 0)
-        new, final = _best_pairs(new, final, score, min_score=1)
-        lookup = np.zeros(record["n_ids"] + 1, np.uint32)
-        lookup[new] = final
-        fresh = np.flatnonzero(kept & record["in_core"] & (lookup == 0))
-        if next_id + fresh.size - 1 > np.iinfo(np.uint32).max:
-            raise OverflowError("More than 2**32 - 1 objects: uint32 ids are exhausted.")
-        lookup[fresh] = np.arange(next_id, next_id + fresh.size, dtype=np.uint32)
-        next_id += fresh.size
-        lookups[unit] = lookup
+        pairs = _zone_pairs(counts.get(record["unit"], []), lookups, record["sizes"].size - 1)
+        lookups[record["unit"]] = stitched_ids(record, pairs, min_size, ids.take)
     return lookups
 
 
@@ -332,15 +311,12 @@ def join_blocks(records, faces) -> list:
     """Objects per slice: per block, the lookup table from its ids to final ids, numbered as one
     process numbers them (block by block, new objects in the order of their block ids).
     ``faces[k]``: ``face_links`` between block k and block k - 1, or None (first block, "2d")."""
-    lookups, next_id = [], 1
+    lookups, ids = [], _IdCounter()
     for record, face in zip(records, faces):
         lookup = np.zeros(record["n_ids"] + 1, np.uint32)
         if face is not None and lookups:
             lookup[face["new"]] = lookups[-1][face["old"]]
         fresh = np.flatnonzero(record["in_core"] & (lookup == 0))
-        if next_id + fresh.size - 1 > np.iinfo(np.uint32).max:
-            raise OverflowError("More than 2**32 - 1 objects: uint32 ids are exhausted.")
-        lookup[fresh] = np.arange(next_id, next_id + fresh.size, dtype=np.uint32)
-        next_id += fresh.size
+        lookup[fresh] = ids.take(fresh.size)
         lookups.append(lookup)
     return lookups

@@ -600,13 +600,12 @@ class _SlabObjects:
         written, previous = self._written_ids(local.shape, extent, (ey, ex), written_yx)
         zone, before = local[written], previous[written]
         del previous
-        faces = open_faces(local, written, extent, (ey, ex), self.slice_shape, end)
-        kept = self._kept(local, zone, before, faces)
+        facts = tile_facts(local, written, extent, tile, self.slice_shape, end)
+        ids = stitched_ids(facts, zone_pairs(zone, before), self.min_size, self.ids.take)
+        del zone, before
         inner = (slice(y.start - ey.start, y.stop - ey.start), slice(x.start - ex.start, x.stop - ex.start))
-        in_core = local[s0 - e0 : s1 - e0][(slice(None),) + inner]
-        ids = self._final_ids(kept, in_core, zone, before)
-        for i, labels in zip(range(s0, s1), in_core):
-            self.planes.write(("labels", i), (y, x), ids[labels])
+        for depth, i in enumerate(range(s0, s1)):
+            self.planes.write(("labels", i), (y, x), ids[local[s0 - e0 + depth][inner]])
 
     def _written_ids(self, shape, extent, window, written_yx):
         """Where the tile's voxels already have final ids, and those ids (0 elsewhere)."""
@@ -615,30 +614,6 @@ class _SlabObjects:
         for depth, i in enumerate(range(e0, s1)):
             previous[depth] = self.planes.read(("labels", i), window)
         return written, previous
-
-    def _kept(self, local, zone, previous, open_faces):
-        """Per local id, whether the object survives ``min_size`` (index 0 = background, False)."""
-        sizes = np.bincount(local.ravel())
-        kept = sizes >= max(self.min_size, 1)
-        # Objects the tile does not see whole may be pieces of bigger ones, and
-        # objects partly returned already must go on.
-        for face in open_faces:
-            kept[np.unique(face)] = True
-        kept[np.unique(zone[previous > 0])] = True
-        kept[0] = False
-        return kept
-
-    def _final_ids(self, kept, core, zone, previous):
-        """Lookup table local id -> final id: stitched to ``previous`` or new."""
-        ids = np.zeros(kept.size, np.uint32)
-        new, old, score = _majority_pairs(zone, previous)
-        # Score = overlap voxels of qualifying pairs, 0 otherwise.
-        new, old = _best_pairs(new, old, np.where(kept[new], score, 0), min_score=1)
-        ids[new] = old
-        in_core = np.zeros(kept.size, bool)
-        in_core[np.unique(core)] = True
-        _fill_new_ids(ids, np.flatnonzero(kept & in_core), self.ids)
-        return ids
 
     def _advance(self, extent):
         """Forget the maps no coming slab needs and the labels beyond the last ``halo`` returned."""
@@ -663,6 +638,44 @@ def written_before(shape, extent, written_yx):
     written[: s0 - e0] = True
     written[s0 - e0 : s1 - e0] = written_yx
     return written
+
+
+def tile_facts(local, written, extent, tile, slice_shape, end) -> dict:
+    """What the slab rule needs of a tile's own labels ``local`` besides its zone: voxels per id
+    (``sizes``), whether each id lies in the tile's core (``in_core``), and the ids on faces
+    where objects may go on outside (``open_ids``: ``open_faces``)."""
+    (y, x), (ey, ex) = tile
+    s0, s1, e0, _ = extent
+    sizes = np.bincount(local.ravel())
+    in_core = np.zeros(sizes.size, bool)
+    inner = (slice(s0 - e0, s1 - e0), slice(y.start - ey.start, y.stop - ey.start),
+             slice(x.start - ex.start, x.stop - ex.start))
+    in_core[np.unique(local[inner])] = True
+    faces = open_faces(local, written, extent, (ey, ex), slice_shape, end)
+    open_ids = np.unique(np.concatenate(faces)).astype(np.int64) if faces else np.zeros(0, np.int64)
+    return {"sizes": sizes, "in_core": in_core, "open_ids": open_ids}
+
+
+def stitched_ids(facts, pairs, min_size, take_ids) -> np.ndarray:
+    """The slab rule: lookup table from a tile's own ids to final ids (0: no object).
+
+    An object is kept if it has ``min_size`` voxels, or lies on an open face (it may be a piece
+    of a bigger one), or meets final ids in its zone (it goes on); it takes the final id it holds
+    a mutual majority with (one to one, largest overlap first), else a new id from
+    ``take_ids(count)`` if it lies in the core, in id order. ``facts``: ``tile_facts``;
+    ``pairs``: ``zone_pairs``."""
+    new, old, overlap, new_size, old_size = pairs
+    kept = facts["sizes"] >= max(min_size, 1)
+    kept[facts["open_ids"]] = True
+    kept[new] = True
+    kept[0] = False
+    score = np.where(kept[new], majority_score(overlap, new_size, old_size), 0)
+    new, old = _best_pairs(new, old, score, min_score=1)
+    ids = np.zeros(kept.size, np.uint32)
+    ids[new] = old
+    fresh = np.flatnonzero(kept & facts["in_core"] & (ids == 0))
+    ids[fresh] = take_ids(fresh.size)
+    return ids
 
 
 def open_faces(local, written, extent, window, slice_shape, end):
@@ -704,10 +717,11 @@ def _iou_pairs(local, previous):
     return new, old, overlap / union
 
 
-def _majority_pairs(zone, previous):
-    """(new id, old id, score) where score = the smaller of both objects' share of the overlap."""
+def zone_pairs(zone, previous):
+    """(new id, old id, overlap, new id's voxels in the zone, old id's voxels in the zone) of the
+    objects meeting in a tile's zone (its own ids, and the final ids ``previous`` there)."""
     new, old, overlap = _pair_counts(zone, previous)
-    return new, old, majority_score(overlap, _sizes(zone, new), _sizes(previous, old))
+    return new, old, overlap, _sizes(zone, new), _sizes(previous, old)
 
 
 def majority_score(overlap, new_size, old_size):
