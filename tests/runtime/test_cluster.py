@@ -327,6 +327,23 @@ def test_a_signal_during_an_objects_run_keeps_nothing(tiny, client, slow_blocks,
     assert not out.exists() and not (folder / "stopped_objects.zarr.partial.zarr").exists()
 
 
+def test_a_signal_after_every_block_started_gives_the_whole_output(tiny, client, monkeypatch):
+    """Stopping lets running blocks finish; when no block was left out, the output is whole and
+    written under the asked name, not as an incomplete one."""
+    folder, _ = tiny
+    run_blocks = cluster._run_blocks
+
+    def signal_once_all_ran(*args):
+        records, futures, _ = run_blocks(*args)
+        return records, futures, signal.SIGINT
+
+    monkeypatch.setattr(cluster, "_run_blocks", signal_once_all_ran)
+    cfg = PredictConfig(block_slices=4)
+    labels, summary = _on_cluster(folder, client, cfg, "all-ran.zarr", keep=lambda path: folder / "no.zarr")
+    assert summary["stopped"] is None and not (folder / "no.zarr").exists()
+    np.testing.assert_array_equal(labels, _single(folder, cfg))
+
+
 def test_the_line_of_a_stopped_run_names_finished_y_x_regions_of_a_block():
     from types import SimpleNamespace
 

@@ -141,6 +141,8 @@ def predict_distributed(image, model_dir, out, cfg, *, client, prob=None, channe
         spec["image"] = _input_for_blocks(client, volume, spec, tmps[Path(out)], on_message)
         records, futures, stopped = _run_blocks(client, spec, plan, retries, on_block,
                                                 tmps[Path(out)] / STOP_FILE, on_message)
+        if all(record is not None for record in records):
+            stopped = None  # every block had started before the signal and ran whole: the output is complete
         if stopped is None:
             merge = _join(client, spec, plan, records, futures, cfg, retries) if plan["mode"] else 0.0
             for path, tmp in tmps.items():
