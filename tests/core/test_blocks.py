@@ -5,11 +5,11 @@ import pytest
 
 from napari_unet.core.blocks import (
     BlockLabels, BlockOutput, block_config, block_extent, block_plan, face_links, in_unit, join_blocks, join_units,
-    region_tiles, slab_slice, unit_record, unit_slab_plan, unit_zone, yx_regions, zone_counts,
+    region_tiles, slab_slice, unit_record, unit_slab_plan, unit_zone, yx_regions,
 )
 from napari_unet.core import objects
 from napari_unet.core.config import PredictConfig
-from napari_unet.core.objects import StreamingObjects, label_volume
+from napari_unet.core.objects import StreamingObjects, joint_counts, label_volume
 
 TILED_BUDGET = 4_000_000  # bytes: 96 x 96 slices then need Y/X tiles
 
@@ -47,7 +47,7 @@ def _in_units(maps, cfg, plan):
     for k in range(len(plan["blocks"])):
         tiles.update(_units_of_block(maps, cfg, plan, k))
     records = [unit_record(tiles[unit], plan, unit) for unit in sorted(tiles)]
-    counts = {unit: [(owner, zone_counts(tiles[unit][in_unit(plan, unit, region)],
+    counts = {unit: [(owner, joint_counts(tiles[unit][in_unit(plan, unit, region)],
                                          tiles[owner][in_unit(plan, owner, region)]))
                      for owner, region in unit_zone(plan, unit)] for unit in tiles}
     lookups = join_units(records, counts, cfg.min_object_size)

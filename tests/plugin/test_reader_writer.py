@@ -139,16 +139,20 @@ def test_viewer_survives_a_corrupt_file(make_napari_viewer, tmp_path, shown_erro
     assert "broken.tif" in shown_errors[0]
 
 
-def test_viewer_saves_labels_that_reopen_identically(make_napari_viewer, tmp_path):
-    viewer = make_napari_viewer()
-    labels = np.random.default_rng(1).integers(0, 5, (3, 16, 16)).astype(np.uint16)
+def _save_and_reopen(viewer, out, dtype):
+    """A Labels layer with a scale saved through the plugin to ``out`` and opened again:
+    (labels, layer, paths written, reopened layer)."""
+    labels = np.random.default_rng(1).integers(0, 5, (3, 16, 16)).astype(dtype)
     layer = viewer.add_labels(labels, scale=(2.0, 0.25, 0.25), units="um")
-    out = tmp_path / "saved.tif"
-
     written = layer.save(str(out), plugin="napari-slice-unet")
+    return labels, layer, written, viewer.open(str(out), plugin="napari-slice-unet")[0]
+
+
+def test_viewer_saves_labels_that_reopen_identically(make_napari_viewer, tmp_path):
+    out = tmp_path / "saved.tif"
+    labels, layer, written, reopened = _save_and_reopen(make_napari_viewer(), out, np.uint16)
 
     assert written == [str(out)]
-    reopened = viewer.open(str(out), plugin="napari-slice-unet")[0]
     assert type(reopened).__name__ == "Labels"
     np.testing.assert_array_equal(reopened.data, labels)
     assert reopened.data.dtype == labels.dtype
@@ -178,13 +182,11 @@ def test_zarr_reader_reports_a_folder_without_an_image(tmp_path, shown_errors):
 
 
 def test_viewer_saves_labels_to_ome_zarr_that_reopen_lazily_with_their_scale(make_napari_viewer, tmp_path):
-    viewer = make_napari_viewer()
-    labels = np.random.default_rng(1).integers(0, 5, (3, 16, 16)).astype(np.uint32)
-    layer = viewer.add_labels(labels, scale=(2.0, 0.25, 0.25), units="um")
     out = tmp_path / "saved.ome.zarr"
+    viewer = make_napari_viewer()
+    labels, layer, written, reopened = _save_and_reopen(viewer, out, np.uint32)
 
-    assert layer.save(str(out), plugin="napari-slice-unet") == [str(out)]
-    reopened = viewer.open(str(out), plugin="napari-slice-unet")[0]
+    assert written == [str(out)]
     assert type(reopened).__name__ == "Labels" and hasattr(reopened.data, "dask")
     np.testing.assert_array_equal(np.asarray(reopened.data), labels)
     np.testing.assert_allclose(reopened.scale, layer.scale)

@@ -14,7 +14,7 @@ the neighbouring tiles are its Y/X halo, and writes the region only. Objects:
   unit's objects take the ids of the objects already final where they overlap by a mutual
   majority in the zone labelled before them (the halo slices before the slab, the cores of
   the slab's earlier tiles), or new ids, with the slab rule for the minimum size. What
-  that needs is counted per unit on the cluster (``zone_counts``: voxels per pair of unit
+  that needs is counted per unit on the cluster (``objects.joint_counts``: voxels per pair of unit
   id and the id of the unit that labelled the zone first), so the join itself handles only
   small tables. The result is the single process's, ids included.
 - ``"linked"``: the first slice of a block is linked to the last one of the block before by
@@ -195,17 +195,10 @@ def in_unit(plan, unit, region) -> tuple:
         slice(r.start - w.start, r.stop - w.start) for r, w in zip((y, x), window))
 
 
-def zone_counts(labels, owner_labels) -> tuple:
-    """Voxels per (unit id, owner's id) pair on the same voxels, background (0) included."""
-    keys = labels.astype(np.uint64).ravel() << np.uint64(32) | owner_labels.astype(np.uint64).ravel()
-    keys, counts = np.unique(keys, return_counts=True)
-    return (keys >> np.uint64(32)).astype(np.int64), (keys & np.uint64(0xFFFFFFFF)).astype(np.int64), counts
-
-
 def join_units(records, counts, min_size=0) -> dict:
     """Per unit, the lookup table from its ids to final ids (0: no object), as one process
     labels the units in order (``objects.stitched_ids``). ``records``: ``unit_record`` of each
-    unit, in ``units`` order; ``counts[unit]``: [(owner unit, ``zone_counts``)] over its zone."""
+    unit, in ``units`` order; ``counts[unit]``: [(owner unit, ``objects.joint_counts``)] over its zone."""
     lookups, ids = {}, _IdCounter()
     for record in records:
         pairs = _zone_pairs(counts.get(record["unit"], []), lookups, record["sizes"].size - 1)

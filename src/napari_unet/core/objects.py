@@ -699,7 +699,12 @@ def open_faces(local, written, extent, window, slice_shape, end):
 def _pair_counts(a, b):
     """Overlapping (a id, b id, voxel count) of two label arrays, both ids > 0."""
     both = (a > 0) & (b > 0)
-    keys = a[both].astype(np.uint64) << np.uint64(32) | b[both].astype(np.uint64)
+    return joint_counts(a[both], b[both])
+
+
+def joint_counts(a, b):
+    """(a id, b id, voxel count) of every pair of ids on the same voxels, 0 included."""
+    keys = a.astype(np.uint64).ravel() << np.uint64(32) | b.astype(np.uint64).ravel()
     keys, counts = np.unique(keys, return_counts=True)
     return (keys >> np.uint64(32)).astype(np.int64), (keys & np.uint64(0xFFFFFFFF)).astype(np.uint32), counts
 

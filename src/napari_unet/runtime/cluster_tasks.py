@@ -16,8 +16,9 @@ import numpy as np
 
 from napari_unet.core.blocks import (
     BlockLabels, BlockOutput, block_config, block_extent, face_links, in_unit, region_tiles, slab_slice, unit_record,
-    unit_slab_plan, unit_zone, zone_counts,
+    unit_slab_plan, unit_zone,
 )
+from napari_unet.core.objects import joint_counts
 from napari_unet.runtime.worker import MODEL_CACHE, _stderr_to_log, leave_terminal_signals, load_model_cached
 
 MODEL_LOADS = 0  # model folders this worker process loaded (the tests count them)
@@ -213,17 +214,21 @@ class _UnitWriter:
 
 
 def run_zones(spec: dict, block_index: int) -> dict:
-    """3-D objects: ``core.blocks.zone_counts`` of each unit of a block against the units that
+    """3-D objects: ``objects.joint_counts`` of each unit of a block against the units that
     labelled its zone (all written: this runs after every block)."""
     import zarr
 
-    plan, counts = spec["plan"], {}
+    plan, counts, arrays = spec["plan"], {}, {}
+
+    def labels_of(unit):  # each unit's array opened once
+        if unit not in arrays:
+            arrays[unit] = zarr.open_array(_unit_path(spec, unit), mode="r")
+        return arrays[unit]
+
     for tile in range(len(plan["tiles"])):
         unit = (block_index, tile)
-        own = zarr.open_array(_unit_path(spec, unit), mode="r")
-        counts[unit] = [(owner, zone_counts(own[in_unit(plan, unit, region)],
-                                            zarr.open_array(_unit_path(spec, owner), mode="r")[
-                                                in_unit(plan, owner, region)]))
+        counts[unit] = [(owner, joint_counts(labels_of(unit)[in_unit(plan, unit, region)],
+                                             labels_of(owner)[in_unit(plan, owner, region)]))
                         for owner, region in unit_zone(plan, unit)]
     return counts
 
