@@ -136,6 +136,8 @@ class TrainingResult:
     history: dict
     seconds: float
     message: str | None = None  # why nothing was saved, or where the model went instead
+    objects: str | None = None  # instance models: the object step tuned on the annotations, in one line
+    cut_short: str | None = None  # the time cap ended a run still improving: one line, with the way out
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from typing import Iterator
 
 import numpy as np
 
-from napari_unet.core import data, events, pairs, preview
+from napari_unet.core import data, events, pairs, preview, train_objects
 from napari_unet.core.augment import batches
 from napari_unet.core.bundle import check_target, describe_classes, load_bundle, model_config_of, save_bundle
 from napari_unet.core.config import ModelConfig, TrainConfig, limits
@@ -26,6 +26,7 @@ from napari_unet.core import devices, hardware
 from napari_unet.core.steps import StepLosses, distribute, train_step_loss
 
 CHECKPOINT_INTERVAL_S = 60.0
+TUNING_SHARE = 0.1  # of the training time, at most, for tuning the object step afterwards
 # A ``Batch`` event (and the loss read back from the device for it) at most this often, besides
 # the first batch and each epoch's last: a progress bar needs no more, and a GPU step is ~13 ms.
 BATCH_EVENT_INTERVAL_S = 0.25
@@ -345,6 +346,7 @@ class Trainer:
         self.preview_request = preview_request
         self.last_preview = (None, -math.inf)  # (the slice, when it was previewed)
         self.last_batch_event = -math.inf
+        self.tuning_line = None  # what the object tuning found, in one line
 
     # -------------------------------------------------------------- the run
 
@@ -372,6 +374,7 @@ class Trainer:
             epoch_start, losses, self.epoch_wait0 = time.monotonic(), StepLosses(), self.batches.wait_s
             yield from self._epoch_batches(epoch, losses)
             if self.stopped:
+                self._tune_objects()
                 self._write_best()
                 result = self._result()
                 yield events.Stopped(message=result.message or "", training=result)
@@ -382,6 +385,7 @@ class Trainer:
             yield from self._preview(epoch, due=True)
             if self._should_finish():
                 break
+        self._tune_objects()
         self._write_best()
         yield events.Done(training=self._result(), finish_reason=self.finish_reason or "epochs")
 
@@ -630,6 +634,17 @@ class Trainer:
             if self.since_best % self.cfg.lr_patience == 0:
                 self.plateaus += 1  # only the "plateau" schedule reads it
 
+    def _cut_short(self) -> str | None:
+        """One line when the time cap ended a run whose validation was still improving."""
+        epochs = self.history["epoch"]
+        if self.finish_reason != "time_limit" or not epochs or self.best.epoch is None:
+            return None
+        if epochs[-1] - self.best.epoch >= 2:
+            return None  # it had levelled off
+        return (f"The time limit ended training while validation was still improving (best epoch "
+                f"{self.best.epoch} of {epochs[-1]}): a longer time limit (--max-seconds, or the dock's "
+                "Time limit) may give a better model.")
+
     def _should_finish(self) -> bool:
         """True after the time cap, or when early stopping's patience has run out."""
         if self.finish_reason:
@@ -639,6 +654,31 @@ class Trainer:
             self.finish_reason = "early_stopping"
             return True
         return False
+
+    # ------------------------------------------------------------ objects
+
+    def _tune_objects(self) -> None:
+        """Instance models: the object step tuned on the painted ids of the first pair, with the
+        best weights, within TUNING_SHARE of the training time; stored in the bundle."""
+        self.meta["object_tuning"] = None
+        if not self.cfg.instances or self.best.weights is None or self.cfg.annotation_mode != "full_slices":
+            return
+        why = train_objects.why_not_tunable(self.labels_zyx, self.idx)
+        if why:
+            self.tuning_line = f"Objects not tuned ({why}): prediction uses the fixed defaults."
+            return
+        val = sorted({self.slices[i][1] for i, _ in self.val_items if self.slices[i][0] == 0})
+        current = self.model.get_weights()
+        self.model.set_weights(self.best.weights)
+        try:
+            tuning = train_objects.tune_after_training(
+                self.model, self.image_zyxc, self.labels_zyx, list(self.idx), val, norm=self.norm,
+                size_multiple=self.model_cfg.size_multiple, objects_tile=self.meta["objects_tile"],
+                budget_s=TUNING_SHARE * self._elapsed())
+        finally:
+            self.model.set_weights(current)
+        self.meta["object_tuning"] = tuning.to_dict()
+        self.tuning_line = tuning.line()
 
     # ------------------------------------------------------------- saving
 
@@ -668,4 +708,5 @@ class Trainer:
             best_val_dice=self.best.val_dice, best_val_iou=self.best.val_iou,
             best_val_loss=self.best.val_loss, history=self.history,
             seconds=self._elapsed(), message=message or None,
+            objects=self.tuning_line, cut_short=self._cut_short(),
         )
