@@ -84,6 +84,14 @@ def test_writer_uses_layer_scale_units_and_axes(tmp_path):
     assert read_meta["units"] == (None, "micrometer", "micrometer", "micrometer")
 
 
+def test_writer_keeps_the_voxel_size_objects_were_found_with_on_a_bare_layer(tmp_path):
+    labels = np.ones((3, 8, 8), np.uint16)
+    bare = {"scale": [1.0, 1.0, 1.0], "metadata": {"voxel_size": (12.5, 1.0, 1.0)}}
+    assert tiff.read_array(_writer.write_labels(str(tmp_path / "a.tif"), labels, bare)[0])[1]["scale"] == (12.5, 1, 1)
+    scaled = {"scale": [2.0, 0.5, 0.5], "metadata": {"voxel_size": (12.5, 1.0, 1.0)}}  # the layer's own scale wins
+    assert tiff.read_array(_writer.write_labels(str(tmp_path / "b.tif"), labels, scaled)[0])[1]["scale"] == (2, 0.5, 0.5)
+
+
 def test_writer_ignores_axes_that_no_longer_fit(tmp_path):
     written = _writer.write_labels(str(tmp_path / "o.tif"), np.ones((8, 8), np.uint8),
                                    {"scale": [1, 1], "metadata": {"axes": "ZYX"}})

@@ -7,8 +7,17 @@ from napari_unet.io.omezarr import write_ome_zarr
 from napari_unet.io.tiff import axes_fit, write_labels_tiff
 
 
+def _scale(meta: dict):
+    """The layer's scale, or, where it says nothing (all 1), the voxel size its objects were
+    found with (the Segment dock keeps the image's scale on the layer so that the two overlay)."""
+    scale, found_with = meta.get("scale"), (meta.get("metadata") or {}).get("voxel_size")
+    if found_with and scale is not None and len(scale) == len(found_with) and all(float(s) == 1 for s in scale):
+        return tuple(found_with)
+    return scale
+
+
 def write_labels(path: str, data, meta: dict) -> list[str]:
-    """Single-layer npe2 writer; keeps the layer's scale, units and axes."""
+    """Single-layer npe2 writer; keeps the layer's scale (``_scale``), units and axes."""
     layer_meta = meta.get("metadata") or {}
     axes = layer_meta.get("axes")
     if axes is not None and not axes_fit(axes, len(data.shape)):
@@ -16,7 +25,7 @@ def write_labels(path: str, data, meta: dict) -> list[str]:
     units = meta.get("units")
     if units is not None:
         units = [str(u) for u in units]  # napari gives pint units
-    return [write_labels_tiff(path, data, scale=meta.get("scale"), axes=axes, units=units)]
+    return [write_labels_tiff(path, data, scale=_scale(meta), axes=axes, units=units)]
 
 
 def write_labels_ome_zarr(path: str, data, meta: dict) -> list[str]:
@@ -27,4 +36,4 @@ def write_labels_ome_zarr(path: str, data, meta: dict) -> list[str]:
         axes = "TZYX"[-ndim:]
     units = meta.get("units")
     units = [None if str(u) == "pixel" else str(u) for u in units] if units is not None else None
-    return [write_ome_zarr(path, data, axes=axes, scale=meta.get("scale"), units=units, labels=True)]
+    return [write_ome_zarr(path, data, axes=axes, scale=_scale(meta), units=units, labels=True)]

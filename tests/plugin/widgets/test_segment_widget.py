@@ -150,3 +150,48 @@ def test_intensities_far_from_the_training_data_are_warned_about(make_napari_vie
     qtbot.waitUntil(lambda: not widget.poller.active, timeout=120_000)
     assert widget.status.value.startswith("Done"), widget.status.value
     assert len(warnings) == 1 and "differ strongly" in warnings[0] and "'Intensities'" in warnings[0]
+
+
+def _tuned_copy(model_dir, folder, settings):
+    """A copy of ``model_dir`` whose bundle holds an object step tuned to ``settings``."""
+    import json
+    import shutil
+
+    from napari_unet.core.object_tuning import Tuning
+
+    shutil.copytree(model_dir, folder)
+    meta = json.loads((folder / "bundle.json").read_text())
+    meta["object_tuning"] = Tuning(settings=settings, error=0.1, default_error=0.3, n_slices=4, ids_3d=False,
+                                   z_spacing=4.0, tried=12, seconds=2.0).to_dict()
+    (folder / "bundle.json").write_text(json.dumps(meta))
+    return folder
+
+
+def test_voxel_size_of_a_bare_layer_is_estimated_shown_editable_and_kept(make_napari_viewer, qtbot,
+                                                                         tiny_model_dir, tmp_path):
+    from scipy import ndimage as ndi
+
+    from napari_unet.core.object_tuning import ObjectSettings
+
+    model = _tuned_copy(tiny_model_dir, tmp_path / "tuned", ObjectSettings(objects="linked", min_object_size=0))
+    viewer = make_napari_viewer()
+    field = ndi.gaussian_filter(np.random.default_rng(0).standard_normal((96, 48, 48)), 4)[::4]  # slices 4 px apart
+    viewer.add_image(((field - field.min()) / np.ptp(field) * 255).astype(np.uint8), name="img")  # scale 1, 1, 1
+    widget = _widget(viewer, model)
+    widget.output.value = "instances"
+    # The model's tuned object step is the dock's default, and the summary says so.
+    assert widget.objects.value == "linked" and widget.min_size.value == 0
+    assert "objects tuned on your annotations: linked" in widget.summary.value
+    z = float(widget.voxel_size.value.split(",")[0])
+    assert z == pytest.approx(4, rel=0.3) and "estimated" in widget.voxel_note.value
+    assert not widget.voxel_size.native.isHidden()
+    widget.voxel_size.value = "3, 1, 1"  # the user's edit wins
+    widget.run_button.clicked.emit()
+    qtbot.waitUntil(lambda: not widget.poller.active, timeout=120_000)
+    assert widget.status.value.startswith("Done"), widget.status.value
+    result = widget.result_layer
+    assert tuple(result.metadata["voxel_size"]) == (3.0, 1.0, 1.0)
+    np.testing.assert_allclose(result.scale, (1, 1, 1))  # still overlays the image
+    widget.voxel_size.value = "3, 0, 1"
+    widget.run_button.clicked.emit()  # refused in one line, nothing started
+    assert not widget.cancel_button.enabled

@@ -11,6 +11,7 @@ from magicgui.widgets import (
     FileEdit,
     FloatSpinBox,
     Label,
+    LineEdit,
     ProgressBar,
     PushButton,
     SpinBox,
@@ -18,7 +19,7 @@ from magicgui.widgets import (
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info, show_warning
 
-from napari_unet.core import events
+from napari_unet.core import events, object_defaults
 from napari_unet.runtime import engine
 from napari_unet.core.bundle import BundleError, read_bundle_meta
 from napari_unet.core.config import ConfigError, PredictConfig
@@ -44,8 +45,8 @@ class SegmentWidget(JobDock):
         self._make_run_widgets(defaults)
         self.extend([
             self.image, self.model, self.model_file, self.summary, self.axis, self.threshold,
-            self.output, self.objects, self.seeds, self.seed_distance, self.min_size, self.fill_background,
-            self.objects_from,
+            self.output, self.objects, self.voxel_size, self.voxel_note, self.seeds, self.seed_distance,
+            self.min_size, self.fill_background, self.objects_from,
             self.intensities, self.tile_size, self.tta, self.three_axis, self.probabilities, self.run_button,
             self.cancel_button, self.progress_bar, self.status, release_button(),
         ])
@@ -83,6 +84,9 @@ class SegmentWidget(JobDock):
                                           **spin_range(PredictConfig, "seed_distance"))
         self.min_size = SpinBox(label="Min object size (voxels)", value=defaults.min_object_size,
                                 **spin_range(PredictConfig, "min_object_size"))
+        # The voxel size 3-D objects will use: the layer's scale, else estimated from the image; editable.
+        self.voxel_size = LineEdit(label="Voxel size (z, y, x)", value="")
+        self.voxel_note = Label(label="", value="")
         self.objects_from = ComboBox(label="Objects are", value=defaults.objects_from, choices=[
             ("the painted class", "foreground"),
             ("regions it encloses (e.g. cells between membranes)", "background")])
@@ -109,6 +113,8 @@ class SegmentWidget(JobDock):
         self.model.changed.connect(self._offer_objects)
         self.model_file.changed.connect(self._offer_objects)
         self.output.changed.connect(self._show_object_options)
+        self.image.changed.connect(self._show_voxel_size)
+        self.objects.changed.connect(self._show_voxel_size)
         TRAINED_MODELS.changed.connect(self._models_changed)
         # The registry outlives this dock: let go of it when the dock's Qt widget is deleted.
         self.native.destroyed.connect(lambda *_: TRAINED_MODELS.changed.disconnect(self._models_changed))
@@ -168,17 +174,37 @@ class SegmentWidget(JobDock):
         return ""
 
     def _offer_objects(self, _value=None):
-        """Models trained on object ids segment objects by default."""
+        """Models trained on object ids segment objects by default, with the object step the model
+        tuned on its annotations (the user can change any of it)."""
         if self._meta is not None:
             self.output.value = "instances" if self._meta.get("instances") else "labels"
+            tuned, line = object_defaults.object_fields(self._meta, {})
+            for name, value in tuned.items():
+                getattr(self, "min_size" if name == "min_object_size" else name).value = value
+            if line:
+                self.summary.value = f"{self.summary.value}\n{line}"
         self._show_object_options()
+        self._show_voxel_size()
+
+    def _show_voxel_size(self, _value=None):
+        """Fill in the voxel size 3-D objects will use, and say where it comes from."""
+        image = self.image.value
+        if image is None or len(spatial_shape(image)) != 3:
+            self.voxel_size.value, self.voxel_note.value = "", ""
+            return
+        factor = object_defaults.z_factor(self._meta or {}, self.objects.value)
+        size, lines = object_defaults.voxel_size(layer_array(image), None, tuple(image.scale[-3:]), factor,
+                                                 how_to_set="the layer's scale, or edit this")
+        self.voxel_size.value = ", ".join(f"{v:.4g}" for v in size)
+        self.voxel_note.value = lines[0] if lines else "from the layer's scale"
 
     def _binary_model(self) -> bool:
         return self._meta is not None and self._meta.get("model_config", {}).get("n_classes") == 1
 
     def _show_object_options(self, _value=None):
         objects = self.output.value == "instances"
-        for widget in (self.objects, self.seeds, self.seed_distance, self.min_size, self.fill_background):
+        for widget in (self.objects, self.seeds, self.seed_distance, self.min_size, self.fill_background,
+                       self.voxel_size, self.voxel_note):
             widget.visible = objects
         self.objects_from.visible = objects and self._binary_model()
 
@@ -220,15 +246,18 @@ class SegmentWidget(JobDock):
         self.status.value = "Starting the worker..."
 
     def _voxel_size(self) -> tuple:
-        """The image layer's scale as the voxel size of 3-D objects; () when it is unknown (all 1)."""
-        scale = tuple(float(s) for s in self.image.value.scale[-3:])
-        if len(scale) < 3 or len(spatial_shape(self.image.value)) != 3:
+        """The voxel size shown (and perhaps edited); () for 2-D images or objects per slice."""
+        if len(spatial_shape(self.image.value)) != 3 or self.output.value != "instances" or self.objects.value == "2d":
             return ()
-        if self.output.value == "instances" and self.objects.value != "2d" and scale == (1.0, 1.0, 1.0):
-            show_info("The image has no voxel size (its scale is 1, 1, 1): 3-D objects take its voxels "
-                      "as cubes. Set the layer's scale if slices are further apart than pixels.")
-            return ()
-        return scale
+        text = self.voxel_size.value.replace(",", " ").split()
+        try:
+            values = tuple(float(v) for v in text)
+        except ValueError:
+            values = ()
+        if len(values) != 3 or not all(np.isfinite(v) and v > 0 for v in values):
+            raise ConfigError(f"Voxel size (z, y, x) must be three positive numbers, e.g. 4, 1, 1; "
+                              f"got {self.voxel_size.value!r}.")
+        return values
 
     def _prepare_layers(self, image, cfg: PredictConfig):
         """Reuse this widget's own output layer on a rerun; never touch the user's layers."""
@@ -239,6 +268,8 @@ class SegmentWidget(JobDock):
         kwargs = dict(scale=image.scale[: len(shape)], translate=image.translate[: len(shape)])
         # What "Accept slice" needs to turn predicted classes into annotation values.
         made_by = {MODEL_KEY: str(self.model_path()), OUTPUT_KIND_KEY: cfg.output}
+        if cfg.voxel_size:  # the layer keeps the image's scale, so that the two overlay
+            made_by["voxel_size"] = tuple(cfg.voxel_size)
         if layer is not None and layer.data.shape == shape and layer.data.dtype == dtype:
             layer.data[...] = 0
             layer.metadata.update(made_by)
