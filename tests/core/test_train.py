@@ -368,3 +368,24 @@ def test_an_image_too_small_for_any_patch_says_so(tmp_path):
     labels[1, :10] = 1
     with pytest.raises(ValueError, match=r"64 x 4 pixels\) is too small to train on.*Check its axes"):
         run(image, labels, tmp_path / "m")
+
+
+def test_instance_models_tune_their_object_step_on_the_painted_ids(volume, tmp_path, monkeypatch):
+    image, truth = volume
+    labels = np.zeros_like(truth)
+    labels[[0, 2, 4]] = truth[[0, 2, 4]]  # 3-D ids: the two discs keep their ids through the slices
+    monkeypatch.setattr(train_module, "TUNING_SHARE", 1000.0)  # search the whole list, however short the run
+    events = run(image, labels, tmp_path / "m", model_cfg=TINY_MODEL.replace(n_classes=3),
+                 train_cfg=TINY_TRAIN.replace(instances=True))
+    result = events[-1].training
+    tuning = read_bundle_meta(tmp_path / "m")["object_tuning"]
+    assert tuning["ids_3d"] and tuning["n_slices"] == 3 and tuning["tried"] > 5
+    assert tuning["error"] <= tuning["default_error"]
+    assert result.objects.startswith("objects tuned on your annotations: " + tuning["settings"]["objects"])
+
+    one_slice = np.zeros_like(truth)
+    one_slice[2] = truth[2]
+    events = run(image, one_slice, tmp_path / "one", model_cfg=TINY_MODEL.replace(n_classes=3),
+                 train_cfg=TINY_TRAIN.replace(instances=True))
+    assert read_bundle_meta(tmp_path / "one")["object_tuning"] is None
+    assert events[-1].training.objects == "Objects not tuned (only one slice is annotated): prediction uses the fixed defaults."

@@ -14,6 +14,9 @@ from napari_unet.core.objects import object_maps
 from napari_unet.core.preview import predict_slice
 
 MAX_SLICES = 32  # predicted for the tuning: the slices around the scored ones, at most
+# Pixels predicted and labelled for the tuning, at most: a central crop of the slices keeps a
+# 20-slice stretch of 512 x 512 slices within the time budget on 2 cores.
+MAX_PIXELS = 32 * 256 * 256
 MIN_OBJECTS = 2  # fewer painted objects tell nothing about seeds and sizes
 
 
@@ -51,14 +54,15 @@ def tune_after_training(model, image_zyxc, labels_zyx, annotated, val_slices, *,
     start = time.monotonic()
     scored = scored_slices(annotated, val_slices)
     first, last = scored[0], scored[-1]
-    probs = np.stack([predict_slice(model, np.asarray(image_zyxc[z]), norm, size_multiple)
+    window = _central_window(image_zyxc.shape[1:3], last - first + 1)
+    probs = np.stack([predict_slice(model, np.asarray(image_zyxc[z][window]), norm, size_multiple)
                       for z in range(first, last + 1)])
     maps = object_maps(probs, "boundary")
     if objects_tile:
         maps[..., 0] = 1.0  # as prediction does for such a model (fill_background="auto")
     truth = np.zeros(maps.shape[:3], np.uint32)
     for z in scored:
-        truth[z - first] = labels_zyx[z]
+        truth[z - first] = labels_zyx[z][window]
     relative = [z - first for z in scored]
     ids_3d = len(scored) >= 2 and _ids_are_3d(labels_zyx, scored)
     spacing = (anisotropy.z_spacing_from_ids(labels_zyx, annotated)
@@ -66,6 +70,12 @@ def tune_after_training(model, image_zyxc, labels_zyx, annotated, val_slices, *,
     return tune_objects(maps, truth, relative, z_spacing=spacing, ids_3d=ids_3d,
                         defaults=default_settings(spacing), join_pieces=True,
                         budget_s=budget_s - (time.monotonic() - start))
+
+
+def _central_window(slice_shape, n_slices: int) -> tuple:
+    """The central Y/X crop whose ``n_slices`` slices hold at most MAX_PIXELS pixels."""
+    side = max(64, int((MAX_PIXELS / n_slices) ** 0.5))
+    return tuple(slice(max(0, (n - side) // 2), max(0, (n - side) // 2) + min(n, side)) for n in slice_shape)
 
 
 def _ids_are_3d(labels_zyx, slices) -> bool:
