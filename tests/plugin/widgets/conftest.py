@@ -59,3 +59,11 @@ def no_prewarm(monkeypatch):
     from napari_unet.plugin.widgets import _session
 
     monkeypatch.setattr(_session, "PREWARM", False)
+
+
+@pytest.fixture(autouse=True)
+def own_dock_settings(tmp_path, monkeypatch):
+    """Docks remember their Advanced section in Qt settings: here in a folder of the test's own."""
+    from napari_unet.plugin.widgets import _advanced
+
+    monkeypatch.setattr(_advanced, "SETTINGS", (str(tmp_path / "docks.ini"), _advanced.QSettings.Format.IniFormat))

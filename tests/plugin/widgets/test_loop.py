@@ -146,11 +146,24 @@ def test_extra_pairs_whose_channels_differ_are_refused(docks, tiny_volume):
 
 def test_both_docks_offer_the_session_and_fine_tuned_models(docks, tmp_path):
     _, train, segment = docks
-    first, tuned = _fake_model(tmp_path / "first"), _fake_model(tmp_path / "tuned")
+    # Names no other test's model has: the session's list outlives each test, and a shared name is
+    # listed with its parent folder.
+    first, tuned = _fake_model(tmp_path / "offered_first"), _fake_model(tmp_path / "offered_tuned")
     TRAINED_MODELS.add(first)
     TRAINED_MODELS.add(tuned, fine_tuned_from=first)
-    offered = {str(tuned): "tuned (this session, fine-tuned from first)", str(first): "first (this session)"}
+    offered = {str(tuned): "offered_tuned (this session, fine-tuned from offered_first)",
+               str(first): "offered_first (this session)"}
     for combo in (segment.model, train.continue_from):
         texts = {value: combo.native.itemText(i) for i, value in enumerate(combo.choices)}
         assert {value: texts.get(value) for value in offered} == offered
     assert train.continue_from.native.itemText(0) == _loop.NEW_MODEL and _loop.FROM_DISK in segment.model.choices
+
+
+def test_models_sharing_a_folder_name_are_listed_apart(tmp_path):
+    from napari_unet.plugin.widgets._session import TrainedModels
+
+    models = TrainedModels()
+    for parent in ("a", "b"):
+        models.add(_fake_model(tmp_path / parent / "unet"))
+    labels = [label for label, _ in models.choices()]
+    assert labels == ["b/unet (this session)", "a/unet (this session)"]  # one entry each in a choice box

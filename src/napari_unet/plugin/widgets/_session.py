@@ -33,10 +33,14 @@ class TrainedModels:
         return [p for p in self._paths if p.exists()]
 
     def describe(self, path) -> str:
-        """"unet-2 (this session, fine-tuned from unet)": how the docks list a model."""
+        """"unet-2 (this session, fine-tuned from unet)": how the docks list a model; a folder name
+        that two of this session's models share comes with its parent ("a/unet"), since a
+        choice box keeps one entry per label."""
         path = Path(path)
         source = self._sources.get(path)
-        return f"{path.name} (this session" + (f", fine-tuned from {source.name})" if source else ")")
+        shared = sum(p.name == path.name for p in self.paths) > 1
+        name = f"{path.parent.name}/{path.name}" if shared else path.name
+        return f"{name} (this session" + (f", fine-tuned from {source.name})" if source else ")")
 
     def choices(self) -> list[tuple[str, str]]:
         """``(label, folder)`` of every model trained in this session, newest first."""

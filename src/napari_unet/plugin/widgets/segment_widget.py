@@ -23,6 +23,7 @@ from napari_unet.core import events, object_defaults
 from napari_unet.runtime import engine
 from napari_unet.core.bundle import BundleError, read_bundle_meta
 from napari_unet.core.config import ConfigError, PredictConfig
+from napari_unet.plugin.widgets._advanced import Advanced
 from napari_unet.plugin.widgets._job_dock import JobDock
 from napari_unet.plugin.widgets._job_poller import JobPoller
 from napari_unet.plugin.widgets._layers import (
@@ -43,13 +44,18 @@ class SegmentWidget(JobDock):
         self._make_input_widgets(defaults)
         self._make_object_widgets(defaults)
         self._make_run_widgets(defaults)
+        # The few choices that matter lead (the voxel size too: a bare TIFF's is a guess to check);
+        # the rest waits behind one click.
         self.extend([
-            self.image, self.model, self.model_file, self.summary, self.axis, self.threshold,
-            self.output, self.objects, self.voxel_size, self.voxel_note, self.seeds, self.seed_distance,
-            self.min_size, self.fill_background, self.objects_from,
-            self.intensities, self.tile_size, self.tta, self.three_axis, self.probabilities, self.run_button,
-            self.cancel_button, self.progress_bar, self.status, release_button(),
+            self.image, self.model, self.model_file, self.summary, self.output, self.voxel_size, self.voxel_note,
+            self.run_button, self.cancel_button, self.progress_bar, self.status,
         ])
+        self.advanced = Advanced("segment", [
+            self.objects, self.seeds, self.seed_distance, self.min_size, self.threshold, self.fill_background,
+            self.objects_from, self.axis, self.intensities, self.tile_size, self.tta, self.three_axis,
+            self.probabilities, release_button(),
+        ])
+        self.advanced.add_to(self)
         self.worker = use_warm_worker(self.native)
         self.result_layer = None
         self.prob_layer = None
@@ -132,8 +138,9 @@ class SegmentWidget(JobDock):
 
     def _models_changed(self):
         self.model.reset_choices()
-        if TRAINED_MODELS.paths:
-            self.model.value = str(TRAINED_MODELS.paths[0])
+        newest = str(TRAINED_MODELS.paths[0]) if TRAINED_MODELS.paths else None
+        if newest in self.model.choices:  # not in a dock whose Qt widget is gone (its choices stay as they were)
+            self.model.value = newest
         self._check_inputs()
 
     def _layers_changed(self, _event=None):

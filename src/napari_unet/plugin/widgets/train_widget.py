@@ -27,6 +27,7 @@ from napari_unet.core.config import ConfigError, ModelConfig, TrainConfig, choic
 from napari_unet.core.devices import CPU_SIZES
 from napari_unet.core.pairs import channels_of, class_count_of_pairs, validate_pairs
 from napari_unet.core.train import check_resume_meta
+from napari_unet.plugin.widgets._advanced import Advanced
 from napari_unet.plugin.widgets._export import ExportButton
 from napari_unet.plugin.widgets._job_dock import JobDock
 from napari_unet.plugin.widgets._job_poller import JobPoller
@@ -52,20 +53,22 @@ class TrainWidget(JobDock):
         self._make_data_widgets()
         self._make_training_widgets()
         self._make_run_widgets(napari_viewer)
+        # The few choices that matter lead; the rest waits behind one click.
         self.extend([
-            self.image, self.labels, self.extra_pairs, self.mode, self.instances, self.continue_from,
-            self.continue_file, self.n_filters, self.depth,
-            self.epochs, self.steps, self.time_limit, self.auto_sizes, self.batch_size, self.patch_size,
-            self.precision,
-            self.learning_rate,
-            self.val_fraction, self.model_dir, self.replace, self.live_preview, self.preview_probability,
-            self.train_button, self.stop_button,
-            self.progress_bar, self.time_left, self.device, self.status, self.score, self.export.button,
-            *self.suggestions.widgets, self.prediction, self.replace_annotations, self.accept_button,
-            release_button(),
+            self.image, self.labels, self.instances, self.train_button, self.stop_button,
+            self.progress_bar, self.time_left, self.status, self.score,
         ])
         self.plot = LossPlot()
         self.native.layout().addWidget(self.plot.canvas)
+        self.advanced = Advanced("train", [
+            self.mode, self.extra_pairs, self.continue_from, self.continue_file, self.time_limit,
+            self.model_dir, self.replace, self.live_preview, self.preview_probability,
+            *self.suggestions.widgets, self.prediction, self.replace_annotations, self.accept_button,
+            self.export.button, self.n_filters, self.depth, self.epochs, self.steps, self.auto_sizes,
+            self.batch_size, self.patch_size, self.precision, self.learning_rate, self.val_fraction,
+            self.device, release_button(),
+        ])
+        self.advanced.add_to(self)
         self.last_model_dir: Path | None = None
         self._device_text = "-"
         self.preview = LivePreview(napari_viewer, parent=self.native)
