@@ -34,8 +34,3 @@ if [ -n "$extras" ]; then
 else
   .venv/bin/python -m pip install -q -e ".[all]"
 fi
-# bioimageio.core 0.11 pins bioimageio.spec 0.5.12, which cannot write or validate packages next to
-# pydantic 2.14: the [bioimageio] and [testing] extras get the newer spec (README, Sharing models).
-if .venv/bin/python -m pip show -q bioimageio.core >/dev/null 2>&1; then
-  .venv/bin/python -m pip install -q --no-deps "bioimageio.spec>=0.5.14" 2>&1 | grep -v "dependency conflicts\|incompatible" || true
-fi
