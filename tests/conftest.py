@@ -1,8 +1,8 @@
 """Plain ``pytest`` runs the whole suite, in two processes.
 
 ``tests/core`` imports Keras and TensorFlow; the other tests drive napari and check that its
-process never loads them (TensorFlow next to napari's OpenGL crashes, see README,
-Architecture). So when one run would collect both, this process leaves ``tests/core`` out and
+process never loads them (TensorFlow next to napari's OpenGL crashes, see
+docs/architecture.md). So when one run would collect both, this process leaves ``tests/core`` out and
 runs it at the end in a child pytest with the same options; its failures fail this run.
 ``scripts/test.sh`` runs the two halves itself, so there is no child there.
 """

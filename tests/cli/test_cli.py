@@ -521,3 +521,44 @@ def test_predict_reads_and_writes_ome_zarr_with_the_scale(gray_model, tmp_path, 
     assert main(["predict", "--model", str(gray_model), "--image", str(tmp_path / "vol.tif"),
                  "--out", str(tmp_path / "plain.zarr")]) == 2
     assert "exists" in capsys.readouterr().err
+
+
+def _bare_instances(folder):
+    """A bare TIFF (no voxel size) of two touching discs that grow with z, and their 3-D ids
+    painted on slices 0, 3 and 6."""
+    rng = np.random.default_rng(3)
+    z, y, x = np.mgrid[0:8, 0:48, 0:48]
+    ids = np.where((y - 24) ** 2 + (x - 16) ** 2 < (6 + z) ** 2, 1, 0)
+    ids = np.where(((y - 24) ** 2 + (x - 34) ** 2 < (6 + z) ** 2) & (x > 25), 2, ids).astype(np.uint8)
+    edge = (ids > 0) & (np.abs(x - 25) < 1)
+    image = ((ids > 0) * 120 - edge * 80 + 40 + rng.normal(0, 10, ids.shape)).clip(0, 255).astype(np.uint8)
+    labels = np.zeros_like(ids)
+    labels[[0, 3, 6]] = ids[[0, 3, 6]]
+    tifffile.imwrite(folder / "bare.tif", image)
+    tifffile.imwrite(folder / "bare_labels.tif", labels)
+
+
+@pytest.mark.slow
+def test_predict_on_a_bare_tiff_says_the_tuned_and_estimated_values_once_each(tmp_path, capsys):
+    _bare_instances(tmp_path)
+    model = tmp_path / "model"
+    assert main(["train", "--image", str(tmp_path / "bare.tif"), "--labels", str(tmp_path / "bare_labels.tif"),
+                 "--instances", "--out", str(model), *TINY]) == 0
+    assert capsys.readouterr().out.count("objects tuned on your annotations: ") == 1
+    assert json.loads((model / "bundle.json").read_text())["object_tuning"]["n_slices"] == 3
+
+    out_path = tmp_path / "objects.tif"
+    assert main(["predict", "--model", str(model), "--image", str(tmp_path / "bare.tif"), "--out", str(out_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert sum(line.startswith("objects tuned on your annotations: ") for line in lines) == 1
+    voxel_lines = [line for line in lines if line.startswith("No voxel size")]
+    assert len(voxel_lines) == 1 and "--voxel-size" in voxel_lines[0], lines
+    said = re.search(r"z, y, x = ([0-9.e+-]+), 1, 1", voxel_lines[0])
+    scale = tiff.read_array(out_path)[1]["scale"]
+    if said:  # the output carries the voxel size it was found with
+        assert scale == pytest.approx((float(said.group(1)), 1.0, 1.0), rel=1e-2)
+
+    # Given options win: per-slice objects need no voxel size, and none is said.
+    assert main(["predict", "--model", str(model), "--image", str(tmp_path / "bare.tif"),
+                 "--out", str(tmp_path / "o2.tif"), "--objects", "2d", "--voxel-size", "2", "1", "1"]) == 0
+    assert "No voxel size" not in capsys.readouterr().out

@@ -25,7 +25,7 @@ from pathlib import Path
 
 GUARD_S = 300  # only ends a hung case; no case waits for time to pass
 SHM = Path("/dev/shm")
-PROGRESS = re.compile(r"^\s*(Training|Segmenting|Working):")  # tqdm's bar, not a message
+PROGRESS = re.compile(r"^\s*(Training|Segmenting|Working|Blocks):")  # tqdm's bar, not a message
 TEMPORARY = re.compile(r"(\.saving-|\.old-|\.partial\.zarr$|\.part$)")
 
 
@@ -39,6 +39,7 @@ class Case:
     message: str | None = None  # regex for the one stderr line; None: no message at all
     signal: int | None = None
     after: str | None = None  # regex on stdout/stderr lines: send the signal when it appears
+    again: str | None = None  # regex: send the signal a second time when this appears (after ``after``)
     to_group: bool = True  # to the process group (as a terminal does), or to the process alone
     terminal: bool = False  # run on a pseudo-terminal and close it at ``after`` (the signal: SIGHUP)
     setup: object = None  # callable(case_dir) run before the command
@@ -50,6 +51,8 @@ class Case:
     any_stderr: bool = False  # a killed parent cannot speak: stderr is not checked
     semaphores_may_leak: str = ""  # why a case cannot free multiprocessing's semaphores
     then: "Case | None" = None  # a second command in the same folder (e.g. the next run)
+    noise: str | None = None  # regex: stderr lines that are not messages (e.g. -X importtime's)
+    absent: tuple[str, ...] = ()  # globs (relative) that must match nothing afterwards
 
 
 @dataclass
@@ -126,8 +129,11 @@ def run_command(argv: list[str], case: Case, env: dict, cwd: Path) -> Outcome:
         pump.start()
     try:
         if case.signal is not None:
-            _wait_for(lines, case.after, 2)
+            open_streams = _wait_for(lines, case.after, 2)
             (os.killpg if case.to_group else os.kill)(proc.pid, case.signal)
+            if case.again is not None:
+                _wait_for(lines, case.again, open_streams)
+                (os.killpg if case.to_group else os.kill)(proc.pid, case.signal)
         for pump in pumps:  # end of output: the command, its worker and helpers have all ended
             pump.join(GUARD_S)
         rc = proc.wait(GUARD_S)
@@ -168,8 +174,9 @@ def _run_on_terminal(command, case: Case, env: dict, cwd: Path) -> Outcome:
     return Outcome(rc, seen, "")
 
 
-def message_lines(stderr: str) -> list[str]:
-    return [line for line in re.split(r"[\r\n]", stderr) if line.strip() and not PROGRESS.match(line)]
+def message_lines(stderr: str, noise: str | None = None) -> list[str]:
+    return [line for line in re.split(r"[\r\n]", stderr)
+            if line.strip() and not PROGRESS.match(line) and not (noise and re.search(noise, line))]
 
 
 def check(case: Case, outcome: Outcome, before: dict[str, str], after: dict[str, str],
@@ -187,6 +194,8 @@ def check(case: Case, outcome: Outcome, before: dict[str, str], after: dict[str,
     for path in case.expect:
         if not (folder / path).exists():
             problems.append(f"{path} is missing")
+    for pattern in case.absent:
+        problems += [f"{path.relative_to(folder)} left behind" for path in folder.glob(pattern)]
     if case.semaphores_may_leak:
         leaks = {name for name in leaks if not name.startswith("sem.mp-")}
     if leaks:
@@ -200,7 +209,7 @@ def check(case: Case, outcome: Outcome, before: dict[str, str], after: dict[str,
 def _stderr_problems(case: Case, stderr: str) -> list[str]:
     if "Traceback" in stderr:
         return ["a traceback on stderr"]
-    lines = message_lines(stderr)
+    lines = message_lines(stderr, case.noise)
     if case.message is None:
         return [f"unexpected stderr: {lines}"] if lines else []
     if len(lines) != 1:

@@ -101,14 +101,47 @@ def _full_disk_and_a_temporary_folder(folder):
     _full_disk(folder)
 
 
+def _few_inodes(folder):
+    _mount_tmpfs(folder, "few", "size=1m,nr_inodes=16")  # room for bytes, not for a zarr's files
+
+
+def _broken_normalization(folder):
+    import json
+
+    meta = json.loads((folder / "model" / "bundle.json").read_text())
+    meta["normalization"]["high"] = list(meta["normalization"]["low"])
+    (folder / "model" / "bundle.json").write_text(json.dumps(meta))
+
+
+def _hot_pixels(folder):
+    """The 8-bit volume as 16-bit, with one saturated (65535) pixel per slice."""
+    import numpy as np
+    import tifffile
+
+    image = tifffile.imread(folder / "vol.tif").astype(np.uint16)
+    image[:, 5, 7] = 65535
+    tifffile.imwrite(folder / "hot16.tif", image, photometric="minisblack")
+
+
 def _unmount(folder):
-    for name in ("ro", "full"):
+    for name in ("ro", "full", "few"):
         if (folder / name).is_mount():
             subprocess.run(["umount", str(folder / name)], check=True)
 
 
 def _predict_on(image: str) -> list[str]:
     return [*PREDICT[:4], image, "--out", "{dir}/mask.tif"]
+
+
+def _voxel_size(*values: str) -> Case:
+    return Case(f"--voxel-size {' '.join(values)}", [*_predict_on("{image}"), "--output", "instances",
+                                                     "--voxel-size", *values],
+                rc=2, message=r"--voxel-size: each value must be a positive, finite number")
+
+
+LONG = "n" * 240  # fits a file name (255 bytes), not the temporary names made from it
+CLUSTER = [*PREDICT, "--out", "{dir}/mask.tif", "--prob", "{dir}/p.tif", "--workers", "2"]
+FIRST_BLOCK = r"Blocks:.*\b[1-9]\d*/\d+"
 
 
 CASES = [
@@ -164,8 +197,9 @@ CASES = [
          signal=signal.SIGINT, after=FIRST_EPOCH, expect=("new_model/bundle.json",)),
     Case("the terminal closes while training", LONG_TRAIN, rc=129, terminal=True, after=FIRST_EPOCH,
          expect=("new_model/bundle.json",)),
-    Case("SIGTERM to the process while predicting", [*PREDICT, "--out", "{dir}/mask.tif"], rc=143,
-         message=r"stopped by SIGTERM", signal=signal.SIGTERM, after=FIRST_SLICE, to_group=False),
+    # Every slice is predicted when the signal comes: the output is whole, the run a success.
+    Case("SIGTERM to the process after the last slice", [*PREDICT, "--out", "{dir}/mask.tif"], rc=0,
+         signal=signal.SIGTERM, after=r"Segmenting:.*\b24/24", to_group=False, expect=("mask.tif",)),
     # -- kills: nothing can run in the parent; the worker and the next run tidy up
     Case("SIGKILL to the process while training", LONG_TRAIN, rc=-signal.SIGKILL, any_stderr=True,
          signal=signal.SIGKILL, after=FIRST_EPOCH, to_group=False, expect=("new_model/bundle.json",)),
@@ -177,14 +211,61 @@ CASES = [
          setup=_stale_save_and_partial, expect=("mask.tif",)),
     Case("model moved aside by a killed save", [*PREDICT, "--out", "{dir}/mask.tif"], rc=0,
          setup=_model_moved_aside, expect=("mask.tif", "model/bundle.json")),
+    # -- issue 27: names too long, refused before any work (a model is never trained to be lost)
+    Case("a model name too long for its save's temporary folder", [*TRAIN, "--out", "{dir}/" + LONG, *TINY],
+         rc=2, message=r"--out name .* is too long .*use a name of at most \d+ bytes"),
+    Case("a model name over 255 bytes", [*TRAIN, "--out", "{dir}/" + "n" * 256, *TINY], rc=2,
+         message=r"--out name .* is too long"),
+    Case("--out of 245 characters (.tif)", [*PREDICT, "--out", "{dir}/" + "o" * 241 + ".tif"], rc=2,
+         message=r"--out name .* is too long .*first writes it under a name"),
+    Case("--out of 244 characters (.zarr)", [*PREDICT, "--out", "{dir}/" + "o" * 239 + ".zarr"], rc=2,
+         message=r"--out name .* is too long"),
+    # -- resources refused before any work
+    Case("--workers 1000", [*CLUSTER[:-1], "1000"], rc=2, message=r"--workers 1000 is more than this machine"),
+    Case("zarr outputs on a disk out of inodes", [*PREDICT, "--out", "{dir}/few/m.zarr", "--prob", "{dir}/few/p.zarr"],
+         rc=2, message=r"Not enough free files \(inodes\) .*/few", setup=_few_inodes, teardown=_unmount),
+    Case("predict outputs on a read-only disk", [*PREDICT, "--out", "{dir}/ro/mask.tif"], rc=2,
+         message=r"the folder .*/ro is on a read-only disk", setup=_read_only_disk, teardown=_unmount),
+    Case("stored normalisation with low == high", [*_predict_on("{image}"), "--normalize", "model"], rc=2,
+         message=r"stored normalization is broken .*--normalize volume", setup=_broken_normalization),
+    # -- options: range-checked, one line, naming the option
+    Case("suggest --top -1", ["suggest", "--model", "{model}", "--image", "{image}", "--labels", "{labels}",
+                              "--top", "-1"], rc=2, message=r"^napari-unet suggest: error: argument --top"),
+    _voxel_size("-1", "1", "1"), _voxel_size("0", "1", "1"), _voxel_size("nan", "1", "1"),
+    _voxel_size("inf", "1", "1"),
+    Case("--voxel-size with two values", [*_predict_on("{image}"), "--voxel-size", "1", "1"], rc=2,
+         message=r"^napari-unet predict: error: argument --voxel-size: expected 3 arguments"),
+    Case("evaluate --slices 30:10", ["evaluate", "--model", "{model}", "--image", "{image}", "--labels", "{truth}",
+                                     "--slices", "30:10"], rc=2, message=r"--slices 30:10 selects no slice"),
+    # -- signals: at any moment one line, the truth about what was written
+    Case("Ctrl-C during the imports", [*PREDICT, "--out", "{dir}/mask.tif"], rc=130,
+         message=r"stopped by Ctrl-C while starting|interrupted \(Ctrl-C\)", signal=signal.SIGINT,
+         after=r"^import time:.*\|\s+argparse$", env={"PYTHONPROFILEIMPORTTIME": "1"}, noise=r"^import time:"),
+    Case("SIGHUP to the process while training", LONG_TRAIN, rc=129, message=r"stopped by SIGHUP",
+         signal=signal.SIGHUP, after=FIRST_EPOCH, to_group=False, expect=("new_model/bundle.json",)),
+    # One slice a block: blocks are still waiting when the signals come, however fast the machine.
+    Case("Ctrl-C twice on the cluster", [*CLUSTER, "--block-slices", "1"], rc=130,
+         message=r"interrupted \(Ctrl-C\)|stopped by Ctrl-C", signal=signal.SIGINT, after=FIRST_BLOCK,
+         again=r"stopping once the running blocks finish", to_group=False),
+    # -- borderline (README): hot pixels warn; a killed parent's semaphores are freed quietly
+    Case("one saturated pixel per slice", _predict_on("{dir}/hot16.tif"), rc=0, message=r"far brighter",
+         setup=_hot_pixels, expect=("mask.tif",)),
+    Case("SIGKILL to the process while predicting: no tracker warning", [*PREDICT, "--out", "{dir}/mask.tif"],
+         rc=-signal.SIGKILL, signal=signal.SIGKILL, after=FIRST_SLICE, to_group=False, partial=True),
 ]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
-def test_fault(case, run_case):
+def test_fault(case, run_case, tmp_path):
     outcomes = run_case(case)
     if case.setup is _stale_save_and_partial:
         assert "the unfinished save of a killed run" in outcomes[0].stdout
         assert "the unfinished output of a killed run" in outcomes[0].stdout
     if case.setup is _model_moved_aside:
         assert "Restored the model" in outcomes[0].stdout
+    if case.signal in (signal.SIGTERM, signal.SIGHUP):  # only a second Ctrl-C kills
+        assert "Ctrl-C again" not in outcomes[0].stdout
+    if case.rc == 0 and case.signal is not None:
+        assert "came too late to stop it: the output is whole" in outcomes[0].stdout
+    if case.again is not None and "nothing was written" in outcomes[0].stdout:  # then truly nothing
+        assert not list((tmp_path / "case").glob("*.incomplete*"))

@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
+import sys
 import typing
 from pathlib import Path
 
 from napari_unet.core.config import ClusterConfig, ModelConfig, PredictConfig, TrainConfig, limits
 from napari_unet.core.uncertainty import MAX_RANKED_SLICES
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Usage errors in one line (argparse prints the whole usage first), exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def parse_slices(text: str | None) -> slice | None:
@@ -18,7 +28,33 @@ def parse_slices(text: str | None) -> slice | None:
         start, _, stop = text.partition(":")
         return slice(int(start) if start else None, int(stop) if stop else None)
     except ValueError:
-        raise SystemExit(f"--slices must look like 20:30, got {text!r}") from None
+        raise ValueError(f"--slices must look like 20:30, got {text!r}") from None
+
+
+def positive_finite(text: str) -> float:
+    """A --voxel-size value: a positive, finite number."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"each value must be a positive, finite number (e.g. 2 0.5 0.5), got {text!r}")
+    return value
+
+
+def whole_number(lo: int):
+    """An argparse ``type``: an integer of at least ``lo``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = lo - 1
+        if value < lo:
+            raise argparse.ArgumentTypeError(f"must be a whole number, {lo} or more, got {text!r}")
+        return value
+
+    return parse
 
 
 def _option(p: argparse.ArgumentParser, config_cls, name: str, flag: str | None = None, **kwargs):
@@ -60,17 +96,21 @@ PREDICT_OPTIONS = ("axis", "threshold", "objects", "seeds", "seed_distance", "fi
                    "normalize", "tile_size", "batch_size", "tta", "three_axis", "block_slices", "halo")
 
 
+# Left unset, these come from the object step the model tuned on its annotations, else the defaults.
+TUNED_OPTIONS = ("objects", "seeds", "seed_distance", "threshold", "min_object_size")
+
+
 def _add_predict_options(p: argparse.ArgumentParser):
     _option(p, PredictConfig, "output", default=None)  # None: as the model was trained
     for name in PREDICT_OPTIONS:
-        _option(p, PredictConfig, name)
-    _option(p, PredictConfig, "min_object_size", "--min-size")
-    p.add_argument("--voxel-size", type=float, nargs=3, default=None, metavar=("Z", "Y", "X"),
+        _option(p, PredictConfig, name, **({"default": None} if name in TUNED_OPTIONS else {}))
+    _option(p, PredictConfig, "min_object_size", "--min-size", default=None)
+    p.add_argument("--voxel-size", type=positive_finite, nargs=3, default=None, metavar=("Z", "Y", "X"),
                    help="voxel size for 3-D objects (default: from the TIFF, else cubic voxels)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="napari-unet", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="napari-unet", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a U-Net on an image and partial labels")
@@ -96,9 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True)
     p.add_argument("--image", required=True)
     p.add_argument("--labels", required=True, help="the annotations: annotated slices are not ranked")
-    p.add_argument("--max-slices", type=int, default=MAX_RANKED_SLICES,
+    p.add_argument("--max-slices", type=whole_number(1), default=MAX_RANKED_SLICES,
                    help="rank at most this many unannotated slices, evenly spaced (predicting each takes time)")
-    p.add_argument("--top", type=int, default=10, help="print this many slices (0 = all ranked)")
+    p.add_argument("--top", type=whole_number(0), default=10, help="print this many slices (0 = all ranked)")
 
     p = sub.add_parser("evaluate", help="score a model against ground truth")
     p.add_argument("--model", required=True)
@@ -136,7 +176,8 @@ def train_configs(args) -> tuple[ModelConfig, TrainConfig]:
 
 
 def predict_config(args, **overrides) -> PredictConfig:
-    values = {k: v for k, v in vars(args).items() if k in PredictConfig.model_fields and v is not None}
+    values = {k: tuple(v) if isinstance(v, list) else v  # nargs lists: the config takes tuples
+              for k, v in vars(args).items() if k in PredictConfig.model_fields and v is not None}
     values.update(overrides)
     overlap = PredictConfig.model_fields["tile_overlap"].default  # the CLI keeps the default overlap
     if values.get("tile_size", overlap * 2 + 1) <= 2 * overlap:
@@ -151,8 +192,13 @@ def cluster_config(args) -> ClusterConfig | None:
         return None
     if args.workers is not None and args.scheduler is not None:
         raise ValueError("Give --workers (a local cluster) or --scheduler (an existing one), not both.")
-    return ClusterConfig(workers=1 if args.workers is None else args.workers, retries=args.retries,
-                         block_yx=args.block_yx)
+    cluster = ClusterConfig(workers=1 if args.workers is None else args.workers, retries=args.retries,
+                            block_yx=args.block_yx)
+    if args.scheduler is None:  # a local cluster: its workers must fit this machine
+        from napari_unet.runtime.cluster import check_local_workers
+
+        check_local_workers(cluster.workers)
+    return cluster
 
 
 def write_json(path: Path, data: dict) -> None:

@@ -11,8 +11,9 @@ import numpy as np
 from tqdm import tqdm
 
 from napari_unet.cli.args import cluster_config, parse_slices, predict_config, train_configs, write_json
-from napari_unet.core import events
-from napari_unet.core.bundle import check_target, read_bundle_meta, reclaim_stale_saves
+from napari_unet.core import events, object_defaults
+from napari_unet.core.bundle import (check_model_name, check_stored_normalization, check_target, read_bundle_meta,
+                                     reclaim_stale_saves)
 from napari_unet.core.pairs import check_same_channels, class_count_of_pairs
 from napari_unet.core.uncertainty import candidate_slices
 from napari_unet.io import disk, images, leftovers, omezarr, tiff
@@ -84,8 +85,8 @@ class _SignalAnswer:
                 raise interrupts.Interrupted(signum)
             if not self.stopping:
                 self.stopping = True
-                self.bar.write(f"{interrupts.signal_name(signum)}: stopping after the current batch "
-                               "(Ctrl-C again to kill)...")
+                self.bar.write(f"{interrupts.signal_name(signum)}: stopping after the current batch"
+                               f"{interrupts.again_hint(signum, 'to kill')}...")
                 self.job.stop()
 
 
@@ -189,6 +190,7 @@ def _say_why_unfinished(message: str) -> None:
 
 
 def run_train(args) -> int:
+    check_model_name(args.out, "--out")  # first: a name too long for the disk fails even to be looked up
     _tidy_model_folder(args.out)
     check_target(args.out, overwrite=args.overwrite)  # fail before loading anything
     pairs = _read_training_pairs(args.image, args.labels)
@@ -205,6 +207,9 @@ def run_train(args) -> int:
     print(f"Model saved to {result.model_dir}")
     print("Validation Dice: " + ("n/a (no validation data)" if dice is None else f"{dice:.4f}")
           + f" (best epoch {result.best_epoch})")
+    for line in (result.objects, result.cut_short):
+        if line:
+            print(line)
     return 0
 
 
@@ -247,18 +252,30 @@ OUTPUT_SUFFIXES = (".tif", ".tiff", ".zarr")
 
 
 def check_new_output(path, option: str, inputs=()) -> Path:
-    """Refuse, before any work, an output that is an input, exists, has no usable suffix, or
-    whose folder is missing."""
+    """Refuse, before any work, an output that is an input, exists, has no usable suffix, whose
+    folder is missing or not writable, or whose name (or a temporary name made from it) is too long."""
     path = Path(path)
-    if any(path.resolve() == Path(p).resolve() for p in inputs):
-        raise ValueError(f"{option} {path} is one of the inputs; pick a new file name.")
     if not path.name.lower().endswith(OUTPUT_SUFFIXES):
         raise ValueError(f"{option} {path} must end in {', '.join(OUTPUT_SUFFIXES)}.")
+    disk.check_name_length(path.name, _internal_names(path), path.parent, option)  # first: else lookups fail
+    if any(path.resolve() == Path(p).resolve() for p in inputs):
+        raise ValueError(f"{option} {path} is one of the inputs; pick a new file name.")
     if not path.parent.is_dir():
         raise FileNotFoundError(f"Output folder {path.parent} does not exist; create it first.")
+    disk.check_writable(path.parent, f"{option} {path.name}")
     if path.exists():
         raise FileExistsError(f"{path} exists; pick another name or delete it first.")
     return path
+
+
+def _internal_names(path: Path) -> list[str]:
+    """The longest names a prediction may give ``path``'s files on its way: the temporary zarr,
+    the name a cancelled run keeps (``incomplete_name``), and a TIFF's ``.part`` while written."""
+    kept = f"{path.name[: -len(path.suffix)]}.{INCOMPLETE}-99{path.suffix}"
+    names = [_temporary(path).name, kept]
+    if path.suffix.lower() != ".zarr":
+        names.append(f".{kept}.{'x' * 8}.part")  # tiff._atomic_imwrite's mkstemp name
+    return names
 
 
 def run_predict(args) -> int:
@@ -274,7 +291,9 @@ def run_predict(args) -> int:
     spatial = check_image_axes(array.shape, meta, channel_axis, args.image)
     scale = spatial_scale(meta)
     cfg = predict_config(args, return_probabilities=bool(args.prob),
-                         **_object_settings(args, scale, len(spatial)))
+                         **_object_settings(args, _channels_last(array, meta)[0], scale, len(spatial)))
+    scale = cfg.voxel_size or scale  # objects carry the voxel size they were found with
+    _check_normalization(cfg, args.model)
     finals = {out: _temporary(out)}
     if prob:
         finals[prob] = _temporary(prob)
@@ -285,22 +304,36 @@ def run_predict(args) -> int:
     units = spatial_units(meta)
     if cluster is not None:
         return _predict_on_cluster(args, cluster, finals, cfg, channel_axis, scale, axes, units)
-    _start_outputs(finals, out, axes, scale, units)
+    _refuse_live_outputs(finals)
     try:
-        final, _, _, written = predict_with_progress(
-            engine.LazyFile(str(args.image)), args.model, cfg, channel_axis=channel_axis,
-            out_path=str(finals[out] / "0"), **({"prob_path": str(finals[prob] / "0")} if prob else {}))
-        if isinstance(final, events.Stopped):
-            return _keep_incomplete(written, finals, out, scale,
-                                    n_slices=spatial[cfg.axis] if len(spatial) == 3 else 1, axes=axes)
-        for path, tmp in finals.items():
-            _finish_output(tmp, path, scale, labels=path == out, axes=axes)
+        _start_outputs(finals, out, axes, scale, units)  # inside: a full disk here leaves no folder
+        with interrupts.deferred():  # the job answers signals; once every slice is done, they come too late
+            final, _, _, written = predict_with_progress(
+                engine.LazyFile(str(args.image)), args.model, cfg, channel_axis=channel_axis,
+                out_path=str(finals[out] / "0"), **({"prob_path": str(finals[prob] / "0")} if prob else {}))
+            if isinstance(final, events.Stopped):
+                return _keep_incomplete(written, finals, out, scale,
+                                        n_slices=spatial[cfg.axis] if len(spatial) == 3 else 1, axes=axes)
+            omezarr.finish_outputs([(tmp, path, path == out) for path, tmp in finals.items()], scale=scale, axes=axes)
     finally:
         for tmp in finals.values():
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
-    print(f"Labels written to {out}" + (f", probabilities to {prob}" if prob else ""))
+    _say_written(f"Labels written to {out}" + (f", probabilities to {prob}" if prob else ""))
     return 0
+
+
+def _say_written(line: str) -> None:
+    """The outputs are whole: a signal that came too late to stop the run changes nothing (exit 0)."""
+    late = interrupts.output_whole()
+    print(line + (f" ({interrupts.signal_name(late)} came too late to stop it: the output is whole.)"
+                  if late is not None else ""))
+
+
+def _check_normalization(cfg, model) -> None:
+    """The stored percentiles must be usable when asked for (``--normalize model``), before any work."""
+    if cfg.normalize == "model":
+        check_stored_normalization(read_bundle_meta(model), model)
 
 
 def _predict_on_cluster(args, cluster, finals, cfg, channel_axis, scale, axes, units) -> int:
@@ -308,7 +341,7 @@ def _predict_on_cluster(args, cluster, finals, cfg, channel_axis, scale, axes, u
     from napari_unet.runtime import cluster as dist
 
     out, prob = list(finals)[0], next(iter(list(finals)[1:]), None)
-    bars = []  # made at the first finished block: a failure before shows no bar
+    bars, summary = [], None  # bars: made at the first finished block, so a failure before shows none
 
     def on_block(done, total):
         if not bars:
@@ -324,16 +357,20 @@ def _predict_on_cluster(args, cluster, finals, cfg, channel_axis, scale, axes, u
                                                keep=incomplete_name)
     except dist.ClusterError as exc:
         raise JobFailed(f"Segmentation failed: {exc}") from None
-    except interrupts.Interrupted:  # before or after the blocks ran, or a second Ctrl-C
-        _say_why_unfinished(_nothing_kept(finals, cfg, "Cancelled"))
-        raise
+    except interrupts.Interrupted:
+        if summary is None:  # before or while the blocks ran, or a second Ctrl-C: nothing kept
+            for tmp in finals.values():  # again: the local cluster is closed now, its blocks no longer write
+                shutil.rmtree(tmp, ignore_errors=True)
+            _say_why_unfinished(_nothing_kept(finals, cfg, "Cancelled"))
+            raise
+        # while the cluster closed: the outputs are already in place, say what they are
     finally:
         for bar in bars:
             bar.close()
     if summary["stopped"] is not None:
         _say_why_unfinished(_kept_of_cluster(summary, finals, cfg))
         return 130
-    print(f"Labels written to {out}" + (f", probabilities to {prob}" if prob else "")
+    _say_written(f"Labels written to {out}" + (f", probabilities to {prob}" if prob else "")
           + f" ({summary['n_blocks']} block(s) of slices on {summary['n_workers']} worker(s), "
             f"{summary['seconds']:.1f} s)")
     return 0
@@ -381,13 +418,17 @@ def _ranges(blocks) -> str:
     return ", ".join(f"{a}-{b - 1}" if b - a > 1 else f"{a}" for a, b in merged)
 
 
-def _start_outputs(finals: dict, out, axes, scale, units=None) -> None:
-    """Each output's temporary group (its array goes to ``tmp/0``); one that exists belongs to a
-    live run (a killed run's was reclaimed above), so it is refused, never removed."""
+def _refuse_live_outputs(finals: dict) -> None:
+    """A temporary group that exists belongs to a live run (a killed run's was reclaimed above),
+    so it is refused, never removed."""
     for path, tmp in finals.items():
         if tmp.exists():
             raise FileExistsError(f"{tmp} exists: another run is writing {path} now; wait for it, or delete "
                                   f"{tmp} if no run is.")
+
+
+def _start_outputs(finals: dict, out, axes, scale, units=None) -> None:
+    """Each output's temporary group (its array goes to ``tmp/0``)."""
     for path, tmp in finals.items():
         omezarr.start_output(tmp, axes=axes, scale=scale, units=units, labels=path == out, name=path.name)
 
@@ -426,10 +467,14 @@ def _check_disk_space(finals: dict, spatial, cfg) -> None:
     for path, (shape, dtype) in zip(finals, engine.prediction_outputs(spatial, cfg).values()):
         copies = 1 if path.suffix == ".zarr" else 2
         need[path.parent] = need.get(path.parent, 0) + copies * engine.output_nbytes(shape, dtype)
+    n_slices = spatial[cfg.axis] if len(spatial) == 3 else 1
     for folder, nbytes in need.items():
         disk.check_free_space(folder, nbytes, "the outputs")
+        # Each output's temporary zarr holds a file per chunk (a slice, or a Y/X part of one).
+        disk.check_free_files(folder, len(finals) * (2 * n_slices + FILES_PER_OUTPUT), "the outputs")
 
 
+FILES_PER_OUTPUT = 16  # a zarr's metadata, owner and scratch files
 INCOMPLETE = "incomplete"  # marks the file that keeps a cancelled prediction's finished slices
 
 
@@ -447,10 +492,9 @@ def _keep_incomplete(done: int, finals: dict, out: Path, scale, n_slices: int, a
     if done == 0:
         _say_why_unfinished("Cancelled before any slice was finished: nothing was written.")
         return 130
-    kept = []
-    for path, tmp in finals.items():
-        kept.append(incomplete_name(path))
-        _finish_output(tmp, kept[-1], scale, labels=path == out, axes=axes)
+    kept = [incomplete_name(path) for path in finals]
+    omezarr.finish_outputs([(tmp, where, path == out) for (path, tmp), where in zip(finals.items(), kept)],
+                           scale=scale, axes=axes)  # all or nothing, even after a second Ctrl-C
     asked = ", ".join(map(str, finals))
     _say_why_unfinished(f"Cancelled after {done} of {n_slices} slices: the finished slices are in "
                         f"{', '.join(map(str, kept))} (the other slices are 0); {asked} "
@@ -458,20 +502,23 @@ def _keep_incomplete(done: int, finals: dict, out: Path, scale, n_slices: int, a
     return 130
 
 
-def _object_settings(args, scale, spatial_ndim: int) -> dict:
-    """Output kind from the model (objects for a model trained on ids) and the voxel size of 3-D
-    objects: --voxel-size, else the file's, else cubic voxels (said once)."""
-    settings = {}
-    if args.output is None:
-        settings["output"] = "instances" if read_bundle_meta(args.model).get("instances") else "labels"
-    objects_3d = (args.output or settings["output"]) == "instances" and args.objects in ("3d", "auto")
-    if spatial_ndim == 3 and objects_3d:
-        voxel = args.voxel_size or (scale if scale and len(scale) == 3 else None)
-        if voxel is None:
-            print("No voxel size known (none in the file, no --voxel-size): 3-D objects take the voxels "
-                  "as cubes.")
-        settings["voxel_size"] = tuple(float(v) for v in voxel) if voxel else ()
-    return settings
+def _object_settings(args, volume, scale, spatial_ndim: int) -> dict:
+    """Output kind from the model (objects for a model trained on ids); for objects, the settings
+    of ``object_defaults.resolve``, each choice not given said in one line."""
+    meta = read_bundle_meta(args.model)
+    output = args.output or ("instances" if meta.get("instances") else "labels")
+    predict_config(args, output=output)  # the values given are refused, in one line, before anything is said
+    if output != "instances":
+        return {"output": output}
+    fields, lines = object_defaults.resolve(meta, vars(args), volume, scale, spatial_ndim == 3)
+    say(lines)
+    return {"output": output, **fields}
+
+
+def say(lines) -> None:
+    """Lines for the user: warnings on stderr, the rest on stdout."""
+    for text in lines:
+        print(text, file=sys.stderr if text.startswith("warning") else sys.stdout)
 
 
 def _channel_axis(meta: dict):
@@ -480,12 +527,6 @@ def _channel_axis(meta: dict):
         if name in axes:
             return axes.index(name)
     return None
-
-
-def _finish_output(tmp: Path, out: Path, scale, labels: bool, axes=None):
-    """Move a finished zarr into place (an OME-Zarr group, or the array alone), or stream it into
-    a TIFF one slice at a time."""
-    omezarr.finish_output(tmp, out, scale=scale, axes=axes, labels=labels)
 
 
 def run_evaluate(args) -> int:
@@ -506,7 +547,11 @@ def run_evaluate(args) -> int:
     if chosen is not None:
         index = (slice(None),) * args.axis + (chosen,)
         image, gt = image[index], gt[index]
-    cfg = predict_config(args, **_object_settings(args, spatial_scale(meta), len(spatial)))
+        if gt.shape[args.axis] == 0:
+            raise ValueError(f"--slices {args.slices} selects no slice of the {spatial[args.axis]} along axis "
+                             f"{args.axis}: give START:STOP with START < STOP, e.g. 0:{spatial[args.axis]}.")
+    cfg = predict_config(args, **_object_settings(args, image, spatial_scale(meta), len(spatial)))
+    _check_normalization(cfg, args.model)
     _, pred, _, _ = predict_with_progress(image, args.model, cfg,
                                        channel_axis=image.ndim - 1 if has_channels else None)
     if cfg.output == "instances":

@@ -9,8 +9,9 @@ import numpy as np
 
 from napari_unet.io import tiff
 from napari_unet.cli.args import train_configs, write_json
-from napari_unet.cli.commands import load_image, spatial_scale, predict_with_progress, train_with_progress
-from napari_unet.core.bundle import check_target
+from napari_unet.cli.commands import load_image, predict_with_progress, say, spatial_scale, train_with_progress
+from napari_unet.core import object_defaults
+from napari_unet.core.bundle import check_target, read_bundle_meta
 from napari_unet.core.config import PredictConfig
 from napari_unet.core.data import annotated_slices
 
@@ -49,6 +50,16 @@ def check_demo_outputs(out: Path, overwrite: bool) -> None:
     check_target(out / MODEL_FOLDER, overwrite=overwrite)  # even with --overwrite, only a model folder
 
 
+def _predict_config(image, scale, model_dir, objects: bool, is_3d: bool) -> PredictConfig:
+    """Classes, or objects as `napari-unet predict` settles them: tuned on the annotations, the
+    voxel size known or estimated (said in one line each)."""
+    if not objects:
+        return PredictConfig(output="labels")
+    fields, lines = object_defaults.resolve(read_bundle_meta(model_dir), {}, image, scale, is_3d=is_3d)
+    say(lines)
+    return PredictConfig(output="instances", **fields)
+
+
 def run_demo(args) -> int:
     out = Path(args.out)
     check_demo_outputs(out, args.overwrite)
@@ -67,16 +78,13 @@ def run_demo(args) -> int:
     result = final.training
     if result is None or not result.model_saved:
         raise RuntimeError(final.message if result is None else result.message)
+    say([line for line in (result.objects, result.cut_short) if line])
 
     start = time.perf_counter()
-    has_channels = image.ndim == 4
-    objects = train_cfg.instances
-    voxel_size = tuple(scale) if objects and scale and len(scale) == 3 and image.ndim == 3 else ()
-    if objects and not voxel_size:
-        print("No voxel size known: 3-D objects take the voxels as cubes.")
-    cfg = PredictConfig(output="instances" if objects else "labels", voxel_size=voxel_size)
+    cfg = _predict_config(image, scale, result.model_dir, train_cfg.instances, labels.ndim == 3)
+    voxel_size = cfg.voxel_size
     _, pred, _, _ = predict_with_progress(image, result.model_dir, cfg,
-                                       channel_axis=image.ndim - 1 if has_channels else None)
+                                       channel_axis=image.ndim - 1 if image.ndim == 4 else None)
     predict_seconds = time.perf_counter() - start
 
     mask_path = tiff.write_labels_tiff(out / "masks.tif", pred, scale=scale)

@@ -6,10 +6,14 @@ TensorFlow and ``demo --view`` can open napari afterwards. Ctrl-C stops graceful
 
 from __future__ import annotations
 
+import errno
+import os
+import signal
 import sys
 
-from napari_unet.cli.args import build_parser
-from napari_unet.core.config import ConfigError
+# Only the standard library above: a signal during the imports below ends in one line (``_early_stop``).
+EARLY_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)  # the disk refused: a fact to report, not a bug
 
 
 def _command(name: str):
@@ -27,11 +31,47 @@ def _command(name: str):
     return getattr(commands, f"run_{name}")
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    from napari_unet.runtime import interrupts
-    from napari_unet.cli.commands import JobFailed
+def _early_stop(signum, _frame):
+    """Until ``interrupts.handled`` takes over: nothing has been done yet, so stop at once."""
+    name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+    os.write(2, f"napari-unet: stopped by {name} while starting; nothing was done.\n".encode())
+    os._exit(128 + signum)
 
+
+def _stop_early_on_signals() -> dict:
+    """Install ``_early_stop`` (not over an ignored signal, e.g. under nohup); returns the handlers it replaced."""
+    previous = {signum: signal.getsignal(signum) for signum in EARLY_SIGNALS}
+    for signum, handler in previous.items():
+        if handler is not signal.SIG_IGN:
+            signal.signal(signum, _early_stop)
+    return previous
+
+
+def _ignore_late_signals() -> None:
+    """Once the command has ended: a signal can no longer stop anything, so it changes nothing."""
+    for signum in EARLY_SIGNALS:
+        if signal.getsignal(signum) is _early_stop:
+            signal.signal(signum, signal.SIG_IGN)
+
+
+def main(argv=None) -> int:
+    previous = _stop_early_on_signals()
+    try:
+        return _main(argv)
+    finally:
+        _ignore_late_signals()
+        if argv is not None:  # a caller in the same process (tests, scripts) gets its own handlers back
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+
+def _main(argv) -> int:
+    from napari_unet.cli.args import build_parser
+    from napari_unet.cli.commands import JobFailed
+    from napari_unet.core.config import ConfigError
+    from napari_unet.runtime import interrupts
+
+    args = build_parser().parse_args(argv)
     with interrupts.handled():
         try:
             status = _command(args.command)(args)
@@ -47,10 +87,18 @@ def main(argv=None) -> int:
         except KeyboardInterrupt:
             print("Interrupted.", file=sys.stderr)
             return 130
+        except OSError as exc:
+            if exc.errno not in DISK_ERRORS:
+                print(f"napari-unet {args.command}: {_unexpected(exc, args.command)}", file=sys.stderr)
+                return 1
+            print(f"napari-unet {args.command}: error: {exc.strerror}: {exc.filename or ''}; free some space "
+                  "or write to another disk.", file=sys.stderr)
+            return 1
         except Exception as exc:  # a bug: one line here, the traceback in a log file
             print(f"napari-unet {args.command}: {_unexpected(exc, args.command)}", file=sys.stderr)
             return 1
         signum = interrupts.last_signal()
+    _ignore_late_signals()
     if signum is not None:  # the job stopped gracefully; still say that it did not finish
         print(f"napari-unet {args.command}: stopped by {interrupts.signal_name(signum)}.", file=sys.stderr)
         return interrupts.exit_status(signum)

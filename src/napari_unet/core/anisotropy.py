@@ -27,7 +27,7 @@ def z_spacing_from_image(volume, max_spacing: int = MAX_SPACING) -> float | None
     if len(volume.shape) not in (3, 4) or volume.shape[0] < 2:
         return None
     pairs = _slice_pairs(volume.shape[0])
-    planes = {k: _grey(_crop(np.asarray(volume[k]))) for k in set(pairs) | {k + 1 for k in pairs}}
+    planes = {k: _grey(_crop(_read(volume, k))) for k in set(pairs) | {k + 1 for k in pairs}}
     across = np.mean([np.mean((planes[k + 1] - planes[k]) ** 2) for k in pairs])
     within = _in_plane_curve([planes[k] for k in pairs], max_spacing,
                              lambda a, b: np.mean((a - b) ** 2))
@@ -72,6 +72,13 @@ def _crop(plane) -> np.ndarray:
     h, w = plane.shape[:2]
     y0, x0 = max(0, (h - _CROP) // 2), max(0, (w - _CROP) // 2)
     return np.asarray(plane[y0:y0 + _CROP, x0:x0 + _CROP])
+
+
+def _read(volume, k) -> np.ndarray:
+    """Slice ``k``; a lazy (dask) stack reads it here, even where a dask.distributed client is the
+    default scheduler (its workers cannot take a lazy TIFF's graph)."""
+    plane = volume[k]
+    return np.asarray(plane.compute(scheduler="synchronous") if hasattr(plane, "compute") else plane)
 
 
 def _grey(plane) -> np.ndarray:

@@ -22,12 +22,13 @@ import os
 import platform
 import re
 import shutil
+import socket
 import uuid
 from pathlib import Path
 
 import numpy as np
 
-from napari_unet.io import leftovers
+from napari_unet.io import disk, leftovers
 from napari_unet.core.config import ConfigError, ModelConfig
 
 FORMAT_VERSION = 1
@@ -154,6 +155,25 @@ def check_bundle_meta(meta, where, folder) -> dict:
     return meta
 
 
+def check_stored_normalization(meta: dict, folder) -> None:
+    """Refuse stored percentiles that cannot map intensities (low >= high, not finite), before
+    a prediction that uses them (``normalize="model"``) starts."""
+    norm = meta.get("normalization")
+    pairs = zip(norm.get("low", []), norm.get("high", [])) if isinstance(norm, dict) else [(None, None)]
+    for channel, (low, high) in enumerate(pairs):
+        if not _finite_range(low, high):
+            raise BundleError(f"{folder}: the stored normalization is broken (channel {channel}: low {low}, "
+                              f"high {high}); use --normalize volume ('Intensities' in the Segment dock), "
+                              "or retrain the model.")
+
+
+def _finite_range(low, high) -> bool:
+    try:
+        return bool(np.isfinite(low) and np.isfinite(high) and high > low)
+    except TypeError:
+        return False
+
+
 def model_config_of(meta: dict) -> ModelConfig:
     """The ``ModelConfig`` stored in a bundle's metadata."""
     return ModelConfig.from_dict(meta["model_config"])
@@ -185,6 +205,19 @@ def check_target(path, overwrite: bool = False) -> None:
     raise FileExistsError(
         f"{target} exists and is not a model folder; it is never replaced. Choose a new name for the model."
     )
+
+
+# Longest name a save derives from the model's: the owner's process id (up to 7 digits, Linux's
+# limit) and host, and a random tag. (A rescue, ``core.train.rescue_folder``, cuts the name short.)
+_OWNER = f"{'9' * 7}@{socket.gethostname()}"
+
+
+def check_model_name(path, option: str = "The model folder") -> None:
+    """Refuse, before training, a model name too long for its disk, counting the temporary folder
+    the save goes through."""
+    target = Path(path).absolute()
+    saving = f".{target.name}.saving-{_OWNER}-{'0' * 8}"
+    disk.check_name_length(target.name, [saving], target.parent, option)
 
 
 def _check_writable(target: Path) -> None:

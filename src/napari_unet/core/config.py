@@ -7,6 +7,7 @@ validation. Every check raises ``ConfigError`` (a ``ValueError``) naming the bad
 
 from __future__ import annotations
 
+import math
 import typing
 from typing import Any, ClassVar, Literal, Tuple
 
@@ -152,7 +153,7 @@ class TrainConfig(_Config):
     ``instances``: labels are object ids; learn foreground + boundary (3 classes).
     """
 
-    annotation_mode: AnnotationMode = choice("full_slices", "annotation mode (see README)")
+    annotation_mode: AnnotationMode = choice("full_slices", "annotation mode (see README, Label conventions)")
     instances: bool = Field(False, description="labels are object ids: learn boundaries")
     # By default training runs until the validation loss stops improving (the learning
     # rate halves on each plateau), within a time cap: a fixed step count was too short
@@ -177,13 +178,13 @@ class TrainConfig(_Config):
     seed: int = bounded(0, 0, 2**31 - 1)
     percentiles: Tuple[float, float] = (1.0, 99.8)
     foreground_bias: float = bounded(0.5, 0.0, 1.0, "fraction of patches centred on a foreground pixel")
-    # Instances: width in px of the boundary class inside each object (see README, Objects).
+    # Instances: width in px of the boundary class inside each object (see docs/objects.md).
     boundary_width: int = bounded(1, 1, 16, "instances: width in pixels of the boundary class")
     # Batches made ahead in a background thread while the model steps (0: made in the step).
     prefetch_batches: int = bounded(2, 0, 64)
     mixed_precision: MixedPrecision = choice(
         "auto", "float16 (GPU) or bfloat16 (GPU, or a CPU with AVX512_BF16/AMX) compute; auto = off "
-                "(see README, Defaults and choices); asked where the device lacks it: float32, with a warning")
+                "(see docs/defaults.md); asked where the device lacks it: float32, with a warning")
     threads: int = bounded(0, 0, 1024, "CPU threads (0 = all)")
     # Whole minutes up to 200000, as the Train dock shows it.
     max_seconds: float = bounded(300.0, 0.0, 1.2e7, "time cap in seconds (0 = no limit); training ends "
@@ -222,7 +223,7 @@ class PredictConfig(_Config):
     tile_size: int = bounded(512, 16, 16384, "tiles of at most this size (rounded up to the model multiple)")
     tile_overlap: int = bounded(32, 0, 1024)
     batch_size: int = bounded(4, 1, 1024)
-    threshold: float = bounded(0.5, 0.0, 1.0)
+    threshold: float = bounded(0.5, 0.0, 1.0, "foreground probability threshold (objects: strictly between)")
     output: PredictOutput = choice(
         "labels", "labels (classes) or instances (objects); default: instances for a model "
                   "trained with --instances, labels otherwise")
@@ -254,11 +255,22 @@ class PredictConfig(_Config):
                                 "--workers: the blocks each worker predicts)")
     halo: int = bounded(4, 0, 1000, "... each slab seeing this many more slices on either side, then joined")
 
+    @field_validator("voxel_size")
+    @classmethod
+    def _positive_finite_voxels(cls, value):
+        if any(not math.isfinite(v) or v <= 0 for v in value):
+            raise ValueError(f"--voxel-size (voxel_size) must be positive, finite numbers, got {value!r}")
+        return value
+
     @model_validator(mode="after")
     def _tiles_and_voxels(self):
         if self.tile_overlap * 2 >= self.tile_size:
             raise ValueError(
                 f"tile_overlap ({self.tile_overlap}) must be less than half of tile_size ({self.tile_size})")
+        # The object step's own rule (objects._check_threshold), checked here so that the CLI, the
+        # dock and the worker all refuse it before any work starts.
+        if self.output == "instances" and not 0.0 < self.threshold < 1.0:
+            raise ValueError(f"threshold must be strictly between 0 and 1 for objects, got {self.threshold!r}")
         if self.voxel_size and (len(self.voxel_size) != 3 or min(self.voxel_size) <= 0):
             raise ValueError(f"voxel_size must be three positive numbers (z, y, x) or empty, got {self.voxel_size!r}")
         return self

@@ -1,7 +1,7 @@
 """The device training runs on, and the choices that follow from it: batch and patch size, precision.
 
 Pure functions over a ``Device`` (no Keras): the worker fills one in (``core/hardware.py``) and the
-trainer applies what these return. See README, "Defaults and choices".
+trainer applies what these return. See docs/defaults.md.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from napari_unet.core import events
+from napari_unet.core.bundle import check_stored_normalization
 from napari_unet.core.data import (
     check_image_values, intensity_mismatch, intensity_sample, nonfinite_message, normalization_from_sample, normalize,
 )
@@ -97,6 +98,24 @@ def check_volume(volume, spatial_shape, channel_axis, normalization):
 
 
 
+# A pixel this many percentile ranges above the high percentile is an outlier (hot, saturated):
+# the percentiles ignore it, but it stays extreme after normalisation and sways its neighbours.
+OUTLIER_RANGES = 10
+
+
+def outlier_message(sample, own: dict) -> str:
+    """A warning naming the sampled pixels far above the volume's percentiles; "" if there are none."""
+    for ch, (low, high) in enumerate(zip(own["low"], own["high"])):
+        values = sample[:, ch]
+        outliers = values[values > high + OUTLIER_RANGES * (high - low)]
+        if outliers.size:
+            which = "" if len(own["low"]) == 1 else f" (channel {ch})"
+            return (f"{outliers.size} pixel(s){which} are far brighter than the rest (up to {outliers.max():g}, the "
+                    f"1st-99.8th percentiles run from {low:g} to {high:g}): hot or saturated pixels change the "
+                    "labels around them; remove them first (e.g. Fiji: Process > Noise > Remove Outliers).")
+    return ""
+
+
 def choose_normalization(volume, spatial_shape, channel_axis, stored: dict, cfg):
     """``(normalization, warning events)``: the volume's own percentiles or the stored training
     ones (``cfg.normalize``), after refusing NaN/inf and constant images as training does. A
@@ -108,12 +127,14 @@ def choose_normalization(volume, spatial_shape, channel_axis, stored: dict, cfg)
     sample = intensity_sample(lambda k: read(first_axis, k), n_slices, shape)
     check_image_values([sample])
     own = normalization_from_sample(sample, stored.get("percentiles", (1.0, 99.8)))
+    outliers = [events.Warn(text)] if (text := outlier_message(sample, own)) else []
     if cfg.normalize == "volume":
-        return own, []
+        return own, outliers
+    check_stored_normalization({"normalization": stored}, "the model")
     mismatch = intensity_mismatch(own, stored)
     if not mismatch:
-        return stored, []
-    return stored, [events.Warn(
+        return stored, outliers
+    return stored, outliers + [events.Warn(
         f"The intensities differ strongly from the training data: {mismatch}, so the labels may be all "
         "foreground or all background. Normalise by the volume's own percentiles (normalize='volume'; "
         "--normalize volume on the command line; 'Intensities' in the Segment dock).")]

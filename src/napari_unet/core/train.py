@@ -76,7 +76,8 @@ def rescue_folder(out_dir) -> Path:
     """Where a model goes when its own folder cannot take it: the temporary folder."""
     import tempfile
 
-    return Path(tempfile.gettempdir()) / f"{Path(out_dir).name}-rescued-{time.strftime('%Y%m%d-%H%M%S')}"
+    # The name cut to 64 characters: a rescue must fit where the asked name did not.
+    return Path(tempfile.gettempdir()) / f"{Path(out_dir).name[:64]}-rescued-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def save_or_rescue(out_dir, model, meta, overwrite: bool) -> tuple[Path, str | None]:

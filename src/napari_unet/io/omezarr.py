@@ -205,6 +205,23 @@ def start_output(tmp, *, axes: str, scale=None, units=None, labels=False, name=N
     return group
 
 
+def finish_outputs(outputs, *, scale=None, axes=None) -> None:
+    """``finish_output`` for each ``(tmp, out, labels)``, all or nothing: when one fails (or a
+    signal stops it), those already in place are removed, so no output stands without the others."""
+    done = []
+    try:
+        for tmp, out, labels in outputs:
+            finish_output(tmp, out, scale=scale, axes=axes, labels=labels)
+            done.append(Path(out))
+    except BaseException:
+        for out in done:
+            if out.is_dir():
+                shutil.rmtree(out, ignore_errors=True)
+            else:
+                out.unlink(missing_ok=True)
+        raise
+
+
 def finish_output(tmp, out, *, scale=None, axes=None, labels=True) -> None:
     """Put the finished array ``tmp/0`` in place at ``out``: the whole group for ``.ome.zarr``,
     the array alone for ``.zarr`` (with ``axes``/``scale`` attributes), else streamed into a TIFF.

@@ -32,7 +32,7 @@ from napari_unet.core.slab_store import disk_room
 from napari_unet.core.bundle import read_bundle_meta
 from napari_unet.core.predict_read import choose_normalization
 from napari_unet.io import images, leftovers, omezarr
-from napari_unet.runtime import cluster_tasks, interrupts
+from napari_unet.runtime import cluster_tasks, interrupts, spawning
 from napari_unet.runtime.cluster_stop import STOP_FILE, StopOnSignal, keep_stopped, polling
 from napari_unet.runtime.logs import new_log_path
 
@@ -43,6 +43,30 @@ WORKER_MODULES = ("napari_unet.runtime.cluster_tasks", "keras", "zarr")
 # Input chunks holding several slices and more than this are rechunked to one slice per chunk
 # first: otherwise every slice read decodes the whole chunk.
 RECHUNK_BYTES = 64 * 2**20
+
+
+# A local worker holds TensorFlow and the model: about 1.1 GB each in the runs of docs/benchmarks.md.
+WORKER_MEMORY_BYTES = 1 << 30
+
+
+def check_local_workers(workers: int) -> None:
+    """Refuse, before any cluster starts, more local workers than this machine's cores or memory
+    can run (too many hang while starting)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    memory = _available_memory()
+    fit = max(1, min(cores, cores if memory is None else memory // WORKER_MEMORY_BYTES))
+    if workers > fit:
+        room = "" if memory is None else f" and {memory / 2**30:.1f} GiB of free memory (a worker needs about 1 GiB)"
+        raise ValueError(f"--workers {workers} is more than this machine can run: it has {cores} core(s){room}. "
+                         f"Use --workers {fit} or fewer, or --scheduler for a larger cluster.")
+
+
+def _available_memory() -> int | None:
+    try:
+        import psutil
+    except ImportError:
+        return None
+    return int(psutil.virtual_memory().available)
 
 
 class ClusterError(RuntimeError):
@@ -66,6 +90,7 @@ def connect(scheduler: str | None = None, workers: int | None = None):
             client.close()
         return
     log = new_log_path("cluster")
+    spawning.ensure_tracker()  # the workers' tracker, with its stderr in the log folder too
     with warnings.catch_warnings():  # "Port 8787 is already in use" when another cluster runs: it takes another
         warnings.filterwarnings("ignore", message="Port .* is already in use", category=UserWarning)
         cluster = LocalCluster(n_workers=int(workers or 1), threads_per_worker=1, processes=True,
@@ -135,8 +160,9 @@ def predict_distributed(image, model_dir, out, cfg, *, client, prob=None, channe
     plan = block_plan(cfg, spatial, axis, disk_room(), block_yx=block_yx)  # the slabs one process here would use
     check_workers(client)
     tmps = {path: path.with_name(path.name + ".partial.zarr") for path in finals}
-    _start(tmps, finals, axes or "ZYX"[-len(spatial):], scale, units)
+    _refuse_live(tmps, finals)
     try:
+        _start(tmps, finals, axes or "ZYX"[-len(spatial):], scale, units)  # inside: a full disk leaves nothing
         spec = _spec(image, model_dir, cfg, plan, axis, spatial, channel_axis, normalization, tmps, finals)
         spec["image"] = _input_for_blocks(client, volume, spec, tmps[Path(out)], on_message)
         records, futures, stopped = _run_blocks(client, spec, plan, retries, on_block,
@@ -144,9 +170,7 @@ def predict_distributed(image, model_dir, out, cfg, *, client, prob=None, channe
         if all(record is not None for record in records):
             stopped = None  # every block had started before the signal and ran whole: the output is complete
         if stopped is None:
-            merge = _join(client, spec, plan, records, futures, cfg, retries) if plan["mode"] else 0.0
-            for path, tmp in tmps.items():
-                omezarr.finish_output(tmp, path, scale=scale, axes=axes, labels=finals[path])
+            merge = _finish_whole(client, spec, plan, records, futures, cfg, retries, tmps, finals, scale, axes)
             extra = {"stopped": None}
         else:
             merge, done = 0.0, [task for task, record in zip(_tasks(plan), records) if record is not None]
@@ -160,6 +184,14 @@ def predict_distributed(image, model_dir, out, cfg, *, client, prob=None, channe
             "n_workers": len(client.scheduler_info()["workers"]),
             "seconds": time.perf_counter() - started, "merge_seconds": merge,
             "blocks": [{"slices": list(r["block"]), **r["seconds"]} for r in records if r is not None], **extra}
+
+
+def _finish_whole(client, spec, plan, records, futures, cfg, retries, tmps, finals, scale, axes) -> float:
+    """Join the blocks' objects (if any) and put every output in place; returns the join's seconds."""
+    merge = _join(client, spec, plan, records, futures, cfg, retries) if plan["mode"] else 0.0
+    with interrupts.deferred():  # every block is done: a signal now is too late to stop the run
+        omezarr.finish_outputs([(tmp, path, finals[path]) for path, tmp in tmps.items()], scale=scale, axes=axes)
+    return merge
 
 
 def _refuse(cfg, finals, spatial) -> None:
@@ -201,12 +233,16 @@ def check_workers(client) -> None:
                                "environment.") from None
 
 
-def _start(tmps, finals, axes, scale, units) -> None:
-    """Each output's temporary group: a killed run's is reclaimed, a live run's refused."""
+def _refuse_live(tmps, finals) -> None:
+    """A killed run's temporary group is reclaimed, a live run's refused (never removed)."""
     for path, tmp in tmps.items():
         if tmp.exists() and not leftovers.remove_stale_folder(tmp):
             raise FileExistsError(f"{tmp} exists: another run is writing {path} now; wait for it, or delete "
                                   f"{tmp} if no run is.")
+
+
+def _start(tmps, finals, axes, scale, units) -> None:
+    """Each output's temporary group."""
     for path, tmp in tmps.items():
         omezarr.start_output(tmp, axes=axes, scale=scale, units=units, labels=finals[path], name=path.name)
 

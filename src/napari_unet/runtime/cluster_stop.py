@@ -28,8 +28,8 @@ class StopOnSignal:
             if self.signum is None:
                 self.signum = signum
                 self.stop_file.touch()
-                self.on_message(f"{interrupts.signal_name(signum)}: stopping once the running blocks finish; no "
-                                "other block starts (Ctrl-C again to stop at once, keeping nothing)...")
+                self.on_message(f"{interrupts.signal_name(signum)}: stopping once the running blocks finish; no other "
+                                f"block starts{interrupts.again_hint(signum, 'to stop at once, keeping nothing')}...")
             elif signum == signal.SIGINT:
                 raise interrupts.Interrupted(signum)
 
@@ -56,5 +56,7 @@ def keep_stopped(tmps, finals, done, plan, keep, scale, axes) -> dict:
     for path, tmp in tmps.items():
         (tmp / STOP_FILE).unlink(missing_ok=True)
         kept[path] = Path(keep(path)) if keep is not None else path
-        omezarr.finish_output(tmp, kept[path], scale=scale, axes=axes, labels=finals[path])
+    # All or nothing: after a second Ctrl-C here, "nothing was written" is true.
+    omezarr.finish_outputs([(tmps[path], where, finals[path]) for path, where in kept.items()],
+                           scale=scale, axes=axes)
     return kept

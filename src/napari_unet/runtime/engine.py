@@ -492,8 +492,9 @@ def start_training(image, labels, model_cfg, train_cfg, out_dir, resume_from=Non
     ``extra_pairs``: more ``(image, labels)`` pairs, each shared with the worker like the first.
     An ``out_dir`` that may not be replaced, or cannot be written, is refused here.
     """
-    from napari_unet.core.bundle import check_target  # no Keras: only the folder is looked at
+    from napari_unet.core.bundle import check_model_name, check_target  # no Keras: only the folder is looked at
 
+    check_model_name(out_dir)  # first: a name too long for the disk fails even to be looked up
     check_target(out_dir, overwrite)
     params = {
         "model_cfg": None if model_cfg is None else model_cfg.to_dict(),

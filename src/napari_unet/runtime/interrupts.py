@@ -34,12 +34,15 @@ class _State:
     received: list[int] = []  # signals not yet taken by the job loop
     deferring = False
     last: int | None = None  # the last signal seen, for the exit status
+    whole = False  # the output is written whole: later signals change nothing
     terminal_fds: tuple[int, ...] = ()
 
 
 def _handle(signum, _frame):
     if hasattr(signal, "SIGHUP") and signum == signal.SIGHUP:
         _detach_from_closed_terminal()
+    if _State.whole:
+        return
     _State.last = signum
     if _State.deferring:
         _State.received.append(signum)
@@ -61,7 +64,7 @@ def _detach_from_closed_terminal() -> None:
 def handled():
     """Handle Ctrl-C, SIGTERM and SIGHUP as described above while the block runs."""
     previous = {signum: signal.getsignal(signum) for signum in HANDLED}
-    _State.received, _State.deferring, _State.last = [], False, None
+    _State.received, _State.deferring, _State.last, _State.whole = [], False, None, False
     _State.terminal_fds = tuple(fd for fd in (1, 2) if _isatty(fd))
     for signum in HANDLED:
         signal.signal(signum, _handle)
@@ -81,18 +84,31 @@ def _isatty(fd: int) -> bool:
 
 @contextlib.contextmanager
 def deferred():
-    """Record signals instead of raising, for a loop that calls ``take`` and stops its job."""
-    _State.deferring = True
+    """Record signals instead of raising, for a loop that calls ``take`` and stops its job (nests)."""
+    outer, _State.deferring = _State.deferring, True
     try:
         yield
     finally:
-        _State.deferring = False
+        _State.deferring = outer
 
 
 def take() -> list[int]:
     """The signals received since the last call (while deferred)."""
     taken, _State.received = _State.received, []
     return taken
+
+
+def again_hint(signum: int, what: str) -> str:
+    """`` (Ctrl-C again to ...)`` after a first Ctrl-C; nothing after SIGTERM or SIGHUP, which
+    only a second Ctrl-C (not a second SIGTERM) turns into ``what``."""
+    return f" (Ctrl-C again {what})" if signum == signal.SIGINT else ""
+
+
+def output_whole() -> int | None:
+    """Say that the output is written whole: the command then ends as a success, whatever signal
+    came too late to stop it, or comes now. Returns that late signal, if any."""
+    late, _State.last, _State.whole = _State.last, None, True
+    return late
 
 
 def last_signal() -> int | None:

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import os
 import signal
 import sys
 import types
 from multiprocessing import resource_tracker
 
-from napari_unet.runtime import worker
+from napari_unet.runtime import logs, worker
 
 CONTEXT = multiprocessing.get_context("spawn")
 # Seconds a finished worker gets to exit by itself, then after SIGTERM, before SIGKILL.
@@ -24,9 +25,41 @@ def ensure_tracker() -> None:
     held back: it inherits the block and so outlives a closing terminal (SIGHUP to the group).
 
     Call it before the first shared-memory segment: creating one starts the tracker otherwise,
-    unprotected. (``ensure_running`` itself unblocks SIGINT/SIGTERM, hence a block of its own.)"""
-    with terminal_signals_blocked():
+    unprotected. (``ensure_running`` itself unblocks SIGINT/SIGTERM, hence a block of its own.)
+
+    Its stderr goes to ``TRACKER_LOG`` in the log folder: after a SIGKILL of this process it frees
+    what was left and says so ("leaked semaphore objects"), which is no news for the terminal."""
+    with terminal_signals_blocked(), _stderr_to(_tracker_log()):
         resource_tracker.ensure_running()
+
+
+TRACKER_LOG = "resource-tracker.log"
+
+
+def _tracker_log():
+    folder = logs.log_dir()
+    return None if folder is None else folder / TRACKER_LOG
+
+
+@contextlib.contextmanager
+def _stderr_to(path):
+    """File descriptor 2 appends to ``path`` while the block runs (what a child started then inherits)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644) if path is not None else None
+    except OSError:
+        fd = None
+    if fd is None:  # no log folder: the terminal it is
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        os.dup2(fd, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(fd)
 
 
 def start_process(target, args: tuple, name: str):
