@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sets up everything (Debian packages, .venv) and runs the test suite under Xvfb.
 # Keras tests (tests/core, on TensorFlow and again on JAX) and napari/Qt tests run in separate
-# pytest processes: loading TensorFlow next to napari's OpenGL crashes (see README, Architecture),
+# pytest processes: loading TensorFlow next to napari's OpenGL crashes (see docs/architecture.md),
 # and the GUI tests check that their process never loads it.
 # Extra arguments replace the default selection, e.g. scripts/test.sh tests/io/test_tiff.py -x
 set -uo pipefail
@@ -18,6 +18,14 @@ run tests/core --junitxml="$reports/core.xml"; core=$?
 # The model code is written with keras.ops, so the core must pass on JAX too (CPU wheel).
 KERAS_BACKEND=jax run tests/core --junitxml="$reports/core_jax.xml"; core_jax=$?
 run tests --ignore=tests/core --junitxml="$reports/gui.xml"; gui=$?
+# The documentation (mkdocs.yml, docs/): strict, so a broken link fails it.
+site=$(mktemp -d)
+if .venv/bin/mkdocs build --strict --site-dir "$site"; then
+  echo "docs: built (strict)"; docs=0
+else
+  echo "docs: build failed (mkdocs build --strict)"; docs=1
+fi
+rm -rf "$site"
 .venv/bin/python - "$reports"/*.xml <<'PY'
 import sys, xml.etree.ElementTree as ET
 totals = dict(tests=0, failures=0, errors=0, skipped=0)
@@ -30,4 +38,4 @@ passed = totals["tests"] - failed - totals["skipped"]
 print(f"\ntests: {passed} passed, {failed} failed, {totals['skipped']} skipped")
 PY
 rm -rf "$reports"
-[ $core -eq 0 ] && [ $core_jax -eq 0 ] && [ $gui -eq 0 ]
+[ $core -eq 0 ] && [ $core_jax -eq 0 ] && [ $gui -eq 0 ] && [ $docs -eq 0 ]
