@@ -109,6 +109,8 @@ class SegmentWidget(JobDock):
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.progress_bar = ProgressBar(label="Progress", value=0, min=0, max=1)
         self.status = Label(label="Status", value="")
+        for label in (self.summary, self.voxel_note, self.status):
+            label.native.setWordWrap(True)  # long lines wrap instead of widening the dock
 
     def _connect(self):
         self.run_button.changed.connect(self.run)
@@ -185,11 +187,9 @@ class SegmentWidget(JobDock):
         tuned on its annotations (the user can change any of it)."""
         if self._meta is not None:
             self.output.value = "instances" if self._meta.get("instances") else "labels"
-            tuned, line = object_defaults.object_fields(self._meta, {})
+            tuned, _ = object_defaults.object_fields(self._meta, {})  # said in the model summary
             for name, value in tuned.items():
                 getattr(self, "min_size" if name == "min_object_size" else name).value = value
-            if line:
-                self.summary.value = f"{self.summary.value}\n{line}"
         self._show_object_options()
         self._show_voxel_size()
 
@@ -376,4 +376,6 @@ def _summary(meta: dict) -> str:
         kind = "instances (boundaries)"
     dice = (meta.get("validation") or {}).get("best_val_dice")
     score = f", val Dice {dice:.3f}" if isinstance(dice, (int, float)) else ""
-    return f"{kind}, {cfg.get('in_channels', '?')} channel(s), depth {cfg.get('depth', '?')}{score}"
+    tuning = object_defaults.model_tuning(meta)
+    tuned = f"\n{tuning.line()}" if tuning else ""
+    return f"{kind}, {cfg.get('in_channels', '?')} channel(s), depth {cfg.get('depth', '?')}{score}{tuned}"

@@ -133,6 +133,7 @@ class TrainWidget(JobDock):
         self.run_button = self.train_button  # the name JobDock enables and disables
         self.progress_bar = ProgressBar(label="Progress", value=0, min=0, max=1)
         self.status = Label(label="Status", value="")
+        self.status.native.setWordWrap(True)  # long lines wrap instead of widening the dock
         self.device = Label(label="Device", value="-")
         self.time_left = Label(label="Time left", value="-")
         self.score = Label(label="Validation", value="-")
