@@ -10,6 +10,13 @@ engine, exactly as the dock does. The same run scores, the same way:
   per slice, its polarity taken from the annotations;
 - the foreground Dice of the U-Net and of Gaussian + Otsu.
 
+The user's path is scored too: the stack as a bare TIFF (no voxel size in the file, none
+passed, no tuning flags), where prediction takes the object step the model tuned on its
+annotations and estimates the slice spacing from the image; beside it the same model with
+the true voxel size, and the fixed defaults with and without it (the figures before the
+tuning existed). Those rows are found offline from the one set of probabilities, as
+prediction finds them; the bare row also goes through the engine and must match.
+
 Stacks: the built-in synthetic cells (membrane stain, 3-D truth), synthetic touching nuclei
 (3-D truth) and, with ``--data``, ISBI 2012 (cell ids per slice on slices 0-19, scored per
 slice on 20-29 with the membranes of the truth ignored); ``isbi_membranes`` trains the same
@@ -35,12 +42,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import DEFAULT_DATA, log, markdown_table, run_engine_job, write_json, write_text  # noqa: E402
 
 from napari_unet.runtime import engine  # noqa: E402
+from napari_unet.core import object_defaults  # noqa: E402
 from napari_unet.core.bundle import read_bundle_meta  # noqa: E402
 from napari_unet.core.baselines import choose_polarity, otsu_foreground, watershed_objects  # noqa: E402
 from napari_unet.core.config import PredictConfig, TrainConfig  # noqa: E402
 from napari_unet.core.metrics import cell_regions, dice, object_report  # noqa: E402
 from napari_unet.core.objects import label_volume, object_maps  # noqa: E402
 from napari_unet.core.postprocess import labels_from_probs  # noqa: E402
+from napari_unet.core.predict_write import object_mode  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ISBI_TRAIN, ISBI_TEST = slice(0, 20), slice(20, 30)
@@ -97,9 +106,20 @@ def train(stack: dict, train_cfg: TrainConfig, out: Path) -> dict:
             "best_val_loss": final["best_val_loss"], "peak_rss_worker_mb": run["peak_rss_worker_mb"]}
 
 
+def user_fields(stack: dict, model_dir: str, voxel_size) -> tuple[dict, list[str]]:
+    """The object settings `napari-unet predict` takes on this stack: the model's tuned ones, and
+    ``voxel_size`` if given, else estimated from the image (a bare TIFF)."""
+    return object_defaults.resolve(read_bundle_meta(model_dir), {"voxel_size": voxel_size}, stack["image"],
+                                   None, is_3d=True)
+
+
 def predict(stack: dict, model_dir: str) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Objects with the default settings (through the engine) and the probabilities of every class."""
-    cfg = PredictConfig(output="instances", voxel_size=stack["voxel_size"], return_probabilities=True)
+    """Objects as a user gets them from a bare TIFF (through the engine), and the probabilities of
+    every class."""
+    fields, lines = user_fields(stack, model_dir, None)
+    for line in lines:
+        log(f"{stack['name']}: {line}")
+    cfg = PredictConfig(output="instances", return_probabilities=True, **fields)
     job = engine.start_prediction(stack["image"], model_dir, cfg, all_classes=True)
     run = run_engine_job(job, keep_outputs=("labels", "probs"))
     timing = {"predict_s": run["wall_s"], "peak_rss_worker_mb": run["peak_rss_worker_mb"]}
@@ -117,11 +137,44 @@ def score(objects, stack: dict) -> dict:
     return report
 
 
-def variant_scores(probs, stack: dict, model_dir: str) -> dict:
-    """Every object mode and seed kind on the same probabilities (and the model's background rule)."""
+def objects_with(maps, fields: dict) -> np.ndarray:
+    """Objects of ``maps`` with PredictConfig ``fields``, as prediction finds them (slices along Z)."""
+    cfg = PredictConfig(output="instances", **fields)
+    sampling = tuple(cfg.voxel_size) or None
+    mode = object_mode(cfg.objects, sampling, 0)
+    return label_volume(maps, mode=mode, block_slices=cfg.block_slices, halo=cfg.halo, threshold=cfg.threshold,
+                        seeds=cfg.seeds, seed_distance=cfg.seed_distance, min_size=cfg.min_object_size,
+                        sampling=sampling, join_pieces=mode != "3d")
+
+
+def user_path_scores(probs, stack: dict, model_dir: str, engine_objects) -> dict:
+    """Bare TIFF and true voxel size, tuned and fixed defaults, on the same probabilities."""
+    maps = _maps(probs, stack, model_dir)
+    true = tuple(stack["voxel_size"])
+    settings = {
+        "bare TIFF, tuned (the user's path)": user_fields(stack, model_dir, None)[0],
+        "voxel size given, tuned": user_fields(stack, model_dir, true)[0],
+        "voxel size given, fixed defaults": {"voxel_size": true},
+        "bare TIFF, fixed defaults, cubic voxels (before)": {},
+    }
+    scores = {name: score(objects_with(maps, fields), stack) for name, fields in settings.items()}
+    offline = objects_with(maps, settings["bare TIFF, tuned (the user's path)"])
+    scores["engine equals offline (bare)"] = bool(np.array_equal(offline, engine_objects))
+    scores["settings"] = {name: {k: (list(v) if isinstance(v, tuple) else v) for k, v in fields.items()}
+                          for name, fields in settings.items()}
+    return scores
+
+
+def _maps(probs, stack: dict, model_dir: str):
     maps = object_maps(probs, "boundary" if stack["instances"] else "binary")
     if read_bundle_meta(model_dir).get("objects_tile"):
         maps[..., 0] = 1.0  # as prediction does with fill_background="auto" for this model
+    return maps
+
+
+def variant_scores(probs, stack: dict, model_dir: str) -> dict:
+    """Every object mode and seed kind on the same probabilities (and the model's background rule)."""
+    maps = _maps(probs, stack, model_dir)
     scores = {}
     for mode, seeds in VARIANTS:
         start = time.perf_counter()
@@ -141,6 +194,8 @@ def baseline_scores(stack: dict) -> dict:
     for per_slice in (False, True):
         objects = watershed_objects(image, polarity=polarity, sampling=stack["voxel_size"], per_slice=per_slice)
         scores["watershed per slice" if per_slice else "watershed 3-D"] = score(objects, stack)
+    # What a user of the classical pipeline gets from a bare TIFF: cubic voxels.
+    scores["watershed 3-D, bare TIFF"] = score(watershed_objects(image, polarity=polarity, sampling=None), stack)
     return scores
 
 
@@ -155,10 +210,13 @@ def table(results: dict) -> str:
     header = ["stack", "method"] + list(COLUMNS)
     rows = []
     for name, res in results.items():
-        rows.append([name, "**U-Net, defaults**"] + [res["unet"].get(c) for c in COLUMNS])
+        rows.append([name, "**U-Net, bare TIFF (engine)**"] + [res["unet"].get(c) for c in COLUMNS])
+        for variant, rep in res["user_path"].items():
+            if isinstance(rep, dict) and variant != "settings":
+                rows.append([name, f"U-Net, {variant}"] + [rep.get(c) for c in COLUMNS])
         for variant, rep in res["variants"].items():
             rows.append([name, f"U-Net objects: {variant}"] + [rep.get(c) for c in COLUMNS])
-        for key in ("watershed 3-D", "watershed per slice"):
+        for key in ("watershed 3-D", "watershed 3-D, bare TIFF", "watershed per slice"):
             rows.append([name, f"Gaussian + Otsu + {key}"] + [res["baseline"][key].get(c) for c in COLUMNS])
     return markdown_table(header, rows)
 
@@ -177,6 +235,8 @@ def run_stack(stack: dict, train_cfg: TrainConfig, out: Path) -> dict:
         membrane = labels_from_probs(probs) == 0
         unet["membrane_dice"] = dice(membrane[ISBI_TEST], stack["truth"][ISBI_TEST] == 0, label=True)
     result = {"training": trained, "prediction": timing, "unet": unet,
+              "object_tuning": read_bundle_meta(trained["model_dir"]).get("object_tuning"),
+              "user_path": user_path_scores(probs, stack, trained["model_dir"], objects),
               "variants": variant_scores(probs, stack, trained["model_dir"]), "baseline": baseline_scores(stack)}
     unet, base = result["unet"], result["baseline"]
     best_base = min(base["watershed 3-D"]["adapted_rand_error"], base["watershed per slice"]["adapted_rand_error"])
