@@ -1,5 +1,6 @@
 """Regenerate docs/screenshot.png: napari with the nuclei sample, trained on its object ids and
-segmented into 3-D objects through the docks.
+segmented into 3-D objects through the docks; then docs/screenshot_advanced.png, the same with
+both docks' Advanced sections open.
 
 Run under a display or Xvfb:  xvfb-run -a .venv/bin/python docs/make_screenshot.py [out.png]
 It drives the widgets as a person would (press Train, wait, press Run, wait).
@@ -53,12 +54,22 @@ def main(out: Path):
     viewer.layers[f"{NUCLEI_NAME} [preview]"].visible = False  # the objects are the picture
     viewer.dims.set_point(0, 12)
     viewer.reset_view()
-    for _ in range(50):
-        app.processEvents()
-        time.sleep(0.02)
+    settle(app)
     viewer.window._qt_window.grab().save(str(out))
     print("saved", out)
+    for dock in (train, segment):
+        dock.advanced.set_open(True)  # not remembered: the user's own choice stays as it was
+    settle(app)
+    advanced = out.with_name(out.stem + "_advanced" + out.suffix)
+    viewer.window._qt_window.grab().save(str(advanced))
+    print("saved", advanced)
     viewer.close()
+
+
+def settle(app, seconds=1.0):
+    for _ in range(int(seconds / 0.02)):
+        app.processEvents()
+        time.sleep(0.02)
 
 
 if __name__ == "__main__":
