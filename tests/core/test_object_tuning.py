@@ -95,3 +95,17 @@ def test_resolve_skips_the_voxel_size_for_2d_objects():
     volume = isotropic_field((32, 32, 32))
     fields, lines = resolve(_meta(ObjectSettings(objects="2d")), {}, volume, None, is_3d=True)
     assert "voxel_size" not in fields and len(lines) == 1
+
+
+def test_a_change_must_win_by_more_than_the_noise():
+    from napari_unet.core import object_tuning
+
+    scorer = object_tuning._Scorer(None, None, [], False, 1.0, True)
+    best, small, steady, noisy = (ObjectSettings(threshold=t) for t in (0.5, 0.4, 0.3, 0.6))
+    scorer.seen = {best: np.array([0.20, 0.20, 0.20, 0.20]),
+                   small: np.array([0.195, 0.195, 0.195, 0.195]),  # 2.5 % better: within the margin
+                   steady: np.array([0.15, 0.16, 0.15, 0.16]),  # better on every slice
+                   noisy: np.array([0.02, 0.30, 0.30, 0.06])}  # better on average, worse on half the slices
+    assert not scorer.clearly_better(small, best)
+    assert scorer.clearly_better(steady, best)
+    assert not scorer.clearly_better(noisy, best)

@@ -7,7 +7,8 @@ over the annotated slices together when the ids are 3-D (the same id on several 
 one object), else slice by slice. One setting at a time is searched, in this order, the
 best so far kept: the assembly (3-D at the estimated slice spacing x 0.5, 1 or 2, linked,
 2-D), the seeds, the threshold, the minimum size. Each list holds the fixed default, so the
-choice never scores worse than the defaults on the annotations. A time budget ends the
+choice never scores worse than the defaults on the annotations; a change must win by a margin
+(MARGIN), not by noise. A time budget ends the
 search early, keeping the best so far.
 
 numpy only.
@@ -27,6 +28,10 @@ Z_FACTORS = (1.0, 0.5, 2.0)  # the image's spacing estimate reads short where th
 SEED_CHOICES = (("distance", 3.0), ("distance", 2.0), ("distance", 5.0), ("distance", 8.0), ("interior", 3.0))
 THRESHOLDS = (0.5, 0.3, 0.4, 0.6, 0.7)
 MIN_SIZE_FRACTIONS = (0.0, 0.05, 0.15, 0.3)  # of the median painted object's area in a slice
+# A candidate replaces the best so far only when it is better by this share of the error and,
+# scored slice by slice, by more than the paired standard error over the slices: a 12 % gain on
+# ISBI's 4 held-out slices (min size 0, threshold 0.4) was a 58 % loss on 10 other slices.
+MARGIN = 0.05
 
 
 @dataclass(frozen=True)
@@ -85,9 +90,8 @@ def tune_objects(maps, annotations, annotated, *, z_spacing, ids_3d: bool, defau
         for candidate in candidates(best):
             if time.monotonic() - start > budget_s:
                 break
-            error = scorer(candidate)
-            if error < best_error - 1e-9:
-                best, best_error = candidate, error
+            if scorer.clearly_better(candidate, best):
+                best, best_error = candidate, scorer(candidate)
     return Tuning(settings=best, error=best_error, default_error=default_error, n_slices=len(annotated),
                   ids_3d=ids_3d, z_spacing=z_spacing, tried=scorer.calls, seconds=time.monotonic() - start)
 
@@ -120,10 +124,20 @@ class _Scorer:
     def __init__(self, maps, annotations, annotated, ids_3d, z_spacing, join_pieces):
         self.maps, self.truth, self.annotated = maps, annotations, annotated
         self.ids_3d, self.z_spacing, self.join_pieces = ids_3d, z_spacing, join_pieces
-        self.seen: dict = {}
+        self.seen: dict = {}  # setting -> errors (one, or one per scored slice)
         self.calls = 0
 
     def __call__(self, s: ObjectSettings) -> float:
+        return float(np.mean(self._errors(s)))
+
+    def clearly_better(self, candidate: ObjectSettings, best: ObjectSettings) -> bool:
+        """Better than ``best`` by MARGIN of its error, and (per slice) by more than the noise."""
+        gains = self._errors(best) - self._errors(candidate)
+        if gains.mean() <= MARGIN * self(best):
+            return False
+        return gains.size < 2 or gains.mean() > gains.std(ddof=1) / np.sqrt(gains.size)
+
+    def _errors(self, s: ObjectSettings) -> np.ndarray:
         if s not in self.seen:
             self.calls += 1
             self.seen[s] = self._error(self._objects(s))
@@ -147,9 +161,9 @@ class _Scorer:
             sampling=(self.z_spacing * s.z_factor, 1.0, 1.0) if three_d else None,
             join_pieces=self.join_pieces and not three_d)
 
-    def _error(self, objects) -> float:
+    def _error(self, objects) -> np.ndarray:
         if self.ids_3d:
-            return adapted_rand_error(objects[self.annotated], self.truth[self.annotated])["error"]
+            return np.array([adapted_rand_error(objects[self.annotated], self.truth[self.annotated])["error"]])
         errors = [adapted_rand_error(objects[z], self.truth[z])["error"]
                   for z in self.annotated if np.any(self.truth[z])]
-        return float(np.mean(errors)) if errors else 1.0
+        return np.array(errors if errors else [1.0])
