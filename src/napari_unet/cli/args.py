@@ -10,7 +10,7 @@ import sys
 import typing
 from pathlib import Path
 
-from napari_unet.core.config import ClusterConfig, ModelConfig, PredictConfig, TrainConfig, limits
+from napari_unet.core.config import TUNED_FIELDS, ClusterConfig, ModelConfig, PredictConfig, TrainConfig, limits
 from napari_unet.core.uncertainty import MAX_RANKED_SLICES
 
 
@@ -96,14 +96,13 @@ PREDICT_OPTIONS = ("axis", "threshold", "objects", "seeds", "seed_distance", "fi
                    "normalize", "tile_size", "batch_size", "tta", "three_axis", "block_slices", "halo")
 
 
-# Left unset, these come from the object step the model tuned on its annotations, else the defaults.
-TUNED_OPTIONS = ("objects", "seeds", "seed_distance", "threshold", "min_object_size")
 
 
 def _add_predict_options(p: argparse.ArgumentParser):
     _option(p, PredictConfig, "output", default=None)  # None: as the model was trained
     for name in PREDICT_OPTIONS:
-        _option(p, PredictConfig, name, **({"default": None} if name in TUNED_OPTIONS else {}))
+        # Left unset, a tuned field comes from the model (core/object_defaults.py).
+        _option(p, PredictConfig, name, **({"default": None} if name in TUNED_FIELDS else {}))
     _option(p, PredictConfig, "min_object_size", "--min-size", default=None)
     p.add_argument("--voxel-size", type=positive_finite, nargs=3, default=None, metavar=("Z", "Y", "X"),
                    help="voxel size for 3-D objects (default: from the TIFF, else cubic voxels)")

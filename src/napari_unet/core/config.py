@@ -216,6 +216,11 @@ ObjectSource = Literal["foreground", "background"]  # "background": regions encl
 NormalizeChoice = Literal["model", "volume"]
 
 
+# The object step's fields a model tunes on its annotations (core/object_tuning.py); what the user
+# leaves unset of them comes from the model's tuning, else these defaults.
+TUNED_FIELDS = ("objects", "seeds", "seed_distance", "threshold", "min_object_size")
+
+
 class PredictConfig(_Config):
     """How to run a trained model through a volume."""
 
