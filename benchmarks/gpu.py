@@ -52,12 +52,13 @@ def gpu_facts() -> str:
 
 
 def training_speed(stack: dict, batch, patch, precision: str, steps: int, out: Path,
-                   prefetch: int = TrainConfig().prefetch_batches) -> dict:
+                   prefetch: int = TrainConfig().prefetch_batches, xla: str = TrainConfig().xla) -> dict:
     """Steps/s and patches/s of the steps of epoch 2 (epoch 1 holds the compilation), its data-wait
     share and the GPU's peak memory. ``batch``/``patch`` None: the device's automatic sizes."""
     cfg = TrainConfig(instances=True, epochs=2, steps_per_epoch=steps, batch_size=batch, patch_size=patch,
-                      mixed_precision=precision, max_seconds=0, early_stopping_patience=0, prefetch_batches=prefetch)
-    folder = out / f"speed_{batch}_{patch}_{precision}_{prefetch}"
+                      mixed_precision=precision, max_seconds=0, early_stopping_patience=0, prefetch_batches=prefetch,
+                      xla=xla)
+    folder = out / f"speed_{batch}_{patch}_{precision}_{prefetch}_xla_{xla}"
     job = engine.start_training(stack["image"], stack["labels"], None, cfg, str(folder), overwrite=True)
     run = run_engine_job(job)
     start = next(e for e in run["events"] if e["type"] == "start")
@@ -70,6 +71,7 @@ def training_speed(stack: dict, batch, patch, precision: str, steps: int, out: P
     peak = epoch2.get("gpu_peak_bytes")
     return {"batch": start["batch_size"], "patch": start["patch_size"], "auto_sizes": batch is None,
             "precision_asked": precision, "precision": start["precision"], "prefetch": prefetch,
+            "xla_asked": xla, "xla": start.get("xla"),
             "data_wait_share": epoch2.get("data_wait_share"), "device": start["device"],
             "seconds_to_first_batch": first_batch, "step_ms": 1000 * step_s, "steps_per_s": 1 / step_s,
             "patches_per_s": start["batch_size"] / step_s, "gpu_peak_mb": None if peak is None else peak / MB,

@@ -222,6 +222,7 @@ def train_recipe(key: str, recipe: dict, image, labels, out: Path, snapshots: bo
         "batch_size": start["batch_size"],
         "patch_size": start["patch_size"],
         "precision": start.get("precision"),
+        "xla": start.get("xla"),
         "wall_s": run["wall_s"],  # worker start, data preparation, training and saving
         "trainer_s": final["seconds"],
         "startup_s": t0,

@@ -172,6 +172,13 @@ def _maps(probs, stack: dict, model_dir: str):
     return maps
 
 
+def isbi_membrane_dice(probs, stack: dict) -> float:
+    """Membranes = class 0 of what `predict --output labels` gives (argmax of a softmax, the
+    threshold of a sigmoid), on the scored slices; not P(class 0) > 0.5, as instance models once were."""
+    membrane = labels_from_probs(probs) == 0
+    return dice(membrane[ISBI_TEST], stack["truth"][ISBI_TEST] == 0, label=True)
+
+
 def variant_scores(probs, stack: dict, model_dir: str) -> dict:
     """Every object mode and seed kind on the same probabilities (and the model's background rule)."""
     maps = _maps(probs, stack, model_dir)
@@ -230,10 +237,7 @@ def run_stack(stack: dict, train_cfg: TrainConfig, out: Path) -> dict:
     np.save(out / f"{stack['name'].replace(' ', '_')}_probs.npy", probs)  # to study the objects step offline
     unet = score(objects, stack)
     if stack["per_slice"]:  # ISBI: the membrane Dice of the same model's class labels
-        # Membranes = class 0 of what `predict --output labels` gives (argmax of a softmax, the
-        # threshold of a sigmoid). Until this run the instance model was scored on P(class 0) > 0.5.
-        membrane = labels_from_probs(probs) == 0
-        unet["membrane_dice"] = dice(membrane[ISBI_TEST], stack["truth"][ISBI_TEST] == 0, label=True)
+        unet["membrane_dice"] = isbi_membrane_dice(probs, stack)
     result = {"training": trained, "prediction": timing, "unet": unet,
               "object_tuning": read_bundle_meta(trained["model_dir"]).get("object_tuning"),
               "user_path": user_path_scores(probs, stack, trained["model_dir"], objects),

@@ -30,6 +30,15 @@ def test_batch_and_patch_size_default_to_auto_and_old_mixed_precision_flags_stil
         TrainConfig(mixed_precision="fp8")
 
 
+def test_xla_is_keras_choice_by_default_and_old_train_configs_without_it_load():
+    cfg = TrainConfig()
+    assert cfg.xla == "auto" and TrainConfig(xla="on").xla == "on"
+    old = {k: v for k, v in cfg.to_dict().items() if k != "xla"}  # saved before the field existed
+    assert TrainConfig.from_dict(old) == cfg
+    with pytest.raises(ConfigError, match=r"xla must be one of \['auto', 'off', 'on'\]"):
+        TrainConfig(xla=True)
+
+
 def _below(lo):
     return lo - 1 if isinstance(lo, int) else (lo / 2 if lo > 0 else -1e-3)
 

@@ -389,3 +389,62 @@ def test_instance_models_tune_their_object_step_on_the_painted_ids(volume, tmp_p
                  train_cfg=TINY_TRAIN.replace(instances=True))
     assert read_bundle_meta(tmp_path / "one")["object_tuning"] is None
     assert events[-1].training.objects == "Objects not tuned (only one slice is annotated): prediction uses the fixed defaults."
+
+
+def _jit_compile_asked(monkeypatch) -> list:
+    """The ``jit_compile`` of every ``tf.function`` Keras makes from now on."""
+    import tensorflow as tf
+
+    asked, make = [], tf.function
+
+    def spy(*args, **kwargs):
+        asked.append(kwargs.get("jit_compile"))
+        return make(*args, **kwargs)
+
+    monkeypatch.setattr(tf, "function", spy)
+    return asked
+
+
+@pytest.mark.parametrize("xla", ["on", "off", "auto"])
+def test_the_xla_choice_reaches_compile_and_the_train_step(xla, monkeypatch):
+    import keras
+
+    from napari_unet.core.losses import get_loss
+    from napari_unet.core.model import build_unet
+    from napari_unet.core.steps import train_step_loss
+
+    keras_default = build_unet(TINY_MODEL)
+    keras_default.compile(optimizer="adam", loss="mse")
+    auto = keras_default.jit_compile  # Keras' own choice: off on a CPU-only TensorFlow
+    jax = keras.backend.backend() == "jax"
+    model = train_module._compiled_model(TINY_MODEL, "float32", None, get_loss("bce_dice", 1), None, 1e-3, xla=xla)
+    assert model.jit_compile is (auto if jax else {"on": True, "off": False, "auto": auto}[xla])
+    if jax:
+        return  # JAX compiles every step whatever is asked: "off" is Keras' "auto" there
+    asked = _jit_compile_asked(monkeypatch)
+    x = np.zeros((2, 32, 32, 1), np.float32)
+    assert np.isfinite(float(train_step_loss(model, x, np.zeros((2, 32, 32, 2), np.float32))))
+    assert model.jit_compile in asked  # the step train_on_batch runs is compiled as asked
+
+
+def test_the_start_event_says_whether_xla_compiles_the_step(volume, tmp_path):
+    image, truth = volume
+    events = run(image, binary_labels(truth), tmp_path / "m", train_cfg=TINY_TRAIN.replace(epochs=1, xla="on"))
+    assert events[0].xla is True and events[-1].kind == "done"
+    assert read_bundle_meta(tmp_path / "m")["train_config"]["xla"] == "on"
+
+
+def test_a_bundle_saved_before_the_xla_choice_loads_and_fine_tunes(binary_run, volume, tmp_path):
+    import json
+
+    image, truth = volume
+    old = tmp_path / "old"
+    shutil.copytree(binary_run[0], old)
+    meta = json.loads((old / "bundle.json").read_text())
+    del meta["train_config"]["xla"]
+    (old / "bundle.json").write_text(json.dumps(meta))
+    _, loaded = load_bundle(old)
+    assert TrainConfig.from_dict(loaded["train_config"]).xla == "auto"
+    events = run(image, binary_labels(truth), tmp_path / "tuned",
+                 train_cfg=TINY_TRAIN.replace(epochs=1, steps_per_epoch=1), resume_from=old)
+    assert events[-1].kind == "done"

@@ -141,6 +141,7 @@ AnnotationMode = Literal["full_slices", "scribbles"]
 LossName = Literal[tuple(LOSS_FUNCTIONS)]  # type: ignore[valid-type]
 LrSchedule = Literal["plateau", "cosine", "constant"]
 MixedPrecision = Literal["auto", "off", "float16", "bfloat16"]
+XlaChoice = Literal["auto", "on", "off"]
 
 
 class TrainConfig(_Config):
@@ -185,6 +186,11 @@ class TrainConfig(_Config):
     mixed_precision: MixedPrecision = choice(
         "auto", "float16 (GPU) or bfloat16 (GPU, or a CPU with AVX512_BF16/AMX) compute; auto = off "
                 "(see docs/defaults.md); asked where the device lacks it: float32, with a warning")
+    # Keras' own "auto" leaves XLA off on a CPU-only TensorFlow (keras/src/trainers/trainer.py):
+    # "on" is how a CPU gets it.
+    xla: XlaChoice = choice(
+        "auto", "compile the training step with XLA (TensorFlow's jit_compile); auto = Keras' choice: on "
+                "with one GPU, off on a CPU or several GPUs; JAX always compiles it, whatever this says")
     threads: int = bounded(0, 0, 1024, "CPU threads (0 = all)")
     # Whole minutes up to 200000, as the Train dock shows it.
     max_seconds: float = bounded(300.0, 0.0, 1.2e7, "time cap in seconds (0 = no limit); training ends "

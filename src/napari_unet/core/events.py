@@ -38,6 +38,7 @@ class Start(Event):
     params: int
     mixed_precision: bool
     precision: str = "float32"  # the Keras dtype policy: "float32", "mixed_float16" or "mixed_bfloat16"
+    xla: bool = False  # the train step is compiled by XLA (Keras' jit_compile as resolved)
     replicas: int = 1  # devices the batch is split over (MirroredStrategy on several GPUs)
     batch_size: int = 0  # the batch and patch size trained with ("auto" resolved for the device)
     patch_size: int = 0

@@ -188,6 +188,16 @@ def _build(model_cfg: ModelConfig, policy: str, resume_from):
         keras.config.set_dtype_policy(previous)
 
 
+def jit_compile_of(xla: str):
+    """Keras' ``compile(jit_compile=...)`` for ``TrainConfig.xla``. On JAX it stays Keras' "auto":
+    JAX always compiles the step, and ``False`` there would run it op by op."""
+    import keras
+
+    if keras.backend.backend() == "jax":
+        return "auto"
+    return {"auto": "auto", "on": True, "off": False}[xla]
+
+
 # The last compiled model and its optimizer's starting state, by what its train step depends on.
 # A warm worker's next training of the same architecture reuses it: tracing the train step
 # takes seconds on a CPU, resetting the weights and the optimizer a fraction of one.
@@ -195,28 +205,28 @@ _COMPILED: dict = {}
 
 
 def _compiled_model(model_cfg: ModelConfig, policy: str, resume_from, loss_fn, loss_key, learning_rate: float,
-                    strategy=None):
+                    strategy=None, xla: str = "auto"):
     """A compiled model with fresh (seeded) weights: the last one reset, when it fits, else a new one.
     With a ``tf.distribute`` ``strategy`` it is built and compiled in its scope (and never reused)."""
     import contextlib
 
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
         return _compiled_model_in_scope(model_cfg, policy, resume_from, loss_fn,
-                                        None if strategy is not None else loss_key, learning_rate)
+                                        None if strategy is not None else loss_key, learning_rate, xla)
 
 
-def _compiled_model_in_scope(model_cfg, policy, resume_from, loss_fn, loss_key, learning_rate):
+def _compiled_model_in_scope(model_cfg, policy, resume_from, loss_fn, loss_key, learning_rate, xla):
     import keras
 
     model, _ = _build(model_cfg, policy, resume_from)
-    key = None if resume_from is not None or loss_key is None else (model_cfg, policy, loss_key)
+    key = None if resume_from is not None or loss_key is None else (model_cfg, policy, loss_key, xla)
     if key is not None and key in _COMPILED:
         reused, optimizer_start = _COMPILED[key]
         reused.set_weights(model.get_weights())
         for variable, value in zip(reused.optimizer.variables, optimizer_start):
             variable.assign(value)
         return reused
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss_fn)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss_fn, jit_compile=jit_compile_of(xla))
     model.optimizer.build(model.trainable_variables)  # its slots now, to record their start
     _COMPILED.clear()
     if key is not None:
@@ -485,7 +495,7 @@ class Trainer:
         self.loss_fn = get_loss(cfg.loss, self.n_classes, class_weights)
         loss_key = (cfg.loss, self.n_classes, None if class_weights is None else tuple(np.ravel(class_weights)))
         self.model = _compiled_model(self.model_cfg, self.policy, self.resume_from, self.loss_fn, loss_key,
-                                     cfg.learning_rate, self.strategy)
+                                     cfg.learning_rate, self.strategy, cfg.xla)
         if self.strategy is not None:
             # Keras builds the compiled loss from the first batch it sees, which must not be a
             # distributed one: one evaluation of zeros (no weight changes) builds it.
@@ -530,6 +540,7 @@ class Trainer:
             params=int(self.model.count_params()),
             mixed_precision=self.policy != "float32",
             precision=self.policy,
+            xla=bool(self.model.jit_compile),
             replicas=self.replicas,
             batch_size=self.cfg.batch_size,
             patch_size=self.cfg.patch_size,
