@@ -162,6 +162,39 @@ def test_help_lists_the_commands():
     assert "{train,predict,suggest,evaluate,export,demo}" in out.splitlines()[0]  # the usage line names the subcommands
 
 
+def test_only_the_console_entry_changes_the_signal_handlers():
+    """napari and scripts import the package and keep their handlers; the console script's entry
+    installs the one-line stop before it imports anything else."""
+    check = ("import signal, sys\n"
+             "before = signal.getsignal(signal.SIGINT)\n"
+             "import napari_unet.cli.console, napari_unet.cli.main\n"
+             "assert signal.getsignal(signal.SIGINT) is before\n"
+             "def spy(*a, **k):\n"
+             "    print(signal.getsignal(signal.SIGINT).__name__)\n"
+             "    raise SystemExit(0)\n"
+             "sys.modules['napari_unet.cli.main'].main = spy\n"
+             "napari_unet.cli.console.main()\n")
+    done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True)
+    assert (done.returncode, done.stdout.strip()) == (0, "stop_while_starting"), done.stderr
+
+
+def test_a_signal_once_the_output_is_whole_is_said_late_and_one_after_the_command_is_ignored():
+    import os
+    import signal
+
+    from napari_unet.runtime import interrupts
+
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        with interrupts.handled(ignore_after=True):
+            assert interrupts.output_whole() is None
+            os.kill(os.getpid(), signal.SIGTERM)  # handled at once, in this thread
+            assert (interrupts.output_whole(), interrupts.last_signal()) == (signal.SIGTERM, None)
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 @pytest.mark.parametrize("existing", ["masks.tif", "metrics.json", "overview.png", "model"])
 def test_demo_refuses_to_replace_its_outputs_unasked(tmp_path, capsys, existing):
     out = tmp_path / "demo"

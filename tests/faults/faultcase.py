@@ -53,6 +53,7 @@ class Case:
     then: "Case | None" = None  # a second command in the same folder (e.g. the next run)
     noise: str | None = None  # regex: stderr lines that are not messages (e.g. -X importtime's)
     absent: tuple[str, ...] = ()  # globs (relative) that must match nothing afterwards
+    launcher: tuple[str, ...] = ("-m", "napari_unet.cli.main")  # what runs the command: python's arguments
 
 
 @dataclass
@@ -117,7 +118,7 @@ def _wait_for(lines: queue.Queue, pattern: str, open_streams: int) -> int:
 
 
 def run_command(argv: list[str], case: Case, env: dict, cwd: Path) -> Outcome:
-    command = [sys.executable, "-m", "napari_unet.cli.main", *argv]
+    command = [sys.executable, *case.launcher, *argv]
     if case.terminal:
         return _run_on_terminal(command, case, env, cwd)
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

@@ -333,14 +333,16 @@ def test_a_signal_after_every_block_started_gives_the_whole_output(tiny, client,
     folder, _ = tiny
     run_blocks = cluster._run_blocks
 
-    def signal_once_all_ran(*args):
-        records, futures, _ = run_blocks(*args)
+    def signal_once_all_ran(client, spec, plan, retries, on_block, stop_file, on_message):
+        records, futures, _ = run_blocks(client, spec, plan, retries, on_block, stop_file, on_message)
+        Path(stop_file).touch()  # as the signal leaves it (cluster_stop.StopOnSignal)
         return records, futures, signal.SIGINT
 
     monkeypatch.setattr(cluster, "_run_blocks", signal_once_all_ran)
     cfg = PredictConfig(block_slices=4)
-    labels, summary = _on_cluster(folder, client, cfg, "all-ran.zarr", keep=lambda path: folder / "no.zarr")
+    labels, summary = _on_cluster(folder, client, cfg, "all-ran.ome.zarr", keep=lambda path: folder / "no.zarr")
     assert summary["stopped"] is None and not (folder / "no.zarr").exists()
+    assert not (folder / "all-ran.ome.zarr" / cluster.STOP_FILE).exists()  # the signal's mark is not output
     np.testing.assert_array_equal(labels, _single(folder, cfg))
 
 

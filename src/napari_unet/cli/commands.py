@@ -315,6 +315,7 @@ def run_predict(args) -> int:
                 return _keep_incomplete(written, finals, out, scale,
                                         n_slices=spatial[cfg.axis] if len(spatial) == 3 else 1, axes=axes)
             omezarr.finish_outputs([(tmp, path, path == out) for path, tmp in finals.items()], scale=scale, axes=axes)
+            interrupts.output_whole()  # from here on a signal is too late, even while tidying up
     finally:
         for tmp in finals.values():
             if tmp.exists():

@@ -6,13 +6,14 @@ TensorFlow and ``demo --view`` can open napari afterwards. Ctrl-C stops graceful
 
 from __future__ import annotations
 
-import errno
-import os
-import signal
-import sys
+from napari_unet.cli import handle_signals_while_starting, ignore_late_signals, restore_signals
 
-# Only the standard library above: a signal during the imports below ends in one line (``_early_stop``).
-EARLY_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+if __name__ == "__main__":  # python -m napari_unet.cli.main: the handlers as early as the console script's
+    handle_signals_while_starting()
+
+import errno  # noqa: E402
+import sys  # noqa: E402
+
 DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)  # the disk refused: a fact to report, not a bug
 
 
@@ -31,38 +32,14 @@ def _command(name: str):
     return getattr(commands, f"run_{name}")
 
 
-def _early_stop(signum, _frame):
-    """Until ``interrupts.handled`` takes over: nothing has been done yet, so stop at once."""
-    name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
-    os.write(2, f"napari-unet: stopped by {name} while starting; nothing was done.\n".encode())
-    os._exit(128 + signum)
-
-
-def _stop_early_on_signals() -> dict:
-    """Install ``_early_stop`` (not over an ignored signal, e.g. under nohup); returns the handlers it replaced."""
-    previous = {signum: signal.getsignal(signum) for signum in EARLY_SIGNALS}
-    for signum, handler in previous.items():
-        if handler is not signal.SIG_IGN:
-            signal.signal(signum, _early_stop)
-    return previous
-
-
-def _ignore_late_signals() -> None:
-    """Once the command has ended: a signal can no longer stop anything, so it changes nothing."""
-    for signum in EARLY_SIGNALS:
-        if signal.getsignal(signum) is _early_stop:
-            signal.signal(signum, signal.SIG_IGN)
-
-
 def main(argv=None) -> int:
-    previous = _stop_early_on_signals()
+    previous = handle_signals_while_starting()
     try:
         return _main(argv)
     finally:
-        _ignore_late_signals()
+        ignore_late_signals()
         if argv is not None:  # a caller in the same process (tests, scripts) gets its own handlers back
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
+            restore_signals(previous)
 
 
 def _main(argv) -> int:
@@ -72,7 +49,7 @@ def _main(argv) -> int:
     from napari_unet.runtime import interrupts
 
     args = build_parser().parse_args(argv)
-    with interrupts.handled():
+    with interrupts.handled(ignore_after=True):  # no gap in which a late signal says 'nothing was done'
         try:
             status = _command(args.command)(args)
         except (ConfigError, ValueError, FileExistsError, FileNotFoundError) as exc:
@@ -98,7 +75,6 @@ def _main(argv) -> int:
             print(f"napari-unet {args.command}: {_unexpected(exc, args.command)}", file=sys.stderr)
             return 1
         signum = interrupts.last_signal()
-    _ignore_late_signals()
     if signum is not None:  # the job stopped gracefully; still say that it did not finish
         print(f"napari-unet {args.command}: stopped by {interrupts.signal_name(signum)}.", file=sys.stderr)
         return interrupts.exit_status(signum)

@@ -229,8 +229,11 @@ def finish_output(tmp, out, *, scale=None, axes=None, labels=True) -> None:
     from napari_unet.io import leftovers, tiff
 
     tmp, out = Path(tmp), Path(out)
-    for scratch in tmp.glob("_*"):
-        shutil.rmtree(scratch, ignore_errors=True)
+    for scratch in tmp.glob("_*"):  # folders, and files such as a cluster run's stop mark
+        if scratch.is_dir():
+            shutil.rmtree(scratch, ignore_errors=True)
+        else:
+            scratch.unlink(missing_ok=True)
     for folder in (tmp, tmp / "0"):
         leftovers.unmark(folder)
     if is_ome_zarr_path(out):

@@ -191,6 +191,7 @@ def _finish_whole(client, spec, plan, records, futures, cfg, retries, tmps, fina
     merge = _join(client, spec, plan, records, futures, cfg, retries) if plan["mode"] else 0.0
     with interrupts.deferred():  # every block is done: a signal now is too late to stop the run
         omezarr.finish_outputs([(tmp, path, finals[path]) for path, tmp in tmps.items()], scale=scale, axes=axes)
+        interrupts.output_whole()  # a signal while the cluster closes must not interrupt its closing
     return merge
 
 
@@ -299,6 +300,8 @@ def _run_blocks(client, spec, plan, retries, on_block, stop_file, on_message):
     try:
         with interrupts.deferred():
             results = _collect(client, futures, names, retries, on_done=on_block, stop=stop)
+            if not plan["mode"] and all(results[future.key] is not None for future in futures):
+                interrupts.output_whole()  # no join left: only putting the output in place, which no signal stops
     except interrupts.Interrupted:
         client.cancel(futures)
         raise

@@ -35,13 +35,15 @@ class _State:
     deferring = False
     last: int | None = None  # the last signal seen, for the exit status
     whole = False  # the output is written whole: later signals change nothing
+    late: int | None = None  # the signal that came too late to stop the run (``output_whole``)
     terminal_fds: tuple[int, ...] = ()
 
 
 def _handle(signum, _frame):
     if hasattr(signal, "SIGHUP") and signum == signal.SIGHUP:
         _detach_from_closed_terminal()
-    if _State.whole:
+    if _State.whole:  # too late: said when the command reports the output (``output_whole``)
+        _State.late = _State.late or signum
         return
     _State.last = signum
     if _State.deferring:
@@ -61,10 +63,11 @@ def _detach_from_closed_terminal() -> None:
 
 
 @contextlib.contextmanager
-def handled():
-    """Handle Ctrl-C, SIGTERM and SIGHUP as described above while the block runs."""
+def handled(ignore_after: bool = False):
+    """Handle Ctrl-C, SIGTERM and SIGHUP as described above while the block runs; afterwards each
+    gets its handler from before, or is ignored (``ignore_after``: the command has ended)."""
     previous = {signum: signal.getsignal(signum) for signum in HANDLED}
-    _State.received, _State.deferring, _State.last, _State.whole = [], False, None, False
+    _State.received, _State.deferring, _State.last, _State.whole, _State.late = [], False, None, False, None
     _State.terminal_fds = tuple(fd for fd in (1, 2) if _isatty(fd))
     for signum in HANDLED:
         signal.signal(signum, _handle)
@@ -72,7 +75,7 @@ def handled():
         yield
     finally:
         for signum, handler in previous.items():
-            signal.signal(signum, handler)
+            signal.signal(signum, signal.SIG_IGN if ignore_after else handler)
 
 
 def _isatty(fd: int) -> bool:
@@ -106,9 +109,10 @@ def again_hint(signum: int, what: str) -> str:
 
 def output_whole() -> int | None:
     """Say that the output is written whole: the command then ends as a success, whatever signal
-    came too late to stop it, or comes now. Returns that late signal, if any."""
-    late, _State.last, _State.whole = _State.last, None, True
-    return late
+    came too late to stop it, or comes now. Returns that late signal, if any (on every call)."""
+    if not _State.whole:
+        _State.late, _State.last, _State.whole = _State.last, None, True
+    return _State.late
 
 
 def last_signal() -> int | None:
