@@ -14,10 +14,24 @@ if [ $# -gt 0 ]; then
   exit $?
 fi
 reports=$(mktemp -d)
-run tests/core --junitxml="$reports/core.xml"; core=$?
-# The model code is written with keras.ops, so the core must pass on JAX too (CPU wheel).
-KERAS_BACKEND=jax run tests/core --junitxml="$reports/core_jax.xml"; core_jax=$?
-run tests --ignore=tests/core --junitxml="$reports/gui.xml"; gui=$?
+# Two things at a time, to use both cores of a small machine (the napari side alone keeps one busy):
+# 1. the Keras tests beside the fault suite. They share nothing: tests/core starts no worker and
+#    leaves /dev/shm alone, which the fault suite scans after every case. The model code is written
+#    with keras.ops, so the core must pass on JAX too (CPU wheel); the modules marked
+#    backend_independent never load Keras, so they run once.
+keras_tests() {
+  run tests/core --durations=15 --junitxml="$reports/core.xml"; echo $? > "$reports/core.rc"
+  KERAS_BACKEND=jax run tests/core -m "not backend_independent" --durations=15 \
+    --junitxml="$reports/core_jax.xml"; echo $? > "$reports/core_jax.rc"
+}
+keras_tests > "$reports/core.log" 2>&1 &
+run tests/faults --durations=15 --junitxml="$reports/faults.xml"; faults=$?
+wait
+cat "$reports/core.log"
+core=$(cat "$reports/core.rc") core_jax=$(cat "$reports/core_jax.rc")
+# 2. the rest of the napari side on two pytest-xdist workers, a test file to each.
+run tests --ignore=tests/core --ignore=tests/faults -n 2 --dist loadfile --durations=15 \
+  --junitxml="$reports/gui.xml"; gui=$?
 # The documentation (mkdocs.yml, docs/): strict, so a broken link fails it.
 site=$(mktemp -d)
 if .venv/bin/mkdocs build --strict --site-dir "$site"; then
@@ -38,4 +52,4 @@ passed = totals["tests"] - failed - totals["skipped"]
 print(f"\ntests: {passed} passed, {failed} failed, {totals['skipped']} skipped")
 PY
 rm -rf "$reports"
-[ $core -eq 0 ] && [ $core_jax -eq 0 ] && [ $gui -eq 0 ] && [ $docs -eq 0 ]
+[ $core -eq 0 ] && [ $core_jax -eq 0 ] && [ $faults -eq 0 ] && [ $gui -eq 0 ] && [ $docs -eq 0 ]

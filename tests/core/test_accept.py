@@ -3,6 +3,9 @@ import pytest
 
 from napari_unet.core.accept import SliceAnnotatedError, accept_slice, label_values_of
 
+# No Keras here: scripts/test.sh runs this once, not again on JAX.
+pytestmark = pytest.mark.backend_independent
+
 
 def _stack():
     prediction = np.zeros((4, 6, 7), np.uint8)

@@ -6,6 +6,9 @@ from scipy import ndimage as ndi
 
 from napari_unet.core.anisotropy import ids_carry_over, z_spacing_from_ids, z_spacing_from_image
 
+# No Keras here: scripts/test.sh runs this once, not again on JAX.
+pytestmark = pytest.mark.backend_independent
+
 
 def isotropic_field(shape=(240, 96, 96), sigma=4.0, seed=0):
     """Smooth random structure, the same along every axis."""

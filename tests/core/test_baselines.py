@@ -4,6 +4,9 @@ import pytest
 from napari_unet.core.baselines import choose_polarity, otsu_foreground, watershed_objects
 from napari_unet.core.metrics import dice
 
+# No Keras here: scripts/test.sh runs this once, not again on JAX.
+pytestmark = pytest.mark.backend_independent
+
 
 def disks(centres, radius, shape=(64, 64)):
     yy, xx = np.mgrid[: shape[0], : shape[1]]

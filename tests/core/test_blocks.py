@@ -11,6 +11,9 @@ from napari_unet.core import objects
 from napari_unet.core.config import PredictConfig
 from napari_unet.core.objects import StreamingObjects, joint_counts, label_volume
 
+# No Keras here: scripts/test.sh runs this once, not again on JAX.
+pytestmark = pytest.mark.backend_independent
+
 TILED_BUDGET = 4_000_000  # bytes: 96 x 96 slices then need Y/X tiles
 
 

@@ -2,6 +2,9 @@ import pytest
 
 from napari_unet.core.config import ConfigError, ModelConfig, PredictConfig, TrainConfig, limits
 
+# No Keras here: scripts/test.sh runs this once, not again on JAX.
+pytestmark = pytest.mark.backend_independent
+
 CONFIGS = (ModelConfig, TrainConfig, PredictConfig)
 
 

@@ -7,6 +7,9 @@ from skimage.segmentation import find_boundaries
 
 from napari_unet.core import augment, data
 
+# No Keras here: scripts/test.sh runs this once, not again on JAX.
+pytestmark = pytest.mark.backend_independent
+
 
 def _blocks(shape=(48, 48), seed=0, n_classes=3):
     """A class map made of random rectangles, so flips and warps are visible."""

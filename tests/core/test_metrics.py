@@ -14,6 +14,9 @@ from napari_unet.core.metrics import (
     variation_of_information,
 )
 
+# No Keras here: scripts/test.sh runs this once, not again on JAX.
+pytestmark = pytest.mark.backend_independent
+
 PRED = np.array([[1, 1, 0, 0], [2, 2, 2, 0]])
 GT = np.array([[1, 0, 1, 0], [2, 2, 0, 0]])
 

@@ -8,6 +8,9 @@ from napari_unet.core.object_defaults import object_fields, resolve, voxel_size
 from napari_unet.core.object_tuning import ObjectSettings, Tuning, tune_objects
 from napari_unet.core.train_objects import scored_slices, why_not_tunable
 
+# No Keras here: scripts/test.sh runs this once, not again on JAX.
+pytestmark = pytest.mark.backend_independent
+
 
 def perfect_maps(ids):
     """What a perfect 2-D boundary model predicts: every pixel foreground, interior off on the

@@ -9,6 +9,9 @@ from functools import partial
 from napari_unet.core import objects
 from napari_unet.core.objects import MODEL_KINDS, OBJECT_MODES, SEED_MODES, object_maps
 
+# No Keras here: scripts/test.sh runs this once, not again on JAX.
+pytestmark = pytest.mark.backend_independent
+
 # Most tests here are about the watershed and the stitching, with exact interior maps:
 # they use interior seeds unless a test asks for distance seeds.
 seeded_watershed = partial(objects.seeded_watershed, seeds="interior")

@@ -11,6 +11,9 @@ from napari_unet.core.synthetic import (
     make_nuclei_volume,
 )
 
+# No Keras here: scripts/test.sh runs this once, not again on JAX.
+pytestmark = pytest.mark.backend_independent
+
 SMALL = (8, 64, 64)
 # An Otsu threshold must stay clearly below what a small U-Net reaches (> 0.9).
 OTSU_DICE_CAP = 0.8

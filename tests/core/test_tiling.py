@@ -3,6 +3,9 @@ import pytest
 
 from napari_unet.core.tiling import pad_for_tiles, stitch, tile_shape, tile_slices
 
+# No Keras here: scripts/test.sh runs this once, not again on JAX.
+pytestmark = pytest.mark.backend_independent
+
 
 @pytest.mark.parametrize(
     "shape, tile, overlap, multiple",
