@@ -1,8 +1,10 @@
 import numpy as np
 import pytest
 
-from napari_unet.core.events import Done, Ranked, Slice
-from napari_unet.core.uncertainty import candidate_slices, rank, rank_slices, slice_uncertainty
+from napari_unet.core.events import Done, Progress, Ranked, Slice
+from napari_unet.core.uncertainty import (
+    candidate_slices, rank, rank_slices, slice_disagreement, slice_uncertainty, spread_weights,
+)
 
 
 def test_uncertainty_is_mean_entropy_in_zero_to_one():
@@ -52,6 +54,88 @@ def test_rank_slices_predicts_only_the_candidates_and_ranks_them():
     assert list(rank_slices(volume, [], _fake_predict, 1)) == [Ranked()]
     with pytest.raises(ValueError, match="3-D"):
         list(rank_slices(volume[0], [0], _fake_predict, 1))
+
+
+def _disc_probs(centre_x, size=40):
+    """Sigmoid probabilities (Y, X, 1) of a disc of radius 10, soft over ~3 px at its edge."""
+    y, x = np.mgrid[0:size, 0:size]
+    r = np.hypot(y - size / 2, x - centre_x)
+    return (1 / (1 + np.exp(r - 10)))[..., None]
+
+
+def test_disagreement_counts_moved_boundaries_not_doubt_inside_objects():
+    disc = _disc_probs(20)
+    assert slice_disagreement(disc, disc) == 0.0
+    moved = slice_disagreement(disc, _disc_probs(22))  # a boundary 2 px away in the other pass
+    inside = disc.copy()
+    inside[15:25, 15:25] = 0.7  # the other pass less sure deep inside the disc: no object changes
+    assert moved > 0.1
+    assert slice_disagreement(disc, inside) < moved / 10
+    flat = np.full((40, 40, 1), 0.2)  # doubt everywhere, but no boundary in either pass
+    assert slice_disagreement(flat, flat + 0.1) == 0.0
+    as_softmax = lambda p: np.concatenate([1 - p, p], axis=-1)  # noqa: E731
+    assert slice_disagreement(as_softmax(disc), as_softmax(_disc_probs(22))) == pytest.approx(moved)
+
+
+def test_spread_weights_favour_slices_far_from_the_annotated_ones():
+    weights = spread_weights([0, 4, 5, 6, 19], annotated=[5], n_slices=20)
+    assert weights[5] == 0.0
+    assert weights[4] == weights[6] < weights[0] < weights[19] < 1.0
+    assert spread_weights([3, 7], annotated=[], n_slices=20) == {3: 1.0, 7: 1.0}
+    # More annotations, closer gaps: a neighbour weighs more than with one annotation far away.
+    assert spread_weights([6], [5, 15], 20)[6] < spread_weights([6], [5, 10, 15], 20)[6]
+
+
+def _volume_with_one_informative_slice():
+    """Slice 0: annotated; 1: dim and uniform (hard, but no object to get wrong); 2: discs with
+    soft edges (the boundaries are in doubt); 3: crisp discs (easy)."""
+    y, x = np.mgrid[0:48, 0:48]
+    r = np.minimum(np.hypot(y - 16, x - 14), np.hypot(y - 32, x - 34))
+    soft = 100 + 60 * np.tanh((9 - r) / 4)
+    crisp = np.where(r < 9, 200, 40)
+    return np.stack([crisp, np.full((48, 48), 80), soft, crisp]).astype(np.float32)
+
+
+def _shaky_predict(volume, out_labels, out_probs, shake=1.5):
+    """A model that is unsure near intensity 100, its doubt swayed by the pixel's column in its
+    input (so a turned pass sways it elsewhere): the boundaries it draws there move."""
+    for i in range(volume.shape[0]):
+        image = np.asarray(volume[i], np.float64)
+        columns = np.arange(image.shape[1])[None, :]
+        out_probs[(i,)] = (1 / (1 + np.exp(-((image - 100) / 8 + shake * np.sin(columns / 2)))))[..., None]
+        yield Slice(index=i, n_slices=volume.shape[0])
+    yield Done(n_slices=volume.shape[0])
+
+
+def test_disagreement_ranks_the_slice_with_doubtful_boundaries_first_where_entropy_does_not():
+    volume = _volume_with_one_informative_slice()
+    entropy = list(rank_slices(volume, [1, 2, 3], _shaky_predict, 1))[-1].ranking
+    assert entropy[0][0] == 1  # entropy points at the dim, uniform slice
+    events = list(rank_slices(volume, [1, 2, 3], _shaky_predict, 1, method="disagreement", annotated=[0]))
+    assert [e.kind for e in events] == ["progress"] * 3 + ["done"]
+    assert [e.index for e in events if isinstance(e, Progress)] == [0, 1, 2]
+    assert all(e.n_slices == 3 for e in events if isinstance(e, Progress))
+    ranking = events[-1].ranking
+    assert ranking[0][0] == 2 and ranking[0][1] > 5 * ranking[1][1]
+    with pytest.raises(ValueError, match="Unknown ranking method"):
+        list(rank_slices(volume, [1], _shaky_predict, 1, method="margin"))
+
+
+def test_a_model_that_turns_with_the_image_never_disagrees():
+    from functools import partial
+
+    volume = _volume_with_one_informative_slice()
+    steady = partial(_shaky_predict, shake=0.0)  # pixel-wise: a turned pass is the same, turned
+    ranking = list(rank_slices(volume, [1, 2, 3], steady, 1, method="disagreement"))[-1].ranking
+    assert all(score == pytest.approx(0.0, abs=1e-6) for _, score in ranking)
+
+
+def test_disagreement_prefers_the_slice_far_from_the_annotated_ones():
+    soft = _volume_with_one_informative_slice()[2]
+    volume = np.stack([soft] * 12)
+    ranking = list(rank_slices(volume, [3, 10], _shaky_predict, 1, method="disagreement", annotated=[2]))[-1].ranking
+    assert [z for z, _ in ranking] == [10, 3]
+    assert ranking[0][1] > 2 * ranking[1][1]
 
 
 def _discs(n_slices, seed):
