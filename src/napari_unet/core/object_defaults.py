@@ -56,12 +56,13 @@ def known_scale(scale) -> tuple | None:
     return tuple(float(s) for s in scale)
 
 
-def voxel_size(volume, given, scale, factor: float = 1.0, how_to_set: str = "--voxel-size Z Y X"
-               ) -> tuple[tuple, list[str]]:
+def voxel_size(volume, given, scale, factor: float = 1.0, how_to_set: str = "--voxel-size Z Y X",
+               estimate=None) -> tuple[tuple, list[str]]:
     """The (z, y, x) voxel size for 3-D objects of ``volume`` (Z, Y, X[, C]) and the lines to say:
-    ``given`` (the user's), else ``scale`` (the file's or layer's), else estimated from the image."""
+    ``given`` (the user's), else ``scale`` (the file's or layer's), else estimated from the image.
+    ``estimate``: a callable giving ``z_spacing_from_image(volume)``, for callers that keep it."""
     chosen = tuple(float(v) for v in given) if given else known_scale(scale)
-    estimate = z_spacing_from_image(volume)
+    estimate = (estimate or z_spacing_from_image)(volume)
     if chosen is not None:
         return chosen, _disagreement(chosen, estimate)
     if estimate is None:

@@ -195,3 +195,23 @@ def test_voxel_size_of_a_bare_layer_is_estimated_shown_editable_and_kept(make_na
     widget.voxel_size.value = "3, 0, 1"
     widget.run_button.clicked.emit()  # refused in one line, nothing started
     assert not widget.cancel_button.enabled
+
+
+def test_the_spacing_of_a_bare_layer_is_estimated_once_per_layer(make_napari_viewer, tiny_model_dir, monkeypatch):
+    """The estimate reads slices on the GUI thread: changing the model, output or assembly reuses it."""
+    from napari_unet.core import object_defaults
+
+    calls = []
+    estimate = object_defaults.z_spacing_from_image
+    monkeypatch.setattr(object_defaults, "z_spacing_from_image", lambda volume: calls.append(1) or estimate(volume))
+    viewer = make_napari_viewer()
+    rng = np.random.default_rng(0)
+    viewer.add_image(rng.integers(0, 255, (8, 32, 32), dtype=np.uint8), name="a")
+    widget = _widget(viewer, tiny_model_dir)
+    widget.output.value = "instances"
+    for objects in ("linked", "3d", "linked"):
+        widget.objects.value = objects
+    assert len(calls) == 1 and widget.voxel_size.value
+    viewer.add_image(rng.integers(0, 255, (8, 32, 32), dtype=np.uint8), name="b")
+    widget.image.value = viewer.layers["b"]
+    assert len(calls) == 2

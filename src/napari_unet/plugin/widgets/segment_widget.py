@@ -20,17 +20,24 @@ from napari.utils import progress
 from napari.utils.notifications import show_error, show_info, show_warning
 
 from napari_unet.core import events, object_defaults
-from napari_unet.runtime import engine
 from napari_unet.core.bundle import BundleError, read_bundle_meta
 from napari_unet.core.config import ConfigError, PredictConfig
 from napari_unet.plugin.widgets._advanced import Advanced
 from napari_unet.plugin.widgets._job_dock import JobDock
 from napari_unet.plugin.widgets._job_poller import JobPoller
 from napari_unet.plugin.widgets._layers import (
-    MODEL_KEY, OUTPUT_KIND_KEY, OUTPUT_MARKER, is_lazy, layer_array, preload_layer_modules, source_file, spatial_shape,
+    MODEL_KEY,
+    OUTPUT_KIND_KEY,
+    OUTPUT_MARKER,
+    is_lazy,
+    layer_array,
+    preload_layer_modules,
+    source_file,
+    spatial_shape,
 )
 from napari_unet.plugin.widgets._limits import spin_range
 from napari_unet.plugin.widgets._session import TRAINED_MODELS, release_button, use_warm_worker
+from napari_unet.runtime import engine
 
 FROM_DISK = "from disk (below)"
 FROM_PACKAGE = "bioimage.io package (.zip, below)"
@@ -40,6 +47,7 @@ class SegmentWidget(JobDock):
     def __init__(self, napari_viewer):
         super().__init__(napari_viewer)
         preload_layer_modules()
+        self._spacing = (None, (), None)  # (layer data, shape, estimated slice spacing): see _spacing_of
         defaults = PredictConfig()
         self._make_input_widgets(defaults)
         self._make_object_widgets(defaults)
@@ -201,9 +209,19 @@ class SegmentWidget(JobDock):
             return
         factor = object_defaults.z_factor(self._meta or {}, self.objects.value)
         size, lines = object_defaults.voxel_size(layer_array(image), None, tuple(image.scale[-3:]), factor,
-                                                 how_to_set="the layer's scale, or edit this")
+                                                 how_to_set="the layer's scale, or edit this",
+                                                 estimate=lambda volume: self._spacing_of(image, volume))
         self.voxel_size.value = ", ".join(f"{v:.4g}" for v in size)
         self.voxel_note.value = lines[0] if lines else "from the layer's scale"
+
+    def _spacing_of(self, image, volume):
+        """The image's estimated slice spacing, once per layer data: it reads slices, and this runs
+        on every change of image, model or assembly."""
+        data, shape, spacing = self._spacing
+        if data is not image.data or shape != tuple(volume.shape):  # `is`: the data is held, so never reused
+            spacing = object_defaults.z_spacing_from_image(volume)
+            self._spacing = (image.data, tuple(volume.shape), spacing)
+        return spacing
 
     def _binary_model(self) -> bool:
         return self._meta is not None and self._meta.get("model_config", {}).get("n_classes") == 1
