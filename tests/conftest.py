@@ -20,6 +20,8 @@ CORE = Path(__file__).resolve().parent / "core"
 # The small worker jobs of tests/runtime/engine_jobs.py, importable by name in spawned workers
 # (which inherit this sys.path) from the CLI and fault tests too.
 sys.path.insert(0, str(Path(__file__).resolve().parent / "runtime"))
+# tests/volumes.py (disc_volume, the tiny test volume), importable from every test folder.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def _inside(path: Path, folder: Path) -> bool:

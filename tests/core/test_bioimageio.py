@@ -14,14 +14,16 @@ if keras.backend.backend() != "tensorflow":
     pytest.skip("exported packages name the TensorFlow backend and carry a SavedModel made with it; the "
                 "export job always runs on TensorFlow", allow_module_level=True)
 
-from napari_unet.core.events import Exported  # noqa: E402
 from napari_unet.core.bioimageio_export import ExportError, export_package  # noqa: E402
 from napari_unet.core.bioimageio_package import PackageError  # noqa: E402
 from napari_unet.core.bundle import BundleError, describe_classes, load_bundle, save_bundle  # noqa: E402
 from napari_unet.core.bundle import read_bundle_meta as package_meta  # noqa: E402  (a .zip: the package's)
 from napari_unet.core.config import ModelConfig, PredictConfig, TrainConfig  # noqa: E402
+from napari_unet.core.events import Exported  # noqa: E402
 from napari_unet.core.model import build_unet  # noqa: E402
 from napari_unet.core.predict import predict_volume  # noqa: E402
+
+from volumes import disc_volume  # noqa: E402
 
 CFG = ModelConfig(n_filters=4, depth=2, n_classes=3)
 # Labels from bioimageio.core and from the plugin may differ only where two class probabilities tie
@@ -32,10 +34,7 @@ PROB_TOLERANCE = 1e-4
 
 @pytest.fixture(scope="module")
 def volume():
-    rng = np.random.default_rng(0)
-    _, y, x = np.mgrid[0:4, 0:64, 0:64]
-    disc = ((y - 30) ** 2 + (x - 28) ** 2) < 200
-    return (disc * 120 + 40 + rng.normal(0, 10, disc.shape)).clip(0, 255).astype(np.uint8)
+    return disc_volume((4, 64, 64), annotated=(), discs=((30, 28, 200),))[0]
 
 
 @pytest.fixture(scope="module")

@@ -3,11 +3,24 @@
 import numpy as np
 import pytest
 
-from napari_unet.core.blocks import (
-    BlockLabels, BlockOutput, block_config, block_extent, block_plan, face_links, in_unit, join_blocks, join_units,
-    region_tiles, slab_slice, unit_record, unit_slab_plan, unit_zone, yx_regions,
-)
 from napari_unet.core import objects
+from napari_unet.core.blocks import (
+    BlockLabels,
+    BlockOutput,
+    block_config,
+    block_extent,
+    block_plan,
+    face_links,
+    in_unit,
+    join_blocks,
+    join_units,
+    region_tiles,
+    slab_slice,
+    unit_record,
+    unit_slab_plan,
+    unit_zone,
+    yx_regions,
+)
 from napari_unet.core.config import PredictConfig
 from napari_unet.core.objects import StreamingObjects, joint_counts, label_volume
 
@@ -57,7 +70,7 @@ def _in_units(maps, cfg, plan):
     out = np.zeros(maps.shape[:3], np.uint32)
     for k, (a, b) in enumerate(plan["blocks"]):
         for i in range(a, b):
-            out[i] = slab_slice(plan, k, i, lambda t, depth: tiles[(k, t)][depth], lookups)
+            out[i] = slab_slice(plan, k, i, lambda t, depth, k=k: tiles[(k, t)][depth], lookups)
     return out
 
 

@@ -1,4 +1,5 @@
 import pytest
+from pydantic import ValidationError
 
 from napari_unet.core.config import ConfigError, ModelConfig, PredictConfig, TrainConfig, limits
 
@@ -121,8 +122,8 @@ def test_configs_round_trip_through_json_and_stay_frozen(config_cls):
     config = config_cls()
     again = config_cls.from_dict(json.loads(json.dumps(config.to_dict())))
     assert again == config
-    with pytest.raises(Exception):
-        config.seed = 5  # frozen
+    with pytest.raises(ValidationError, match="frozen"):
+        config.seed = 5
 
 
 def test_replace_validates_like_a_new_config():

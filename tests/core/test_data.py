@@ -220,16 +220,17 @@ def test_validate_accepts_a_good_pair_and_rgb():
 @pytest.mark.parametrize(
     "change, mode, instances, message",
     [
-        (lambda i, l: (i[:, :8], l), "full_slices", False, r"Image shape \(3, 8, 16\) and labels shape \(3, 16, 16\) differ.*Labels"),
-        (lambda i, l: (i, l * 0), "full_slices", False, "No annotated slice.*paint every object"),
-        (lambda i, l: (i, l * 0), "scribbles", False, "No scribbles.*label 1.*label 2"),
-        (lambda i, l: (i, np.ones_like(l)), "full_slices", False, "only label 1.*background"),
-        (lambda i, l: (i, l), "scribbles", False, r"Only background \(label 1\).*label 2"),
-        (lambda i, l: (i, l * 2), "scribbles", False, "Only label 2.*background with label 1"),
-        (lambda i, l: (np.where(l > 0, np.nan, i), l), "full_slices", False, "16 NaN or infinite.*nan_to_num"),
-        (lambda i, l: (i, l.astype(float)), "full_slices", False, "must be integers.*float64"),
-        (lambda i, l: (i, l.astype(np.int8) - 1), "full_slices", False, r"not be negative \(found -1\)"),
-        (lambda i, l: (i, l), "scribbles", True, "switch the annotation mode to 'full_slices'"),
+        (lambda i, lab: (i[:, :8], lab), "full_slices", False,
+         r"Image shape \(3, 8, 16\) and labels shape \(3, 16, 16\) differ.*Labels"),
+        (lambda i, lab: (i, lab * 0), "full_slices", False, "No annotated slice.*paint every object"),
+        (lambda i, lab: (i, lab * 0), "scribbles", False, "No scribbles.*label 1.*label 2"),
+        (lambda i, lab: (i, np.ones_like(lab)), "full_slices", False, "only label 1.*background"),
+        (lambda i, lab: (i, lab), "scribbles", False, r"Only background \(label 1\).*label 2"),
+        (lambda i, lab: (i, lab * 2), "scribbles", False, "Only label 2.*background with label 1"),
+        (lambda i, lab: (np.where(lab > 0, np.nan, i), lab), "full_slices", False, "16 NaN or infinite.*nan_to_num"),
+        (lambda i, lab: (i, lab.astype(float)), "full_slices", False, "must be integers.*float64"),
+        (lambda i, lab: (i, lab.astype(np.int8) - 1), "full_slices", False, r"not be negative \(found -1\)"),
+        (lambda i, lab: (i, lab), "scribbles", True, "switch the annotation mode to 'full_slices'"),
     ],
 )
 def test_validate_failure_messages(change, mode, instances, message):
@@ -383,7 +384,8 @@ def test_sampler_patches_always_hold_annotation():
 
 def test_sampler_foreground_bias_one_centres_on_foreground():
     image, labels, targets, masks = _scribble_data()
-    sampler = data.PatchSampler(image, targets, masks, [(1, (0, 64, 0, 64))], 16, 16, foreground_bias=1.0, augment=False)
+    sampler = data.PatchSampler(image, targets, masks, [(1, (0, 64, 0, 64))], 16, 16, foreground_bias=1.0,
+                                augment=False)
     _, y = sampler.sample_batch()
     foreground = (y[..., 1:-1].sum(-1) * y[..., -1]).reshape(16, -1).max(axis=1)
     assert np.all(foreground == 1)

@@ -8,6 +8,8 @@ from napari_unet.core.config import ModelConfig, TrainConfig
 from napari_unet.core.devices import Device, auto_sizes, choose_precision, cpu_bf16_flags
 from napari_unet.core.train import train, with_auto_sizes
 
+from volumes import disc_volume
+
 GIB = 1024**3
 CPU = Device(cpu_threads=2)
 CPU_BF16 = Device(cpu_threads=2, cpu_bf16=True)
@@ -15,7 +17,8 @@ H200 = Device(gpus=1, gpu_name="NVIDIA H200", gpu_free_bytes=140 * GIB, gpu_tota
 
 
 def test_bf16_flags_are_read_from_cpuinfo():
-    text = "processor\t: 0\nflags\t\t: fpu sse avx512f avx512_bf16 avx512_vnni\n\nprocessor\t: 1\nflags\t: fpu amx_bf16\n"
+    text = ("processor\t: 0\nflags\t\t: fpu sse avx512f avx512_bf16 avx512_vnni\n\n"
+            "processor\t: 1\nflags\t: fpu amx_bf16\n")
     assert cpu_bf16_flags(text) == ["avx512_bf16", "amx_bf16"]
     assert cpu_bf16_flags("flags\t: fpu sse avx512f avx512bw\nbugs\t: avx512_bf16\n") == []
 
@@ -57,12 +60,7 @@ def test_auto_sizes_fill_only_what_was_left_to_auto_and_fit_the_image():
 
 @pytest.fixture()
 def small_volume():
-    rng = np.random.default_rng(0)
-    _, y, x = np.mgrid[0:4, 0:40, 0:40]
-    truth = (((y - 20) ** 2 + (x - 20) ** 2) < 80).astype(np.uint8)
-    image = (truth * 120 + 40 + rng.normal(0, 10, truth.shape)).clip(0, 255).astype(np.uint8)
-    labels = np.zeros_like(truth)
-    labels[[0, 3]] = truth[[0, 3]]
+    image, labels, _ = disc_volume((4, 40, 40), annotated=(0, 3), discs=((20, 20, 80),))
     return image, labels
 
 

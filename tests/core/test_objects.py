@@ -1,10 +1,10 @@
 import os
 import socket
+from functools import partial
+
 import numpy as np
 import pytest
 from scipy import ndimage as ndi
-
-from functools import partial
 
 from napari_unet.core import objects
 from napari_unet.core.objects import MODEL_KINDS, OBJECT_MODES, SEED_MODES, object_maps

@@ -6,16 +6,13 @@ from napari_unet.core.bundle import read_bundle_meta
 from napari_unet.core.config import ModelConfig, TrainConfig
 from napari_unet.core.train import train
 
+from volumes import disc_volume
+
 
 def _discs(shape, seed, value=1):
     """Bright discs on a noisy background: (image, labels annotated on slices 1 and 2)."""
-    rng = np.random.default_rng(seed)
-    _, y, x = np.mgrid[0:shape[0], 0:shape[1], 0:shape[2]]
-    truth = ((y - shape[1] // 2) ** 2 + (x - shape[2] // 3) ** 2) < 80
-    image = (truth * 120 + 40 + rng.normal(0, 10, shape)).clip(0, 255).astype(np.uint8)
-    labels = np.zeros(shape, np.uint8)
-    labels[1:3] = truth[1:3] * value
-    return image, labels
+    image, labels, _ = disc_volume(shape, seed, annotated=(1, 2), discs=((shape[1] // 2, shape[2] // 3, 80),))
+    return image, labels * value
 
 
 def test_two_pairs_of_different_sizes_train_one_model(tmp_path):

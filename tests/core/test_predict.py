@@ -8,8 +8,8 @@ from scipy import ndimage as ndi
 from skimage.draw import disk
 from skimage.segmentation import find_boundaries
 
-from napari_unet.core.events import Stopped
 from napari_unet.core.config import PredictConfig
+from napari_unet.core.events import Stopped
 from napari_unet.core.postprocess import labels_from_probs
 from napari_unet.core.predict import predict_volume
 
@@ -314,7 +314,8 @@ GOOD = dict(n_classes=1, size_multiple=8, normalization=NORM)
         (np.zeros((0, 16, 16)), {}, PredictConfig(), r"empty: shape \(0, 16, 16\)"),
         (np.zeros((2, 16, 16)), {"normalization": {"low": [0, 0], "high": [1, 1]}}, PredictConfig(),
          r"1 channel\(s\) but the model was trained on 2"),
-        (np.zeros((2, 3, 16, 16)), {"channel_axis": 1}, PredictConfig(), r"3 channel\(s\) but the model was trained on 1"),
+        (np.zeros((2, 3, 16, 16)), {"channel_axis": 1}, PredictConfig(),
+         r"3 channel\(s\) but the model was trained on 1"),
         (np.zeros((2, 16, 16)), {"size_multiple": 16, "min_tile": 64}, PredictConfig(tile_size=32, tile_overlap=4),
          r"tile_size 32 is smaller .* set tile_size to at least 64"),
         (np.zeros((2, 64, 64)), {"size_multiple": 16}, PredictConfig(tile_size=48, tile_overlap=20),
@@ -342,7 +343,8 @@ def test_bad_axis_is_refused_by_the_config():
 def test_model_with_the_wrong_number_of_classes():
     volume = np.random.default_rng(8).random((2, 16, 16))
     events = predict_volume(volume, blur_model, PredictConfig(), **{**GOOD, "n_classes": 3})
-    with pytest.raises(ValueError, match=r"returned shape \(2, 16, 16, 1\).*expected \(2, 16, 16, 3\).*n_classes \(3\)"):
+    expected = r"returned shape \(2, 16, 16, 1\).*expected \(2, 16, 16, 3\).*n_classes \(3\)"
+    with pytest.raises(ValueError, match=expected):
         list(events)
 
 

@@ -7,6 +7,8 @@ from napari_unet.core import events, preview
 from napari_unet.core.config import ModelConfig, TrainConfig
 from napari_unet.core.train import train
 
+from volumes import disc_volume
+
 TINY_MODEL = ModelConfig(n_filters=4, depth=2)
 TINY_TRAIN = TrainConfig(epochs=2, steps_per_epoch=2, batch_size=2, patch_size=32, augment=False)
 
@@ -14,12 +16,7 @@ TINY_TRAIN = TrainConfig(epochs=2, steps_per_epoch=2, batch_size=2, patch_size=3
 @pytest.fixture(scope="module")
 def volume():
     """5 x 48 x 40 discs; slices 1 and 3 annotated."""
-    rng = np.random.default_rng(0)
-    _, y, x = np.mgrid[0:5, 0:48, 0:40]
-    truth = (((y - 20) ** 2 + (x - 20) ** 2) < 100).astype(np.uint8)
-    image = (truth * 120 + 40 + rng.normal(0, 10, truth.shape)).clip(0, 255).astype(np.uint8)
-    labels = np.zeros_like(truth)
-    labels[[1, 3]] = truth[[1, 3]]
+    image, labels, _ = disc_volume((5, 48, 40), annotated=(1, 3), discs=((20, 20, 100),))
     return image, labels
 
 

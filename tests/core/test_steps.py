@@ -9,6 +9,8 @@ from napari_unet.core import train as train_module
 from napari_unet.core.steps import StepLosses, train_step_loss
 from napari_unet.core.train import train
 
+from volumes import disc_volume
+
 TINY = dict(n_filters=4, depth=2)
 
 
@@ -51,12 +53,7 @@ def test_a_diverged_loss_names_its_batch():
 
 
 def _volume():
-    rng = np.random.default_rng(0)
-    _, y, x = np.mgrid[0:6, 0:48, 0:48]
-    truth = (((y - 20) ** 2 + (x - 24) ** 2) < 100).astype(np.uint8)
-    image = (truth * 120 + 40 + rng.normal(0, 10, truth.shape)).clip(0, 255).astype(np.uint8)
-    labels = np.zeros_like(truth)
-    labels[[1, 4]] = truth[[1, 4]]
+    image, labels, _ = disc_volume(discs=((20, 24, 100),))
     return image, labels
 
 

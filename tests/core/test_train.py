@@ -11,6 +11,8 @@ from napari_unet.core.config import ModelConfig, TrainConfig
 from napari_unet.core.hardware import configure_device
 from napari_unet.core.train import train
 
+from volumes import disc_volume
+
 TINY_MODEL = ModelConfig(n_filters=4, depth=2)
 TINY_TRAIN = TrainConfig(epochs=2, steps_per_epoch=3, batch_size=2, patch_size=32, augment=False)
 
@@ -27,12 +29,7 @@ def batch_event_every_step():
 @pytest.fixture(scope="module")
 def volume():
     """6 x 48 x 48 bright discs on a dark noisy background: (image, truth with disc ids 1 and 2)."""
-    rng = np.random.default_rng(0)
-    _, y, x = np.mgrid[0:6, 0:48, 0:48]
-    truth = np.zeros(y.shape, np.uint8)
-    truth[((y - 20) ** 2 + (x - 24) ** 2) < 100] = 1
-    truth[((y - 36) ** 2 + (x - 12) ** 2) < 40] = 2
-    image = ((truth > 0) * 120 + 40 + rng.normal(0, 10, truth.shape)).clip(0, 255).astype(np.uint8)
+    image, _, truth = disc_volume(ids=True)
     return image, truth
 
 
@@ -140,7 +137,8 @@ def test_same_seed_gives_the_same_losses(binary_run, stopped_run):
 def test_stop_between_batches_saves_the_model(stopped_run):
     out, events = stopped_run
     assert [e.kind for e in events] == ["start"] + ["batch"] * 3 + ["epoch", "batch", "stopped"]
-    assert events[-1].training.best_epoch == 1 and events[-1].training.model_dir == str(out) and events[-1].training.model_saved
+    training = events[-1].training
+    assert training.best_epoch == 1 and training.model_dir == str(out) and training.model_saved
     assert events[-1].training.history["epoch"] == [1]
     _, meta = load_bundle(out)
     assert meta["validation"]["best_epoch"] == 1
@@ -388,7 +386,8 @@ def test_instance_models_tune_their_object_step_on_the_painted_ids(volume, tmp_p
     events = run(image, one_slice, tmp_path / "one", model_cfg=TINY_MODEL.replace(n_classes=3),
                  train_cfg=TINY_TRAIN.replace(instances=True))
     assert read_bundle_meta(tmp_path / "one")["object_tuning"] is None
-    assert events[-1].training.objects == "Objects not tuned (only one slice is annotated): prediction uses the fixed defaults."
+    assert events[-1].training.objects == (
+        "Objects not tuned (only one slice is annotated): prediction uses the fixed defaults.")
 
 
 def _jit_compile_asked(monkeypatch) -> list:

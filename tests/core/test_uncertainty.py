@@ -3,8 +3,15 @@ import pytest
 
 from napari_unet.core.events import Done, Progress, Ranked, Slice
 from napari_unet.core.uncertainty import (
-    candidate_slices, rank, rank_slices, slice_disagreement, slice_uncertainty, spread_weights,
+    candidate_slices,
+    rank,
+    rank_slices,
+    slice_disagreement,
+    slice_uncertainty,
+    spread_weights,
 )
+
+from volumes import disc_volume
 
 
 def test_uncertainty_is_mean_entropy_in_zero_to_one():
@@ -139,11 +146,8 @@ def test_disagreement_prefers_the_slice_far_from_the_annotated_ones():
 
 
 def _discs(n_slices, seed):
-    rng = np.random.default_rng(seed)
-    _, y, x = np.mgrid[0:n_slices, 0:48, 0:48]
-    truth = (((y - 20) ** 2 + (x - 24) ** 2) < 100) | (((y - 36) ** 2 + (x - 12) ** 2) < 40)
-    image = (truth * 120 + 40 + rng.normal(0, 10, truth.shape)).clip(0, 255).astype(np.uint8)
-    return image, truth.astype(np.uint8)
+    image, _, truth = disc_volume((n_slices, 48, 48), seed, annotated=())
+    return image, truth
 
 
 @pytest.mark.slow

@@ -7,11 +7,11 @@ import shutil
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import tifffile
 
 import faultcase
+from volumes import ONE_DISC, disc_volume
 
 TALLY = {"cases": 0, "clean": 0, "not clean": []}
 TINY = ["--n-filters", "4", "--depth", "2", "--batch-size", "2", "--patch-size", "32",
@@ -38,12 +38,7 @@ def _environment(log_dir) -> dict:
 def fault_files(tmp_path_factory):
     """Tiny inputs and a tiny trained model, made once."""
     folder = tmp_path_factory.mktemp("fault_inputs")
-    rng = np.random.default_rng(0)
-    z, y, x = np.mgrid[0:24, 0:48, 0:48]
-    truth = (((y - 20) ** 2 + (x - 24) ** 2) < 120).astype(np.uint8)
-    image = (truth * 120 + 40 + rng.normal(0, 10, truth.shape)).clip(0, 255).astype(np.uint8)
-    labels = np.zeros_like(truth)
-    labels[[0, 12, 23]] = truth[[0, 12, 23]]
+    image, labels, truth = disc_volume((24, 48, 48), annotated=(0, 12, 23), discs=ONE_DISC)
     tifffile.imwrite(folder / "vol.tif", image, photometric="minisblack")
     tifffile.imwrite(folder / "vol_labels.tif", labels, photometric="minisblack")
     tifffile.imwrite(folder / "truth_labels.tif", truth, photometric="minisblack")

@@ -50,7 +50,7 @@ class Case:
     partial: bool = False  # a *.partial.zarr may stay
     any_stderr: bool = False  # a killed parent cannot speak: stderr is not checked
     semaphores_may_leak: str = ""  # why a case cannot free multiprocessing's semaphores
-    then: "Case | None" = None  # a second command in the same folder (e.g. the next run)
+    then: Case | None = None  # a second command in the same folder (e.g. the next run)
     noise: str | None = None  # regex: stderr lines that are not messages (e.g. -X importtime's)
     absent: tuple[str, ...] = ()  # globs (relative) that must match nothing afterwards
     launcher: tuple[str, ...] = ("-m", "napari_unet.cli.main")  # what runs the command: python's arguments

@@ -211,7 +211,8 @@ CASES = [
     Case("predict outputs on a full disk", [*PREDICT, "--out", "{dir}/full/mask.tif", "--prob", "{dir}/full/p.tif"],
          rc=2, message=r"Not enough disk space .*/full", setup=_full_disk, teardown=_unmount),
     Case("a model that does not fit on the disk", [*TRAIN, "--out", "{dir}/full/m", *TINY, "--epochs", "1"],
-         rc=0, message=r"could not be saved to .*/full/m .*saved to .*/rescue/m-rescued-.* instead",         setup=_full_disk_and_a_temporary_folder, teardown=_unmount, env={"TMPDIR": "{dir}/rescue"}),
+         rc=0, message=r"could not be saved to .*/full/m .*saved to .*/rescue/m-rescued-.* instead",
+         setup=_full_disk_and_a_temporary_folder, teardown=_unmount, env={"TMPDIR": "{dir}/rescue"}),
     # -- a failure in the worker: one line, the traceback in the log
     Case("worker check fails", [*TRAIN, "--out", "{dir}/m", *TINY[:6], "--patch-size", "512"],
          rc=1, message=r"^napari-unet train: Training failed: patch_size 512 .*\(details: .*\.log\)$"),

@@ -5,7 +5,8 @@ import pytest
 import tifffile
 
 from napari_unet.io import tiff
-from napari_unet.plugin import reader as _reader, writer as _writer
+from napari_unet.plugin import reader as _reader
+from napari_unet.plugin import writer as _writer
 
 
 @pytest.fixture
@@ -89,7 +90,8 @@ def test_writer_keeps_the_voxel_size_objects_were_found_with_on_a_bare_layer(tmp
     bare = {"scale": [1.0, 1.0, 1.0], "metadata": {"voxel_size": (12.5, 1.0, 1.0)}}
     assert tiff.read_array(_writer.write_labels(str(tmp_path / "a.tif"), labels, bare)[0])[1]["scale"] == (12.5, 1, 1)
     scaled = {"scale": [2.0, 0.5, 0.5], "metadata": {"voxel_size": (12.5, 1.0, 1.0)}}  # the layer's own scale wins
-    assert tiff.read_array(_writer.write_labels(str(tmp_path / "b.tif"), labels, scaled)[0])[1]["scale"] == (2, 0.5, 0.5)
+    written = _writer.write_labels(str(tmp_path / "b.tif"), labels, scaled)[0]
+    assert tiff.read_array(written)[1]["scale"] == (2, 0.5, 0.5)
 
 
 def test_writer_ignores_axes_that_no_longer_fit(tmp_path):

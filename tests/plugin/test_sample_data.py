@@ -6,8 +6,14 @@ import numpy as np
 import pytest
 import yaml
 
-from napari_unet.plugin.sample_data import IMAGE_NAME, LABELS_NAME, NUCLEI_NAME, make_nuclei_sample_data, make_sample_data
 from napari_unet.core.synthetic import DEFAULT_SCALE, default_annotated_slices
+from napari_unet.plugin.sample_data import (
+    IMAGE_NAME,
+    LABELS_NAME,
+    NUCLEI_NAME,
+    make_nuclei_sample_data,
+    make_sample_data,
+)
 
 
 @pytest.fixture(scope="module")

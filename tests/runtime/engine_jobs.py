@@ -3,7 +3,6 @@
 import os
 import sys
 import time
-
 from dataclasses import dataclass
 from typing import ClassVar
 

@@ -9,7 +9,6 @@ import re
 import shutil
 import signal
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -138,7 +137,9 @@ def test_a_zarr_of_one_chunk_is_rechunked_and_said_once(tiny, client, monkeypatc
     import zarr
 
     folder, image = tiny
-    zarr.create_array(str(folder / "one_chunk.zarr"), shape=image.shape, chunks=image.shape, dtype=image.dtype)[:] = image
+    one_chunk = zarr.create_array(str(folder / "one_chunk.zarr"), shape=image.shape, chunks=image.shape,
+                                  dtype=image.dtype)
+    one_chunk[:] = image
     monkeypatch.setattr(cluster, "RECHUNK_BYTES", 0)  # the tiny volume stands for one too big for memory
     said = []
     out = folder / "from_one_chunk.zarr"
@@ -187,12 +188,11 @@ def test_an_existing_output_is_never_replaced(tiny, client):
 
 def test_an_unreachable_scheduler_fails_fast_in_one_line(tiny, capsys):
     folder, _ = tiny
-    started = time.monotonic()
     status = main(["predict", "--model", str(folder / "model"), "--image", str(folder / "vol.tif"),
                    "--out", str(folder / "x.zarr"), "--scheduler", "tcp://127.0.0.1:9"])
-    assert time.monotonic() - started < cluster.CONNECT_TIMEOUT_S + 20
     err = capsys.readouterr().err.strip()
     assert status == 1 and "tcp://127.0.0.1:9" in err and "check the address" in err
+    assert f"within {cluster.CONNECT_TIMEOUT_S} s" in err  # the bounded connect gave up: no waiting on retries
     assert len(err.splitlines()) == 1 and "Traceback" not in err
 
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from napari_unet.runtime import worker
-from napari_unet.runtime.engine import Job, LazyFile, ZarrOutput, start_prediction
 from napari_unet.core.config import PredictConfig
 from napari_unet.core.events import Done
+from napari_unet.runtime import worker
+from napari_unet.runtime.engine import Job, LazyFile, ZarrOutput, start_prediction
 
 JOBS = "engine_jobs"
 TESTS_DIR = Path(__file__).parent

@@ -34,7 +34,7 @@ FINALS = {"done": lambda n: Done(n_slices=n), "stopped": lambda n: Stopped(messa
 
 def events(*kinds):
     """One event per kind named, each distinct (numbered); the others stand in as warnings."""
-    return [FINALS.get(kind, lambda n: Warn(f"{kind} {n}"))(n) for n, kind in enumerate(kinds)]
+    return [FINALS.get(kind, lambda n, kind=kind: Warn(f"{kind} {n}"))(n) for n, kind in enumerate(kinds)]
 
 
 def test_drain_hands_on_one_poll_and_returns_no_final_while_running():

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import sys
 import typing
 from pathlib import Path
 
@@ -68,7 +66,8 @@ def _option(p: argparse.ArgumentParser, config_cls, name: str, flag: str | None 
         kwargs.setdefault("choices", sorted(config_cls.CHOICES[name]))
     else:
         # ``int | None``: None (the default) is "auto", any value given is an int.
-        kwargs["type"] = next(t for t in typing.get_args(field.annotation) or (field.annotation,) if t is not type(None))
+        options = typing.get_args(field.annotation) or (field.annotation,)
+        kwargs["type"] = next(t for t in options if t is not type(None))
         lo, hi = limits(config_cls, name)
         text = f"{text} ({lo!r} to {hi!r})".lstrip()
     p.add_argument(flag or "--" + name.replace("_", "-"), dest=name, help=text, **kwargs)
@@ -108,6 +107,18 @@ def _add_predict_options(p: argparse.ArgumentParser):
                    help="voxel size for 3-D objects (default: from the TIFF, else cubic voxels)")
 
 
+def _add_suggest(sub) -> None:
+    p = sub.add_parser("suggest", help="list the unannotated slices the model is least sure of, to check its "
+                       "output there (as slices to annotate next they did no better than random picks: "
+                       "docs/benchmarks.md)")
+    p.add_argument("--model", required=True)
+    p.add_argument("--image", required=True)
+    p.add_argument("--labels", required=True, help="the annotations: annotated slices are not ranked")
+    p.add_argument("--max-slices", type=whole_number(1), default=MAX_RANKED_SLICES,
+                   help="rank at most this many unannotated slices, evenly spaced (predicting each takes time)")
+    p.add_argument("--top", type=whole_number(0), default=10, help="print this many slices (0 = all ranked)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="napari-unet", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -131,13 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="predict on the dask.distributed cluster of this scheduler (e.g. tcp://host:8786)")
 
-    p = sub.add_parser("suggest", help="rank the unannotated slices by the model's uncertainty")
-    p.add_argument("--model", required=True)
-    p.add_argument("--image", required=True)
-    p.add_argument("--labels", required=True, help="the annotations: annotated slices are not ranked")
-    p.add_argument("--max-slices", type=whole_number(1), default=MAX_RANKED_SLICES,
-                   help="rank at most this many unannotated slices, evenly spaced (predicting each takes time)")
-    p.add_argument("--top", type=whole_number(0), default=10, help="print this many slices (0 = all ranked)")
+    _add_suggest(sub)
 
     p = sub.add_parser("evaluate", help="score a model against ground truth")
     p.add_argument("--model", required=True)

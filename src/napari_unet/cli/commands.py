@@ -12,8 +12,13 @@ from tqdm import tqdm
 
 from napari_unet.cli.args import cluster_config, parse_slices, predict_config, train_configs, write_json
 from napari_unet.core import events, object_defaults
-from napari_unet.core.bundle import (check_model_name, check_stored_normalization, check_target, read_bundle_meta,
-                                     reclaim_stale_saves)
+from napari_unet.core.bundle import (
+    check_model_name,
+    check_stored_normalization,
+    check_target,
+    read_bundle_meta,
+    reclaim_stale_saves,
+)
 from napari_unet.core.pairs import check_same_channels, class_count_of_pairs
 from napari_unet.core.uncertainty import candidate_slices
 from napari_unet.io import disk, images, leftovers, omezarr, tiff
@@ -242,7 +247,7 @@ def run_suggest(args) -> int:
     if not isinstance(final, events.Ranked):
         return 130
     sample = f" (an even sample of {len(slices)} of the {free} unannotated)" if len(slices) < free else ""
-    print(f"Slices to annotate next, most uncertain first{sample}:")
+    print(f"Slices the model is least sure of, most uncertain first{sample}:")
     for z, score in final.ranking[: args.top or None]:
         print(f"slice {z:5d}  uncertainty {score:.3f}")
     return 0

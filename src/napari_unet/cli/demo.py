@@ -7,13 +7,13 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_unet.io import tiff
 from napari_unet.cli.args import train_configs, write_json
 from napari_unet.cli.commands import load_image, predict_with_progress, say, spatial_scale, train_with_progress
 from napari_unet.core import object_defaults
 from napari_unet.core.bundle import check_target, read_bundle_meta
 from napari_unet.core.config import PredictConfig
 from napari_unet.core.data import annotated_slices
+from napari_unet.io import tiff
 
 
 def _demo_data(args):

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from napari_unet.core import events
-from napari_unet.runtime import engine
 from napari_unet.cli.commands import JobFailed, follow, load_image
+from napari_unet.core import events
 from napari_unet.core.bioimageio_export import check_libraries, check_model_folder, check_output
+from napari_unet.runtime import engine
 
 
 def run_export(args) -> int:

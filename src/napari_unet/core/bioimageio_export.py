@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 
 from napari_unet.core import events
-from napari_unet.io import leftovers
 from napari_unet.core.bioimageio_describe import ExportError, describe, run_test, save_package, size_range
 from napari_unet.core.bioimageio_package import INNER_MODEL, is_package_path
 from napari_unet.core.bundle import load_bundle, model_config_of
 from napari_unet.core.data import as_zyxc, normalization_from_sample, normalize
+from napari_unet.io import leftovers
 
 EXTRA_HINT = "install the bioimageio extra: pip install 'napari-slice-unet[bioimageio]'"
 TEST_SIZE = 256  # the test tensors are at most this wide
@@ -169,7 +169,7 @@ def test_input(image, meta: dict, in_channels: int) -> np.ndarray:
     plane = np.asarray(zyxc[index], dtype=np.float32)
     minimum, step = size_range(model_config_of(meta).size_multiple)
     crops = []
-    for axis, n in enumerate(plane.shape[:2]):
+    for n in plane.shape[:2]:
         size = max(minimum, minimum + (min(n, TEST_SIZE) - minimum) // step * step)
         start = max(0, (n - size) // 2)
         crops.append(slice(start, start + size))

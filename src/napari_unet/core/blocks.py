@@ -29,7 +29,15 @@ from __future__ import annotations
 import numpy as np
 
 from napari_unet.core.objects import (
-    _MIN_IOU, MEMORY_BUDGET, _best_pairs, _IdCounter, _iou_pairs, _tiles, slab_plan, stitched_ids, tile_facts,
+    _MIN_IOU,
+    MEMORY_BUDGET,
+    _best_pairs,
+    _IdCounter,
+    _iou_pairs,
+    _tiles,
+    slab_plan,
+    stitched_ids,
+    tile_facts,
     written_before,
 )
 from napari_unet.core.predict_read import n_slices_along, slice_shape

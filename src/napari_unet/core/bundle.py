@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_unet.io import disk, leftovers
 from napari_unet.core.config import ConfigError, ModelConfig
+from napari_unet.io import disk, leftovers
 
 FORMAT_VERSION = 1
 SUPPORTED_FORMAT_VERSIONS = (1,)
@@ -251,7 +251,7 @@ def save_bundle(path, model, meta: dict, overwrite: bool = False) -> Path:
     meta.setdefault("input_axes", INPUT_AXES)
     meta["format_version"] = FORMAT_VERSION
     meta["versions"] = _versions()
-    meta["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    meta["created"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     meta["weights"] = WEIGHTS_FILE
     text = json.dumps(_jsonable(meta), indent=2, sort_keys=True, allow_nan=False)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import typing
-from typing import Any, ClassVar, Literal, Tuple
+from typing import Any, ClassVar, Literal
 
 import annotated_types
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -177,7 +177,7 @@ class TrainConfig(_Config):
     # 12 ended ISBI at 140 s, 0.019 worse in adapted Rand error than the same model trained for 30 minutes.
     early_stopping_patience: int = bounded(20, 0, 10000, "patience in epochs (0 = off)")
     seed: int = bounded(0, 0, 2**31 - 1)
-    percentiles: Tuple[float, float] = (1.0, 99.8)
+    percentiles: tuple[float, float] = (1.0, 99.8)
     foreground_bias: float = bounded(0.5, 0.0, 1.0, "fraction of patches centred on a foreground pixel")
     # Instances: width in px of the boundary class inside each object (see docs/objects.md).
     boundary_width: int = bounded(1, 1, 16, "instances: width in pixels of the boundary class")
@@ -256,7 +256,7 @@ class PredictConfig(_Config):
     objects_from: ObjectSource = choice(
         "foreground", "binary models: background = the regions the painted class encloses "
                       "(cells between painted membranes)")
-    voxel_size: Tuple[float, ...] = ()  # (z, y, x) for 3-D objects; () = unknown, taken as isotropic
+    voxel_size: tuple[float, ...] = ()  # (z, y, x) for 3-D objects; () = unknown, taken as isotropic
     # The volume's own percentiles are right for 8- and 16-bit copies of one stack, where the
     # training ones gave 0.485 foreground for 0.723 on the 16-bit copy (benchmarks/normalization.py).
     normalize: NormalizeChoice = choice(

@@ -31,7 +31,6 @@ from skimage.segmentation import find_boundaries
 from napari_unet.core.augment import PatchSampler, validation_arrays  # noqa: F401  (part of this API)
 from napari_unet.core.config import TrainConfig
 
-
 # --------------------------------------------------------------------- shapes
 
 
@@ -342,14 +341,16 @@ def make_targets(labels_2d, mode: str, n_classes: int, instances: bool = False, 
             target = (labels == 2)[..., np.newaxis].astype(np.float32)
         else:
             if top > n_classes:
-                raise ValueError(f"Label {top} found but the model has only {n_classes} classes (labels 1..{n_classes}).")
+                raise ValueError(
+                    f"Label {top} found but the model has only {n_classes} classes (labels 1..{n_classes}).")
             target = _one_hot(labels.astype(np.int64) - 1, n_classes)  # label 0 -> -1 -> all zeros
         return target, mask.astype(np.float32)
 
     mask = np.full(labels.shape, float(top > 0), np.float32)
     if instances:
         if n_classes != 3:
-            raise ValueError(f"Instance targets have 3 classes (background, interior, boundary), got n_classes={n_classes}.")
+            raise ValueError(
+                f"Instance targets have 3 classes (background, interior, boundary), got n_classes={n_classes}.")
         boundary = instance_boundaries(labels, boundary_width)
         return _one_hot(np.where(boundary, 2, (labels > 0).astype(np.int64)), 3), mask
     if n_classes == 1:

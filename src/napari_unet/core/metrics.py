@@ -49,7 +49,8 @@ def _require_objects(gt, what):
 def _pair(pred, gt):
     pred, gt = np.asarray(pred), np.asarray(gt)
     if pred.shape != gt.shape:
-        raise ValueError(f"Prediction shape {pred.shape} and ground-truth shape {gt.shape} differ: compare the same region.")
+        raise ValueError(
+            f"Prediction shape {pred.shape} and ground-truth shape {gt.shape} differ: compare the same region.")
     if pred.size == 0:
         raise ValueError("Cannot score empty images (size 0).")
     return pred, gt
@@ -300,6 +301,7 @@ def object_report(pred_objects, gt_objects, *, per_slice=False, iou_threshold=0.
     if gt.ndim not in (2, 3):
         raise ValueError(f"Object labellings must be 2-D or (Z, Y, X), got shape {gt.shape}.")
     _require_objects(gt, "object report")
-    report = _object_report_per_slice(pred, gt, iou_threshold) if per_slice else _object_report_3d(pred, gt, iou_threshold)
+    report_of = _object_report_per_slice if per_slice else _object_report_3d
+    report = report_of(pred, gt, iou_threshold)
     report["mode"] = "2d" if per_slice else "3d"
     return report

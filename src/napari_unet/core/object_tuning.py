@@ -70,7 +70,7 @@ class Tuning:
         return {**asdict(self), "settings": asdict(self.settings)}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Tuning":
+    def from_dict(cls, data: dict) -> Tuning:
         return cls(**{**data, "settings": ObjectSettings(**data["settings"])})
 
     def line(self) -> str:

@@ -19,10 +19,10 @@ from numbers import Integral, Real
 
 import numpy as np
 from scipy import ndimage as ndi
-from skimage.measure import label as connected_components
-from skimage.morphology import h_maxima
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components as connected_components_graph
+from skimage.measure import label as connected_components
+from skimage.morphology import h_maxima
 from skimage.segmentation import relabel_sequential, watershed
 
 from napari_unet.core.slab_store import DiskPlanes, MemoryPlanes, disk_room
@@ -279,9 +279,9 @@ class StreamingObjects:
     temporary folder in ``scratch`` (None: the system's) so that slabs stay deep;
     returned planes are then read-only mappings of its files (their pages stay resident
     while the caller holds them: drop each once written). Without room there,
-    slabs get fewer core slices (at least 1; the ``halo`` stays) and stay in memory. Tiles are joined like slabs: an object takes the id
-    of the object it overlaps most among the ids already returned or written by
-    earlier tiles, where it holds a mutual majority. Tiles that cut through large
+    slabs get fewer core slices (at least 1; the ``halo`` stays) and stay in memory. Tiles are joined
+    like slabs: an object takes the id of the object it overlaps most among the ids already returned
+    or written by earlier tiles, where it holds a mutual majority. Tiles that cut through large
     objects can change where those objects are split.
 
     ``min_size`` in ``"3d"``: a slab removes an object of fewer voxels only if it

@@ -39,8 +39,8 @@ this module checks the inputs, plans the tiles and runs the three in order.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from functools import partial
-from typing import Callable, Iterator
 
 import numpy as np
 
@@ -49,7 +49,13 @@ from napari_unet.core.bundle import model_config_of
 from napari_unet.core.config import PredictConfig
 from napari_unet.core.predict_batch import BatchPredictor, probability_slices
 from napari_unet.core.predict_read import (
-    SliceReader, check_channel_axis, check_volume, choose_normalization, n_slices_along, slice_index, slice_shape,
+    SliceReader,
+    check_channel_axis,
+    check_volume,
+    choose_normalization,
+    n_slices_along,
+    slice_index,
+    slice_shape,
 )
 from napari_unet.core.predict_write import SliceWriter, model_kind, object_builder
 from napari_unet.core.tiling import round_up, tile_slices

@@ -11,7 +11,12 @@ import numpy as np
 from napari_unet.core import events
 from napari_unet.core.bundle import check_stored_normalization
 from napari_unet.core.data import (
-    check_image_values, intensity_mismatch, intensity_sample, nonfinite_message, normalization_from_sample, normalize,
+    check_image_values,
+    intensity_mismatch,
+    intensity_sample,
+    nonfinite_message,
+    normalization_from_sample,
+    normalize,
 )
 
 
@@ -62,7 +67,8 @@ def check_channel_axis(volume, channel_axis):
     if channel_axis is None:
         return None
     ndim = len(volume.shape)
-    if isinstance(channel_axis, bool) or not isinstance(channel_axis, (int, np.integer)) or not -ndim <= channel_axis < ndim:
+    is_index = isinstance(channel_axis, (int, np.integer)) and not isinstance(channel_axis, bool)
+    if not is_index or not -ndim <= channel_axis < ndim:
         raise ValueError(
             f"channel_axis={channel_axis!r} is not an axis of a volume of shape {tuple(volume.shape)}: "
             f"use an index from {-ndim} to {ndim - 1}, or None for a single channel."

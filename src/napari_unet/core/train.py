@@ -12,17 +12,16 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
-from napari_unet.core import data, events, pairs, preview, train_objects
+from napari_unet.core import data, devices, events, hardware, pairs, preview, train_objects
 from napari_unet.core.augment import batches
 from napari_unet.core.bundle import check_target, describe_classes, load_bundle, model_config_of, save_bundle
 from napari_unet.core.config import ModelConfig, TrainConfig, limits
-from napari_unet.core import devices, hardware
 from napari_unet.core.steps import StepLosses, distribute, train_step_loss
 
 CHECKPOINT_INTERVAL_S = 60.0
@@ -104,8 +103,8 @@ def with_auto_sizes(train_cfg: TrainConfig, device, model_cfg: ModelConfig, heig
     fit = devices.fit_patch(patch, height, width, model_cfg.size_multiple)
     if fit >= max(model_cfg.size_multiple, limits(TrainConfig, "patch_size")[0]):
         patch = fit  # else _check_patch_size says the image is too small
-    return train_cfg.replace(batch_size=train_cfg.batch_size or min(batch * replicas, limits(TrainConfig, "batch_size")[1]),
-                             patch_size=train_cfg.patch_size or patch)
+    batch_size = train_cfg.batch_size or min(batch * replicas, limits(TrainConfig, "batch_size")[1])
+    return train_cfg.replace(batch_size=batch_size, patch_size=train_cfg.patch_size or patch)
 
 
 def _check_patch_size(train_cfg: TrainConfig, model_cfg: ModelConfig, height: int, width: int) -> None:

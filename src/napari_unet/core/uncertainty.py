@@ -1,4 +1,6 @@
-"""Where to annotate next: rank slices by how unsure a model is about them.
+"""Rank slices by how unsure a model is about them (``napari-unet suggest``). As picks of the slice
+to annotate next neither ranking beat random ones (benchmarks/annotation_efficiency.py), so the
+Train dock suggests none.
 
 Numpy and scipy only (the GUI may import it). Two rankings (``METHODS``):
 

@@ -67,7 +67,8 @@ def check_name_length(name: str, internal: list[str], folder, option: str) -> No
     if over <= 0:
         return
     shown = name if len(name) <= 40 else f"{name[:20]}...{name[-12:]}"
-    via = "" if longest == name else f", and napari-unet first writes it under a name {over + limit - size} bytes longer"
+    via = "" if longest == name else (
+        f", and napari-unet first writes it under a name {over + limit - size} bytes longer")
     raise ValueError(f"{option} name {shown!r} is too long for the disk of {folder} ({size} bytes{via}; the disk "
                      f"takes {limit}): use a name of at most {size - over} bytes.")
 

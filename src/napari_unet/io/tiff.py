@@ -445,14 +445,8 @@ def _write_tiff(path, data, scale, axes, units, layer_type) -> str:
         )
     if not hasattr(data, "shape") or not hasattr(data, "dtype"):
         data = np.asarray(data)
-    dtype = np.dtype(data.dtype)
-    if dtype == bool:
-        dtype = np.dtype(np.uint8)
-    elif layer_type == "labels" and not np.issubdtype(dtype, np.integer):
-        raise ValueError(f"Labels must have an integer dtype, got {dtype}. Round and cast them, e.g. data.astype('uint16').")
+    dtype = _writer_dtype(data, layer_type)
     ndim = len(data.shape)
-    if ndim < 2:
-        raise ValueError(f"{layer_type.capitalize()} must have at least 2 dimensions (Y, X), got shape {tuple(data.shape)}.")
     axes = _writer_axes(axes, ndim)
     scale = _writer_scale(scale, ndim)
     units = _writer_units(units, ndim)
@@ -491,6 +485,18 @@ def _write_tiff(path, data, scale, axes, units, layer_type) -> str:
         options.update(shape=tuple(data.shape), dtype=dtype)
     _atomic_imwrite(path, payload, options)
     return str(path)
+
+
+def _writer_dtype(data, layer_type) -> np.dtype:
+    """The dtype ``data`` is written with (bool as uint8), once it is known to be writable at all."""
+    dtype = np.dtype(data.dtype)
+    if layer_type == "labels" and dtype.kind != "b" and not np.issubdtype(dtype, np.integer):
+        raise ValueError(
+            f"Labels must have an integer dtype, got {dtype}. Round and cast them, e.g. data.astype('uint16').")
+    if len(data.shape) < 2:
+        raise ValueError(
+            f"{layer_type.capitalize()} must have at least 2 dimensions (Y, X), got shape {tuple(data.shape)}.")
+    return np.dtype(np.uint8) if dtype.kind == "b" else dtype
 
 
 def _writer_axes(axes, ndim) -> str:

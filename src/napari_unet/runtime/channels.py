@@ -45,11 +45,11 @@ class Channel:
     def get_nowait(self):
         return self.get(0)
 
-    def only_send(self) -> "Channel":
+    def only_send(self) -> Channel:
         _close(self._reader)
         return self
 
-    def only_receive(self) -> "Channel":
+    def only_receive(self) -> Channel:
         _close(self._writer)
         return self
 

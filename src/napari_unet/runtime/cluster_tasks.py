@@ -15,8 +15,17 @@ import time
 import numpy as np
 
 from napari_unet.core.blocks import (
-    BlockLabels, BlockOutput, block_config, block_extent, face_links, in_unit, region_tiles, slab_slice, unit_record,
-    unit_slab_plan, unit_zone,
+    BlockLabels,
+    BlockOutput,
+    block_config,
+    block_extent,
+    face_links,
+    in_unit,
+    region_tiles,
+    slab_slice,
+    unit_record,
+    unit_slab_plan,
+    unit_zone,
 )
 from napari_unet.core.objects import joint_counts
 from napari_unet.runtime.worker import MODEL_CACHE, _stderr_to_log, leave_terminal_signals, load_model_cached

@@ -25,14 +25,14 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_unet.core.bundle import read_bundle_meta  # JSON only: no Keras here
+from napari_unet.core.events import Error, Event, Final, Stopped
+from napari_unet.io import leftovers
 from napari_unet.runtime import logs, spawning, worker
 from napari_unet.runtime.channels import Channel, StopFlag
-from napari_unet.runtime.warm import WarmWorker
 from napari_unet.runtime.runner import drain, run_to_end
-from napari_unet.core.events import Error, Event, Final, Stopped
+from napari_unet.runtime.warm import WarmWorker
 from napari_unet.runtime.worker import OOM_HINT, failure_line
-from napari_unet.io import leftovers
-from napari_unet.core.bundle import read_bundle_meta  # JSON only: no Keras here
 
 __all__ = ["Job", "LazyFile", "WarmWorker", "ZarrOutput", "start_training", "start_prediction", "start_export",
            "start_ranking",
@@ -95,7 +95,7 @@ class _Resources:
         self.segments.clear()
 
 
-_open_jobs: "weakref.WeakSet[Job]" = weakref.WeakSet()
+_open_jobs: weakref.WeakSet[Job] = weakref.WeakSet()
 
 
 @atexit.register
@@ -152,7 +152,7 @@ class Job:
         self._finalizer.atexit = False  # _close_open_jobs handles exit, in the right order
 
     # -- lifecycle ------------------------------------------------------------------------
-    def start(self) -> "Job":
+    def start(self) -> Job:
         if self._closed:
             raise RuntimeError("This job is closed; create a new one.")
         if self._resources.process is not None:
@@ -265,7 +265,7 @@ class Job:
             with contextlib.suppress(OSError):
                 os.unlink(self._resources.log_path)  # a job that ended well needs no log
 
-    def __enter__(self) -> "Job":
+    def __enter__(self) -> Job:
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -468,7 +468,7 @@ def _check_output(name, spec):
         shape, dtype = tuple(int(n) for n in shape), np.dtype(dtype)
     except (TypeError, ValueError):
         raise ValueError(f"Output {name!r} must be (shape, dtype) or a ZarrOutput, got {spec!r}.") from None
-    if any(n < 0 for n in shape) or dtype == object:
+    if any(n < 0 for n in shape) or dtype.kind == "O":
         raise ValueError(f"Output {name!r}: shape {shape} / dtype {dtype} cannot be shared.")
 
 

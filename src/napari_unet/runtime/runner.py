@@ -8,7 +8,7 @@ A job here is an ``engine.Job`` or anything with its ``poll()``, ``running`` and
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from napari_unet.core.events import Event, Final
 

@@ -26,7 +26,7 @@ from napari_unet.runtime.channels import Channel, StopFlag
 IDLE_TIMEOUT_S = 600.0
 WARM_UP_TARGET = "napari_unet.runtime.worker:warm_up_job"
 
-_workers: "weakref.WeakSet[WarmWorker]" = weakref.WeakSet()
+_workers: weakref.WeakSet[WarmWorker] = weakref.WeakSet()
 
 
 @atexit.register
@@ -59,7 +59,7 @@ class _Channel:
 class Lease:
     """One job's hold on the warm worker: what ``engine.Job`` reads and signals."""
 
-    warm: "WarmWorker"
+    warm: WarmWorker
     seq: int
     process: object
     queue: _Channel

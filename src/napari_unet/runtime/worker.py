@@ -404,8 +404,8 @@ def train_job(arrays, outputs, stop_event, model_cfg, train_cfg, out_dir, resume
     (``image_1`` / ``labels_1``, ...); yields the trainer's events. With a live input
     ``arrays["preview_request"]`` (one int64 the parent writes), it previews that slice too."""
     from napari_unet.core.config import ModelConfig, TrainConfig
-    from napari_unet.core.preview import decode_request
     from napari_unet.core.hardware import configure_device
+    from napari_unet.core.preview import decode_request
     from napari_unet.core.train import train
 
     request = arrays.get("preview_request")

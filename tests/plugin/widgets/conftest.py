@@ -1,17 +1,12 @@
-import numpy as np
 import pytest
+
+from volumes import disc_volume
 
 
 @pytest.fixture
 def tiny_volume():
     """6 x 48 x 48 bright discs on a dark noisy background; slices 1 and 4 annotated."""
-    rng = np.random.default_rng(0)
-    z, y, x = np.mgrid[0:6, 0:48, 0:48]
-    truth = (((y - 20) ** 2 + (x - 24) ** 2) < 100) | (((y - 36) ** 2 + (x - 12) ** 2) < 40)
-    image = (truth * 120 + 40 + rng.normal(0, 10, truth.shape)).clip(0, 255).astype(np.uint8)
-    labels = np.zeros(truth.shape, np.uint8)
-    labels[[1, 4]] = truth[[1, 4]]
-    return image, labels, truth.astype(np.uint8)
+    return disc_volume()
 
 
 TINY_TRAIN = dict(n_filters=4, depth=2, epochs=2, steps=3, auto_sizes=False, batch_size=2, patch_size=32)
@@ -32,14 +27,10 @@ def set_tiny_training():
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """A tiny model trained in the worker process (this process never loads TensorFlow)."""
-    from napari_unet.runtime import engine
     from napari_unet.core.config import ModelConfig, TrainConfig
+    from napari_unet.runtime import engine
 
-    rng = np.random.default_rng(1)
-    z, y, x = np.mgrid[0:4, 0:48, 0:48]
-    truth = ((y - 24) ** 2 + (x - 24) ** 2) < 150
-    image = (truth * 120 + 40 + rng.normal(0, 10, truth.shape)).clip(0, 255).astype(np.uint8)
-    labels = truth.astype(np.uint8)
+    image, labels, _ = disc_volume((4, 48, 48), seed=1, annotated=range(4), discs=((24, 24, 150),))
     out = tmp_path_factory.mktemp("models") / "tiny"
     job = engine.start_training(
         image, labels, ModelConfig(n_filters=4, depth=2),

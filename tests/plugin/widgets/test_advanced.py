@@ -2,7 +2,7 @@
 
 import pytest
 
-from napari_unet.plugin.widgets.segment_widget import FROM_DISK, SegmentWidget
+from napari_unet.plugin.widgets.segment_widget import SegmentWidget
 from napari_unet.plugin.widgets.train_widget import TrainWidget
 
 

@@ -4,8 +4,8 @@ import re
 
 import pytest
 
-from napari_unet.cli.main import main
 from napari_unet.cli.args import build_parser
+from napari_unet.cli.main import main
 from napari_unet.core.config import PredictConfig, TrainConfig, limits
 from napari_unet.core.losses import LOSS_FUNCTIONS
 from napari_unet.plugin.widgets.segment_widget import SegmentWidget

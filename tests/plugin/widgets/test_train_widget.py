@@ -1,5 +1,4 @@
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -31,9 +30,14 @@ def test_train_widget_trains_and_saves_model_without_loading_tensorflow(
     assert widget.train_button.enabled, widget.status.value
     labels_before = viewer.layers["ann"].data.copy()
 
-    ticks = []
+    plotted = []  # at each tick of a timer on the same event loop while the job runs: the epochs plotted
+
+    def tick():
+        if widget.busy:
+            plotted.append(widget.plot.n_points)
+
     timer = QTimer()
-    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    timer.timeout.connect(tick)
     timer.start(50)
     widget.train_button.clicked.emit()
     assert widget.stop_button.enabled and not widget.train_button.enabled
@@ -48,10 +52,11 @@ def test_train_widget_trains_and_saves_model_without_loading_tensorflow(
     assert widget.device.value.startswith(("CPU", "GPU"))
     assert widget.score.value.startswith("Dice")
     np.testing.assert_array_equal(viewer.layers["ann"].data, labels_before)
-    # The event loop kept ticking while the worker trained (training in this process would
-    # block it for seconds). The 200 ms target is measured by benchmarks/responsiveness.py.
-    gaps = np.diff(ticks)
-    assert len(ticks) > 10 and gaps.max() < 1.0, f"largest gap {gaps.max():.3f} s"
+    # The event loop kept running while the worker trained: training in this process would hold
+    # it from the job's first poll to its end, so the timer could not tick in between. It ticked
+    # many times while the job ran, the first before any epoch had arrived, and the plot only grew.
+    # How long a tick may wait (the 200 ms target) is measured by benchmarks/responsiveness.py.
+    assert len(plotted) > 10 and plotted[0] == 0 and plotted == sorted(plotted), plotted
     assert "tensorflow" not in sys.modules and "keras" not in sys.modules
 
 
@@ -159,8 +164,8 @@ def test_a_killed_worker_is_one_line_in_the_dock_as_in_the_cli(widget_with_data,
     import os
     import signal
 
-    from napari_unet.runtime.engine import failure_line
     from napari_unet.plugin.widgets import _job_dock
+    from napari_unet.runtime.engine import failure_line
 
     _, widget = widget_with_data
     errors = []

@@ -9,10 +9,10 @@ from magicgui.widgets import PushButton
 from napari.utils.notifications import show_error, show_info
 
 from napari_unet.core import events
-from napari_unet.runtime import engine
 from napari_unet.core.bundle import BundleError
 from napari_unet.plugin.widgets._job_poller import JobPoller
 from napari_unet.plugin.widgets._layers import layer_array
+from napari_unet.runtime import engine
 
 
 class ExportButton:

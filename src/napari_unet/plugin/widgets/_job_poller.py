@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from qtpy.QtCore import QObject, QTimer
 
@@ -36,7 +36,7 @@ class JobPoller(QObject):
         self._timer.setInterval(interval_ms)
         self._timer.timeout.connect(self._tick)
 
-    def start(self) -> "JobPoller":
+    def start(self) -> JobPoller:
         """Start polling; the job itself starts on the first tick.
 
         Starting the worker holds the event loop ~0.1 s: in its own turn, not in the click

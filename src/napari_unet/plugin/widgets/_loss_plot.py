@@ -33,7 +33,7 @@ class LossPlot:
         ax2.set_ylim(0, 1)
         for axis in (ax, ax2):
             axis.tick_params(labelsize=7)
-        ax.legend(list(self.lines.values()), [l.get_label() for l in self.lines.values()],
+        ax.legend(list(self.lines.values()), [line.get_label() for line in self.lines.values()],
                   fontsize=7, loc="center right")
         self.ax_loss, self.ax_dice = ax, ax2
         self.history: dict[str, list[float]] = {}

@@ -34,7 +34,12 @@ from napari_unet.plugin.widgets._job_poller import JobPoller
 from napari_unet.plugin.widgets._layers import is_preview, layer_array, spatial_shape, unique_path
 from napari_unet.plugin.widgets._limits import decimals_to_show, spin_range
 from napari_unet.plugin.widgets._loop import (
-    FROM_DISK, SuggestedSlices, accept_into, continue_choices, extra_pair_choices, is_own_output, model_folder,
+    FROM_DISK,
+    accept_into,
+    continue_choices,
+    extra_pair_choices,
+    is_own_output,
+    model_folder,
 )
 from napari_unet.plugin.widgets._loss_plot import LossPlot
 from napari_unet.plugin.widgets._preview import LivePreview
@@ -63,7 +68,7 @@ class TrainWidget(JobDock):
         self.advanced = Advanced("train", [
             self.mode, self.extra_pairs, self.continue_from, self.continue_file, self.time_limit,
             self.model_dir, self.replace, self.live_preview, self.preview_probability,
-            *self.suggestions.widgets, self.prediction, self.replace_annotations, self.accept_button,
+            self.prediction, self.replace_annotations, self.accept_button,
             self.export.button, self.n_filters, self.depth, self.epochs, self.steps, self.auto_sizes,
             self.batch_size, self.patch_size, self.precision, self.learning_rate, self.val_fraction,
             self.device, release_button(),
@@ -138,7 +143,6 @@ class TrainWidget(JobDock):
         self.time_left = Label(label="Time left", value="-")
         self.score = Label(label="Validation", value="-")
         self.export = ExportButton(self)
-        self.suggestions = SuggestedSlices(napari_viewer)
         self.prediction = ComboBox(label="Prediction", choices=self._prediction_choices)
         self.replace_annotations = CheckBox(label="Accept replaces annotations on the slice", value=False)
         self.accept_button = PushButton(text="Accept slice (copy the prediction into the annotations)")
@@ -163,7 +167,6 @@ class TrainWidget(JobDock):
 
     def _closing(self, *_):
         TRAINED_MODELS.changed.disconnect(self._models_changed)
-        self.suggestions.close()
 
     # -- inputs ---------------------------------------------------------------------------
     def _labels_choices(self, _widget=None):
@@ -326,7 +329,6 @@ class TrainWidget(JobDock):
                                     else None)
         if self.live_preview.value:
             self.preview.start(self.image.value, bool(self.preview_probability.value), job)
-        self.suggestions.stop()
         self._trained = (self.image.value, self.labels.value, resume)
         self.plot.clear()
         self.score.value = "-"
@@ -390,11 +392,9 @@ class TrainWidget(JobDock):
 
     def _model_saved(self, result: events.TrainingResult, finished: bool):
         self.last_model_dir = Path(result.model_dir)
-        image, labels, resume = self._trained
+        resume = self._trained[2]
         TRAINED_MODELS.add(self.last_model_dir, fine_tuned_from=resume)
         self.export.model_ready(self.last_model_dir)
-        if image in self.viewer.layers and labels in self.viewer.layers:
-            self.suggestions.start(self.last_model_dir, image, labels)
         dice = result.best_val_dice
         self.score.value = "n/a (no validation data)" if dice is None else f"Dice {dice:.3f}"
         verb = "Training finished" if finished else "Training stopped"
