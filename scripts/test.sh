@@ -26,11 +26,13 @@ keras_tests() {
 }
 keras_tests > "$reports/core.log" 2>&1 &
 run tests/faults --durations=15 --junitxml="$reports/faults.xml"; faults=$?
+# Then the docks' tests, in this lane too: the fault suite has ended, and the lanes come out even.
+run tests/plugin/widgets --durations=15 --junitxml="$reports/widgets.xml"; widgets=$?
 wait
 cat "$reports/core.log"
 core=$(cat "$reports/core.rc") core_jax=$(cat "$reports/core_jax.rc")
 # 2. the rest of the napari side on two pytest-xdist workers, a test file to each.
-run tests --ignore=tests/core --ignore=tests/faults -n 2 --dist loadfile --durations=15 \
+run tests --ignore=tests/core --ignore=tests/faults --ignore=tests/plugin/widgets -n 2 --dist loadfile --durations=15 \
   --junitxml="$reports/gui.xml"; gui=$?
 if .venv/bin/ruff check src tests benchmarks docs; then echo "lint: clean (ruff)"; lint=0; else echo "lint: ruff found problems"; lint=1; fi
 # The documentation (mkdocs.yml, docs/): strict, so a broken link fails it.
@@ -53,4 +55,4 @@ passed = totals["tests"] - failed - totals["skipped"]
 print(f"\ntests: {passed} passed, {failed} failed, {totals['skipped']} skipped")
 PY
 rm -rf "$reports"
-[ $core -eq 0 ] && [ $core_jax -eq 0 ] && [ $faults -eq 0 ] && [ $gui -eq 0 ] && [ $lint -eq 0 ] && [ $docs -eq 0 ]
+[ $core -eq 0 ] && [ $core_jax -eq 0 ] && [ $faults -eq 0 ] && [ $widgets -eq 0 ] && [ $gui -eq 0 ] && [ $lint -eq 0 ] && [ $docs -eq 0 ]
