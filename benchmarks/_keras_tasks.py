@@ -23,7 +23,7 @@ def conv_flops(model_cfg: dict, height: int, width: int) -> dict:
     """Forward convolution FLOPs of one ``height x width`` input, and the parameter count."""
     _keras()
     from napari_unet.core.config import ModelConfig
-    from napari_unet.core.model import build_unet
+    from napari_unet.core.nn.model import build_unet
 
     model = build_unet(ModelConfig.from_dict(model_cfg))
     return {"forward_flops": count_conv_flops(model, height, width), "params": int(model.count_params())}
@@ -76,7 +76,7 @@ def score_bundle(model_dir: str, volume, truth_cells, predict_cfg: dict) -> dict
     from napari_unet.core.bundle import load_bundle, model_config_of
     from napari_unet.core.config import PredictConfig
     from napari_unet.core.metrics import evaluate_membrane
-    from napari_unet.core.predict import predict_volume
+    from napari_unet.core.predict.volume import predict_volume
 
     from _common import cell_mask
 
@@ -113,7 +113,7 @@ def _train_tiny(image, labels, out_dir: str, seed: int, instances: bool) -> str:
     _keras()
     from napari_unet.core import events
     from napari_unet.core.config import ModelConfig, TrainConfig
-    from napari_unet.core.train import train
+    from napari_unet.core.train.loop import train
 
     model_cfg = ModelConfig(n_classes=3 if instances else 1, n_filters=4, depth=2, batch_norm=False)
     train_cfg = TrainConfig(epochs=1, steps_per_epoch=3, batch_size=2, patch_size=32, instances=instances,
@@ -164,7 +164,7 @@ def policy_predict_speed(policy: str, batch: int, size: int, repeats: int = 3) -
     first call (tracing) timed apart, then the best of ``repeats`` calls."""
     keras = _keras()
     from napari_unet.core.config import ModelConfig
-    from napari_unet.core.model import build_unet
+    from napari_unet.core.nn.model import build_unet
 
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(policy)

@@ -6,7 +6,7 @@ process's peak resident memory is read. The slope between two batch sizes is the
 pixel of a batch (activations kept for the backward pass, their gradients, the allocator's
 slack); the model, the optimizer and the traced graph cancel out. Beside it: the float32
 bytes of every layer's output per pixel (one forward pass), from the model itself.
-``core/devices.py`` sizes GPU batches with the measured slope.
+``core/nn/devices.py`` sizes GPU batches with the measured slope.
 
     python benchmarks/activation_memory.py --out benchmarks/results
 """
@@ -35,8 +35,8 @@ def one_size(batch: int, patch: int) -> dict:
     import numpy as np
 
     from napari_unet.core.config import ModelConfig
-    from napari_unet.core.losses import get_loss
-    from napari_unet.core.model import build_unet
+    from napari_unet.core.nn.losses import get_loss
+    from napari_unet.core.nn.model import build_unet
 
     model = build_unet(ModelConfig())
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=get_loss("bce_dice", 1))

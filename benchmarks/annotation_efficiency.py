@@ -56,8 +56,8 @@ from _common import DEFAULT_DATA, log, write_json, write_text  # noqa: E402
 
 from napari_unet.core.config import PredictConfig, TrainConfig  # noqa: E402
 from napari_unet.core.metrics import dice  # noqa: E402
-from napari_unet.core.postprocess import labels_from_probs  # noqa: E402
-from napari_unet.core.uncertainty import METHODS, SliceSubset, rank_slices  # noqa: E402
+from napari_unet.core.predict.postprocess import labels_from_probs  # noqa: E402
+from napari_unet.core.predict.uncertainty import METHODS, SliceSubset, rank_slices  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 STRATEGIES = ("random",) + METHODS
@@ -102,7 +102,7 @@ def load_stacks(which: str, data: Path) -> list[dict]:
 
 def train_round(stack: dict, annotated: list, cfg: TrainConfig, out: Path, resume=None) -> str:
     from napari_unet.core.events import Done
-    from napari_unet.core.train import train
+    from napari_unet.core.train.loop import train
 
     labels = np.zeros_like(stack["truth"])
     labels[annotated] = stack["truth"][annotated]
@@ -114,7 +114,7 @@ def train_round(stack: dict, annotated: list, cfg: TrainConfig, out: Path, resum
 
 def predicted_probs(model, meta: dict, stack: dict) -> np.ndarray:
     """All classes of the predicted slices, as prediction gives them (the volume's own intensities)."""
-    from napari_unet.core.predict import bundle_predictor
+    from napari_unet.core.predict.volume import bundle_predictor
 
     subset = SliceSubset(stack["image"], stack["predicted"])
     probs = np.zeros(subset.shape + (3,), np.float32)
@@ -142,7 +142,7 @@ def evaluate(model, meta: dict, model_dir: str, stack: dict) -> dict:
 def next_slice(strategy: str, model, meta: dict, stack: dict, annotated: list, rng) -> int:
     """The pool slice ``strategy`` adds next."""
     from napari_unet.core.bundle import model_config_of
-    from napari_unet.core.predict import bundle_predictor
+    from napari_unet.core.predict.volume import bundle_predictor
 
     pool = [z for z in stack["pool"] if z not in annotated]
     if strategy == "random":
@@ -209,7 +209,7 @@ def reference(seed: int, stack: dict, args, folder: Path) -> dict:
 
 def baseline(stack: dict) -> dict:
     """Gaussian + Otsu + watershed (``objects.py``), and Otsu's pixel score, on the scored slices."""
-    from napari_unet.core.baselines import otsu_foreground
+    from napari_unet.samples.baselines import otsu_foreground
 
     scores = object_bench.baseline_scores(stack)
     otsu = otsu_foreground(stack["image"][stack["scored"]], polarity=scores["polarity"])

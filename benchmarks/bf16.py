@@ -26,7 +26,7 @@ from gpu import training_speed  # noqa: E402
 from isbi import TEST_SLICES, load_isbi, partial_annotation, predict_recipe, recipes, train_recipe  # noqa: E402
 from objects import synthetic_stack  # noqa: E402
 
-from napari_unet.core.devices import cpu_bf16_flags  # noqa: E402
+from napari_unet.core.nn.devices import cpu_bf16_flags  # noqa: E402
 
 PRECISIONS = ("off", "bfloat16")
 SPEED_SIZES = ((8, 256, 12), (None, None, 60))  # (batch, patch, steps per epoch); None: automatic

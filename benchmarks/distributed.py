@@ -139,7 +139,7 @@ def partition_differences(a, b) -> dict:
 
 def stacks(data_dir: Path, folder: Path, seconds: float, model_dir) -> list:
     """(name, image path, model folder, voxel size) of the synthetic nuclei and ISBI 2012."""
-    from napari_unet.core.synthetic import make_nuclei_volume
+    from napari_unet.samples.synthetic import make_nuclei_volume
 
     nuclei = make_nuclei_volume(seed=0)
     labels = np.zeros(nuclei["instances"].shape, np.uint32)

@@ -32,9 +32,9 @@ def main(argv=None):
     from napari_unet.core.config import PredictConfig, TrainConfig
     from napari_unet.core.events import Warn
     from napari_unet.core.metrics import dice
-    from napari_unet.core.predict import bundle_predictor
-    from napari_unet.core.synthetic import make_cells_volume
-    from napari_unet.core.train import train
+    from napari_unet.core.predict.volume import bundle_predictor
+    from napari_unet.samples.synthetic import make_cells_volume
+    from napari_unet.core.train.loop import train
 
     sample = make_cells_volume()
     image = as_uint8(sample["image"])

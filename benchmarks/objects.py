@@ -42,14 +42,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import DEFAULT_DATA, log, markdown_table, run_engine_job, write_json, write_text  # noqa: E402
 
 from napari_unet.runtime import engine  # noqa: E402
-from napari_unet.core import object_defaults  # noqa: E402
+from napari_unet.core.objects import defaults as object_defaults  # noqa: E402
 from napari_unet.core.bundle import read_bundle_meta  # noqa: E402
-from napari_unet.core.baselines import choose_polarity, otsu_foreground, watershed_objects  # noqa: E402
+from napari_unet.samples.baselines import choose_polarity, otsu_foreground, watershed_objects  # noqa: E402
 from napari_unet.core.config import PredictConfig, TrainConfig  # noqa: E402
 from napari_unet.core.metrics import cell_regions, dice, object_report  # noqa: E402
-from napari_unet.core.objects import label_volume, object_maps  # noqa: E402
-from napari_unet.core.postprocess import labels_from_probs  # noqa: E402
-from napari_unet.core.predict_write import object_mode  # noqa: E402
+from napari_unet.core.objects.instances import label_volume, object_maps  # noqa: E402
+from napari_unet.core.predict.postprocess import labels_from_probs  # noqa: E402
+from napari_unet.core.predict.write import object_mode  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ISBI_TRAIN, ISBI_TEST = slice(0, 20), slice(20, 30)
@@ -61,7 +61,7 @@ VARIANTS = [(mode, seeds) for mode in ("3d", "linked", "2d") for seeds in ("inte
 
 
 def synthetic_stack(kind: str) -> dict:
-    from napari_unet.core import synthetic
+    from napari_unet.samples import synthetic
 
     make = {"cells": synthetic.make_cells_volume, "nuclei": synthetic.make_nuclei_volume}[kind]
     sample = make()

@@ -26,7 +26,7 @@ from responsiveness import TARGET_MAX_GAP_MS, TICK_MS, Ticker, gap_stats  # noqa
 
 from napari_unet.runtime import engine  # noqa: E402
 from napari_unet.core.config import TrainConfig  # noqa: E402
-from napari_unet.core.synthetic import make_cells_volume  # noqa: E402
+from napari_unet.samples.synthetic import make_cells_volume  # noqa: E402
 
 
 def train_model(sample: dict, folder: Path, seconds: float) -> str:

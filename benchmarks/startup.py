@@ -29,7 +29,7 @@ from _common import log, machine_info, markdown_table, write_json, write_text  #
 
 from napari_unet.core import events  # noqa: E402
 from napari_unet.core.config import ModelConfig, PredictConfig, TrainConfig  # noqa: E402
-from napari_unet.core.synthetic import make_cells_volume  # noqa: E402
+from napari_unet.samples.synthetic import make_cells_volume  # noqa: E402
 from napari_unet.runtime import engine  # noqa: E402
 from napari_unet.runtime.runner import run_to_end  # noqa: E402
 from napari_unet.runtime.warm import WARM_UP_TARGET, WarmWorker  # noqa: E402

@@ -33,7 +33,7 @@ from gpu import training_speed  # noqa: E402
 from isbi import recipes, train_recipe  # noqa: E402
 from objects import ISBI_TEST, isbi_membrane_dice, isbi_stack, predict, score, synthetic_stack  # noqa: E402
 
-from napari_unet.core.baselines import choose_polarity, otsu_foreground, watershed_objects  # noqa: E402
+from napari_unet.samples.baselines import choose_polarity, otsu_foreground, watershed_objects  # noqa: E402
 from napari_unet.core.metrics import cell_regions, dice  # noqa: E402
 
 # (mixed_precision, xla) as asked; the first is the plugin's default on a CPU.

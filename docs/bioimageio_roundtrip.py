@@ -8,9 +8,9 @@ import napari
 import numpy as np
 from qtpy.QtWidgets import QApplication
 
-from napari_unet.core.synthetic import make_cells_volume
 from napari_unet.plugin.widgets.segment_widget import FROM_PACKAGE, SegmentWidget
 from napari_unet.plugin.widgets.train_widget import TrainWidget
+from napari_unet.samples.synthetic import make_cells_volume
 
 out = Path("/tmp/bx/gui")
 out.mkdir(exist_ok=True)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from napari_unet.core.anisotropy import ids_carry_over, z_spacing_from_ids, z_spacing_from_image
+from napari_unet.core.objects.anisotropy import ids_carry_over, z_spacing_from_ids, z_spacing_from_image
 
 # No Keras here: scripts/test.sh runs this once, not again on JAX.
 pytestmark = pytest.mark.backend_independent

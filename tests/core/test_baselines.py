@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from napari_unet.core.baselines import choose_polarity, otsu_foreground, watershed_objects
 from napari_unet.core.metrics import dice
+from napari_unet.samples.baselines import choose_polarity, otsu_foreground, watershed_objects
 
 # No Keras here: scripts/test.sh runs this once, not again on JAX.
 pytestmark = pytest.mark.backend_independent

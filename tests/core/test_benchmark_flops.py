@@ -8,7 +8,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 from _keras_tasks import count_conv_flops  # noqa: E402
 
 from napari_unet.core.config import ModelConfig  # noqa: E402
-from napari_unet.core.model import build_unet  # noqa: E402
+from napari_unet.core.nn.model import build_unet  # noqa: E402
 
 TINY = ModelConfig(n_filters=4, depth=2)
 

@@ -14,14 +14,14 @@ if keras.backend.backend() != "tensorflow":
     pytest.skip("exported packages name the TensorFlow backend and carry a SavedModel made with it; the "
                 "export job always runs on TensorFlow", allow_module_level=True)
 
-from napari_unet.core.bioimageio_export import ExportError, export_package  # noqa: E402
-from napari_unet.core.bioimageio_package import PackageError  # noqa: E402
+from napari_unet.core.bioimageio.export import ExportError, export_package  # noqa: E402
+from napari_unet.core.bioimageio.package import PackageError  # noqa: E402
 from napari_unet.core.bundle import BundleError, describe_classes, load_bundle, save_bundle  # noqa: E402
 from napari_unet.core.bundle import read_bundle_meta as package_meta  # noqa: E402  (a .zip: the package's)
 from napari_unet.core.config import ModelConfig, PredictConfig, TrainConfig  # noqa: E402
 from napari_unet.core.events import Exported  # noqa: E402
-from napari_unet.core.model import build_unet  # noqa: E402
-from napari_unet.core.predict import predict_volume  # noqa: E402
+from napari_unet.core.nn.model import build_unet  # noqa: E402
+from napari_unet.core.predict.volume import predict_volume  # noqa: E402
 
 from volumes import disc_volume  # noqa: E402
 
@@ -136,7 +136,7 @@ def test_an_incomplete_or_corrupt_model_folder_is_refused(model_dir, volume, tmp
 
 
 def test_a_failing_package_is_not_written(model_dir, volume, tmp_path, monkeypatch):
-    from napari_unet.core import bioimageio_export
+    from napari_unet.core.bioimageio import export as bioimageio_export
 
     monkeypatch.setattr(bioimageio_export, "run_test", lambda *a: "Reproduce test outputs: mismatch")
     with pytest.raises(ExportError, match="failed bioimage.io's test.*mismatch"):

@@ -3,8 +3,10 @@
 import numpy as np
 import pytest
 
-from napari_unet.core import objects
-from napari_unet.core.blocks import (
+from napari_unet.core.config import PredictConfig
+from napari_unet.core.objects import instances as objects
+from napari_unet.core.objects.instances import StreamingObjects, joint_counts, label_volume
+from napari_unet.core.predict.blocks import (
     BlockLabels,
     BlockOutput,
     block_config,
@@ -21,8 +23,6 @@ from napari_unet.core.blocks import (
     unit_zone,
     yx_regions,
 )
-from napari_unet.core.config import PredictConfig
-from napari_unet.core.objects import StreamingObjects, joint_counts, label_volume
 
 # No Keras here: scripts/test.sh runs this once, not again on JAX.
 pytestmark = pytest.mark.backend_independent
@@ -176,8 +176,8 @@ def _tile_position_model(x):
 
 
 def test_a_y_x_region_predicted_in_the_slice_tiles_equals_the_whole_slice():
-    from napari_unet.core.predict import predict_volume
-    from napari_unet.core.tiling import tile_slices
+    from napari_unet.core.predict.tiling import tile_slices
+    from napari_unet.core.predict.volume import predict_volume
 
     image = np.random.default_rng(0).random((3, 70, 45)).astype(np.float32)
     cfg = PredictConfig(tile_size=32, tile_overlap=8, return_probabilities=True, normalize="model")

@@ -15,7 +15,7 @@ from napari_unet.core.bundle import (
     save_bundle,
 )
 from napari_unet.core.config import ModelConfig, TrainConfig
-from napari_unet.core.model import build_unet
+from napari_unet.core.nn.model import build_unet
 
 CFG = ModelConfig(n_filters=4, depth=2, n_classes=3, dropout=0.1)
 

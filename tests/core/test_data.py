@@ -5,7 +5,8 @@ import pytest
 from scipy import ndimage as ndi
 from skimage.segmentation import find_boundaries
 
-from napari_unet.core import augment, data
+from napari_unet.core import data
+from napari_unet.core.train import augment
 
 # No Keras here: scripts/test.sh runs this once, not again on JAX.
 pytestmark = pytest.mark.backend_independent
@@ -372,7 +373,7 @@ def _scribble_data(z_count=3, size=64):
 
 def test_sampler_patches_always_hold_annotation():
     image, labels, targets, masks = _scribble_data()
-    sampler = data.PatchSampler(image, targets, masks, [(1, (0, 64, 0, 64))], 16, 8, foreground_bias=0.5, seed=1)
+    sampler = augment.PatchSampler(image, targets, masks, [(1, (0, 64, 0, 64))], 16, 8, foreground_bias=0.5, seed=1)
     for _ in range(20):
         x, y = sampler.sample_batch()
         assert x.shape == (8, 16, 16, 1) and y.shape == (8, 16, 16, 4)
@@ -384,7 +385,7 @@ def test_sampler_patches_always_hold_annotation():
 
 def test_sampler_foreground_bias_one_centres_on_foreground():
     image, labels, targets, masks = _scribble_data()
-    sampler = data.PatchSampler(image, targets, masks, [(1, (0, 64, 0, 64))], 16, 16, foreground_bias=1.0,
+    sampler = augment.PatchSampler(image, targets, masks, [(1, (0, 64, 0, 64))], 16, 16, foreground_bias=1.0,
                                 augment=False)
     _, y = sampler.sample_batch()
     foreground = (y[..., 1:-1].sum(-1) * y[..., -1]).reshape(16, -1).max(axis=1)
@@ -399,13 +400,14 @@ def test_sampler_stays_inside_regions_and_pads_small_ones():
     targets, masks = {}, {}
     targets[0], masks[0] = data.make_targets(labels, "scribbles", 1)
     region = [(0, (10, 20, 30, 42))]
-    flips_only = data.PatchSampler(image, targets, masks, region, 16, 4, seed=2, elastic_probability=0, intensity=False)
+    flips_only = augment.PatchSampler(image, targets, masks, region, 16, 4, seed=2, elastic_probability=0,
+                                      intensity=False)
     x, y = flips_only.sample_batch()
     assert x.shape == (4, 16, 16, 1)
     assert x.min() >= 0  # nothing from outside the region
     assert np.all(y[..., -1].sum(axis=(1, 2)) == 120)  # the whole region once; padding masked out
     assert np.all(x.std(axis=(1, 2, 3)) > 0)  # mirrored image, not a constant fill
-    warping = data.PatchSampler(image, targets, masks, region, 16, 4, seed=2, elastic_probability=1, intensity=False)
+    warping = augment.PatchSampler(image, targets, masks, region, 16, 4, seed=2, elastic_probability=1, intensity=False)
     for _ in range(5):
         assert warping.sample_batch()[0].min() >= 0
 
@@ -413,7 +415,7 @@ def test_sampler_stays_inside_regions_and_pads_small_ones():
 def test_sampler_is_deterministic_for_a_seed():
     image, labels, targets, masks = _scribble_data()
     region = [(1, (0, 64, 0, 64))]
-    make = lambda seed: data.PatchSampler(image, targets, masks, region, 16, 4, seed=seed)  # noqa: E731
+    make = lambda seed: augment.PatchSampler(image, targets, masks, region, 16, 4, seed=seed)  # noqa: E731
     a, b, c = make(7), make(7), make(8)
     for _ in range(3):
         xa, ya = a.sample_batch()
@@ -426,14 +428,14 @@ def test_sampler_is_deterministic_for_a_seed():
 def test_sampler_rejects_regions_without_annotation():
     image, labels, targets, masks = _scribble_data()
     with pytest.raises(ValueError, match="no annotated pixel"):
-        data.PatchSampler(image, targets, masks, [(1, (0, 5, 0, 5))], 16, 4)
+        augment.PatchSampler(image, targets, masks, [(1, (0, 5, 0, 5))], 16, 4)
 
 
 def test_sampler_batch_shapes_and_values():
     rng = np.random.default_rng(0)
     image = rng.random((2, 256, 256, 1)).astype(np.float32)
     target, mask = data.make_targets(_blocks((256, 256), n_classes=3), "full_slices", 3)
-    sampler = data.PatchSampler(image, {0: target}, {0: mask}, [(0, (0, 256, 0, 256))], 128, 8)
+    sampler = augment.PatchSampler(image, {0: target}, {0: mask}, [(0, (0, 256, 0, 256))], 128, 8)
     x, y = sampler.sample_batch()
     assert x.shape == (8, 128, 128, 1) and x.dtype == np.float32
     assert y.shape[:3] == (8, 128, 128) and np.isfinite(x).all()
@@ -447,13 +449,13 @@ def test_validation_arrays_tiles_and_pads():
     image = rng.random((2, 40, 70, 1)).astype(np.float32)
     classes = _blocks((40, 70), n_classes=3)
     target, mask = data.make_targets(classes, "full_slices", 3)
-    x, y = data.validation_arrays(image, {1: target}, {1: mask}, [(1, (0, 40, 0, 70))], 16)
+    x, y = augment.validation_arrays(image, {1: target}, {1: mask}, [(1, (0, 40, 0, 70))], 16)
     assert x.shape == (1, 48, 80, 1) and y.shape == (1, 48, 80, 4)
     np.testing.assert_array_equal(x[0, :40, :70], image[1])
     np.testing.assert_array_equal(y[0, :40, :70, :3], target)
     assert y[0, 40:, :, -1].sum() == 0 and y[0, :, 70:, -1].sum() == 0 and y[0, :40, :70, -1].min() == 1
 
-    x, y = data.validation_arrays(image, {1: target}, {1: mask}, [(1, (0, 40, 0, 70))], 16, max_tile=32)
+    x, y = augment.validation_arrays(image, {1: target}, {1: mask}, [(1, (0, 40, 0, 70))], 16, max_tile=32)
     assert x.shape == (6, 32, 32, 1)  # 2 x 3 tiles
     assert y[..., -1].sum() == 40 * 70  # every annotated pixel exactly once
 
@@ -461,9 +463,9 @@ def test_validation_arrays_tiles_and_pads():
 def test_validation_arrays_drops_unannotated_tiles_and_handles_none():
     image = np.zeros((1, 32, 32, 1), np.float32)
     target, mask = data.make_targets(np.zeros((32, 32), int), "scribbles", 1)
-    x, y = data.validation_arrays(image, {0: target}, {0: mask}, [(0, (0, 32, 0, 32))], 16)
+    x, y = augment.validation_arrays(image, {0: target}, {0: mask}, [(0, (0, 32, 0, 32))], 16)
     assert x.shape == (0, 32, 32, 1) and y.shape == (0, 32, 32, 2)
-    x, y = data.validation_arrays(image, {0: target}, {0: mask}, [], 16)
+    x, y = augment.validation_arrays(image, {0: target}, {0: mask}, [], 16)
     assert len(x) == 0 and len(y) == 0
 
 
@@ -497,7 +499,7 @@ def _sampler(seed):
     rng = np.random.default_rng(0)
     image = rng.random((2, 64, 64, 1)).astype(np.float32)
     target, mask = data.make_targets(_blocks((64, 64), n_classes=3), "full_slices", 3)
-    return data.PatchSampler(image, {0: target}, {0: mask}, [(0, (0, 64, 0, 64))], 32, 4, seed=seed)
+    return augment.PatchSampler(image, {0: target}, {0: mask}, [(0, (0, 64, 0, 64))], 32, 4, seed=seed)
 
 
 @pytest.mark.parametrize("prefetch", [0, 2])
@@ -518,7 +520,7 @@ def test_prefetched_batches_are_the_serial_batches_in_order(prefetch):
 
 
 def test_a_failing_sampler_fails_the_consumer():
-    from napari_unet.core.augment import PrefetchedBatches
+    from napari_unet.core.train.augment import PrefetchedBatches
 
     class Broken:
         def sample_batch(self):

@@ -1,12 +1,12 @@
-"""Device-aware choices (core/devices.py) and how training applies them."""
+"""Device-aware choices (core/nn/devices.py) and how training applies them."""
 
 import numpy as np
 import pytest
 
-from napari_unet.core import devices, hardware
 from napari_unet.core.config import ModelConfig, TrainConfig
-from napari_unet.core.devices import Device, auto_sizes, choose_precision, cpu_bf16_flags
-from napari_unet.core.train import train, with_auto_sizes
+from napari_unet.core.nn import devices, hardware
+from napari_unet.core.nn.devices import Device, auto_sizes, choose_precision, cpu_bf16_flags
+from napari_unet.core.train.loop import train, with_auto_sizes
 
 from volumes import disc_volume
 

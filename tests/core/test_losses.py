@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from keras import ops
 
-from napari_unet.core.losses import (
+from napari_unet.core.nn.losses import (
     LOSS_FUNCTIONS,
     dice_coef,
     get_loss,

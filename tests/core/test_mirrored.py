@@ -22,9 +22,9 @@ CHILD = textwrap.dedent("""
 
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    from napari_unet.core import hardware
+    from napari_unet.core.nn import hardware
     from napari_unet.core.config import ModelConfig, TrainConfig
-    from napari_unet.core.train import train
+    from napari_unet.core.train.loop import train
 
     hardware.STRATEGY_DEVICES = ["/cpu:0", "/cpu:1"]
     rng = np.random.default_rng(0)

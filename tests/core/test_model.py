@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from napari_unet.core.config import ModelConfig
-from napari_unet.core.model import build_unet
+from napari_unet.core.nn.model import build_unet
 
 TINY = ModelConfig(n_filters=4, depth=2)
 

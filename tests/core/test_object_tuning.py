@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from test_anisotropy import isotropic_field, voronoi_cells
 
-from napari_unet.core.object_defaults import object_fields, resolve, voxel_size
-from napari_unet.core.object_tuning import ObjectSettings, Tuning, tune_objects
-from napari_unet.core.train_objects import scored_slices, why_not_tunable
+from napari_unet.core.objects.defaults import object_fields, resolve, voxel_size
+from napari_unet.core.objects.tuning import ObjectSettings, Tuning, tune_objects
+from napari_unet.core.train.objects import scored_slices, why_not_tunable
 
 # No Keras here: scripts/test.sh runs this once, not again on JAX.
 pytestmark = pytest.mark.backend_independent
@@ -101,7 +101,7 @@ def test_resolve_skips_the_voxel_size_for_2d_objects():
 
 
 def test_a_change_must_win_by_more_than_the_noise():
-    from napari_unet.core import object_tuning
+    from napari_unet.core.objects import tuning as object_tuning
 
     scorer = object_tuning._Scorer(None, None, [], False, 1.0, True)
     best, small, steady, noisy = (ObjectSettings(threshold=t) for t in (0.5, 0.4, 0.3, 0.6))

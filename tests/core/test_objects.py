@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from napari_unet.core import objects
-from napari_unet.core.objects import MODEL_KINDS, OBJECT_MODES, SEED_MODES, object_maps
+from napari_unet.core.objects import instances as objects
+from napari_unet.core.objects.instances import MODEL_KINDS, OBJECT_MODES, SEED_MODES, object_maps
 
 # No Keras here: scripts/test.sh runs this once, not again on JAX.
 pytestmark = pytest.mark.backend_independent
@@ -645,7 +645,7 @@ def test_without_disk_room_large_slices_stay_in_memory(tmp_path, monkeypatch):
 
 
 def test_a_killed_runs_planes_folder_is_removed(tmp_path):
-    from napari_unet.core.slab_store import FOLDER_PREFIX, DiskPlanes
+    from napari_unet.core.objects.planes import FOLDER_PREFIX, DiskPlanes
 
     stale, alive = tmp_path / (FOLDER_PREFIX + "old"), tmp_path / (FOLDER_PREFIX + "live")
     for folder, pid in ((stale, 2**22 + 7), (alive, os.getpid())):

@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from napari_unet.core import pairs
 from napari_unet.core.bundle import read_bundle_meta
 from napari_unet.core.config import ModelConfig, TrainConfig
-from napari_unet.core.train import train
+from napari_unet.core.train import pairs
+from napari_unet.core.train.loop import train
 
 from volumes import disc_volume
 

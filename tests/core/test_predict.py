@@ -10,8 +10,8 @@ from skimage.segmentation import find_boundaries
 
 from napari_unet.core.config import PredictConfig
 from napari_unet.core.events import Stopped
-from napari_unet.core.postprocess import labels_from_probs
-from napari_unet.core.predict import predict_volume
+from napari_unet.core.predict.postprocess import labels_from_probs
+from napari_unet.core.predict.volume import predict_volume
 
 NORM = {"low": [0.0], "high": [1.0]}
 
@@ -353,7 +353,7 @@ def test_no_deep_learning_library_is_imported():
     import sys
 
     code = (
-        "import sys, napari_unet.core.predict, napari_unet.core.metrics; "
+        "import sys, napari_unet.core.predict.volume, napari_unet.core.metrics; "
         "print(sorted(m for m in ('keras', 'tensorflow', 'torch', 'qtpy', 'napari') if m in sys.modules))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -361,7 +361,7 @@ def test_no_deep_learning_library_is_imported():
 
 
 def test_auto_objects_are_3d_unless_slices_lie_far_apart():
-    from napari_unet.core.predict_write import object_mode
+    from napari_unet.core.predict.write import object_mode
 
     assert object_mode("auto", None, 0) == "3d"
     assert object_mode("auto", (4.0, 1.0, 1.0), 0) == "3d"  # the synthetic stacks

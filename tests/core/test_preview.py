@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 
-from napari_unet.core import events, preview
+from napari_unet.core import events
 from napari_unet.core.config import ModelConfig, TrainConfig
-from napari_unet.core.train import train
+from napari_unet.core.train import preview
+from napari_unet.core.train.loop import train
 
 from volumes import disc_volume
 

@@ -5,9 +5,9 @@ import math
 import numpy as np
 import pytest
 
-from napari_unet.core import train as train_module
-from napari_unet.core.steps import StepLosses, train_step_loss
-from napari_unet.core.train import train
+from napari_unet.core.nn.steps import StepLosses, train_step_loss
+from napari_unet.core.train import loop as train_module
+from napari_unet.core.train.loop import train
 
 from volumes import disc_volume
 
@@ -18,8 +18,8 @@ def _model(seed: int):
     import keras
 
     from napari_unet.core.config import ModelConfig
-    from napari_unet.core.losses import get_loss
-    from napari_unet.core.model import build_unet
+    from napari_unet.core.nn.losses import get_loss
+    from napari_unet.core.nn.model import build_unet
 
     keras.utils.set_random_seed(seed)
     model = build_unet(ModelConfig(**TINY))

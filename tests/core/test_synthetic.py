@@ -4,7 +4,7 @@ import pytest
 from scipy import ndimage as ndi
 from skimage.filters import threshold_otsu
 
-from napari_unet.core.synthetic import (
+from napari_unet.samples.synthetic import (
     DEFAULT_SHAPE,
     default_annotated_slices,
     make_cells_volume,

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from napari_unet.core.tiling import pad_for_tiles, stitch, tile_shape, tile_slices
+from napari_unet.core.predict.tiling import pad_for_tiles, stitch, tile_shape, tile_slices
 
 # No Keras here: scripts/test.sh runs this once, not again on JAX.
 pytestmark = pytest.mark.backend_independent

@@ -5,11 +5,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from napari_unet.core import train as train_module
 from napari_unet.core.bundle import load_bundle, read_bundle_meta
 from napari_unet.core.config import ModelConfig, TrainConfig
-from napari_unet.core.hardware import configure_device
-from napari_unet.core.train import train
+from napari_unet.core.nn.hardware import configure_device
+from napari_unet.core.train import loop as train_module
+from napari_unet.core.train.loop import train
 
 from volumes import disc_volume
 
@@ -241,7 +241,7 @@ def test_fine_tuning_refuses_other_classes(binary_run, volume, tmp_path):
 
 def test_continuing_starts_from_the_previous_weights(binary_run, volume, tmp_path):
     """After 0 steps a continued model predicts exactly as the model it continues."""
-    from napari_unet.core.train import Trainer
+    from napari_unet.core.train.loop import Trainer
 
     image, truth = volume
     source, _ = binary_run
@@ -337,7 +337,7 @@ def test_defaults_train_until_a_plateau_within_a_time_cap():
 def test_a_model_its_disk_refuses_is_saved_to_the_temporary_folder(volume, tmp_path, monkeypatch):
     import errno
 
-    from napari_unet.core import train as train_module
+    from napari_unet.core.train import loop as train_module
 
     image, truth = volume
     wanted = tmp_path / "full_disk" / "model"
@@ -408,9 +408,9 @@ def _jit_compile_asked(monkeypatch) -> list:
 def test_the_xla_choice_reaches_compile_and_the_train_step(xla, monkeypatch):
     import keras
 
-    from napari_unet.core.losses import get_loss
-    from napari_unet.core.model import build_unet
-    from napari_unet.core.steps import train_step_loss
+    from napari_unet.core.nn.losses import get_loss
+    from napari_unet.core.nn.model import build_unet
+    from napari_unet.core.nn.steps import train_step_loss
 
     keras_default = build_unet(TINY_MODEL)
     keras_default.compile(optimizer="adam", loss="mse")

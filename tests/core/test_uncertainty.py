@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from napari_unet.core.events import Done, Progress, Ranked, Slice
-from napari_unet.core.uncertainty import (
+from napari_unet.core.predict.uncertainty import (
     candidate_slices,
     rank,
     rank_slices,
@@ -156,8 +156,8 @@ def test_noise_ranks_above_a_slice_the_model_has_learned(tmp_path):
 
     from napari_unet.core.bundle import load_bundle, model_config_of
     from napari_unet.core.config import ModelConfig, PredictConfig, TrainConfig
-    from napari_unet.core.predict import predict_volume
-    from napari_unet.core.train import train
+    from napari_unet.core.predict.volume import predict_volume
+    from napari_unet.core.train.loop import train
 
     image, truth = _discs(4, 0)
     labels = np.zeros_like(truth)

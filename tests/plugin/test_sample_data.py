@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import yaml
 
-from napari_unet.core.synthetic import DEFAULT_SCALE, default_annotated_slices
 from napari_unet.plugin.sample_data import (
     IMAGE_NAME,
     LABELS_NAME,
@@ -14,6 +13,7 @@ from napari_unet.plugin.sample_data import (
     make_nuclei_sample_data,
     make_sample_data,
 )
+from napari_unet.samples.synthetic import DEFAULT_SCALE, default_annotated_slices
 
 
 @pytest.fixture(scope="module")

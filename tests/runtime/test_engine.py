@@ -289,8 +289,8 @@ def _alive(pid):
 @pytest.mark.slow
 def test_training_then_prediction_run_in_the_worker(tmp_path):
     from napari_unet.core.config import ModelConfig, TrainConfig
-    from napari_unet.core.synthetic import make_cells_volume
     from napari_unet.runtime.engine import start_training
+    from napari_unet.samples.synthetic import make_cells_volume
 
     data = make_cells_volume(shape=(6, 64, 64), annotated_slices=(1, 4))
     model_cfg = ModelConfig(n_filters=4, depth=2, batch_norm=False)

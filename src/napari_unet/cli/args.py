@@ -9,7 +9,7 @@ import typing
 from pathlib import Path
 
 from napari_unet.core.config import TUNED_FIELDS, ClusterConfig, ModelConfig, PredictConfig, TrainConfig, limits
-from napari_unet.core.uncertainty import MAX_RANKED_SLICES
+from napari_unet.core.predict.uncertainty import MAX_RANKED_SLICES
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -100,7 +100,7 @@ PREDICT_OPTIONS = ("axis", "threshold", "objects", "seeds", "seed_distance", "fi
 def _add_predict_options(p: argparse.ArgumentParser):
     _option(p, PredictConfig, "output", default=None)  # None: as the model was trained
     for name in PREDICT_OPTIONS:
-        # Left unset, a tuned field comes from the model (core/object_defaults.py).
+        # Left unset, a tuned field comes from the model (core/objects/defaults.py).
         _option(p, PredictConfig, name, **({"default": None} if name in TUNED_FIELDS else {}))
     _option(p, PredictConfig, "min_object_size", "--min-size", default=None)
     p.add_argument("--voxel-size", type=positive_finite, nargs=3, default=None, metavar=("Z", "Y", "X"),

@@ -11,7 +11,7 @@ import numpy as np
 from tqdm import tqdm
 
 from napari_unet.cli.args import cluster_config, parse_slices, predict_config, train_configs, write_json
-from napari_unet.core import events, object_defaults
+from napari_unet.core import events
 from napari_unet.core.bundle import (
     check_model_name,
     check_stored_normalization,
@@ -19,8 +19,9 @@ from napari_unet.core.bundle import (
     read_bundle_meta,
     reclaim_stale_saves,
 )
-from napari_unet.core.pairs import check_same_channels, class_count_of_pairs
-from napari_unet.core.uncertainty import candidate_slices
+from napari_unet.core.objects import defaults as object_defaults
+from napari_unet.core.predict.uncertainty import candidate_slices
+from napari_unet.core.train.pairs import check_same_channels, class_count_of_pairs
 from napari_unet.io import disk, images, leftovers, omezarr, tiff
 from napari_unet.runtime import engine, interrupts
 

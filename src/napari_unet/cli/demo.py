@@ -9,10 +9,10 @@ import numpy as np
 
 from napari_unet.cli.args import train_configs, write_json
 from napari_unet.cli.commands import load_image, predict_with_progress, say, spatial_scale, train_with_progress
-from napari_unet.core import object_defaults
 from napari_unet.core.bundle import check_target, read_bundle_meta
 from napari_unet.core.config import PredictConfig
 from napari_unet.core.data import annotated_slices
+from napari_unet.core.objects import defaults as object_defaults
 from napari_unet.io import tiff
 
 
@@ -28,7 +28,7 @@ def _demo_data(args):
         image, meta, _ = load_image(args.image)
         labels, _ = tiff.read_array(args.labels)
         return image, np.asarray(labels), None, spatial_scale(meta), Path(args.image).stem
-    from napari_unet.core.synthetic import make_cells_volume
+    from napari_unet.samples.synthetic import make_cells_volume
 
     sample = make_cells_volume()
     labels = np.where(sample["labels"] != 0, sample["instances"], 0).astype(np.uint32)
@@ -121,8 +121,8 @@ SHOWN_SCORES = ("adapted_rand_error", "voi", "f1", "mean_matched_iou", "foregrou
 
 def _object_scores(image, labels, pred, truth, voxel_size) -> dict:
     """3-D object scores of the U-Net and of a classical watershed on the same volume."""
-    from napari_unet.core.baselines import choose_polarity, watershed_objects
     from napari_unet.core.metrics import dice, object_report
+    from napari_unet.samples.baselines import choose_polarity, watershed_objects
 
     polarity = choose_polarity(image, labels)
     baseline = watershed_objects(image, polarity=polarity, sampling=voxel_size or None)

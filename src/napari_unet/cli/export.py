@@ -6,7 +6,7 @@ from pathlib import Path
 
 from napari_unet.cli.commands import JobFailed, follow, load_image
 from napari_unet.core import events
-from napari_unet.core.bioimageio_export import check_libraries, check_model_folder, check_output
+from napari_unet.core.bioimageio.export import check_libraries, check_model_folder, check_output
 from napari_unet.runtime import engine
 
 

@@ -1,5 +1,6 @@
 """Numpy + Keras core, usable without Qt or napari.
 
-Submodules import Keras only where they need it, so ``core.config``,
-``core.data`` and ``core.metrics`` stay cheap to import.
+Shared records and rules live here (config, bundle, events, data, metrics); the network is in
+``nn`` (the only place that imports Keras), then ``train``, ``predict``, ``objects`` and
+``bioimageio``.
 """

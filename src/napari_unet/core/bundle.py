@@ -118,7 +118,7 @@ def read_bundle_meta(path) -> dict:
     """
     folder = Path(path)
     if folder.suffix.lower() == ".zip" and not folder.is_dir():
-        from napari_unet.core.bioimageio_package import CONFIG_KEY, package_meta
+        from napari_unet.core.bioimageio.package import CONFIG_KEY, package_meta
 
         return check_bundle_meta(package_meta(folder), f"{folder} (config.{CONFIG_KEY}.bundle)", folder)
     if not folder.exists():
@@ -347,12 +347,12 @@ def load_bundle(path):
     """``(model, meta)`` from a bundle folder (or an exported package); the model is not compiled."""
     import keras
 
-    from napari_unet.core.model import build_unet
+    from napari_unet.core.nn.model import build_unet
 
     folder = Path(path)
     meta = read_bundle_meta(folder)
     if folder.suffix.lower() == ".zip" and not folder.is_dir():
-        from napari_unet.core.bioimageio_package import load_package_model
+        from napari_unet.core.bioimageio.package import load_package_model
 
         return load_package_model(folder), meta
     weights, whole = folder / WEIGHTS_FILE, folder / KERAS_FILE

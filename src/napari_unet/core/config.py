@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Literal
 import annotated_types
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from napari_unet.core.losses import LOSS_FUNCTIONS
+from napari_unet.core.nn.losses import LOSS_FUNCTIONS
 
 
 class ConfigError(ValueError):
@@ -162,7 +162,7 @@ class TrainConfig(_Config):
     epochs: int = bounded(500, 1, 100000, "an upper bound; the time cap or early stopping ends training first")
     # Validation runs once per epoch (50 steps made plateaus mostly noise).
     steps_per_epoch: int = bounded(100, 1, 100000)
-    # None = "auto": chosen for the device when training starts (core/devices.py: 4 x 96 px on a CPU,
+    # None = "auto": chosen for the device when training starts (core/nn/devices.py: 4 x 96 px on a CPU,
     # up to 16 x 256 px on a GPU, within its free memory).
     batch_size: int | None = bounded(None, 1, 1024, "patches per step (default: auto, from the device)")
     patch_size: int | None = bounded(None, 16, 4096, "patch side in pixels (default: auto, from the device)")
@@ -222,7 +222,7 @@ ObjectSource = Literal["foreground", "background"]  # "background": regions encl
 NormalizeChoice = Literal["model", "volume"]
 
 
-# The object step's fields a model tunes on its annotations (core/object_tuning.py); what the user
+# The object step's fields a model tunes on its annotations (core/objects/tuning.py); what the user
 # leaves unset of them comes from the model's tuning, else these defaults.
 TUNED_FIELDS = ("objects", "seeds", "seed_distance", "threshold", "min_object_size")
 

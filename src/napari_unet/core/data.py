@@ -28,7 +28,6 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage.segmentation import find_boundaries
 
-from napari_unet.core.augment import PatchSampler, validation_arrays  # noqa: F401  (part of this API)
 from napari_unet.core.config import TrainConfig
 
 # --------------------------------------------------------------------- shapes

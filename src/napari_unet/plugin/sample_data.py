@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from napari_unet.core.synthetic import make_cells_volume, make_nuclei_volume
+from napari_unet.samples.synthetic import make_cells_volume, make_nuclei_volume
 
 IMAGE_NAME = "synthetic cells"
 LABELS_NAME = "synthetic cells annotations"

@@ -27,10 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_unet.core.blocks import block_plan, join_blocks, join_units, units
 from napari_unet.core.bundle import read_bundle_meta
-from napari_unet.core.predict_read import choose_normalization
-from napari_unet.core.slab_store import disk_room
+from napari_unet.core.objects.planes import disk_room
+from napari_unet.core.predict.blocks import block_plan, join_blocks, join_units, units
+from napari_unet.core.predict.read import choose_normalization
 from napari_unet.io import images, leftovers, omezarr
 from napari_unet.runtime import cluster_tasks, interrupts, spawning
 from napari_unet.runtime.cluster_stop import STOP_FILE, StopOnSignal, keep_stopped, polling

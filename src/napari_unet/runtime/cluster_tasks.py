@@ -14,7 +14,8 @@ import time
 
 import numpy as np
 
-from napari_unet.core.blocks import (
+from napari_unet.core.objects.instances import joint_counts
+from napari_unet.core.predict.blocks import (
     BlockLabels,
     BlockOutput,
     block_config,
@@ -27,7 +28,6 @@ from napari_unet.core.blocks import (
     unit_slab_plan,
     unit_zone,
 )
-from napari_unet.core.objects import joint_counts
 from napari_unet.runtime.worker import MODEL_CACHE, _stderr_to_log, leave_terminal_signals, load_model_cached
 
 MODEL_LOADS = 0  # model folders this worker process loaded (the tests count them)
@@ -139,8 +139,8 @@ def _window_of(volume, spec, window):
 def _region_tiles(spec, cfg, meta, region_index):
     """(window, model tiles) of a Y/X region's block; (None, None) for whole slices."""
     from napari_unet.core.bundle import model_config_of
-    from napari_unet.core.predict_read import slice_shape
-    from napari_unet.core.tiling import tile_slices
+    from napari_unet.core.predict.read import slice_shape
+    from napari_unet.core.predict.tiling import tile_slices
 
     if len(spec["plan"]["regions"]) == 1:
         return None, None
@@ -155,7 +155,7 @@ def run_block(spec: dict, block: tuple, region_index: int = 0) -> dict:
     import dask
 
     from napari_unet.core.config import PredictConfig
-    from napari_unet.core.predict import bundle_predictor
+    from napari_unet.core.predict.volume import bundle_predictor
 
     started, timer = time.perf_counter(), _Timer()
     plan, axis = spec["plan"], spec["axis"]

@@ -551,7 +551,7 @@ def start_export(model_dir, out_path, image, overwrite=False, name=None, authors
     ``overwrite``) and missing ``bioimageio`` libraries. The worker runs TensorFlow: the package
     names that backend and carries a SavedModel made with it.
     """
-    from napari_unet.core.bioimageio_export import check_libraries, check_model_folder, check_output  # no Keras
+    from napari_unet.core.bioimageio.export import check_libraries, check_model_folder, check_output  # no Keras
 
     check_libraries()
     check_model_folder(model_dir)

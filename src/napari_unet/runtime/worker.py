@@ -391,7 +391,7 @@ def warm_up_job(arrays, outputs, stop_event):
     GPUs get memory growth first, as training sets it, so the warm-up takes no GPU memory up front.
     """
     from napari_unet.core.config import TrainConfig
-    from napari_unet.core.hardware import configure_device
+    from napari_unet.core.nn.hardware import configure_device
 
     configure_device(TrainConfig())
     return
@@ -404,9 +404,9 @@ def train_job(arrays, outputs, stop_event, model_cfg, train_cfg, out_dir, resume
     (``image_1`` / ``labels_1``, ...); yields the trainer's events. With a live input
     ``arrays["preview_request"]`` (one int64 the parent writes), it previews that slice too."""
     from napari_unet.core.config import ModelConfig, TrainConfig
-    from napari_unet.core.hardware import configure_device
-    from napari_unet.core.preview import decode_request
-    from napari_unet.core.train import train
+    from napari_unet.core.nn.hardware import configure_device
+    from napari_unet.core.train.loop import train
+    from napari_unet.core.train.preview import decode_request
 
     request = arrays.get("preview_request")
 
@@ -432,7 +432,7 @@ def predict_job(arrays, outputs, stop_event, model_dir, predict_cfg, channel_axi
     ``source_path``: the file a lazy volume is read from, named in its read errors.
     """
     from napari_unet.core.config import PredictConfig
-    from napari_unet.core.predict import bundle_predictor
+    from napari_unet.core.predict.volume import bundle_predictor
     from napari_unet.io.tiff import NamedReads
 
     volume = arrays["volume"] if source_path is None else NamedReads(arrays["volume"], source_path)
@@ -447,7 +447,7 @@ def predict_job(arrays, outputs, stop_event, model_dir, predict_cfg, channel_axi
 def export_job(arrays, outputs, stop_event, model_dir, out_path, overwrite=False, name=None, authors=(),
                license="CC-BY-4.0", image_name=None):
     """Export a model folder as a bioimage.io package; test tensors come from ``arrays["image"]``."""
-    from napari_unet.core.bioimageio_export import export_package
+    from napari_unet.core.bioimageio.export import export_package
 
     yield from export_package(model_dir, out_path, arrays["image"], overwrite=overwrite, name=name,
                               authors=authors, license=license, image_name=image_name)
@@ -458,8 +458,8 @@ def rank_job(arrays, outputs, stop_event, model_dir, slices, channel_axis=None):
     yields ``events.Progress`` per slice, then ``events.Ranked``."""
     from napari_unet.core.bundle import model_config_of
     from napari_unet.core.config import PredictConfig
-    from napari_unet.core.predict import bundle_predictor
-    from napari_unet.core.uncertainty import rank_slices
+    from napari_unet.core.predict.uncertainty import rank_slices
+    from napari_unet.core.predict.volume import bundle_predictor
 
     model, meta = load_model_cached(model_dir)
     # The training image's intensity mapping: the slices ranked are a sample of that image.

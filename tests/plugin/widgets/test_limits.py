@@ -7,7 +7,7 @@ import pytest
 from napari_unet.cli.args import build_parser
 from napari_unet.cli.main import main
 from napari_unet.core.config import PredictConfig, TrainConfig, limits
-from napari_unet.core.losses import LOSS_FUNCTIONS
+from napari_unet.core.nn.losses import LOSS_FUNCTIONS
 from napari_unet.plugin.widgets.segment_widget import SegmentWidget
 from napari_unet.plugin.widgets.train_widget import SECONDS_PER_MINUTE, TrainWidget
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from napari_unet.core.events import Preview
-from napari_unet.core.preview import decode_request
+from napari_unet.core.train.preview import decode_request
 from napari_unet.plugin.widgets import _job_dock, _session
 from napari_unet.plugin.widgets._preview import LivePreview, shown_slice
 from napari_unet.plugin.widgets.train_widget import TrainWidget

@@ -157,7 +157,7 @@ def _tuned_copy(model_dir, folder, settings):
     import json
     import shutil
 
-    from napari_unet.core.object_tuning import Tuning
+    from napari_unet.core.objects.tuning import Tuning
 
     shutil.copytree(model_dir, folder)
     meta = json.loads((folder / "bundle.json").read_text())
@@ -171,7 +171,7 @@ def test_voxel_size_of_a_bare_layer_is_estimated_shown_editable_and_kept(make_na
                                                                          tiny_model_dir, tmp_path):
     from scipy import ndimage as ndi
 
-    from napari_unet.core.object_tuning import ObjectSettings
+    from napari_unet.core.objects.tuning import ObjectSettings
 
     model = _tuned_copy(tiny_model_dir, tmp_path / "tuned", ObjectSettings(objects="linked", min_object_size=0))
     viewer = make_napari_viewer()
@@ -199,7 +199,7 @@ def test_voxel_size_of_a_bare_layer_is_estimated_shown_editable_and_kept(make_na
 
 def test_the_spacing_of_a_bare_layer_is_estimated_once_per_layer(make_napari_viewer, tiny_model_dir, monkeypatch):
     """The estimate reads slices on the GUI thread: changing the model, output or assembly reuses it."""
-    from napari_unet.core import object_defaults
+    from napari_unet.core.objects import defaults as object_defaults
 
     calls = []
     estimate = object_defaults.z_spacing_from_image

@@ -12,7 +12,7 @@ from napari.layers import Image, Labels
 from qtpy.QtCore import QTimer
 
 from napari_unet.core import events
-from napari_unet.core.preview import NO_REQUEST, encode_request
+from napari_unet.core.train.preview import NO_REQUEST, encode_request
 from napari_unet.plugin.widgets._layers import PREVIEW_KEY, spatial_shape
 
 REQUEST = "preview_request"  # the job's live input (see engine.start_training)

@@ -19,9 +19,10 @@ from magicgui.widgets import (
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info, show_warning
 
-from napari_unet.core import events, object_defaults
+from napari_unet.core import events
 from napari_unet.core.bundle import BundleError, read_bundle_meta
 from napari_unet.core.config import ConfigError, PredictConfig
+from napari_unet.core.objects import defaults as object_defaults
 from napari_unet.plugin.widgets._advanced import Advanced
 from napari_unet.plugin.widgets._job_dock import JobDock
 from napari_unet.plugin.widgets._job_poller import JobPoller

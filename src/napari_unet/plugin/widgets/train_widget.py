@@ -24,9 +24,9 @@ from napari_unet.core import events
 from napari_unet.core.accept import SliceAnnotatedError
 from napari_unet.core.bundle import BundleError, check_target, read_bundle_meta
 from napari_unet.core.config import ConfigError, ModelConfig, TrainConfig, choices_of, limits
-from napari_unet.core.devices import CPU_SIZES
-from napari_unet.core.pairs import channels_of, class_count_of_pairs, validate_pairs
-from napari_unet.core.train import check_resume_meta
+from napari_unet.core.nn.devices import CPU_SIZES
+from napari_unet.core.train.loop import check_resume_meta
+from napari_unet.core.train.pairs import channels_of, class_count_of_pairs, validate_pairs
 from napari_unet.plugin.widgets._advanced import Advanced
 from napari_unet.plugin.widgets._export import ExportButton
 from napari_unet.plugin.widgets._job_dock import JobDock

@@ -1,7 +1,7 @@
 """What the Keras backend runs on: GPUs (name, memory), CPU threads; thread and memory settings.
 
 Asked in the worker (Keras is imported inside the functions: the napari process imports this
-module's callers without Keras). The choices made from these facts are in ``core/devices.py``.
+module's callers without Keras). The choices made from these facts are in ``core/nn/devices.py``.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import os
 import subprocess
 
 from napari_unet.core.config import TrainConfig
-from napari_unet.core.devices import Device, cpu_has_bf16, describe
+from napari_unet.core.nn.devices import Device, cpu_has_bf16, describe
 
 
 def _tf_gpus():
@@ -105,7 +105,7 @@ def mirrored_strategy():
 
 
 def device_facts(threads: int = 0) -> Device:
-    """The ``Device`` training runs on (``core/devices.py`` chooses from it)."""
+    """The ``Device`` training runs on (``core/nn/devices.py`` chooses from it)."""
     names = gpu_names()
     total, free = gpu_memory() if names else (None, None)
     return Device(gpus=len(names), gpu_name=names[0] if names else None, gpu_free_bytes=free,

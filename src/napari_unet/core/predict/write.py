@@ -11,9 +11,9 @@ import numpy as np
 
 from napari_unet.core import events
 from napari_unet.core.config import MAX_3D_ANISOTROPY
-from napari_unet.core.objects import StreamingObjects, object_maps
-from napari_unet.core.postprocess import labels_from_probs
-from napari_unet.core.predict_read import n_slices_along, slice_index, slice_shape
+from napari_unet.core.objects.instances import StreamingObjects, object_maps
+from napari_unet.core.predict.postprocess import labels_from_probs
+from napari_unet.core.predict.read import n_slices_along, slice_index, slice_shape
 
 
 def model_kind(n_classes, boundary_model):

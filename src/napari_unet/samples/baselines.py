@@ -24,7 +24,7 @@ from skimage.measure import label as connected_components
 from skimage.segmentation import watershed
 
 from napari_unet.core.metrics import dice
-from napari_unet.core.objects import check_sampling, drop_small_objects
+from napari_unet.core.objects.instances import check_sampling, drop_small_objects
 
 POLARITIES = ("bright", "dark")
 

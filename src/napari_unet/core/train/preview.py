@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from napari_unet.core import data, events
-from napari_unet.core.postprocess import labels_from_probs
+from napari_unet.core.predict.postprocess import labels_from_probs
 
 NO_REQUEST = -1
 # Larger slices are not previewed: the event (labels + probability) must stay a few MiB.

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from napari_unet.core.tiling import pad_for_tiles, stitch
+from napari_unet.core.predict.tiling import pad_for_tiles, stitch
 
 
 def _dihedral(x, k):

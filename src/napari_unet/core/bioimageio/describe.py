@@ -12,7 +12,7 @@ import os
 from importlib import metadata
 from pathlib import Path
 
-from napari_unet.core.bioimageio_package import CONFIG_KEY, first_line
+from napari_unet.core.bioimageio.package import CONFIG_KEY, first_line
 from napari_unet.core.bundle import _jsonable, model_config_of
 from napari_unet.core.config import PredictConfig
 
@@ -170,6 +170,6 @@ def run_test(path: Path, workdir: Path) -> str:
 
 def documentation(meta: dict, model_dir: Path, image_name, minimum: int, step: int, formats) -> str:
     """The package's README: what the model does, how to run it, and its validation."""
-    from napari_unet.core.bioimageio_doc import render
+    from napari_unet.core.bioimageio.doc import render
 
     return render(meta, model_dir, image_name, minimum, step, formats)

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from napari_unet.core.objects import (
+from napari_unet.core.objects.instances import (
     _MIN_IOU,
     MEMORY_BUDGET,
     _best_pairs,
@@ -40,9 +40,9 @@ from napari_unet.core.objects import (
     tile_facts,
     written_before,
 )
-from napari_unet.core.predict_read import n_slices_along, slice_shape
-from napari_unet.core.predict_write import object_mode, object_sampling
-from napari_unet.core.tiling import Tile
+from napari_unet.core.predict.read import n_slices_along, slice_shape
+from napari_unet.core.predict.tiling import Tile
+from napari_unet.core.predict.write import object_mode, object_sampling
 
 # Slices up to this many pixels stay whole in a block of classes; larger ones are cut into
 # regions of AUTO_REGION x AUTO_REGION (a float32 slice of 3 classes is 200 MB at 4096 x 4096).

@@ -7,11 +7,11 @@ import time
 
 import numpy as np
 
-from napari_unet.core import anisotropy
 from napari_unet.core.config import MAX_3D_ANISOTROPY, PredictConfig
-from napari_unet.core.object_tuning import ObjectSettings, Tuning, tune_objects
-from napari_unet.core.objects import object_maps
-from napari_unet.core.preview import predict_slice
+from napari_unet.core.objects import anisotropy
+from napari_unet.core.objects.instances import object_maps
+from napari_unet.core.objects.tuning import ObjectSettings, Tuning, tune_objects
+from napari_unet.core.train.preview import predict_slice
 
 MAX_SLICES = 32  # predicted for the tuning: the slices around the scored ones, at most
 # Pixels predicted and labelled for the tuning, at most: a central crop of the slices keeps a

@@ -25,7 +25,7 @@ from skimage.measure import label as connected_components
 from skimage.morphology import h_maxima
 from skimage.segmentation import relabel_sequential, watershed
 
-from napari_unet.core.slab_store import DiskPlanes, MemoryPlanes, disk_room
+from napari_unet.core.objects.planes import DiskPlanes, MemoryPlanes, disk_room
 
 MODEL_KINDS = ("boundary", "binary", "classes")
 OBJECT_MODES = ("3d", "2d", "linked")

@@ -47,8 +47,8 @@ import numpy as np
 from napari_unet.core import events
 from napari_unet.core.bundle import model_config_of
 from napari_unet.core.config import PredictConfig
-from napari_unet.core.predict_batch import BatchPredictor, probability_slices
-from napari_unet.core.predict_read import (
+from napari_unet.core.predict.batch import BatchPredictor, probability_slices
+from napari_unet.core.predict.read import (
     SliceReader,
     check_channel_axis,
     check_volume,
@@ -57,8 +57,8 @@ from napari_unet.core.predict_read import (
     slice_index,
     slice_shape,
 )
-from napari_unet.core.predict_write import SliceWriter, model_kind, object_builder
-from napari_unet.core.tiling import round_up, tile_slices
+from napari_unet.core.predict.tiling import round_up, tile_slices
+from napari_unet.core.predict.write import SliceWriter, model_kind, object_builder
 
 
 def predict_volume(

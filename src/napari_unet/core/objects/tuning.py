@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 
 from napari_unet.core.metrics import adapted_rand_error
-from napari_unet.core.objects import label_volume
+from napari_unet.core.objects.instances import label_volume
 
 Z_FACTORS = (1.0, 0.5, 2.0)  # the image's spacing estimate reads short where the microscope blurs z
 SEED_CHOICES = (("distance", 3.0), ("distance", 2.0), ("distance", 5.0), ("distance", 8.0), ("interior", 3.0))

@@ -18,11 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_unet.core import data, devices, events, hardware, pairs, preview, train_objects
-from napari_unet.core.augment import batches
+from napari_unet.core import data, events
 from napari_unet.core.bundle import check_target, describe_classes, load_bundle, model_config_of, save_bundle
 from napari_unet.core.config import ModelConfig, TrainConfig, limits
-from napari_unet.core.steps import StepLosses, distribute, train_step_loss
+from napari_unet.core.nn import devices, hardware
+from napari_unet.core.nn.steps import StepLosses, distribute, train_step_loss
+from napari_unet.core.train import augment, pairs, preview
+from napari_unet.core.train import objects as train_objects
+from napari_unet.core.train.augment import batches
 
 CHECKPOINT_INTERVAL_S = 60.0
 TUNING_SHARE = 0.1  # of the training time, at most, for tuning the object step afterwards
@@ -95,7 +98,7 @@ def save_or_rescue(out_dir, model, meta, overwrite: bool) -> tuple[Path, str | N
 def with_auto_sizes(train_cfg: TrainConfig, device, model_cfg: ModelConfig, height: int, width: int,
                     replicas: int = 1) -> TrainConfig:
     """``train_cfg`` with its "auto" (None) batch and patch sizes chosen for the device
-    (``core/devices.py``); an automatic patch shrinks to fit the smallest image. On several GPUs an
+    (``core/nn/devices.py``); an automatic patch shrinks to fit the smallest image. On several GPUs an
     automatic batch is per GPU (the global batch is ``replicas`` times it); a batch given is global."""
     if train_cfg.batch_size is not None and train_cfg.patch_size is not None:
         return train_cfg
@@ -175,7 +178,7 @@ def _build(model_cfg: ModelConfig, policy: str, resume_from):
     "mixed_bfloat16"), then restore the global one."""
     import keras
 
-    from napari_unet.core.model import build_unet
+    from napari_unet.core.nn.model import build_unet
 
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(policy)
@@ -261,7 +264,7 @@ def _validate(model, loss_fn, x_val, y_val, batch_size: int):
     """``(val_loss, val_dice, val_iou)`` over all validation pixels at once."""
     import keras
 
-    from napari_unet.core.losses import dice_coef, iou
+    from napari_unet.core.nn.losses import dice_coef, iou
 
     pred = _predict(model, x_val, batch_size)
     as_float = lambda v: float(keras.ops.convert_to_numpy(v))  # noqa: E731
@@ -476,15 +479,15 @@ class Trainer:
     def _build_model(self) -> None:
         import keras
 
-        from napari_unet.core.losses import get_loss, inverse_frequency_weights
+        from napari_unet.core.nn.losses import get_loss, inverse_frequency_weights
 
         cfg = self.cfg
         keras.utils.set_random_seed(cfg.seed)  # before the sampler and the weights are drawn
-        self.sampler = data.PatchSampler(
+        self.sampler = augment.PatchSampler(
             self.image_norm, self.targets, self.masks, self.train_items, cfg.patch_size, cfg.batch_size,
             foreground_bias=cfg.foreground_bias, augment=cfg.augment, seed=cfg.seed,
         )
-        self.x_val, self.y_val = data.validation_arrays(self.image_norm, self.targets, self.masks,
+        self.x_val, self.y_val = augment.validation_arrays(self.image_norm, self.targets, self.masks,
                                                         self.val_items, self.model_cfg.size_multiple)
         self.has_val = len(self.x_val) > 0
         class_weights = None

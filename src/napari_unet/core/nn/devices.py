@@ -1,6 +1,6 @@
 """The device training runs on, and the choices that follow from it: batch and patch size, precision.
 
-Pure functions over a ``Device`` (no Keras): the worker fills one in (``core/hardware.py``) and the
+Pure functions over a ``Device`` (no Keras): the worker fills one in (``core/nn/hardware.py``) and the
 trainer applies what these return. See docs/defaults.md.
 """
 

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from napari_unet.core import events
-from napari_unet.core.bioimageio_describe import ExportError, describe, run_test, save_package, size_range
-from napari_unet.core.bioimageio_package import INNER_MODEL, is_package_path
+from napari_unet.core.bioimageio.describe import ExportError, describe, run_test, save_package, size_range
+from napari_unet.core.bioimageio.package import INNER_MODEL, is_package_path
 from napari_unet.core.bundle import load_bundle, model_config_of
 from napari_unet.core.data import as_zyxc, normalization_from_sample, normalize
 from napari_unet.io import leftovers

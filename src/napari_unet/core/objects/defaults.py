@@ -5,9 +5,9 @@ layer), else an estimate from the image. Each choice the user did not make is sa
 
 from __future__ import annotations
 
-from napari_unet.core.anisotropy import z_spacing_from_image
 from napari_unet.core.config import TUNED_FIELDS
-from napari_unet.core.object_tuning import Tuning
+from napari_unet.core.objects.anisotropy import z_spacing_from_image
+from napari_unet.core.objects.tuning import Tuning
 
 DISAGREEMENT = 3.0  # a given slice spacing this far from the image's estimate is worth a warning
 

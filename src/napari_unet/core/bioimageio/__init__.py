@@ -1,0 +1,1 @@
+"""bioimage.io model packages: export, description and reading back."""

@@ -1,0 +1,1 @@
+"""Objects from probability maps: seeded watershed, planes stores, tuning and defaults."""

@@ -1,0 +1,1 @@
+"""Sample data and classical baselines; the pipeline in ``core`` never imports them."""
