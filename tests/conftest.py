@@ -3,8 +3,8 @@
 ``tests/core`` imports Keras and TensorFlow; the other tests drive napari and check that its
 process never loads them (TensorFlow next to napari's OpenGL crashes, see
 docs/architecture.md). So when one run would collect both, this process leaves ``tests/core`` out and
-runs it at the end in a child pytest with the same options; its failures fail this run.
-``scripts/test.sh`` runs the two halves itself, so there is no child there.
+runs a child pytest with the very same arguments, told by ``NAPARI_UNET_TESTS=core`` to collect only
+``tests/core``; its failures fail this run. ``scripts/test.sh`` runs the two halves itself.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 CORE = Path(__file__).resolve().parent / "core"
+CORE_ONLY = "NAPARI_UNET_TESTS"  # set to "core" in the child
 # The small worker jobs of tests/runtime/engine_jobs.py, importable by name in spawned workers
 # (which inherit this sys.path) from the CLI and fault tests too.
 sys.path.insert(0, str(Path(__file__).resolve().parent / "runtime"))
@@ -28,58 +29,46 @@ def _inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
-def _path_args(config) -> list[Path]:
-    return [Path(str(arg).split("::")[0]).resolve() for arg in config.args]
-
-
-def _ignored(config) -> list[Path]:
-    return [Path(p).resolve() for p in (config.getoption("ignore") or [])]
-
-
 def _mixed(config) -> bool:
     """True when the run covers tests/core and other tests too (e.g. ``pytest`` or ``pytest tests``)."""
-    if any(_inside(CORE, p) for p in _ignored(config)):  # scripts/test.sh's second half
+    if os.environ.get(CORE_ONLY) == "core":
         return False
-    paths = _path_args(config)
+    if any(_inside(CORE, Path(p).resolve()) for p in (config.getoption("ignore") or [])):
+        return False  # scripts/test.sh's napari half
+    paths = [Path(str(arg).split("::")[0]).resolve() for arg in config.args]
     covers_core = any(_inside(CORE, p) or _inside(p, CORE) for p in paths)
-    covers_other = any(not _inside(p, CORE) for p in paths)
-    return covers_core and covers_other
+    return covers_core and any(not _inside(p, CORE) for p in paths)
 
 
+@pytest.hookimpl(tryfirst=True)  # before junitxml opens its report file
 def pytest_configure(config):
     config._core_in_child = _mixed(config)
+    child = os.environ.get(CORE_ONLY) == "core"
+    if child:
+        config.option.xmlpath = None  # the parent's report file: the child writes none
+    if child or config._core_in_child:  # each process keeps its own half of the paths it was given
+        keep = (lambda p: _inside(p, CORE) or _inside(CORE, p)) if child else (lambda p: not _inside(p, CORE))
+        config.args[:] = [a for a in config.args if keep(Path(str(a).split("::")[0]).resolve())]
 
 
 def pytest_ignore_collect(collection_path, config):
-    if getattr(config, "_core_in_child", False) and _inside(Path(collection_path).resolve(), CORE):
+    path = Path(collection_path).resolve()
+    if os.environ.get(CORE_ONLY) == "core":  # the child: tests/core and the folders above it only
+        return None if _inside(path, CORE) or _inside(CORE, path) else True
+    if config._core_in_child and _inside(path, CORE):
         return True
     return None
 
 
-def _child_args(config) -> list[str]:
-    """This run's options, with the paths it named inside tests/core (else tests/core)."""
-    paths = {str(arg) for arg in config.args}
-    options, skip_next = [], False
-    for arg in map(str, config.invocation_params.args):
-        # A report file named in this run would be overwritten by the child's: the child writes none.
-        if arg in ("--junitxml", "--junit-xml"):
-            skip_next = True
-        elif not (skip_next or arg in paths or arg.startswith(("--junitxml=", "--junit-xml="))):
-            options.append(arg)
-        else:
-            skip_next = False
-    core_paths = [str(arg) for arg in config.args if _inside(Path(str(arg).split("::")[0]).resolve(), CORE)]
-    return [sys.executable, "-m", "pytest", *options, *(core_paths or [str(CORE)])]
-
-
 def pytest_sessionfinish(session, exitstatus):
     config = session.config
-    if not getattr(config, "_core_in_child", False):
+    if not config._core_in_child:
         return
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
         reporter.write_sep("=", "tests/core in its own process (it loads TensorFlow)")
-    result = subprocess.run(_child_args(config), cwd=config.invocation_params.dir)
+    child = [sys.executable, "-m", "pytest", *config.invocation_params.args]
+    result = subprocess.run(child, cwd=config.invocation_params.dir, env={**os.environ, CORE_ONLY: "core"})
     if result.returncode not in (0, 5) and session.exitstatus == 0:  # 5: nothing collected
         session.exitstatus = result.returncode
 
