@@ -100,7 +100,7 @@ def run_engine_job(job, on_event=None, keep_outputs=(), poll_interval: float = 0
         t0 = time.perf_counter()
         job.start()
         try:
-            run_to_end(job, record, idle_s=poll_interval)
+            run_to_end(job, on_event=record, idle_s=poll_interval)
             wall = time.perf_counter() - t0
             outputs = {name: np.array(job.output(name)) for name in keep_outputs}
         finally:

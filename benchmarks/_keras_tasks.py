@@ -44,7 +44,7 @@ def raw_predict_speed(model_dir: str, volume, batch_size: int, repeats: int = 2)
     start = time.perf_counter()
     model, meta = load_bundle(model_dir)
     load_s = time.perf_counter() - start
-    x = normalize(np.asarray(volume)[..., np.newaxis], meta["normalization"])
+    x = normalize(np.asarray(volume)[..., np.newaxis], meta.normalization.model_dump())
     batches = [x[i : i + batch_size] for i in range(0, len(x), batch_size)]
     run = lambda b: keras.ops.convert_to_numpy(model.predict_on_batch(b))  # noqa: E731
 
@@ -73,7 +73,7 @@ def score_bundle(model_dir: str, volume, truth_cells, predict_cfg: dict) -> dict
     """Membrane scores of ``model_dir`` on ``volume`` (Z, Y, X), whose cell probabilities
     are resized to the shape of ``truth_cells`` before thresholding."""
     keras = _keras()
-    from napari_unet.core.bundle import load_bundle, model_config_of
+    from napari_unet.core.bundle import load_bundle
     from napari_unet.core.config import PredictConfig
     from napari_unet.core.metrics import evaluate_membrane
     from napari_unet.core.predict.volume import predict_volume
@@ -88,9 +88,9 @@ def score_bundle(model_dir: str, volume, truth_cells, predict_cfg: dict) -> dict
         volume,
         lambda b: keras.ops.convert_to_numpy(model.predict_on_batch(b)),
         cfg,
-        n_classes=model_config_of(meta).n_classes,
-        size_multiple=model_config_of(meta).size_multiple,
-        normalization=meta["normalization"],
+        n_classes=meta.model_cfg.n_classes,
+        size_multiple=meta.model_cfg.size_multiple,
+        normalization=meta.normalization.model_dump(),
         out_probs=probs,
     ):
         pass

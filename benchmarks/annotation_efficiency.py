@@ -112,7 +112,7 @@ def train_round(stack: dict, annotated: list, cfg: TrainConfig, out: Path, resum
     return final.training.model_dir
 
 
-def predicted_probs(model, meta: dict, stack: dict) -> np.ndarray:
+def predicted_probs(model, meta, stack: dict) -> np.ndarray:
     """All classes of the predicted slices, as prediction gives them (the volume's own intensities)."""
     from napari_unet.core.predict.volume import bundle_predictor
 
@@ -123,7 +123,7 @@ def predicted_probs(model, meta: dict, stack: dict) -> np.ndarray:
     return probs
 
 
-def evaluate(model, meta: dict, model_dir: str, stack: dict) -> dict:
+def evaluate(model, meta, model_dir: str, stack: dict) -> dict:
     """Objects from the model's probabilities with the object step prediction takes, scored."""
     probs = predicted_probs(model, meta, stack)
     fields = object_bench.user_fields(stack, model_dir, None)[0]
@@ -139,9 +139,8 @@ def evaluate(model, meta: dict, model_dir: str, stack: dict) -> dict:
                                         "foreground_dice", "membrane_dice", "pixel")}
 
 
-def next_slice(strategy: str, model, meta: dict, stack: dict, annotated: list, rng) -> int:
+def next_slice(strategy: str, model, meta, stack: dict, annotated: list, rng) -> int:
     """The pool slice ``strategy`` adds next."""
-    from napari_unet.core.bundle import model_config_of
     from napari_unet.core.predict.volume import bundle_predictor
 
     pool = [z for z in stack["pool"] if z not in annotated]
@@ -149,7 +148,7 @@ def next_slice(strategy: str, model, meta: dict, stack: dict, annotated: list, r
         return int(rng.choice(pool))
     # As the dock's ranking job predicts: the training image's intensity mapping.
     predict = bundle_predictor(model, meta, PredictConfig(normalize="model"))
-    *_, ranked = rank_slices(stack["image"], pool, predict, model_config_of(meta).n_classes, method=strategy,
+    *_, ranked = rank_slices(stack["image"], pool, predict, meta.model_cfg.n_classes, method=strategy,
                              annotated=annotated)
     return int(ranked.ranking[0][0])
 

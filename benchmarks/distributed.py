@@ -47,7 +47,10 @@ from memory import write_stack  # noqa: E402
 
 from napari_unet.core.config import ModelConfig, PredictConfig, TrainConfig  # noqa: E402
 from napari_unet.io import omezarr  # noqa: E402
-from napari_unet.runtime import cluster, engine  # noqa: E402
+from napari_unet.runtime import cluster  # noqa: E402
+from napari_unet.runtime.jobs.predict import start_prediction  # noqa: E402
+from napari_unet.runtime.jobs.train import start_training  # noqa: E402
+from napari_unet.runtime.shm import LazyFile  # noqa: E402
 
 GB = 1024**3
 
@@ -82,8 +85,8 @@ class PidSampler:
 def train_quick(image, labels, folder: Path, seconds: float, instances: bool) -> str:
     """A model trained for ``seconds`` in the engine's worker (this process never loads Keras)."""
     cfg = TrainConfig(max_seconds=seconds, epochs=1000, instances=instances, early_stopping_patience=1000)
-    job = engine.start_training(image, labels, ModelConfig(n_classes=3 if instances else 1), cfg,
-                                str(folder), overwrite=True)
+    job = start_training(image, labels, model_cfg=ModelConfig(n_classes=3 if instances else 1), train_cfg=cfg,
+                         out_dir=str(folder), overwrite=True)
     run = run_engine_job(job)
     if run["final"]["type"] != "done":
         raise RuntimeError(f"Training ended with {run['final']}")
@@ -92,7 +95,7 @@ def train_quick(image, labels, folder: Path, seconds: float, instances: bool) ->
 
 def single(image_path, model, cfg, out: Path) -> dict:
     """One process (the engine's worker, as ``predict`` without ``--workers``) into a zarr."""
-    job = engine.start_prediction(engine.LazyFile(str(image_path)), model, cfg, out_path=str(out))
+    job = start_prediction(LazyFile(str(image_path)), model, cfg, out_path=str(out))
     run = run_engine_job(job)
     return {"out": out, "seconds": run["wall_s"], "peak_rss_mb": [run["peak_rss_worker_mb"]]}
 

@@ -31,7 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import fmt, log, markdown_table, run_engine_job, write_json, write_text  # noqa: E402
 from objects import run_stack, synthetic_stack  # noqa: E402
 
-from napari_unet.runtime import engine  # noqa: E402
+from napari_unet.runtime.jobs.predict import start_prediction  # noqa: E402
+from napari_unet.runtime.jobs.train import start_training  # noqa: E402
 from napari_unet.core.config import PredictConfig, TrainConfig  # noqa: E402
 
 # (batch, patch, precision asked): the device's automatic sizes (None), the CPU defaults, then
@@ -59,7 +60,8 @@ def training_speed(stack: dict, batch, patch, precision: str, steps: int, out: P
                       mixed_precision=precision, max_seconds=0, early_stopping_patience=0, prefetch_batches=prefetch,
                       xla=xla)
     folder = out / f"speed_{batch}_{patch}_{precision}_{prefetch}_xla_{xla}"
-    job = engine.start_training(stack["image"], stack["labels"], None, cfg, str(folder), overwrite=True)
+    job = start_training(stack["image"], stack["labels"], model_cfg=None, train_cfg=cfg, out_dir=str(folder),
+                         overwrite=True)
     run = run_engine_job(job)
     start = next(e for e in run["events"] if e["type"] == "start")
     # Batch events are spaced in time (core.train.BATCH_EVENT_INTERVAL_S): time over the steps between two.
@@ -80,7 +82,7 @@ def training_speed(stack: dict, batch, patch, precision: str, steps: int, out: P
 
 def prediction_speed(model_dir: str, volume: np.ndarray, output: str) -> dict:
     cfg = PredictConfig(output=output, voxel_size=(1.0, 1.0, 1.0))
-    run = run_engine_job(engine.start_prediction(volume, model_dir, cfg))
+    run = run_engine_job(start_prediction(volume, model_dir, cfg))
     slices = [e["t"] for e in run["events"] if e["type"] == "slice"]
     return {"output": output, "shape": list(volume.shape), "wall_s": run["wall_s"],
             "first_slice_s": slices[0], "slices_per_s": len(slices) / run["wall_s"],

@@ -39,7 +39,8 @@ from _common import (  # noqa: E402
     write_text,
 )
 
-from napari_unet.runtime import engine  # noqa: E402
+from napari_unet.runtime.jobs.predict import start_prediction  # noqa: E402
+from napari_unet.runtime.jobs.train import start_training  # noqa: E402
 from napari_unet.core.config import ModelConfig, PredictConfig, TrainConfig  # noqa: E402
 from napari_unet.core.metrics import evaluate_membrane  # noqa: E402
 
@@ -75,7 +76,7 @@ def all_cell_val_dice(labels, train_cfg: TrainConfig) -> float:
     from napari_unet.core.data import annotated_slices, split_validation
 
     idx = annotated_slices(labels, train_cfg.annotation_mode)
-    _, val_items = split_validation(idx, labels, train_cfg.val_fraction, train_cfg.seed)
+    _, val_items = split_validation(idx, labels, train_cfg.val_fraction, seed=train_cfg.seed)
     truth = np.concatenate([labels[z, y0:y1, x0:x1].ravel() != 0 for z, (y0, y1, x0, x1) in val_items])
     return 2 * truth.sum() / (truth.sum() + truth.size) if truth.size else None
 
@@ -203,7 +204,7 @@ def train_recipe(key: str, recipe: dict, image, labels, out: Path, snapshots: bo
 
     cfg = recipe["train_cfg"]
     log(f"{key}: training for at most {cfg.max_seconds:.0f} s ({recipe['notes']})")
-    job = engine.start_training(image, labels, recipe["model_cfg"], cfg, model_dir, overwrite=True)
+    job = start_training(image, labels, model_cfg=recipe["model_cfg"], train_cfg=cfg, out_dir=model_dir, overwrite=True)
     run = run_engine_job(job, on_event)
     final = run["final"]
     t0 = start_t.get("t", 0.0)
@@ -267,7 +268,7 @@ def predict_recipe(key: str, volume, model_dir: str, truth_cells, test_offset: i
     cfg = PredictConfig(tta=tta, return_probabilities=need_probs)
     label = f"{key}{' + TTA' if tta else ''}"
     log(f"{label}: predicting {volume.shape[0]} slices of {volume.shape[1]} x {volume.shape[2]} through the engine")
-    job = engine.start_prediction(volume, model_dir, cfg, channel_axis=-1 if volume.ndim == 4 else None)
+    job = start_prediction(volume, model_dir, cfg, channel_axis=-1 if volume.ndim == 4 else None)
     run = run_engine_job(job, keep_outputs=("probs",) if need_probs else ("labels",))
     if need_probs:
         cells = cell_mask(run["outputs"]["probs"][test_offset:], full_size, cfg.threshold)

@@ -2,7 +2,7 @@
 
 For each size, writes a uint8 TIFF stack of ``--slice-size``^2 slices into a temporary
 folder, segments it with a tiny model through the engine, opened lazily by the worker
-(``engine.LazyFile``) and written into a zarr array on disk, and records the time and the
+(``shm.LazyFile``) and written into a zarr array on disk, and records the time and the
 peak resident memory of the worker and of this (parent) process. Files are deleted after.
 
     python benchmarks/memory.py --sizes-gb 0.25 1 4 --out bench_output
@@ -39,7 +39,8 @@ from _common import (  # noqa: E402
     write_text,
 )
 
-from napari_unet.runtime import engine  # noqa: E402
+from napari_unet.runtime.jobs.predict import start_prediction  # noqa: E402
+from napari_unet.runtime.shm import LazyFile  # noqa: E402
 from napari_unet.core.config import PredictConfig  # noqa: E402
 
 GB = 1024**3
@@ -99,8 +100,7 @@ def measure(model_dir: str, folder: Path, size_gb: float, slice_size: int, outpu
                 progress["next"] = time.perf_counter() + 10
                 log(f"{size_gb:g} GB: slice {event['index'] + 1}/{event['n_slices']}")
 
-        job = engine.start_prediction(engine.LazyFile(str(stack)), model_dir, predict_config(output),
-                                      out_path=str(out))
+        job = start_prediction(LazyFile(str(stack)), model_dir, predict_config(output), out_path=str(out))
         run = run_engine_job(job, on_event)
         done = run["final"]
         if done["type"] != "done" or done.get("n_slices") != n_slices:

@@ -41,13 +41,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import DEFAULT_DATA, log, markdown_table, run_engine_job, write_json, write_text  # noqa: E402
 
-from napari_unet.runtime import engine  # noqa: E402
+from napari_unet.runtime.jobs.predict import start_prediction  # noqa: E402
+from napari_unet.runtime.jobs.train import start_training  # noqa: E402
 from napari_unet.core.objects import defaults as object_defaults  # noqa: E402
 from napari_unet.core.bundle import read_bundle_meta  # noqa: E402
 from napari_unet.samples.baselines import choose_polarity, otsu_foreground, watershed_objects  # noqa: E402
 from napari_unet.core.config import PredictConfig, TrainConfig  # noqa: E402
 from napari_unet.core.metrics import cell_regions, dice, object_report  # noqa: E402
-from napari_unet.core.objects.instances import label_volume, object_maps  # noqa: E402
+from napari_unet.core.objects.maps import object_maps  # noqa: E402
+from napari_unet.core.objects.streaming import label_volume  # noqa: E402
 from napari_unet.core.predict.postprocess import labels_from_probs  # noqa: E402
 from napari_unet.core.predict.write import object_mode  # noqa: E402
 
@@ -97,7 +99,8 @@ def train(stack: dict, train_cfg: TrainConfig, out: Path) -> dict:
             log(f"{stack['name']}: {event['type']}: {event.get('message')}")
 
     train_cfg = train_cfg.replace(instances=stack["instances"])
-    job = engine.start_training(stack["image"], stack["labels"], None, train_cfg, str(out), overwrite=True)
+    job = start_training(stack["image"], stack["labels"], model_cfg=None, train_cfg=train_cfg, out_dir=str(out),
+                         overwrite=True)
     run = run_engine_job(job, on_event)
     final = run["final"]
     epochs = [e for e in run["events"] if e["type"] == "epoch"]
@@ -109,8 +112,8 @@ def train(stack: dict, train_cfg: TrainConfig, out: Path) -> dict:
 def user_fields(stack: dict, model_dir: str, voxel_size) -> tuple[dict, list[str]]:
     """The object settings `napari-unet predict` takes on this stack: the model's tuned ones, and
     ``voxel_size`` if given, else estimated from the image (a bare TIFF)."""
-    return object_defaults.resolve(read_bundle_meta(model_dir), {"voxel_size": voxel_size}, stack["image"],
-                                   None, is_3d=True)
+    return object_defaults.resolve(read_bundle_meta(model_dir), {"voxel_size": voxel_size}, volume=stack["image"],
+                                   scale=None, is_3d=True)
 
 
 def predict(stack: dict, model_dir: str) -> tuple[np.ndarray, np.ndarray, dict]:
@@ -120,7 +123,7 @@ def predict(stack: dict, model_dir: str) -> tuple[np.ndarray, np.ndarray, dict]:
     for line in lines:
         log(f"{stack['name']}: {line}")
     cfg = PredictConfig(output="instances", return_probabilities=True, **fields)
-    job = engine.start_prediction(stack["image"], model_dir, cfg, all_classes=True)
+    job = start_prediction(stack["image"], model_dir, cfg, all_classes=True)
     run = run_engine_job(job, keep_outputs=("labels", "probs"))
     timing = {"predict_s": run["wall_s"], "peak_rss_worker_mb": run["peak_rss_worker_mb"]}
     return run["outputs"]["labels"], run["outputs"]["probs"], timing
@@ -167,7 +170,7 @@ def user_path_scores(probs, stack: dict, model_dir: str, engine_objects) -> dict
 
 def _maps(probs, stack: dict, model_dir: str):
     maps = object_maps(probs, "boundary" if stack["instances"] else "binary")
-    if read_bundle_meta(model_dir).get("objects_tile"):
+    if read_bundle_meta(model_dir).objects_tile:
         maps[..., 0] = 1.0  # as prediction does with fill_background="auto" for this model
     return maps
 
@@ -239,7 +242,7 @@ def run_stack(stack: dict, train_cfg: TrainConfig, out: Path) -> dict:
     if stack["per_slice"]:  # ISBI: the membrane Dice of the same model's class labels
         unet["membrane_dice"] = isbi_membrane_dice(probs, stack)
     result = {"training": trained, "prediction": timing, "unet": unet,
-              "object_tuning": read_bundle_meta(trained["model_dir"]).get("object_tuning"),
+              "object_tuning": read_bundle_meta(trained["model_dir"]).json_dict()["object_tuning"],
               "user_path": user_path_scores(probs, stack, trained["model_dir"], objects),
               "variants": variant_scores(probs, stack, trained["model_dir"]), "baseline": baseline_scores(stack)}
     unet, base = result["unet"], result["baseline"]

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import log, markdown_table, run_engine_job, write_json, write_text  # noqa: E402
 from responsiveness import TARGET_MAX_GAP_MS, TICK_MS, Ticker, gap_stats  # noqa: E402
 
-from napari_unet.runtime import engine  # noqa: E402
+from napari_unet.runtime.jobs.train import start_training  # noqa: E402
 from napari_unet.core.config import TrainConfig  # noqa: E402
 from napari_unet.samples.synthetic import make_cells_volume  # noqa: E402
 
@@ -32,7 +32,7 @@ from napari_unet.samples.synthetic import make_cells_volume  # noqa: E402
 def train_model(sample: dict, folder: Path, seconds: float) -> str:
     labels = np.where(sample["labels"] != 0, sample["instances"], 0).astype(np.uint32)
     cfg = TrainConfig(instances=True, max_seconds=seconds)
-    job = engine.start_training(sample["image"], labels, None, cfg, str(folder / "model"))
+    job = start_training(sample["image"], labels, model_cfg=None, train_cfg=cfg, out_dir=str(folder / "model"))
     return run_engine_job(job)["final"]["model_dir"]
 
 

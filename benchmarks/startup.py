@@ -30,8 +30,11 @@ from _common import log, machine_info, markdown_table, write_json, write_text  #
 from napari_unet.core import events  # noqa: E402
 from napari_unet.core.config import ModelConfig, PredictConfig, TrainConfig  # noqa: E402
 from napari_unet.samples.synthetic import make_cells_volume  # noqa: E402
-from napari_unet.runtime import engine  # noqa: E402
+from napari_unet.runtime.engine import Job  # noqa: E402
+from napari_unet.runtime.jobs.predict import start_prediction  # noqa: E402
+from napari_unet.runtime.jobs.train import start_training  # noqa: E402
 from napari_unet.runtime.runner import run_to_end  # noqa: E402
+from napari_unet.runtime.spawning import worker_env  # noqa: E402
 from napari_unet.runtime.warm import WARM_UP_TARGET, WarmWorker  # noqa: E402
 
 TARGET_WARM_S = 2.0
@@ -47,7 +50,7 @@ def time_to_first(job, kind) -> tuple[float, events.Final]:
             first["at"] = time.perf_counter() - start
 
     with job.start():
-        final = run_to_end(job, on_event, timeout=900, idle_s=0.005)
+        final = run_to_end(job, on_event=on_event, timeout=900, idle_s=0.005)
     if "at" not in first:
         raise RuntimeError(f"{job.target} ended without a {kind.__name__} event: {final}")
     return first["at"], final
@@ -55,12 +58,13 @@ def time_to_first(job, kind) -> tuple[float, events.Final]:
 
 def train(data, out_dir, worker=None):
     cfg = TrainConfig(epochs=1, steps_per_epoch=2, batch_size=4, patch_size=64, val_fraction=0.0)
-    job = engine.start_training(data["image"], data["labels"], ModelConfig(), cfg, str(out_dir), worker=worker)
+    job = start_training(data["image"], data["labels"], model_cfg=ModelConfig(), train_cfg=cfg, out_dir=str(out_dir),
+                         worker=worker)
     return time_to_first(job, events.Batch)
 
 
 def predict(data, model_dir, worker=None):
-    job = engine.start_prediction(data["image"], str(model_dir), PredictConfig(), worker=worker)
+    job = start_prediction(data["image"], str(model_dir), PredictConfig(), worker=worker)
     return time_to_first(job, events.Slice)
 
 
@@ -75,9 +79,9 @@ def measure(root: Path) -> dict:
     warm = WarmWorker()
     try:
         started = time.perf_counter()
-        warm.prewarm(engine.worker_env()).join()
+        warm.prewarm(worker_env()).join()
         # A second warm-up queues behind the first: when it is done, so is the dock's warm-up.
-        run_to_end(engine.Job(WARM_UP_TARGET, {"_env": engine.worker_env()}, worker=warm).start(), timeout=900)
+        run_to_end(Job(WARM_UP_TARGET, {}, env=worker_env(), worker=warm).start(), timeout=900)
         figures["warm_up_s"] = time.perf_counter() - started
         for name in ("train_after_warm_up_s", "train_warm_second_s"):
             log(name)

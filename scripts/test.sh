@@ -35,6 +35,8 @@ core=$(cat "$reports/core.rc") core_jax=$(cat "$reports/core_jax.rc")
 run tests --ignore=tests/core --ignore=tests/faults --ignore=tests/plugin/widgets -n 2 --dist loadfile --durations=15 \
   --junitxml="$reports/gui.xml"; gui=$?
 if .venv/bin/ruff check src tests benchmarks docs; then echo "lint: clean (ruff)"; lint=0; else echo "lint: ruff found problems"; lint=1; fi
+# Types of io/ and core/ ([tool.mypy] in pyproject.toml).
+if .venv/bin/mypy; then echo "types: clean (mypy)"; types=0; else echo "types: mypy found problems"; types=1; fi
 # The documentation (mkdocs.yml, docs/): strict, so a broken link fails it.
 site=$(mktemp -d)
 if .venv/bin/mkdocs build --strict --site-dir "$site"; then
@@ -55,4 +57,4 @@ passed = totals["tests"] - failed - totals["skipped"]
 print(f"\ntests: {passed} passed, {failed} failed, {totals['skipped']} skipped")
 PY
 rm -rf "$reports"
-[ $core -eq 0 ] && [ $core_jax -eq 0 ] && [ $faults -eq 0 ] && [ $widgets -eq 0 ] && [ $gui -eq 0 ] && [ $lint -eq 0 ] && [ $docs -eq 0 ]
+[ $core -eq 0 ] && [ $core_jax -eq 0 ] && [ $faults -eq 0 ] && [ $widgets -eq 0 ] && [ $gui -eq 0 ] && [ $lint -eq 0 ] && [ $types -eq 0 ] && [ $docs -eq 0 ]

@@ -157,3 +157,40 @@ def test_no_function_is_longer_than_sixty_lines():
                 if lines > LONGEST_FUNCTION:
                     long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({lines} lines)")
     assert long == []
+
+
+# Only the network's sub-package and the worker's entry import a deep-learning framework: every
+# other module (the napari process's above all) must load, and mostly run, without one.
+FRAMEWORKS = ("keras", "tensorflow", "jax")
+FRAMEWORK_HOMES = ("core/nn/", "runtime/worker.py")
+
+
+def _imported_roots(source: str) -> set:
+    """The top-level names of the absolute imports in ``source``, those inside functions too."""
+    roots = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            roots |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            roots.add(node.module.split(".")[0])
+    return roots
+
+
+def _framework_importers(sources: dict) -> list[str]:
+    """The files (paths relative to the package) outside FRAMEWORK_HOMES that import a framework."""
+    return sorted(path for path, source in sources.items()
+                  if not path.startswith(FRAMEWORK_HOMES) and _imported_roots(source) & set(FRAMEWORKS))
+
+
+def test_the_framework_check_finds_a_planted_import():
+    sources = {"core/bundle.py": "def load(path):\n    if path:\n        import keras.saving\n",
+               "core/data.py": "from jax import numpy as jnp\n",
+               "core/train/loop.py": "from napari_unet.core.nn import fitting\nimport numpy\n",
+               "core/nn/model.py": "import keras\n", "runtime/worker.py": "import tensorflow as tf\n"}
+    assert _framework_importers(sources) == ["core/bundle.py", "core/data.py"]
+
+
+def test_only_core_nn_and_the_worker_import_keras_tensorflow_or_jax():
+    sources = {str(f.relative_to(ROOT).as_posix()): f.read_text() for f in ROOT.rglob("*.py")}
+    assert "core/nn/model.py" in sources, "the package layout changed: update FRAMEWORK_HOMES"
+    assert _framework_importers(sources) == []

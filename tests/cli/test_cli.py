@@ -46,7 +46,7 @@ def test_train_predict_evaluate_round_trip(tmp_path, capsys):
                  "--out", str(mask), "--prob", str(tmp_path / "prob.tif")]) == 0
     pred, meta = tiff.read_array(mask)
     assert pred.shape == image.shape and pred.dtype == np.uint8
-    np.testing.assert_allclose(meta["scale"], (3.0, 0.5, 0.5))
+    np.testing.assert_allclose(meta.scale, (3.0, 0.5, 0.5))
     prob, _ = tiff.read_array(tmp_path / "prob.tif")
     assert prob.dtype == np.float32 and 0 <= prob.min() and prob.max() <= 1
     np.testing.assert_array_equal(pred, (prob > 0.5).astype(np.uint8))
@@ -219,7 +219,7 @@ def _stop_as_soon_as_started(monkeypatch, start_name):
     """Make the next engine job ask to stop the moment its worker starts, as an early Ctrl-C would."""
     from napari_unet.cli import commands
 
-    real = getattr(commands.engine, start_name)
+    real = getattr(commands, start_name)
 
     def start_then_stop(*args, **kwargs):
         job = real(*args, **kwargs)
@@ -233,7 +233,7 @@ def _stop_as_soon_as_started(monkeypatch, start_name):
         job.start = started
         return job
 
-    monkeypatch.setattr(commands.engine, start_name, start_then_stop)
+    monkeypatch.setattr(commands, start_name, start_then_stop)
 
 
 @pytest.mark.slow
@@ -254,7 +254,7 @@ def test_a_stop_before_the_first_epoch_keeps_the_old_model(tmp_path, capsys, mon
 
 def test_an_unwritable_model_folder_is_refused_before_training(tmp_path, capsys, read_only_folder):
     from napari_unet.core.config import TrainConfig
-    from napari_unet.runtime import engine
+    from napari_unet.runtime.jobs.train import start_training
 
     _volume(tmp_path)
     for out in (read_only_folder / "model", read_only_folder / "new" / "model"):
@@ -263,8 +263,8 @@ def test_an_unwritable_model_folder_is_refused_before_training(tmp_path, capsys,
         err = capsys.readouterr().err.strip()
         assert f"{read_only_folder} is not writable" in err and len(err.splitlines()) == 1
         with pytest.raises(ValueError, match="not writable"):
-            engine.start_training(np.zeros((2, 32, 32)), np.zeros((2, 32, 32), np.uint8), None,
-                                  TrainConfig(), out)
+            start_training(np.zeros((2, 32, 32)), np.zeros((2, 32, 32), np.uint8), model_cfg=None,
+                           train_cfg=TrainConfig(), out_dir=out)
     assert list(read_only_folder.iterdir()) == []
 
 
@@ -293,7 +293,7 @@ def test_predict_writes_the_spatial_scale_of_multichannel_images(rgb_model, tmp_
         assert main(["predict", "--model", str(model), "--image", str(tmp_path / name), "--out", str(out)]) == 0
         labels, meta = tiff.read_array(out)
         assert labels.shape == image.shape[:3]
-        np.testing.assert_allclose(meta["scale"], scale)
+        np.testing.assert_allclose(meta.scale, scale)
 
 
 def _model_folder(folder):
@@ -310,7 +310,7 @@ def test_a_cancelled_prediction_keeps_its_slices_in_a_file_marked_incomplete(tmp
 
     image, _ = _volume(tmp_path)
     model = _model_folder(tmp_path / "model")
-    real = commands.engine.start_prediction
+    real = commands.start_prediction
 
     def cancelled_after_two_slices(*args, **kwargs):
         job = real(*args, **kwargs)
@@ -326,7 +326,7 @@ def test_a_cancelled_prediction_keeps_its_slices_in_a_file_marked_incomplete(tmp
         job.poll = poll_and_cancel
         return job
 
-    monkeypatch.setattr(commands.engine, "start_prediction", cancelled_after_two_slices)
+    monkeypatch.setattr(commands, "start_prediction", cancelled_after_two_slices)
     mask, prob = tmp_path / "mask.tif", tmp_path / "prob.tif"
     assert main(["predict", "--model", str(model), "--image", str(tmp_path / "vol.tif"),
                  "--out", str(mask), "--prob", str(prob)]) == 130
@@ -335,7 +335,7 @@ def test_a_cancelled_prediction_keeps_its_slices_in_a_file_marked_incomplete(tmp
     assert not mask.exists() and not prob.exists()
     kept, meta = tiff.read_array(tmp_path / "mask.incomplete.tif")
     np.testing.assert_array_equal(kept[:, 0, 0], [1, 2, 0, 0])
-    np.testing.assert_allclose(meta["scale"], (3.0, 0.5, 0.5))
+    np.testing.assert_allclose(meta.scale, (3.0, 0.5, 0.5))
     assert tiff.read_array(tmp_path / "prob.incomplete.tif")[0][:2].min() == 0.5
     assert not list(tmp_path.glob("*.partial.zarr"))
 
@@ -349,7 +349,7 @@ def test_outputs_that_cannot_fit_on_the_disk_are_refused_before_any_work(tmp_pat
     import shutil
 
     from napari_unet.core.config import PredictConfig
-    from napari_unet.runtime import engine
+    from napari_unet.runtime.jobs.predict import start_prediction
 
     _volume(tmp_path)
     model = _model_folder(tmp_path / "model")
@@ -364,7 +364,7 @@ def test_outputs_that_cannot_fit_on_the_disk_are_refused_before_any_work(tmp_pat
                  "--out", str(tmp_path / "mask.zarr"), "--prob", str(tmp_path / "prob.zarr")]) == 2
     assert "Not enough disk space" in capsys.readouterr().err
     with pytest.raises(ValueError, match="Not enough disk space"):
-        engine.start_prediction(np.zeros((4, 48, 48)), model, PredictConfig(return_probabilities=True),
+        start_prediction(np.zeros((4, 48, 48)), model, PredictConfig(return_probabilities=True),
                                 prob_path=tmp_path / "p.zarr")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "truth_labels.tif", "vol.tif", "vol_labels.tif"]
     monkeypatch.undo()
@@ -550,9 +550,9 @@ def test_predict_reads_and_writes_ome_zarr_with_the_scale(gray_model, tmp_path, 
     first = omezarr.open_lazy(tmp_path / "first.ome.zarr")
     for name in ("again.ome.zarr", "plain.zarr"):
         labels, meta = omezarr.open_lazy(tmp_path / name)
-        assert meta["scale"] == (3.0, 0.5, 0.5) and meta["axes"] == "ZYX"
+        assert meta.scale == (3.0, 0.5, 0.5) and meta.axes == "ZYX"
         np.testing.assert_array_equal(np.asarray(labels), np.asarray(first[0]))
-    assert first[1]["scale"] == (3.0, 0.5, 0.5) and first[1]["labels_marked"]
+    assert first[1].scale == (3.0, 0.5, 0.5) and first[1].labels_marked
     assert not list(tmp_path.glob("*.partial.zarr"))
     # Never replaced.
     assert main(["predict", "--model", str(gray_model), "--image", str(tmp_path / "vol.tif"),
@@ -591,7 +591,7 @@ def test_predict_on_a_bare_tiff_says_the_tuned_and_estimated_values_once_each(tm
     voxel_lines = [line for line in lines if line.startswith("No voxel size")]
     assert len(voxel_lines) == 1 and "--voxel-size" in voxel_lines[0], lines
     said = re.search(r"z, y, x = ([0-9.e+-]+), 1, 1", voxel_lines[0])
-    scale = tiff.read_array(out_path)[1]["scale"]
+    scale = tiff.read_array(out_path)[1].scale
     if said:  # the output carries the voxel size it was found with
         assert scale == pytest.approx((float(said.group(1)), 1.0, 1.0), rel=1e-2)
 
@@ -599,3 +599,19 @@ def test_predict_on_a_bare_tiff_says_the_tuned_and_estimated_values_once_each(tm
     assert main(["predict", "--model", str(model), "--image", str(tmp_path / "bare.tif"),
                  "--out", str(tmp_path / "o2.tif"), "--objects", "2d", "--voxel-size", "2", "1", "1"]) == 0
     assert "No voxel size" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("option, message", [
+    (["--threshold", "1"], "threshold must be strictly between 0 and 1 for objects, got 1.0"),
+    (["--threshold", "0"], "threshold must be strictly between 0 and 1 for objects, got 0.0"),
+    (["--seed-distance", "0.25"], "seed_distance must be between 0.5 and 1000.0, got 0.25"),
+    (["--min-size", "-1"], "min_object_size must be between 0 and 1000000000, got -1"),
+])
+def test_bounds_of_objects_are_refused_in_one_line_before_any_work(tmp_path, capsys, option, message):
+    """The bounds of ObjectsConfig, which the dock and the worker share: never a failure in the worker."""
+    _volume(tmp_path)
+    out = tmp_path / "objects.tif"
+    assert main(["predict", "--model", str(_model_folder(tmp_path / "model")), "--image", str(tmp_path / "vol.tif"),
+                 "--out", str(out), "--output", "instances", *option]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"napari-unet predict: error: {message}"]
+    assert not out.exists() and not list(tmp_path.glob("*.partial.zarr"))

@@ -16,8 +16,9 @@ if keras.backend.backend() != "tensorflow":
 
 from napari_unet.core.bioimageio.export import ExportError, export_package  # noqa: E402
 from napari_unet.core.bioimageio.package import PackageError  # noqa: E402
-from napari_unet.core.bundle import BundleError, describe_classes, load_bundle, save_bundle  # noqa: E402
+from napari_unet.core.bundle import BundleError, load_bundle, save_bundle  # noqa: E402
 from napari_unet.core.bundle import read_bundle_meta as package_meta  # noqa: E402  (a .zip: the package's)
+from napari_unet.core.bundle_meta import BundleMeta, describe_classes  # noqa: E402
 from napari_unet.core.config import ModelConfig, PredictConfig, TrainConfig  # noqa: E402
 from napari_unet.core.events import Exported  # noqa: E402
 from napari_unet.core.nn.model import build_unet  # noqa: E402
@@ -42,11 +43,12 @@ def model_dir(tmp_path_factory):
     model = build_unet(CFG)
     rng = np.random.default_rng(1)  # non-trivial weights, batch norm included
     model.set_weights([w + rng.normal(0, 0.2, w.shape).astype(w.dtype) for w in model.get_weights()])
-    meta = {"model_config": CFG, "train_config": TrainConfig(epochs=3),
-            "normalization": {"method": "percentile", "percentiles": [1.0, 99.8], "low": [40.0], "high": [180.0]},
-            "classes": describe_classes("full_slices", 3), "annotation_mode": "full_slices", "instances": False,
-            "training_data": {"image_shape": [4, 64, 64], "annotated_slices": [1, 2]},
-            "validation": {"best_epoch": 3, "best_val_dice": 0.81, "best_val_iou": 0.7, "best_val_loss": 0.3}}
+    meta = BundleMeta(
+        model_cfg=CFG, train_cfg=TrainConfig(epochs=3),
+        normalization={"method": "percentile", "percentiles": [1.0, 99.8], "low": [40.0], "high": [180.0]},
+        classes=describe_classes("full_slices", 3), annotation_mode="full_slices", instances=False,
+        training_data={"image_shape": [4, 64, 64], "annotated_slices": [1, 2], "train_regions": 2, "val_regions": 1},
+        validation={"best_epoch": 3, "best_val_dice": 0.81, "best_val_iou": 0.7, "best_val_loss": 0.3})
     return save_bundle(tmp_path_factory.mktemp("bundle") / "model", model, meta)
 
 
@@ -84,7 +86,7 @@ def _plugin_probabilities(model_dir, volume):
     probs = np.zeros(volume.shape + (3,), np.float32)
     cfg = PredictConfig(return_probabilities=True)
     list(predict_volume(volume, model.predict_on_batch, cfg, n_classes=3, size_multiple=CFG.size_multiple,
-                        normalization=meta["normalization"], out_probs=probs))
+                        normalization=meta.normalization.model_dump(), out_probs=probs))
     return probs
 
 
@@ -113,7 +115,7 @@ def test_bioimageio_core_predicts_the_plugin_s_labels(package, model_dir, volume
 
 
 def test_the_plugin_predicts_the_same_from_the_package(package, model_dir, volume):
-    assert package_meta(package)["normalization"] == load_bundle(model_dir)[1]["normalization"]
+    assert package_meta(package) == load_bundle(model_dir)[1]  # the whole description travels in the package
     np.testing.assert_array_equal(_plugin_probabilities(package, volume), _plugin_probabilities(model_dir, volume))
 
 
@@ -191,7 +193,7 @@ def test_reading_a_package_s_settings_imports_no_keras(package):
 
     code = ("import sys; from napari_unet.core.bundle import read_bundle_meta; "
             f"m = read_bundle_meta({str(package)!r}); "
-            "print(m['model_config']['n_classes'], 'keras' in sys.modules, 'bioimageio.spec' in sys.modules)")
+            "print(m.model_cfg.n_classes, 'keras' in sys.modules, 'bioimageio.spec' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["3", "False", "False"]
-    assert json.loads(json.dumps(package_meta(package)))["classes"]["n_outputs"] == 3
+    assert json.loads(json.dumps(package_meta(package).json_dict()))["classes"]["n_outputs"] == 3

@@ -1,11 +1,12 @@
-"""Blocks of slices labelled apart and joined give the objects of one process (core.blocks)."""
+"""Blocks of slices labelled apart and joined give the objects of one process (core.predict.blocks)."""
 
 import numpy as np
 import pytest
 
 from napari_unet.core.config import PredictConfig
-from napari_unet.core.objects import instances as objects
-from napari_unet.core.objects.instances import StreamingObjects, joint_counts, label_volume
+from napari_unet.core.objects import streaming
+from napari_unet.core.objects.stitching import joint_counts
+from napari_unet.core.objects.streaming import StreamingObjects, label_volume
 from napari_unet.core.predict.blocks import (
     BlockLabels,
     BlockOutput,
@@ -45,7 +46,7 @@ def _maps(shape=(22, 40, 40), seed=0):
 
 def _units_of_block(maps, cfg, plan, k):
     """One block as a cluster worker labels it: each tile's own labels over the block's extent."""
-    extent = block_extent(plan, plan["blocks"][k])
+    extent = block_extent(plan, plan.blocks[k])
     bcfg = block_config(cfg, plan, extent)
     tiles = {}
     objects = StreamingObjects(extent[1] - extent[0], maps.shape[1:3], block_slices=bcfg.block_slices,
@@ -60,15 +61,15 @@ def _units_of_block(maps, cfg, plan, k):
 def _in_units(maps, cfg, plan):
     """3-D objects: every block's units, their zone counts, the join, each block's final slices."""
     tiles = {}
-    for k in range(len(plan["blocks"])):
+    for k in range(len(plan.blocks)):
         tiles.update(_units_of_block(maps, cfg, plan, k))
     records = [unit_record(tiles[unit], plan, unit) for unit in sorted(tiles)]
     counts = {unit: [(owner, joint_counts(tiles[unit][in_unit(plan, unit, region)],
                                          tiles[owner][in_unit(plan, owner, region)]))
                      for owner, region in unit_zone(plan, unit)] for unit in tiles}
-    lookups = join_units(records, counts, cfg.min_object_size)
+    lookups = join_units(records, counts, min_size=cfg.min_object_size)
     out = np.zeros(maps.shape[:3], np.uint32)
-    for k, (a, b) in enumerate(plan["blocks"]):
+    for k, (a, b) in enumerate(plan.blocks):
         for i in range(a, b):
             out[i] = slab_slice(plan, k, i, lambda t, depth, k=k: tiles[(k, t)][depth], lookups)
     return out
@@ -76,21 +77,21 @@ def _in_units(maps, cfg, plan):
 
 def _in_blocks(maps, cfg, disk_room=0, budget=None):
     """Label each block apart (as cluster workers do), then join."""
-    plan = block_plan(cfg, maps.shape[:3], 0, disk_room, **({} if budget is None else {"budget": budget}))
-    if plan["mode"] == "3d":
+    plan = block_plan(cfg, maps.shape[:3], 0, disk_room=disk_room, **({} if budget is None else {"budget": budget}))
+    if plan.mode == "3d":
         return _in_units(maps, cfg, plan), plan
     out = np.zeros(maps.shape[:3], np.uint32)
     records, faces = [], []
-    for block in plan["blocks"]:
+    for block in plan.blocks:
         extent = block_extent(plan, block)
-        local = label_volume(maps[extent[0]:extent[1]], mode=plan["mode"], min_size=cfg.min_object_size)
+        local = label_volume(maps[extent[0]:extent[1]], mode=plan.mode, min_size=cfg.min_object_size)
         labels = BlockLabels(out, 0, extent, block, maps.shape[:3])
         for i, plane in enumerate(local):
             labels[(i,)] = plane
         records.append(labels.record())
-        faces.append(None if block[0] == 0 or plan["mode"] == "2d" else face_links(out[block[0]], out[block[0] - 1]))
+        faces.append(None if block[0] == 0 or plan.mode == "2d" else face_links(out[block[0]], out[block[0] - 1]))
     lookups = join_blocks(records, faces)
-    for (a, b), lookup in zip(plan["blocks"], lookups):
+    for (a, b), lookup in zip(plan.blocks, lookups):
         out[a:b] = lookup[out[a:b]]
     return out, plan
 
@@ -102,7 +103,7 @@ def test_blocks_joined_give_the_single_process_objects(min_size, seed):
     cfg = PredictConfig(output="instances", objects="3d", block_slices=6, halo=2, min_object_size=min_size)
     single = label_volume(maps, mode="3d", block_slices=6, halo=2, min_size=min_size)
     joined, plan = _in_blocks(maps, cfg)
-    assert len(plan["blocks"]) == 4 and len(plan["tiles"]) == 1  # 22 slices in blocks of 6
+    assert len(plan.blocks) == 4 and len(plan.tiles) == 1  # 22 slices in blocks of 6
     np.testing.assert_array_equal(joined, single)
 
 
@@ -111,12 +112,12 @@ def test_blocks_joined_give_the_single_process_objects(min_size, seed):
 def test_tiled_slabs_joined_give_the_single_process_objects(tmp_path, monkeypatch, disk_room, min_size):
     """Slices too large for whole-slice slabs: blocks are cut in the single process's Y/X tiles,
     and joining the units gives its objects, ids included."""
-    monkeypatch.setattr(objects, "disk_room", lambda folder=None: disk_room)  # the single process's room
+    monkeypatch.setattr(streaming, "disk_room", lambda folder=None: disk_room)  # the single process's room
     maps = _maps((20, 96, 96), seed=4)
     cfg = PredictConfig(output="instances", objects="3d", block_slices=8, halo=3, min_object_size=min_size)
     joined, plan = _in_blocks(maps, cfg, disk_room=disk_room, budget=TILED_BUDGET)
-    assert len(plan["tiles"]) > 1 and len(plan["blocks"]) > 1
-    assert plan["slab"]["store"] == ("disk" if disk_room else "memory")
+    assert len(plan.tiles) > 1 and len(plan.blocks) > 1
+    assert plan.slab.store == ("disk" if disk_room else "memory")
     single = label_volume(maps, mode="3d", block_slices=8, halo=3, min_size=min_size, memory_budget=TILED_BUDGET,
                           scratch=tmp_path)
     np.testing.assert_array_equal(joined, single)
@@ -128,11 +129,11 @@ def test_an_object_crossing_a_block_face_gets_one_id():
     maps[:, 4:10, 4:10] = 1.0  # one box through both blocks
     cfg = PredictConfig(output="instances", objects="3d", block_slices=6, halo=2, min_object_size=0)
     joined, plan = _in_blocks(maps, cfg)
-    assert plan["blocks"] == [(0, 6), (6, 12)]
+    assert plan.blocks == [(0, 6), (6, 12)]
     assert set(np.unique(joined)) == {0, 1}
     # Without the join each block numbers its own objects: the box would have two ids.
     separate = np.concatenate([label_volume(maps[a:b], mode="3d", block_slices=6, halo=0) + 10 * k
-                               for k, (a, b) in enumerate(plan["blocks"])])
+                               for k, (a, b) in enumerate(plan.blocks)])
     assert len(np.unique(separate[separate % 10 > 0])) == 2
 
 
@@ -142,7 +143,7 @@ def test_slice_objects_joined_give_the_single_process_objects(mode):
     cfg = PredictConfig(output="instances", objects=mode, block_slices=5, min_object_size=10)
     single = label_volume(maps, mode=mode, min_size=10)
     joined, plan = _in_blocks(maps, cfg)
-    assert plan["halo"] == 0 and len(plan["blocks"]) == 5
+    assert plan.halo == 0 and len(plan.blocks) == 5
     np.testing.assert_array_equal(joined, single)
 
 
@@ -152,7 +153,7 @@ def test_slices_too_large_for_whole_slabs_keep_the_single_process_slabs():
     maps = np.repeat(np.repeat(_maps((40, 64, 64), seed=3), 4, axis=1), 4, axis=2)
     cfg = PredictConfig(output="instances", objects="3d", min_object_size=100)
     joined, plan = _in_blocks(maps, cfg)
-    assert len(plan["tiles"]) == 1 and plan["blocks"][0] == (0, 19)
+    assert len(plan.tiles) == 1 and plan.blocks[0] == (0, 19)
     np.testing.assert_array_equal(joined, label_volume(maps, mode="3d", min_size=100))
 
 
@@ -190,7 +191,7 @@ def test_a_y_x_region_predicted_in_the_slice_tiles_equals_the_whole_slice():
     out = np.full(whole.shape, np.nan, np.float32)
     for region in regions:
         window, moved = region_tiles(tiles, region)
-        block = BlockOutput(out, 0, (0, 3), (0, 3), image.shape, region, window)
+        block = BlockOutput(out, 0, (0, 3), (0, 3), image.shape, region=region, window=window)
         part = image[(slice(None),) + window]
         list(predict_volume(part, _tile_position_model, cfg, **kwargs, out_probs=block, tiles=moved,
                             out_labels=np.zeros(part.shape, np.uint8)))

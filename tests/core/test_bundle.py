@@ -1,36 +1,32 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 
-from napari_unet.core.bundle import (
-    FORMAT_VERSION,
-    BundleError,
-    describe_classes,
-    load_bundle,
-    read_bundle_meta,
-    save_bundle,
-)
+from napari_unet.core.bundle import BundleError, load_bundle, read_bundle_meta, save_bundle
+from napari_unet.core.bundle_meta import FORMAT_VERSION, BundleMeta, describe_classes
 from napari_unet.core.config import ModelConfig, TrainConfig
 from napari_unet.core.nn.model import build_unet
 
 CFG = ModelConfig(n_filters=4, depth=2, n_classes=3, dropout=0.1)
 
 
-def make_meta():
-    return {
-        "model_config": CFG,
-        "train_config": TrainConfig(epochs=3),
+def make_meta(**changes):
+    return BundleMeta(**{
+        "model_cfg": CFG,
+        "train_cfg": TrainConfig(epochs=3),
         "normalization": {"method": "percentile", "percentiles": [1.0, 99.8], "low": [10.0], "high": [200.0]},
         "classes": describe_classes("full_slices", 3),
         "annotation_mode": "full_slices",
         "instances": False,
         "history": {"loss": [np.float32(0.5), 0.25], "val_dice": [float("nan"), 0.7]},
         "validation": {"best_epoch": 2, "best_val_dice": 0.7},
-    }
+        **changes,
+    })
 
 
 @pytest.fixture(scope="module")
@@ -52,17 +48,18 @@ def test_round_trip_predicts_identically_and_keeps_the_metadata(saved, trained_m
     model, meta = load_bundle(saved)
     x = np.random.default_rng(1).normal(size=(2, 24, 20, 1)).astype(np.float32)
     np.testing.assert_allclose(model.predict_on_batch(x), trained_model.predict_on_batch(x), rtol=0, atol=1e-6)
-    assert meta["format_version"] == FORMAT_VERSION
-    assert ModelConfig.from_dict(meta["model_config"]) == CFG
-    assert TrainConfig.from_dict(meta["train_config"]) == TrainConfig(epochs=3)
-    assert meta["normalization"]["low"] == [10.0]
-    assert meta["input_axes"] == "YXC"
-    assert meta["classes"]["names"][0] == "background" and meta["classes"]["label_values"] == [0, 1, 2]
-    assert meta["history"] == {"loss": [0.5, 0.25], "val_dice": [None, 0.7]}  # NaN is stored as null
-    assert meta["versions"]["keras"] == keras.__version__
-    assert meta["versions"]["backend"] == keras.backend.backend()
-    assert {"napari-unet", "numpy", "python", "backend_version"} <= set(meta["versions"])
-    assert meta["created"]
+    assert meta.format_version == FORMAT_VERSION
+    assert meta.model_cfg == CFG
+    assert meta.train_cfg == TrainConfig(epochs=3)
+    assert meta.normalization.low == [10.0]
+    assert meta.input_axes == "YXC"
+    assert meta.classes.names[0] == "background" and meta.classes.label_values == [0, 1, 2]
+    assert meta.history.loss == [0.5, 0.25] and meta.history.val_dice == [None, 0.7]  # NaN is stored as null
+    assert meta.versions.keras == keras.__version__
+    assert meta.versions.backend == keras.backend.backend()
+    assert {"napari-unet", "numpy", "python", "backend_version"} <= set(meta.json_dict()["versions"])
+    assert meta.created and meta.weights == "model.weights.h5"
+    assert meta == make_meta().replace(versions=meta.versions, created=meta.created, weights=meta.weights)
     assert sorted(p.name for p in saved.iterdir()) == ["bundle.json", "model.weights.h5"]
     assert [p.name for p in saved.parent.iterdir()] == ["model"]  # no temporary folders left
 
@@ -71,7 +68,7 @@ def test_read_meta_does_not_import_keras(saved):
     code = (
         "import sys; from napari_unet.core.bundle import read_bundle_meta; "
         f"meta = read_bundle_meta({str(saved)!r}); "
-        "assert meta['model_config']['n_classes'] == 3; "
+        "assert meta.model_cfg.n_classes == 3; "
         "assert 'keras' not in sys.modules and 'tensorflow' not in sys.modules, 'keras imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
@@ -84,9 +81,8 @@ def test_existing_model_is_kept_unless_overwrite(saved, trained_model):
     assert (saved / "bundle.json").read_text() == before
 
     replacement = build_unet(CFG.replace(dropout=0.0))
-    meta = make_meta() | {"model_config": CFG.replace(dropout=0.0)}
-    save_bundle(saved, replacement, meta, overwrite=True)
-    assert read_bundle_meta(saved)["model_config"]["dropout"] == 0.0
+    save_bundle(saved, replacement, make_meta(model_cfg=CFG.replace(dropout=0.0)), overwrite=True)
+    assert read_bundle_meta(saved).model_cfg.dropout == 0.0
     assert [p.name for p in saved.parent.iterdir()] == ["model"]
 
 
@@ -133,9 +129,28 @@ def test_folders_that_are_not_models_are_never_replaced(tmp_path, trained_model)
     assert (empty / "bundle.json").is_file()
 
 
-def test_save_needs_config_and_normalization(tmp_path, trained_model):
+def test_a_meta_needs_config_and_normalization():
     with pytest.raises(ValueError, match="normalization"):
-        save_bundle(tmp_path / "m", trained_model, {"model_config": CFG})
+        BundleMeta(model_cfg=CFG)
+
+
+def test_a_version_1_bundle_loads_as_the_same_meta_as_a_new_one(tmp_path, trained_model):
+    # bundle.json as git commit 2d87ce6 wrote it; the weights: this module's model.
+    raw = json.loads((Path(__file__).parent / "data" / "bundle_v1.json").read_text())
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "bundle.json").write_text(json.dumps({**raw, "model_config": CFG.to_dict()}))
+    trained_model.save_weights(str(old / "model.weights.h5"))
+    model, meta = load_bundle(old)
+    assert meta.format_version == 2 and meta.model_cfg == CFG
+    resaved, again = load_bundle(save_bundle(tmp_path / "new", model, meta))
+    assert again == meta.replace(versions=again.versions, created=again.created)
+    written = json.loads((tmp_path / "new" / "bundle.json").read_text())
+    for key in ("versions", "created"):  # this run's
+        del written[key], raw[key]
+    assert written == {**raw, "format_version": 2, "model_config": CFG.to_dict()}  # the same file otherwise
+    x = np.random.default_rng(2).normal(size=(1, 16, 16, 1)).astype(np.float32)
+    np.testing.assert_array_equal(resaved.predict_on_batch(x), model.predict_on_batch(x))
 
 
 def rewrite_meta(folder, **changes):
@@ -155,7 +170,10 @@ def test_load_errors_say_what_is_wrong(tmp_path, saved):
         read_bundle_meta(tmp_path / "bare")
 
     rewrite_meta(saved, format_version=99)
-    with pytest.raises(BundleError, match=r"version 99.*reads version\(s\) \[1\]"):
+    with pytest.raises(BundleError, match=r"version 99, newer than this napari-unet reads \(up to 2\)"):
+        load_bundle(saved)
+    rewrite_meta(saved, format_version="1")
+    with pytest.raises(BundleError, match=r"version '1'; this napari-unet reads version\(s\) \[1, 2\]"):
         load_bundle(saved)
     rewrite_meta(saved, format_version=1, model_config={"depth": 9})
     with pytest.raises(BundleError, match="invalid model_config.*depth"):
@@ -177,11 +195,3 @@ def test_load_errors_say_what_is_wrong(tmp_path, saved):
     with pytest.raises(BundleError, match="lacks.*model_config"):
         read_bundle_meta(saved)
     assert issubclass(BundleError, ValueError)
-
-
-def test_describe_classes_maps_labels_to_outputs():
-    assert describe_classes("full_slices", 1, label_values=[0, 255])["label_values"] == [0, 255]
-    scribbles = describe_classes("scribbles", 3)
-    assert scribbles["activation"] == "softmax" and scribbles["label_values"] == [1, 2, 3]
-    assert describe_classes("scribbles", 1)["label_values"] == [1, 2]
-    assert describe_classes("full_slices", 3, instances=True)["names"] == ["background", "interior", "boundary"]

@@ -1,7 +1,7 @@
 import pytest
 from pydantic import ValidationError
 
-from napari_unet.core.config import ConfigError, ModelConfig, PredictConfig, TrainConfig, limits
+from napari_unet.core.config import ConfigError, ModelConfig, ObjectsConfig, PredictConfig, TrainConfig, limits
 
 # No Keras here: scripts/test.sh runs this once, not again on JAX.
 pytestmark = pytest.mark.backend_independent
@@ -137,3 +137,20 @@ def test_cross_field_rules_are_one_line():
         PredictConfig(tile_size=512, tile_overlap=300)
     with pytest.raises(ConfigError, match=r"^percentiles must satisfy"):
         TrainConfig(percentiles=(50.0, 10.0))
+
+
+def test_prediction_s_object_fields_are_the_objects_config_s():
+    for name in ("seed_distance", "min_object_size"):
+        assert limits(PredictConfig, name) == limits(ObjectsConfig, name)
+    assert PredictConfig.CHOICES["seeds"] == ObjectsConfig.CHOICES["seeds"]
+    assert PredictConfig().objects_config() == ObjectsConfig()
+
+
+@pytest.mark.parametrize("threshold", [0.0, 1.0])
+def test_objects_refuse_a_threshold_of_0_or_1_that_classes_accept(threshold):
+    message = f"^threshold must be strictly between 0 and 1 for objects, got {threshold!r}$"
+    with pytest.raises(ConfigError, match=message):
+        ObjectsConfig(threshold=threshold)
+    with pytest.raises(ConfigError, match=message):
+        PredictConfig(output="instances", threshold=threshold)
+    assert PredictConfig(output="labels", threshold=threshold).threshold == threshold

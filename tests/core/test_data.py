@@ -131,7 +131,7 @@ def test_annotated_slices_both_modes():
 def test_class_count_rule(values, mode, instances, expected):
     labels = np.zeros((3, 4, 8), np.int32)
     labels[1, 0, : len(values)] = values
-    assert data.class_count(labels, mode, instances) == expected
+    assert data.class_count(labels, mode, instances=instances) == expected
 
 
 def test_class_count_errors():
@@ -214,8 +214,9 @@ def _valid_pair():
 
 def test_validate_accepts_a_good_pair_and_rgb():
     image, labels = _valid_pair()
-    data.validate_training_pair(image, labels, "full_slices", False)
-    data.validate_training_pair(np.random.default_rng(0).random((16, 16, 3)), labels[1], "full_slices", False)
+    data.validate_training_pair(image, labels, "full_slices", instances=False)
+    data.validate_training_pair(np.random.default_rng(0).random((16, 16, 3)), labels[1], "full_slices",
+                                instances=False)
 
 
 @pytest.mark.parametrize(
@@ -237,7 +238,7 @@ def test_validate_accepts_a_good_pair_and_rgb():
 def test_validate_failure_messages(change, mode, instances, message):
     image, labels = change(*_valid_pair())
     with pytest.raises(ValueError, match=message):
-        data.validate_training_pair(image, labels, mode, instances)
+        data.validate_training_pair(image, labels, mode, instances=instances)
 
 
 # ---------------------------------------------------------------------- split

@@ -1,5 +1,7 @@
 """Device-aware choices (core/nn/devices.py) and how training applies them."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -33,6 +35,14 @@ def test_cpu_keeps_the_old_defaults_and_a_gpu_gets_larger_batches_within_its_mem
     assert auto_sizes(Device(gpus=1, gpu_name="?")) == auto_sizes(Device(gpus=1, gpu_free_bytes=4 * GIB))
     eight = Device(gpus=1, gpu_name="8 GiB", gpu_free_bytes=8 * GIB)
     assert auto_sizes(eight) == (16, 256) and auto_sizes(eight, n_filters=64) < (16, 256)  # wider: more memory
+
+
+def test_cpu_threads_is_one_where_the_core_count_is_unknown(monkeypatch):
+    """os.cpu_count() may be None: one thread then, not None."""
+    monkeypatch.setattr(hardware, "_tf_gpus", lambda: (None, []))
+    monkeypatch.delattr(os, "sched_getaffinity", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: None)
+    assert hardware.cpu_threads() == 1 and hardware.cpu_threads(3) == 3
 
 
 def test_precision_choices():

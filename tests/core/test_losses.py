@@ -92,19 +92,21 @@ def test_weighted_ce_matches_numpy(softmax, binary):
     m = mask.astype(bool)
     pixel_w = (target * w).sum(-1)
     expected = -(target * w * np.log(prob)).sum(-1)[m].sum() / pixel_w[m].sum()
-    assert value(get_loss("weighted_ce", 3, w)(pack(target, mask), prob)) == pytest.approx(expected, rel=1e-5)
+    loss = get_loss("weighted_ce", 3, class_weights=w)
+    assert value(loss(pack(target, mask), prob)) == pytest.approx(expected, rel=1e-5)
 
     target, mask, prob = binary
     t, p, m = target[..., 0], prob[..., 0], mask.astype(bool)
     pixel_w = np.where(t > 0, 4.0, 0.5)
     expected = -(4.0 * t * np.log(p) + 0.5 * (1 - t) * np.log(1 - p))[m].sum() / pixel_w[m].sum()
-    assert value(get_loss("weighted_ce", 1, [0.5, 4.0])(pack(target, mask), prob)) == pytest.approx(expected, rel=1e-5)
+    loss = get_loss("weighted_ce", 1, class_weights=[0.5, 4.0])
+    assert value(loss(pack(target, mask), prob)) == pytest.approx(expected, rel=1e-5)
 
 
 def test_uniform_weighted_ce_equals_cross_entropy(softmax):
     y = pack(softmax[0], softmax[1])
     plain = value(masked_bce(y, softmax[2]))
-    assert value(get_loss("weighted_ce", 3, [1, 1, 1])(y, softmax[2])) == pytest.approx(plain, rel=1e-5)
+    assert value(get_loss("weighted_ce", 3, class_weights=[1, 1, 1])(y, softmax[2])) == pytest.approx(plain, rel=1e-5)
 
 
 def test_metrics_on_a_hand_made_example():
@@ -148,7 +150,7 @@ def test_unannotated_pixels_change_neither_losses_nor_metrics(kind, binary, soft
     prob2[outside] = new_prob / new_prob.sum(-1, keepdims=True) if k > 1 else new_prob
     assert not np.array_equal(prob, prob2) and not np.array_equal(target, target2)
     weights = [0.3, 2.0] if k == 1 else [0.3, 2.0, 5.0]
-    losses = [get_loss(name, k, weights) for name in LOSS_FUNCTIONS]  # every loss offered
+    losses = [get_loss(name, k, class_weights=weights) for name in LOSS_FUNCTIONS]  # every loss offered
     functions = losses + [dice_coef, iou]
     for fn in functions:
         before = value(fn(pack(target, mask), prob))
@@ -182,9 +184,9 @@ def test_get_loss_rejects_bad_requests():
     with pytest.raises(ValueError, match="needs 3 class weights"):
         get_loss("weighted_ce", 3)
     with pytest.raises(ValueError, match="needs 2 class weights"):
-        get_loss("weighted_ce", 1, [1.0, 2.0, 3.0])
+        get_loss("weighted_ce", 1, class_weights=[1.0, 2.0, 3.0])
     with pytest.raises(ValueError, match="non-negative"):
-        get_loss("weighted_ce", 2, [1.0, -2.0])
+        get_loss("weighted_ce", 2, class_weights=[1.0, -2.0])
 
 
 def test_every_offered_loss_is_a_training_choice():

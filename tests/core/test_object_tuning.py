@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from test_anisotropy import isotropic_field, voronoi_cells
 
+from napari_unet.core.bundle_meta import BundleMeta
 from napari_unet.core.objects.defaults import object_fields, resolve, voxel_size
 from napari_unet.core.objects.tuning import ObjectSettings, Tuning, tune_objects
 from napari_unet.core.train.objects import scored_slices, why_not_tunable
@@ -73,7 +74,8 @@ def test_scored_slices_are_held_out_ones_when_there_are_two():
 def _meta(settings: ObjectSettings):
     tuning = Tuning(settings=settings, error=0.1, default_error=0.2, n_slices=4, ids_3d=False,
                     z_spacing=12.0, tried=9, seconds=1.0)
-    return {"object_tuning": tuning.to_dict()}
+    return BundleMeta(model_cfg={"n_classes": 3}, normalization={"low": [0.0], "high": [1.0]},
+                      object_tuning=tuning.to_dict())
 
 
 def test_given_options_win_over_tuned_ones_and_older_models_keep_defaults():
@@ -81,7 +83,9 @@ def test_given_options_win_over_tuned_ones_and_older_models_keep_defaults():
     fields, line = object_fields(meta, {"objects": None, "min_object_size": 7})
     assert fields["objects"] == "linked" and fields["seed_distance"] == 5.0 and fields["min_object_size"] == 7
     assert line.startswith("objects tuned on your annotations: linked, distance seeds 5 px")
-    assert object_fields({}, {"objects": None}) == ({}, None)  # an older model: PredictConfig's defaults
+    older = _meta(ObjectSettings()).replace(object_tuning=None)
+    assert object_fields(older, {"objects": None}) == ({}, None)  # an older model: PredictConfig's defaults
+    assert object_fields(None, {"objects": "2d"}) == ({"objects": "2d"}, None)  # no model picked
 
 
 def test_voxel_size_given_file_or_estimated():
@@ -96,7 +100,7 @@ def test_voxel_size_given_file_or_estimated():
 
 def test_resolve_skips_the_voxel_size_for_2d_objects():
     volume = isotropic_field((32, 32, 32))
-    fields, lines = resolve(_meta(ObjectSettings(objects="2d")), {}, volume, None, is_3d=True)
+    fields, lines = resolve(_meta(ObjectSettings(objects="2d")), {}, volume=volume, scale=None, is_3d=True)
     assert "voxel_size" not in fields and len(lines) == 1
 
 

@@ -6,17 +6,20 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from napari_unet.core.objects import instances as objects
-from napari_unet.core.objects.instances import MODEL_KINDS, OBJECT_MODES, SEED_MODES, object_maps
+from napari_unet.core.config import ObjectsConfig, limits
+from napari_unet.core.objects import slabs, streaming, watershed
+from napari_unet.core.objects.checks import SEED_MODES
+from napari_unet.core.objects.maps import MODEL_KINDS, object_maps
+from napari_unet.core.objects.streaming import OBJECT_MODES
 
 # No Keras here: scripts/test.sh runs this once, not again on JAX.
 pytestmark = pytest.mark.backend_independent
 
 # Most tests here are about the watershed and the stitching, with exact interior maps:
 # they use interior seeds unless a test asks for distance seeds.
-seeded_watershed = partial(objects.seeded_watershed, seeds="interior")
-label_volume = partial(objects.label_volume, seeds="interior")
-StreamingObjects = partial(objects.StreamingObjects, seeds="interior")
+seeded_watershed = partial(watershed.seeded_watershed, seeds="interior")
+label_volume = partial(streaming.label_volume, seeds="interior")
+StreamingObjects = partial(streaming.StreamingObjects, seeds="interior")
 
 # ------------------------------------------------------------------ helpers
 
@@ -431,6 +434,17 @@ def test_streaming_objects_checks_arguments(kwargs, name):
         StreamingObjects(**args)
 
 
+def test_the_object_finder_refuses_what_the_objects_config_refuses():
+    """Its bounds are ObjectsConfig's: what the CLI, the dock and the worker accept, it accepts."""
+    (lo, hi), (_, most) = limits(ObjectsConfig, "seed_distance"), limits(ObjectsConfig, "min_object_size")
+    StreamingObjects(4, (8, 8), seed_distance=lo, min_size=most)
+    StreamingObjects(4, (8, 8), seed_distance=hi, threshold=0.01)
+    for kwargs in ({"seed_distance": lo / 2}, {"seed_distance": hi * 2}, {"min_size": most + 1},
+                   {"threshold": ObjectsConfig.THRESHOLD_BETWEEN[1]}):
+        with pytest.raises(ValueError, match=next(iter(kwargs))):
+            StreamingObjects(4, (8, 8), **kwargs)
+
+
 def test_error_messages_list_allowed_values():
     with pytest.raises(ValueError, match="'3d', '2d', 'linked'"):
         StreamingObjects(4, (8, 8), mode="volume")
@@ -483,7 +497,7 @@ def test_merging_branches_without_a_majority_get_a_new_id():
 def test_distance_seeds_keep_objects_thinner_than_the_peak_height():
     inside = np.zeros((16, 64), np.float32)
     inside[::2, ::2] = 1  # 256 one-pixel objects: no distance maximum is 2 px deep
-    labels = objects.seeded_watershed(np.stack([inside, inside], axis=-1), seeds="distance")
+    labels = watershed.seeded_watershed(np.stack([inside, inside], axis=-1), seeds="distance")
     assert n_objects(labels) == 256
 
 
@@ -491,9 +505,9 @@ def test_pieces_cut_through_predicted_interior_are_joined():
     objects_ = np.zeros((10, 20), np.int32)
     objects_[:, :10], objects_[:, 10:] = 1, 2  # one cut down the middle
     interior = np.ones((10, 20), np.float32)  # ... through what the model calls interior
-    assert n_objects(objects.merge_across_interior(objects_, interior)) == 1
+    assert n_objects(watershed.merge_across_interior(objects_, interior)) == 1
     interior[:, 9:11] = 0.1  # a predicted boundary there: two objects
-    assert n_objects(objects.merge_across_interior(objects_, interior)) == 2
+    assert n_objects(watershed.merge_across_interior(objects_, interior)) == 2
 
 
 def test_a_long_object_with_two_distance_maxima_is_one_object():
@@ -501,19 +515,19 @@ def test_a_long_object_with_two_distance_maxima_is_one_object():
     inside[5:15, 2:25] = inside[5:15, 35:58] = 1
     inside[8:12, 25:35] = 1  # a neck: two distance maxima, but all of it interior
     maps = np.stack([inside, inside], axis=-1)
-    assert n_objects(objects.seeded_watershed(maps, seeds="distance")) == 2  # shape alone: two
-    assert n_objects(objects.seeded_watershed(maps, seeds="distance", join_pieces=True)) == 1
+    assert n_objects(watershed.seeded_watershed(maps, seeds="distance")) == 2  # shape alone: two
+    assert n_objects(watershed.seeded_watershed(maps, seeds="distance", join_pieces=True)) == 1
     inside[8:12, 29:31] = 0.2  # the model sees a boundary across the neck
     maps = np.stack([np.maximum(inside, 0.6), inside], axis=-1)
-    assert n_objects(objects.seeded_watershed(maps, seeds="distance", join_pieces=True)) == 2
+    assert n_objects(watershed.seeded_watershed(maps, seeds="distance", join_pieces=True)) == 2
 
 
 # ------------------------------------------------------------ memory budget and Y/X tiles
 
 
 def tiled_plan(budget, tile_halo=3, slice_shape=(48, 48)):
-    plan = objects.slab_plan(slice_shape, 8, 3, tile_halo, budget)
-    assert plan["tile"][0] < slice_shape[0] and plan["tile"][1] < slice_shape[1]  # the budget forces tiles
+    plan = slabs.slab_plan(slice_shape, 8, 3, tile_halo=tile_halo, budget=budget)
+    assert plan.tile[0] < slice_shape[0] and plan.tile[1] < slice_shape[1]  # the budget forces tiles
     return plan
 
 
@@ -536,7 +550,7 @@ def test_tube_crossing_a_tile_face_and_slab_faces_gets_one_id():
     truth[:, ball((48, 48), (32, 32), 5)] = 2  # a straight tube on the corner of four tiles
     plan = tiled_plan(60_000)
     labels = label_volume(maps_from_labels(truth), block_slices=8, halo=3, tile_halo=3, memory_budget=60_000)
-    assert plan["core_slices"] < 30
+    assert plan.core_slices < 30
     assert n_objects(labels) == 2
     assert same_partition(labels, truth)
 
@@ -553,12 +567,12 @@ def test_tiles_spare_big_objects_from_min_size():
 
 
 def test_small_slices_keep_whole_slabs_and_large_ones_fit_the_budget():
-    small = objects.slab_plan((256, 128), 32, 4)
-    assert small["core_slices"] == 32 and small["tile"] == (256, 128)
+    small = slabs.slab_plan((256, 128), 32, 4)
+    assert small.core_slices == 32 and small.tile == (256, 128)
     for size in (512, 1024, 2048):
-        plan = objects.slab_plan((size, size), 32, 4)
-        assert plan["nbytes"] <= objects.MEMORY_BUDGET, size
-        assert plan["core_slices"] >= 1 and plan["tile"][0] >= 16
+        plan = slabs.slab_plan((size, size), 32, 4)
+        assert plan.nbytes <= slabs.MEMORY_BUDGET, size
+        assert plan.core_slices >= 1 and plan.tile[0] >= 16
 
 
 def random_cells(shape, seed=0):
@@ -587,8 +601,8 @@ def peak_bytes_of_labelling(maps, **kwargs):
 def test_memory_of_3d_objects_stays_within_the_budget():
     maps = random_cells((12, 192, 192))
     budget = 3_000_000
-    plan = objects.slab_plan((192, 192), 8, 3, 8, budget)
-    assert plan["tile"] < (192, 192) and plan["nbytes"] <= budget
+    plan = slabs.slab_plan((192, 192), 8, 3, tile_halo=8, budget=budget)
+    assert plan.tile < (192, 192) and plan.nbytes <= budget
     tiled = peak_bytes_of_labelling(maps, block_slices=8, halo=3, tile_halo=8, memory_budget=budget)
     whole = peak_bytes_of_labelling(maps, block_slices=8, halo=3)
     # The budget rests on measured bytes per voxel: allow the estimate a small error.
@@ -602,21 +616,21 @@ DISK_BUDGET = 2_000_000  # 48 x 48 slices: whole slices do not fit, deep tiled s
 
 
 def test_large_slices_put_deep_slabs_on_disk_when_there_is_room():
-    on_disk = objects.slab_plan((2048, 2048), 32, 4, disk_room=10 * 2**30)
-    in_memory = objects.slab_plan((2048, 2048), 32, 4, disk_room=0)
-    assert on_disk["store"] == "disk" and in_memory["store"] == "memory"
-    assert on_disk["nbytes"] <= objects.MEMORY_BUDGET and in_memory["nbytes"] <= objects.MEMORY_BUDGET
-    assert on_disk["core_slices"] > in_memory["core_slices"]
+    on_disk = slabs.slab_plan((2048, 2048), 32, 4, disk_room=10 * 2**30)
+    in_memory = slabs.slab_plan((2048, 2048), 32, 4, disk_room=0)
+    assert on_disk.store == "disk" and in_memory.store == "memory"
+    assert on_disk.nbytes <= slabs.MEMORY_BUDGET and in_memory.nbytes <= slabs.MEMORY_BUDGET
+    assert on_disk.core_slices > in_memory.core_slices
     # Each voxel is labelled fewer times (slab halos and tile halos count again).
     shape = (2048, 2048)
-    assert objects._relabelling(on_disk, shape) < objects._relabelling(in_memory, shape) / 2
+    assert on_disk.relabelling(shape) < in_memory.relabelling(shape) / 2
 
 
 @pytest.mark.parametrize("seeds", SEED_MODES)
 def test_slabs_on_disk_equal_in_memory(seeds, tmp_path):
     maps = maps_from_labels(blobs_volume())
-    plan = objects.slab_plan((48, 48), 8, 3, 4, DISK_BUDGET, disk_room=2**30)
-    assert plan["store"] == "disk" and plan["tile"] < (48, 48) and plan["core_slices"] > 1
+    plan = slabs.slab_plan((48, 48), 8, 3, tile_halo=4, budget=DISK_BUDGET, disk_room=2**30)
+    assert plan.store == "disk" and plan.tile < (48, 48) and plan.core_slices > 1
     on_disk = label_volume(maps, seeds=seeds, block_slices=8, halo=3, tile_halo=4, memory_budget=DISK_BUDGET,
                            scratch=tmp_path)
     whole = label_volume(maps, seeds=seeds, block_slices=8, halo=3)
@@ -637,7 +651,7 @@ def test_a_stopped_volume_on_disk_returns_every_pushed_slice_and_tidies(tmp_path
 
 
 def test_without_disk_room_large_slices_stay_in_memory(tmp_path, monkeypatch):
-    monkeypatch.setattr(objects, "disk_room", lambda folder=None: 0)
+    monkeypatch.setattr(streaming, "disk_room", lambda folder=None: 0)
     maps = maps_from_labels(blobs_volume())
     labels = label_volume(maps, block_slices=8, halo=3, tile_halo=4, memory_budget=DISK_BUDGET, scratch=tmp_path)
     assert same_partition(labels, label_volume(maps, block_slices=8, halo=3))
@@ -660,6 +674,6 @@ def test_a_killed_runs_planes_folder_is_removed(tmp_path):
 def test_memory_of_slabs_on_disk_stays_within_the_budget(tmp_path):
     maps = random_cells((12, 192, 192))
     budget = 3_000_000
-    assert objects.slab_plan((192, 192), 8, 3, 8, budget, disk_room=2**30)["store"] == "disk"
+    assert slabs.slab_plan((192, 192), 8, 3, tile_halo=8, budget=budget, disk_room=2**30).store == "disk"
     peak = peak_bytes_of_labelling(maps, block_slices=8, halo=3, tile_halo=8, memory_budget=budget, scratch=tmp_path)
     assert peak <= 1.1 * budget

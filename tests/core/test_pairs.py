@@ -23,9 +23,10 @@ def test_two_pairs_of_different_sizes_train_one_model(tmp_path):
     assert events[-1].kind == "done" and events[-1].training.model_saved
     start = events[0]
     assert start.n_train_slices + start.n_val_slices == 4  # 2 annotated slices in each
-    data = read_bundle_meta(tmp_path / "m")["training_data"]
-    assert data["annotated_slices"] == [1, 2]
-    assert data["extra_pairs"] == [{"image_shape": [3, 64, 36], "annotated_slices": [1, 2]}]
+    data = read_bundle_meta(tmp_path / "m").training_data
+    assert data.annotated_slices == [1, 2]
+    assert [pair.model_dump() for pair in data.extra_pairs] == [{"image_shape": [3, 64, 36],
+                                                                 "annotated_slices": [1, 2]}]
 
 
 def test_pairs_must_have_the_same_channels():
@@ -49,3 +50,18 @@ def test_classes_and_intensities_come_from_all_pairs():
     assert one == data.compute_normalization(a[0])
     both = pairs.joint_normalization([data.as_zyxc(a[0]), data.as_zyxc(b[0].astype(np.int32) + 100)])
     assert both["high"][0] > one["high"][0]
+
+
+def test_channels_and_classes_are_read_alike_from_raw_and_training_pairs():
+    from napari_unet.core import data
+
+    gray, labels = _discs((3, 40, 40), 0)
+    rgb = np.repeat(gray[..., None], 3, axis=-1)
+    two = (rgb, labels * 2)
+    for found in ([(rgb, labels), two], [data.as_training_pair(*pair) for pair in [(rgb, labels), two]]):
+        assert pairs.channels_and_classes(found, "full_slices") == (3, 3)
+        assert pairs.channels_and_classes(found, "full_slices", instances=True) == (3, 3)
+    assert pairs.channels_and_classes([(rgb[1], labels[1])], "full_slices") == (3, 1)  # one 2-D RGB slice
+    assert pairs.channels_and_classes([(gray, labels)], "scribbles") == (1, 1)
+    cfg = pairs.model_config_for(ModelConfig(n_filters=4), [(rgb, labels), two], "full_slices")
+    assert (cfg.in_channels, cfg.n_classes, cfg.n_filters) == (3, 3, 4)

@@ -8,6 +8,7 @@ import pytest
 from napari_unet.core.bundle import load_bundle, read_bundle_meta
 from napari_unet.core.config import ModelConfig, TrainConfig
 from napari_unet.core.nn.hardware import configure_device
+from napari_unet.core.train import checkpoints, settings
 from napari_unet.core.train import loop as train_module
 from napari_unet.core.train.loop import train
 
@@ -76,15 +77,15 @@ def test_events_come_in_order_with_their_fields(binary_run):
 def test_saved_bundle_describes_the_training_and_predicts(binary_run, volume):
     out, events = binary_run
     model, meta = load_bundle(out)
-    assert meta["annotation_mode"] == "full_slices" and meta["instances"] is False
-    assert meta["classes"]["activation"] == "sigmoid" and meta["classes"]["label_values"] == [0, 1]
-    assert ModelConfig.from_dict(meta["model_config"]) == TINY_MODEL
-    assert TrainConfig.from_dict(meta["train_config"]) == TINY_TRAIN
-    assert meta["normalization"]["low"][0] < meta["normalization"]["high"][0] <= 255
-    assert meta["validation"]["best_epoch"] == events[-1].training.best_epoch
-    assert meta["validation"]["monitor"] == "val_loss"
-    assert meta["history"]["val_dice"] == events[-1].training.history["val_dice"]
-    assert meta["training_data"]["annotated_slices"] == [1, 4]
+    assert meta.annotation_mode == "full_slices" and meta.instances is False
+    assert meta.classes.activation == "sigmoid" and meta.classes.label_values == [0, 1]
+    assert meta.model_cfg == TINY_MODEL
+    assert meta.train_cfg == TINY_TRAIN
+    assert meta.normalization.low[0] < meta.normalization.high[0] <= 255
+    assert meta.validation.best_epoch == events[-1].training.best_epoch
+    assert meta.validation.monitor == "val_loss"
+    assert meta.history.val_dice == events[-1].training.history["val_dice"]
+    assert meta.training_data.annotated_slices == [1, 4]
     prob = model.predict_on_batch(np.zeros((1, 48, 48, 1), np.float32))
     assert prob.shape == (1, 48, 48, 1) and np.isfinite(prob).all()
 
@@ -141,7 +142,7 @@ def test_stop_between_batches_saves_the_model(stopped_run):
     assert training.best_epoch == 1 and training.model_dir == str(out) and training.model_saved
     assert events[-1].training.history["epoch"] == [1]
     _, meta = load_bundle(out)
-    assert meta["validation"]["best_epoch"] == 1
+    assert meta.validation.best_epoch == 1
 
 
 def test_scribbles_train_only_on_painted_pixels(volume, tmp_path):
@@ -155,7 +156,7 @@ def test_scribbles_train_only_on_painted_pixels(volume, tmp_path):
     assert events[-1].kind == "done"
     assert events[0].n_classes == 1 and events[0].n_train_slices + events[0].n_val_slices == 2
     meta = read_bundle_meta(tmp_path / "m")
-    assert meta["annotation_mode"] == "scribbles" and meta["classes"]["label_values"] == [1, 2]
+    assert meta.annotation_mode == "scribbles" and meta.classes.label_values == [1, 2]
 
 
 def test_multiclass_softmax_with_weighted_cross_entropy(volume, tmp_path):
@@ -172,7 +173,7 @@ def test_multiclass_softmax_with_weighted_cross_entropy(volume, tmp_path):
     assert np.isfinite(epoch.loss) and epoch.val_dice is None
     assert events[-1].training.best_epoch == 1 and events[-1].training.best_val_dice is None
     model, meta = load_bundle(tmp_path / "m")
-    assert meta["classes"]["activation"] == "softmax" and meta["validation"]["monitor"] == "loss"
+    assert meta.classes.activation == "softmax" and meta.validation.monitor == "loss"
     assert model.output_shape[-1] == 3
 
 
@@ -186,24 +187,24 @@ def test_default_model_config_follows_the_data(volume, tmp_path):
     assert [e.kind for e in events] == ["start", "batch", "epoch", "done"]
     assert events[0].n_classes == 3 and events[-1].training.best_epoch == 1
     model, meta = load_bundle(tmp_path / "m")
-    cfg = ModelConfig.from_dict(meta["model_config"])
+    cfg = meta.model_cfg
     assert (cfg.in_channels, cfg.n_classes, cfg.depth) == (2, 3, ModelConfig().depth)
     assert model.input_shape[-1] == 2 and model.output_shape[-1] == 3
-    assert meta["classes"]["names"] == ["background", "interior", "boundary"]
+    assert meta.classes.names == ["background", "interior", "boundary"]
 
 
 @pytest.mark.slow
 def test_early_stopping_ends_when_validation_stops_improving(volume, tmp_path, monkeypatch):
     image, truth = volume
     monkeypatch.setattr(train_module, "_validate", lambda *args: (0.5, 0.5, 0.3))  # never improves
-    monkeypatch.setattr(train_module, "CHECKPOINT_INTERVAL_S", 0.0)  # write on every improvement
+    monkeypatch.setattr(checkpoints, "CHECKPOINT_INTERVAL_S", 0.0)  # write on every improvement
     cfg = TINY_TRAIN.replace(epochs=20, steps_per_epoch=1, early_stopping_patience=2)
     events = []
     for event in train(image, binary_labels(truth), TINY_MODEL, cfg, tmp_path / "a"):
         events.append(event)
         if event.kind == "epoch" and event.epoch == 1:
             # The improvement was written at once; the final write then replaces this run's own folder.
-            assert read_bundle_meta(tmp_path / "a")["validation"]["best_epoch"] == 1
+            assert read_bundle_meta(tmp_path / "a").validation.best_epoch == 1
     assert events[-1].finish_reason == "early_stopping" and events[-1].training.best_epoch == 1
     assert [e.epoch for e in events if e.kind == "epoch"] == [1, 2, 3]
 
@@ -227,8 +228,8 @@ def test_fine_tuning_reuses_model_and_normalization(binary_run, volume, tmp_path
     assert events[-1].kind == "done"
     assert any(e.kind == "warning" and "architecture" in e.message for e in events)
     old, new = read_bundle_meta(source), read_bundle_meta(tmp_path / "tuned")
-    assert new["normalization"] == old["normalization"]  # not recomputed on the brighter image
-    assert new["model_config"] == old["model_config"] and new["resumed_from"] == str(source)
+    assert new.normalization == old.normalization  # not recomputed on the brighter image
+    assert new.model_cfg == old.model_cfg and new.resumed_from == str(source)
 
 
 def test_fine_tuning_refuses_other_classes(binary_run, volume, tmp_path):
@@ -252,7 +253,7 @@ def test_continuing_starts_from_the_previous_weights(binary_run, volume, tmp_pat
     x = np.random.default_rng(3).normal(0, 1, (2, 32, 32, 1)).astype(np.float32)
     np.testing.assert_array_equal(np.asarray(trainer.model.predict_on_batch(x)),
                                   np.asarray(previous.predict_on_batch(x)))
-    assert trainer.norm == meta["normalization"]
+    assert trainer.norm == meta.normalization.model_dump()
 
 
 def test_continuing_refuses_another_annotation_mode(binary_run, volume, tmp_path):
@@ -290,8 +291,8 @@ def test_configure_device_describes_the_device():
 
 
 def test_cosine_schedule_follows_steps_or_the_time_budget():
-    lr = train_module.cosine_learning_rate
-    final = train_module.FINAL_LR_FRACTION
+    lr = settings.cosine_learning_rate
+    final = settings.FINAL_LR_FRACTION
     cfg = TrainConfig(learning_rate=1e-3, lr_schedule="cosine", max_seconds=0.0)
     assert lr(cfg, 0.0, 0.0) == pytest.approx(1e-3)
     assert lr(cfg, 0.5, 1e6) == pytest.approx(1e-3 * (final + (1 - final) / 2))  # no budget: time is ignored
@@ -311,7 +312,7 @@ def test_learning_rate_reaches_the_optimizer(volume, tmp_path):
     events = list(train(image, binary_labels(labels), TINY_MODEL, cfg, tmp_path / "m"))
     rates = [e.learning_rate for e in events if e.kind == "epoch"]
     # Read back from the optimizer after each epoch's last step (steps 1, 3 and 5 of 6).
-    expected = [train_module.cosine_learning_rate(cfg, step / 6, 0.0) for step in (1, 3, 5)]
+    expected = [settings.cosine_learning_rate(cfg, step / 6, 0.0) for step in (1, 3, 5)]
     assert rates == pytest.approx(expected, rel=1e-5)
 
 
@@ -337,19 +338,17 @@ def test_defaults_train_until_a_plateau_within_a_time_cap():
 def test_a_model_its_disk_refuses_is_saved_to_the_temporary_folder(volume, tmp_path, monkeypatch):
     import errno
 
-    from napari_unet.core.train import loop as train_module
-
     image, truth = volume
     wanted = tmp_path / "full_disk" / "model"
-    real_save = train_module.save_bundle
+    real_save = checkpoints.save_bundle
 
     def save(folder, *args, **kwargs):
         if Path(folder) == wanted:
             raise OSError(errno.ENOSPC, "No space left on device", str(folder))
         return real_save(folder, *args, **kwargs)
 
-    monkeypatch.setattr(train_module, "save_bundle", save)
-    monkeypatch.setattr(train_module, "rescue_folder", lambda out: tmp_path / "rescued" / "model")
+    monkeypatch.setattr(checkpoints, "save_bundle", save)
+    monkeypatch.setattr(checkpoints, "rescue_folder", lambda out: tmp_path / "rescued" / "model")
     events = run(image, binary_labels(truth), wanted)
     final = events[-1]
     assert final.kind == "done" and final.training.model_saved
@@ -357,7 +356,7 @@ def test_a_model_its_disk_refuses_is_saved_to_the_temporary_folder(volume, tmp_p
     assert "No space left on device" in final.training.message
     assert str(tmp_path / "rescued" / "model") in final.training.message
     model, meta = load_bundle(final.training.model_dir)
-    assert meta["validation"]["best_epoch"] == final.training.best_epoch
+    assert meta.validation.best_epoch == final.training.best_epoch
 
 
 def test_an_image_too_small_for_any_patch_says_so(tmp_path):
@@ -376,16 +375,16 @@ def test_instance_models_tune_their_object_step_on_the_painted_ids(volume, tmp_p
     events = run(image, labels, tmp_path / "m", model_cfg=TINY_MODEL.replace(n_classes=3),
                  train_cfg=TINY_TRAIN.replace(instances=True))
     result = events[-1].training
-    tuning = read_bundle_meta(tmp_path / "m")["object_tuning"]
-    assert tuning["ids_3d"] and tuning["n_slices"] == 3 and tuning["tried"] > 5
-    assert tuning["error"] <= tuning["default_error"]
-    assert result.objects.startswith("objects tuned on your annotations: " + tuning["settings"]["objects"])
+    tuning = read_bundle_meta(tmp_path / "m").object_tuning
+    assert tuning.ids_3d and tuning.n_slices == 3 and tuning.tried > 5
+    assert tuning.error <= tuning.default_error
+    assert result.objects.startswith("objects tuned on your annotations: " + tuning.settings.objects)
 
     one_slice = np.zeros_like(truth)
     one_slice[2] = truth[2]
     events = run(image, one_slice, tmp_path / "one", model_cfg=TINY_MODEL.replace(n_classes=3),
                  train_cfg=TINY_TRAIN.replace(instances=True))
-    assert read_bundle_meta(tmp_path / "one")["object_tuning"] is None
+    assert read_bundle_meta(tmp_path / "one").object_tuning is None
     assert events[-1].training.objects == (
         "Objects not tuned (only one slice is annotated): prediction uses the fixed defaults.")
 
@@ -430,7 +429,7 @@ def test_the_start_event_says_whether_xla_compiles_the_step(volume, tmp_path):
     image, truth = volume
     events = run(image, binary_labels(truth), tmp_path / "m", train_cfg=TINY_TRAIN.replace(epochs=1, xla="on"))
     assert events[0].xla is True and events[-1].kind == "done"
-    assert read_bundle_meta(tmp_path / "m")["train_config"]["xla"] == "on"
+    assert read_bundle_meta(tmp_path / "m").train_cfg.xla == "on"
 
 
 def test_a_bundle_saved_before_the_xla_choice_loads_and_fine_tunes(binary_run, volume, tmp_path):
@@ -443,7 +442,7 @@ def test_a_bundle_saved_before_the_xla_choice_loads_and_fine_tunes(binary_run, v
     del meta["train_config"]["xla"]
     (old / "bundle.json").write_text(json.dumps(meta))
     _, loaded = load_bundle(old)
-    assert TrainConfig.from_dict(loaded["train_config"]).xla == "auto"
+    assert loaded.train_cfg.xla == "auto"
     events = run(image, binary_labels(truth), tmp_path / "tuned",
                  train_cfg=TINY_TRAIN.replace(epochs=1, steps_per_epoch=1), resume_from=old)
     assert events[-1].kind == "done"

@@ -154,7 +154,7 @@ def _discs(n_slices, seed):
 def test_noise_ranks_above_a_slice_the_model_has_learned(tmp_path):
     from functools import partial
 
-    from napari_unet.core.bundle import load_bundle, model_config_of
+    from napari_unet.core.bundle import load_bundle
     from napari_unet.core.config import ModelConfig, PredictConfig, TrainConfig
     from napari_unet.core.predict.volume import predict_volume
     from napari_unet.core.train.loop import train
@@ -168,9 +168,9 @@ def test_noise_ranks_above_a_slice_the_model_has_learned(tmp_path):
     model, meta = load_bundle(tmp_path / "m")
     noise = np.random.default_rng(5).integers(0, 256, (48, 48), dtype=np.uint8)
     volume = np.stack([image[3], noise])  # slice 0: like the training slices; slice 1: pure noise
-    n_classes = model_config_of(meta).n_classes
+    n_classes = meta.model_cfg.n_classes
     predict = partial(predict_volume, predict_fn=model.predict_on_batch, cfg=PredictConfig(normalize="model"),
-                      n_classes=n_classes, size_multiple=4, normalization=meta["normalization"])
+                      n_classes=n_classes, size_multiple=4, normalization=meta.normalization.model_dump())
     ranking = list(rank_slices(volume, [0, 1], predict, n_classes))[-1].ranking
     assert [z for z, _ in ranking] == [1, 0]
     assert ranking[0][1] > 2 * ranking[1][1]

@@ -16,8 +16,8 @@ def test_ome_zarr_round_trip_keeps_axes_scale_units_and_labels(tmp_path):
     data, meta = images.open_lazy(path)
     assert type(data).__name__ == "Array" and hasattr(data, "dask")  # lazy
     np.testing.assert_array_equal(np.asarray(data), labels)
-    assert meta["axes"] == "ZYX" and meta["scale"] == (3.0, 0.5, 0.25) and meta["labels_marked"]
-    assert meta["units"] == ("micrometer",) * 3
+    assert meta.axes == "ZYX" and meta.scale == (3.0, 0.5, 0.25) and meta.labels_marked
+    assert meta.units == ("micrometer",) * 3
     attrs = json.loads((tmp_path / "cells.ome.zarr" / "zarr.json").read_text())["attributes"]["ome"]
     assert attrs["version"] == "0.5" and attrs["multiscales"][0]["axes"][0] == {
         "name": "z", "type": "space", "unit": "micrometer"}
@@ -42,7 +42,7 @@ def test_an_ome_zarr_0_4_image_with_a_labels_group(tmp_path):
     root.attrs["multiscales"] = multiscales
     root.create_array("0", shape=(2, 8, 8), dtype=np.uint16)[:] = 7
     data, meta = omezarr.open_lazy(tmp_path / "img.zarr")
-    assert meta["axes"] == "CYX" and meta["scale"] == (1.0, 0.2, 0.3) and not meta["labels_marked"]
+    assert meta.axes == "CYX" and meta.scale == (1.0, 0.2, 0.3) and not meta.labels_marked
     assert np.asarray(data).max() == 7
 
     only_labels = zarr.open_group(str(tmp_path / "lab.zarr"), mode="w", zarr_format=2)
@@ -52,7 +52,16 @@ def test_an_ome_zarr_0_4_image_with_a_labels_group(tmp_path):
         {"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [0.2, 0.3]}]}])]
     nuclei.create_array("0", shape=(8, 8), dtype=np.uint8)[:] = 1
     data, meta = omezarr.open_lazy(tmp_path / "lab.zarr")
-    assert meta["labels_marked"] and meta["scale"] == (0.2, 0.3) and data.shape == (8, 8)
+    assert meta.labels_marked and meta.scale == (0.2, 0.3) and data.shape == (8, 8)
+
+
+def test_ome_zarr_0_3_axes_given_as_plain_names(tmp_path):
+    """OME-Zarr 0.3 lists axes as names ("z", "y", "x"), not as dicts: read, not a TypeError."""
+    root = zarr.open_group(str(tmp_path / "old.zarr"), mode="w", zarr_format=2)
+    root.attrs["multiscales"] = [{"version": "0.3", "axes": ["z", "y", "x"], "datasets": [{"path": "0"}]}]
+    root.create_array("0", shape=(2, 8, 8), dtype=np.uint16)[:] = 5
+    data, meta = omezarr.open_lazy(tmp_path / "old.zarr")
+    assert meta.axes == "ZYX" and meta.units is None and np.asarray(data).max() == 5
 
 
 def test_a_plain_zarr_array_and_unreadable_folders(tmp_path):
@@ -60,7 +69,7 @@ def test_a_plain_zarr_array_and_unreadable_folders(tmp_path):
                                  scale=(2.0, 1.0, 1.0))
     array[:] = 3
     data, meta = omezarr.open_lazy(tmp_path / "plain.zarr")
-    assert meta["scale"] == (2.0, 1.0, 1.0) and np.asarray(data).sum() == 3 * 72
+    assert meta.scale == (2.0, 1.0, 1.0) and np.asarray(data).sum() == 3 * 72
     with pytest.raises(omezarr.ZarrReadError, match="no such folder"):
         omezarr.open_lazy(tmp_path / "missing.zarr")
     zarr.open_group(str(tmp_path / "bare.zarr"), mode="w")

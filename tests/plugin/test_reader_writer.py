@@ -66,7 +66,7 @@ def test_reader_reports_a_corrupt_file_and_returns_no_layers(tmp_path, shown_err
 def test_reader_reports_unexpected_failures_too(tmp_path, shown_errors, monkeypatch):
     path = tmp_path / "a.tif"
     _zyx_image(path)
-    monkeypatch.setattr(tiff, "read_tiff", lambda p: 1 / 0)
+    monkeypatch.setattr(_reader, "tiff_layers", lambda p: 1 / 0)
     assert _reader.read_tiff_layers([str(path)]) == _reader.NO_LAYERS
     assert "Could not read" in shown_errors[0] and "a.tif" in shown_errors[0]
 
@@ -80,24 +80,24 @@ def test_writer_uses_layer_scale_units_and_axes(tmp_path):
 
     data, read_meta = tiff.read_array(written[0])
     np.testing.assert_array_equal(data, labels)
-    assert read_meta["axes"] == "TZYX"
-    assert read_meta["scale"] == (1.0, 2.0, 0.5, 0.5)
-    assert read_meta["units"] == (None, "micrometer", "micrometer", "micrometer")
+    assert read_meta.axes == "TZYX"
+    assert read_meta.scale == (1.0, 2.0, 0.5, 0.5)
+    assert read_meta.units == (None, "micrometer", "micrometer", "micrometer")
 
 
 def test_writer_keeps_the_voxel_size_objects_were_found_with_on_a_bare_layer(tmp_path):
     labels = np.ones((3, 8, 8), np.uint16)
     bare = {"scale": [1.0, 1.0, 1.0], "metadata": {"voxel_size": (12.5, 1.0, 1.0)}}
-    assert tiff.read_array(_writer.write_labels(str(tmp_path / "a.tif"), labels, bare)[0])[1]["scale"] == (12.5, 1, 1)
+    assert tiff.read_array(_writer.write_labels(str(tmp_path / "a.tif"), labels, bare)[0])[1].scale == (12.5, 1, 1)
     scaled = {"scale": [2.0, 0.5, 0.5], "metadata": {"voxel_size": (12.5, 1.0, 1.0)}}  # the layer's own scale wins
     written = _writer.write_labels(str(tmp_path / "b.tif"), labels, scaled)[0]
-    assert tiff.read_array(written)[1]["scale"] == (2, 0.5, 0.5)
+    assert tiff.read_array(written)[1].scale == (2, 0.5, 0.5)
 
 
 def test_writer_ignores_axes_that_no_longer_fit(tmp_path):
     written = _writer.write_labels(str(tmp_path / "o.tif"), np.ones((8, 8), np.uint8),
                                    {"scale": [1, 1], "metadata": {"axes": "ZYX"}})
-    assert tiff.read_array(written[0])[1]["axes"] == "YX"
+    assert tiff.read_array(written[0])[1].axes == "YX"
 
 
 # ----------------------------------------------------------------- via napari

@@ -21,7 +21,9 @@ from napari_unet.cli.commands import predict_with_progress  # noqa: E402
 from napari_unet.cli.main import main  # noqa: E402
 from napari_unet.core.config import ModelConfig, PredictConfig, TrainConfig  # noqa: E402
 from napari_unet.io import omezarr  # noqa: E402
-from napari_unet.runtime import cluster, cluster_tasks, engine  # noqa: E402
+from napari_unet.runtime import cluster, cluster_tasks  # noqa: E402
+from napari_unet.runtime.jobs.train import start_training  # noqa: E402
+from napari_unet.runtime.shm import LazyFile  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -37,9 +39,9 @@ def tiny(tmp_path_factory):
                      metadata={"spacing": 3.0, "unit": "um", "axes": "ZYX"})
     labels = np.zeros(truth.shape, np.uint8)
     labels[[2, 9]] = truth[[2, 9]]
-    job = engine.start_training(image, labels, ModelConfig(n_filters=4, depth=2),
-                                TrainConfig(epochs=2, steps_per_epoch=3, batch_size=2, patch_size=32),
-                                str(folder / "model"))
+    job = start_training(image, labels, model_cfg=ModelConfig(n_filters=4, depth=2),
+                         train_cfg=TrainConfig(epochs=2, steps_per_epoch=3, batch_size=2, patch_size=32),
+                         out_dir=str(folder / "model"))
     with job:
         job.start()
         assert job.wait(timeout=300)[-1].kind == "done"
@@ -56,7 +58,7 @@ OBJECTS = dict(output="instances", block_slices=4, halo=2, min_object_size=5)
 
 
 def _single(folder, cfg, image="vol.tif"):
-    _, labels, _, _ = predict_with_progress(engine.LazyFile(str(folder / image)), folder / "model", cfg)
+    _, labels, _, _ = predict_with_progress(LazyFile(str(folder / image)), folder / "model", cfg)
     return labels
 
 
@@ -99,7 +101,7 @@ def test_y_x_blocks_give_the_single_process_labels(tiny, client, probabilities):
     prob = folder / "regions-prob.zarr" if probabilities else None
     labels, summary = _on_cluster(folder, client, cfg, f"regions-{probabilities}.zarr", block_yx=20, prob=prob)
     assert summary["n_regions"] == 9 and summary["n_blocks"] == 2
-    _, single, single_prob, _ = predict_with_progress(engine.LazyFile(str(folder / "vol.tif")), folder / "model",
+    _, single, single_prob, _ = predict_with_progress(LazyFile(str(folder / "vol.tif")), folder / "model",
                                                       cfg.replace(return_probabilities=probabilities))
     assert 0 < labels.mean() < 1
     np.testing.assert_array_equal(labels, single)
@@ -225,8 +227,8 @@ def test_cli_workers_write_an_ome_zarr_with_the_input_scale(tiny, capsys):
                  "--workers", "2", "--block-slices", "4"]) == 0
     assert "3 block(s) of slices on 2 worker(s)" in capsys.readouterr().out
     labels, meta = omezarr.open_lazy(out)
-    assert meta["axes"] == "ZYX" and meta["scale"] == (3.0, 0.5, 0.5) and meta["labels_marked"]
-    assert meta["units"] == ("micrometer",) * 3
+    assert meta.axes == "ZYX" and meta.scale == (3.0, 0.5, 0.5) and meta.labels_marked
+    assert meta.units == ("micrometer",) * 3
     np.testing.assert_array_equal(np.asarray(labels), _single(folder, PredictConfig(block_slices=4)))
 
 
@@ -235,9 +237,9 @@ def test_probabilities_on_the_cluster_are_those_of_one_process(tiny, client):
     cfg = PredictConfig(block_slices=4, return_probabilities=True)
     cluster.predict_distributed(folder / "vol.tif", folder / "model", folder / "l.zarr", cfg, client=client,
                                 prob=folder / "p.ome.zarr")
-    _, labels, probs, _ = predict_with_progress(engine.LazyFile(str(folder / "vol.tif")), folder / "model", cfg)
+    _, labels, probs, _ = predict_with_progress(LazyFile(str(folder / "vol.tif")), folder / "model", cfg)
     np.testing.assert_allclose(np.asarray(omezarr.open_lazy(folder / "p.ome.zarr")[0]), probs, atol=1e-6)
-    assert not omezarr.open_lazy(folder / "p.ome.zarr")[1]["labels_marked"]
+    assert not omezarr.open_lazy(folder / "p.ome.zarr")[1].labels_marked
 
 
 @pytest.fixture
@@ -251,9 +253,9 @@ def slow_blocks(client):
 
         real = getattr(tasks.run_block, "unslowed", tasks.run_block)
 
-        def run_block(spec, block, *region):
+        def run_block(spec, block, **region):
             time.sleep(seconds)
-            return real(spec, block, *region)
+            return real(spec, block, **region)
 
         run_block.unslowed = real
         tasks.run_block = run_block if seconds else real
@@ -306,7 +308,7 @@ def test_a_signal_keeps_the_finished_blocks_slices_as_one_process_has_them(tiny,
         done[int(first): int(last or first) + 1] = True
     assert 0 < done.sum() < 12 and f"after {done.sum()} of 12 slices" in line[0]
     cfg = PredictConfig(block_slices=2, return_probabilities=True)
-    _, single, single_probs, _ = predict_with_progress(engine.LazyFile(str(folder / "vol.tif")), folder / "model", cfg)
+    _, single, single_probs, _ = predict_with_progress(LazyFile(str(folder / "vol.tif")), folder / "model", cfg)
     labels, probs = np.asarray(omezarr.open_lazy(kept_labels)[0]), np.asarray(omezarr.open_lazy(kept_probs)[0])
     np.testing.assert_array_equal(labels[done], single[done])
     np.testing.assert_allclose(probs[done], single_probs[done], atol=1e-6)

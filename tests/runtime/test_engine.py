@@ -16,7 +16,9 @@ import pytest
 from napari_unet.core.config import PredictConfig
 from napari_unet.core.events import Done
 from napari_unet.runtime import worker
-from napari_unet.runtime.engine import Job, LazyFile, ZarrOutput, start_prediction
+from napari_unet.runtime.engine import Job
+from napari_unet.runtime.jobs.predict import start_prediction
+from napari_unet.runtime.shm import LazyFile, ZarrOutput
 
 JOBS = "engine_jobs"
 TESTS_DIR = Path(__file__).parent
@@ -197,12 +199,12 @@ def test_start_prediction_allocates_outputs_of_the_spatial_shape(tmp_path):
     cfg = PredictConfig(output="instances", return_probabilities=True, axis=1)
     job = start_prediction(np.zeros((5, 6, 32, 3), np.uint8), model_folder(tmp_path, 3), cfg, channel_axis=-1,
                            prob_path=tmp_path / "probs.zarr")
-    assert job.target == "napari_unet.runtime.worker:predict_job"
+    assert job.target == "napari_unet.runtime.jobs.predict:predict_job"
     assert job._output_specs["labels"] == ((5, 6, 32), np.uint32)
     probs = job._output_specs["probs"]
     assert isinstance(probs, ZarrOutput) and probs.shape == (5, 6, 32) and probs.chunks == (5, 1, 32)
     assert job.params["predict_cfg"] == cfg.to_dict()
-    assert job.params["_env"]["KERAS_BACKEND"] == os.environ.get("KERAS_BACKEND", "tensorflow")
+    assert job.env["KERAS_BACKEND"] == os.environ.get("KERAS_BACKEND", "tensorflow")
     job.close()
 
 
@@ -212,8 +214,7 @@ import numpy as np
 from napari_unet.runtime import engine
 
 image = np.ones((2, 8, 8), np.uint8)
-job = engine.Job("engine_jobs:report_environment",
-                 {"names": ["KERAS_BACKEND"], "_env": {"KERAS_BACKEND": "tensorflow"}},
+job = engine.Job("engine_jobs:report_environment", {"names": ["KERAS_BACKEND"]}, env={"KERAS_BACKEND": "tensorflow"},
                  arrays={"image": image}, outputs={"out": ((2, 8, 8), np.uint8)})
 with job.start():
     events = job.wait(timeout=60)
@@ -241,7 +242,7 @@ def test_parent_stays_free_of_tensorflow_and_exit_leaves_nothing_behind():
                             text=True, timeout=120, env=env)
     assert result.returncode == 0, result.stderr
     lines = {line.split()[0]: line.split(maxsplit=1)[1] for line in result.stdout.splitlines()}
-    assert lines["ENV"] == "{'KERAS_BACKEND': 'tensorflow'} []"  # the worker saw _env; imported nothing heavy
+    assert lines["ENV"] == "{'KERAS_BACKEND': 'tensorflow'} []"  # the worker saw env; imported nothing heavy
     assert lines["PARENT_HEAVY"] == "[]"
     pid, *names = lines["FORGOTTEN"].split()
     assert not Path(f"/proc/{pid}").exists()
@@ -289,13 +290,14 @@ def _alive(pid):
 @pytest.mark.slow
 def test_training_then_prediction_run_in_the_worker(tmp_path):
     from napari_unet.core.config import ModelConfig, TrainConfig
-    from napari_unet.runtime.engine import start_training
+    from napari_unet.runtime.jobs.train import start_training
     from napari_unet.samples.synthetic import make_cells_volume
 
     data = make_cells_volume(shape=(6, 64, 64), annotated_slices=(1, 4))
     model_cfg = ModelConfig(n_filters=4, depth=2, batch_norm=False)
     train_cfg = TrainConfig(epochs=1, steps_per_epoch=2, batch_size=2, patch_size=32, threads=1, augment=False)
-    with start_training(data["image"], data["labels"], model_cfg, train_cfg, tmp_path / "model").start() as job:
+    with start_training(data["image"], data["labels"], model_cfg=model_cfg, train_cfg=train_cfg,
+                        out_dir=tmp_path / "model").start() as job:
         events = job.wait(timeout=300)
     assert events[-1].kind == "done", events[-1]
     assert {"start", "batch", "epoch"} <= set(types(events))

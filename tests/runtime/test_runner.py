@@ -59,7 +59,7 @@ def test_drain_without_a_handler_still_finds_the_final_event():
 def test_run_to_end_hands_on_every_event_once_in_order_and_returns_the_final_one():
     batches = [events("start"), [], events("batch", "batch"), [], [], events("epoch", "stopped")]
     job, seen = ScriptedJob(*batches), []
-    final = run_to_end(job, seen.append, idle_s=0)
+    final = run_to_end(job, on_event=seen.append, idle_s=0)
     assert seen == [event for batch in batches for event in batch]
     assert final is batches[-1][-1] and isinstance(final, Stopped)
     assert job.polls == len(batches)  # nothing polled after the end

@@ -21,37 +21,42 @@ from napari_unet.core.bundle import (
 )
 from napari_unet.core.objects import defaults as object_defaults
 from napari_unet.core.predict.uncertainty import candidate_slices
-from napari_unet.core.train.pairs import check_same_channels, class_count_of_pairs
+from napari_unet.core.train.pairs import check_same_channels, model_config_for
 from napari_unet.io import disk, images, leftovers, omezarr, tiff
-from napari_unet.runtime import engine, interrupts
+from napari_unet.io.meta import ImageMeta
+from napari_unet.runtime import engine, interrupts, present
+from napari_unet.runtime.jobs.predict import output_nbytes, prediction_outputs, start_prediction
+from napari_unet.runtime.jobs.rank import start_ranking
+from napari_unet.runtime.jobs.train import start_training
+from napari_unet.runtime.shm import LazyFile
 
 
-def _channels_last(array, meta: dict):
+def _channels_last(array, meta: ImageMeta):
     """Move a channel ('C') or RGB sample ('S') axis last; returns (array, has_channels)."""
-    axes = meta.get("axes", "")
+    axes = meta.axes
     for name in ("S", "C"):
         if name in axes and array.ndim == len(axes):
             return np.moveaxis(array, axes.index(name), -1), True
     return array, False
 
 
-def spatial_units(meta: dict):
+def spatial_units(meta: ImageMeta):
     """The units of the spatial axes (None when the file has none)."""
-    units, axes = meta.get("units"), meta.get("axes", "")
+    units, axes = meta.units, meta.axes
     if not units or len(axes) != len(units):
         return None
     return tuple(u for u, name in zip(units, axes) if name not in "SC")
 
 
-def spatial_scale(meta: dict):
+def spatial_scale(meta: ImageMeta):
     """The voxel size of the spatial axes: a channel ('C') or RGB sample ('S') axis has none."""
-    scale, axes = meta.get("scale"), meta.get("axes", "")
+    scale, axes = meta.scale, meta.axes
     if scale is None or len(axes) != len(scale):
         return scale
     return tuple(s for s, name in zip(scale, axes) if name not in "SC")
 
 
-def load_image(path) -> tuple[np.ndarray, dict, bool]:
+def load_image(path) -> tuple[np.ndarray, ImageMeta, bool]:
     array, meta = tiff.read_array(path)
     array, has_channels = _channels_last(array, meta)
     return np.asarray(array), meta, has_channels
@@ -72,7 +77,7 @@ def follow(job, on_event=None, desc="Working", unit="step") -> dict:
     try:
         with interrupts.deferred():
             job.start()
-            return engine.run_to_end(job, show, after_poll=_SignalAnswer(job, bar), idle_s=0.05)
+            return engine.run_to_end(job, on_event=show, after_poll=_SignalAnswer(job, bar), idle_s=0.05)
     finally:
         bar.close()
 
@@ -102,48 +107,32 @@ class JobFailed(RuntimeError):
 
 def _raise_on_error(final: events.Final, what: str):
     if isinstance(final, events.Error):
-        raise JobFailed(f"{what} failed: {engine.failure_line(final, what)}")
+        raise JobFailed(present.failed_line(final, what))
 
 
 def train_with_progress(image, labels, model_cfg, train_cfg, out_dir, resume=None,
                         overwrite=False, extra_pairs=()) -> events.Final:
-    all_labels = [labels] + [pair[1] for pair in extra_pairs]
-    model_cfg = None if resume else model_cfg.replace(  # continuing keeps the model's architecture
-        in_channels=image.shape[-1] if image.ndim == 4 else 1,
-        n_classes=class_count_of_pairs(all_labels, train_cfg.annotation_mode, train_cfg.instances),
-    )
-    job = engine.start_training(image, labels, model_cfg, train_cfg, str(out_dir),
-                                resume_from=resume, overwrite=overwrite, extra_pairs=extra_pairs)
+    model_cfg = None if resume else model_config_for(  # continuing keeps the model's architecture
+        model_cfg, [(image, labels), *extra_pairs], train_cfg.annotation_mode, instances=train_cfg.instances)
+    job = start_training(image, labels, model_cfg=model_cfg, train_cfg=train_cfg, out_dir=str(out_dir),
+                         resume_from=resume, overwrite=overwrite, extra_pairs=extra_pairs)
 
     def show(event, bar):
         if isinstance(event, events.Start):
             bar.total = 100  # percent: the steps or the time cap, whichever ends training first
-            precision = "" if event.precision == "float32" else f", {event.precision}"
-            replicas = f", split over {event.replicas} devices" if event.replicas > 1 else ""
-            bar.write(f"Device: {event.device}{precision}; {event.n_train_slices} training and "
-                      f"{event.n_val_slices} validation slice(s); {event.params:,} weights; batches of "
-                      f"{event.batch_size} x {event.patch_size} px{replicas}")
+            bar.write(present.start_line(event))
         elif isinstance(event, events.Batch):
             bar.update(round(event.progress * bar.total) - bar.n)  # steps or time, whichever ends first
-            left = event.seconds_left
-            bar.set_postfix(epoch=event.epoch, loss=f"{event.loss:.3f}",
-                            **({} if left is None else {"time_left": f"{int(left) // 60}:{int(left) % 60:02d}"}))
+            bar.set_postfix(**present.batch_fields(event))
         elif isinstance(event, events.Epoch):
-            bar.write(_epoch_line(event))
+            bar.write(present.epoch_line(event))
         elif isinstance(event, events.Warn):
-            bar.write("warning: " + event.message, file=sys.stderr)
+            bar.write(present.warning_line(event), file=sys.stderr)
 
     with job:
         final = follow(job, show, desc="Training", unit="%")
     _raise_on_error(final, "Training")
     return final
-
-
-def _epoch_line(event: events.Epoch) -> str:
-    line = f"epoch {event.epoch:3d}/{event.epochs}  loss {event.loss:.4f}"
-    if event.val_dice is not None:
-        line += f"  val_loss {event.val_loss:.4f}  val_dice {event.val_dice:.4f}"
-    return line + f"  ({event.seconds:.1f} s, {100 * event.data_wait_share:.0f} % waiting for data)"
 
 
 def _show_stage(bar, desc: str, total: int) -> None:
@@ -157,20 +146,20 @@ def _show_stage(bar, desc: str, total: int) -> None:
 
 def predict_with_progress(volume, model_dir, cfg, channel_axis=None, **outputs):
     """Predict; returns (final event, labels, probs, slices written): arrays are copies unless written to disk."""
-    job = engine.start_prediction(volume, str(model_dir), cfg, channel_axis=channel_axis, **outputs)
+    job = start_prediction(volume, str(model_dir), cfg, channel_axis=channel_axis, **outputs)
 
     written = []
 
     def show(event, bar):
         if isinstance(event, events.Progress):  # three-axis: the passes along each axis come first
-            _show_stage(bar, f"Pass {event.axis + 1} of 3", event.n_slices)
+            _show_stage(bar, present.pass_name(event), event.n_slices)
             bar.update(1)
         elif isinstance(event, events.Slice):
             _show_stage(bar, "Writing" if cfg.three_axis else "Segmenting", event.n_slices)
             bar.update(1)
             written.append(event.index)
         elif isinstance(event, events.Warn):
-            bar.write("warning: " + event.message, file=sys.stderr)
+            bar.write(present.warning_line(event), file=sys.stderr)
 
     with job:
         final = follow(job, show, desc="Segmenting", unit="slice")
@@ -235,7 +224,7 @@ def run_suggest(args) -> int:
         raise ValueError(f"--image {args.image} and --labels {args.labels} must be one 3-D stack and its "
                          f"annotations (shapes {image.shape} and {labels.shape}).")
     slices, free = candidate_slices(labels, args.max_slices)
-    job = engine.start_ranking(image, args.model, slices, channel_axis=3 if has_channels else None)
+    job = start_ranking(image, args.model, slices, channel_axis=3 if has_channels else None)
 
     def show(event, bar):
         if isinstance(event, events.Progress):
@@ -293,7 +282,7 @@ def run_predict(args) -> int:
     read_bundle_meta(args.model)  # a file, a missing folder or a broken model: say so before any work
     array, meta = images.open_lazy(args.image)
     _, has_channels = _channels_last(array, meta)
-    channel_axis = _channel_axis(meta) if has_channels else None
+    channel_axis = meta.channel_axis if has_channels else None
     spatial = check_image_axes(array.shape, meta, channel_axis, args.image)
     scale = spatial_scale(meta)
     cfg = predict_config(args, return_probabilities=bool(args.prob),
@@ -315,7 +304,7 @@ def run_predict(args) -> int:
         _start_outputs(finals, out, axes, scale, units)  # inside: a full disk here leaves no folder
         with interrupts.deferred():  # the job answers signals; once every slice is done, they come too late
             final, _, _, written = predict_with_progress(
-                engine.LazyFile(str(args.image)), args.model, cfg, channel_axis=channel_axis,
+                LazyFile(str(args.image)), args.model, cfg, channel_axis=channel_axis,
                 out_path=str(finals[out] / "0"), **({"prob_path": str(finals[prob] / "0")} if prob else {}))
             if isinstance(final, events.Stopped):
                 return _keep_incomplete(written, finals, out, scale,
@@ -340,7 +329,7 @@ def _say_written(line: str) -> None:
 def _check_normalization(cfg, model) -> None:
     """The stored percentiles must be usable when asked for (``--normalize model``), before any work."""
     if cfg.normalize == "model":
-        check_stored_normalization(read_bundle_meta(model), model)
+        check_stored_normalization(read_bundle_meta(model).normalization, model)
 
 
 def _predict_on_cluster(args, cluster, finals, cfg, channel_axis, scale, axes, units) -> int:
@@ -440,8 +429,8 @@ def _start_outputs(finals: dict, out, axes, scale, units=None) -> None:
         omezarr.start_output(tmp, axes=axes, scale=scale, units=units, labels=path == out, name=path.name)
 
 
-def _spatial_axes(meta: dict, ndim: int) -> str:
-    axes = "".join(a for a in meta.get("axes", "") if a not in "SC")
+def _spatial_axes(meta: ImageMeta, ndim: int) -> str:
+    axes = "".join(a for a in meta.axes if a not in "SC")
     return axes if len(axes) == ndim else "ZYX"[-ndim:]
 
 
@@ -455,12 +444,12 @@ def _temporary(path: Path) -> Path:
     return path.with_name(path.name + ".partial.zarr")
 
 
-def check_image_axes(shape, meta: dict, channel_axis, path) -> tuple:
+def check_image_axes(shape, meta: ImageMeta, channel_axis, path) -> tuple:
     """The spatial shape; refuses what is not one 2-D or 3-D image (time series, positions)."""
     spatial = tuple(n for axis, n in enumerate(shape) if axis != channel_axis)
     if len(spatial) not in (2, 3):
         raise ValueError(
-            f"--image {path} has axes {meta.get('axes', '?')} (shape {tuple(shape)}), but one 2-D or 3-D image "
+            f"--image {path} has axes {meta.axes} (shape {tuple(shape)}), but one 2-D or 3-D image "
             "is segmented at a time (YX or ZYX, plus at most one channel or RGB axis): save each time point "
             "or position as its own TIFF (e.g. in Fiji: Image > Duplicate)."
         )
@@ -471,9 +460,9 @@ def _check_disk_space(finals: dict, spatial, cfg) -> None:
     """Outputs (uncompressed: the most they take) must fit; a TIFF is written from a temporary zarr
     beside it, so it needs twice that."""
     need = {}
-    for path, (shape, dtype) in zip(finals, engine.prediction_outputs(spatial, cfg).values()):
+    for path, (shape, dtype) in zip(finals, prediction_outputs(spatial, cfg).values()):
         copies = 1 if path.suffix == ".zarr" else 2
-        need[path.parent] = need.get(path.parent, 0) + copies * engine.output_nbytes(shape, dtype)
+        need[path.parent] = need.get(path.parent, 0) + copies * output_nbytes(shape, dtype)
     n_slices = spatial[cfg.axis] if len(spatial) == 3 else 1
     for folder, nbytes in need.items():
         disk.check_free_space(folder, nbytes, "the outputs")
@@ -513,11 +502,11 @@ def _object_settings(args, volume, scale, spatial_ndim: int) -> dict:
     """Output kind from the model (objects for a model trained on ids); for objects, the settings
     of ``object_defaults.resolve``, each choice not given said in one line."""
     meta = read_bundle_meta(args.model)
-    output = args.output or ("instances" if meta.get("instances") else "labels")
+    output = args.output or ("instances" if meta.instances else "labels")
     predict_config(args, output=output)  # the values given are refused, in one line, before anything is said
     if output != "instances":
         return {"output": output}
-    fields, lines = object_defaults.resolve(meta, vars(args), volume, scale, spatial_ndim == 3)
+    fields, lines = object_defaults.resolve(meta, vars(args), volume=volume, scale=scale, is_3d=spatial_ndim == 3)
     say(lines)
     return {"output": output, **fields}
 
@@ -526,14 +515,6 @@ def say(lines) -> None:
     """Lines for the user: warnings on stderr, the rest on stdout."""
     for text in lines:
         print(text, file=sys.stderr if text.startswith("warning") else sys.stdout)
-
-
-def _channel_axis(meta: dict):
-    axes = meta.get("axes", "")
-    for name in ("S", "C"):
-        if name in axes:
-            return axes.index(name)
-    return None
 
 
 def run_evaluate(args) -> int:

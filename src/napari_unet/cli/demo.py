@@ -55,7 +55,7 @@ def _predict_config(image, scale, model_dir, objects: bool, is_3d: bool) -> Pred
     voxel size known or estimated (said in one line each)."""
     if not objects:
         return PredictConfig(output="labels")
-    fields, lines = object_defaults.resolve(read_bundle_meta(model_dir), {}, image, scale, is_3d=is_3d)
+    fields, lines = object_defaults.resolve(read_bundle_meta(model_dir), {}, volume=image, scale=scale, is_3d=is_3d)
     say([line for line in lines if not line.startswith("objects tuned")])  # training has just said it
     return PredictConfig(output="instances", **fields)
 

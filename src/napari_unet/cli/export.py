@@ -7,7 +7,8 @@ from pathlib import Path
 from napari_unet.cli.commands import JobFailed, follow, load_image
 from napari_unet.core import events
 from napari_unet.core.bioimageio.export import check_libraries, check_model_folder, check_output
-from napari_unet.runtime import engine
+from napari_unet.runtime import present
+from napari_unet.runtime.jobs.export import start_export
 
 
 def run_export(args) -> int:
@@ -16,12 +17,12 @@ def run_export(args) -> int:
     check_output(args.out, args.overwrite)
     image, _, has_channels = load_image(args.image)
     channels = image.shape[-1] if has_channels else 1
-    expected = meta["model_config"]["in_channels"]
+    expected = meta.model_cfg.in_channels
     if channels != expected:
         raise ValueError(f"--image {args.image} has {channels} channel(s), the model takes {expected}: "
                          "give the image the model was trained on.")
-    job = engine.start_export(args.model, args.out, image, overwrite=args.overwrite, name=args.name,
-                              authors=args.authors or (), license=args.license, image_name=Path(args.image).name)
+    job = start_export(args.model, args.out, image, overwrite=args.overwrite, name=args.name,
+                       authors=args.authors or (), license=args.license, image_name=Path(args.image).name)
 
     def show(event, bar):
         if isinstance(event, events.Stage):
@@ -32,10 +33,9 @@ def run_export(args) -> int:
     with job:
         final = follow(job, show, desc="Exporting", unit="step")
     if isinstance(final, events.Error):
-        raise JobFailed(f"Export failed: {engine.failure_line(final, 'Export')}")
+        raise JobFailed(present.failed_line(final, "Export"))
     if not isinstance(final, events.Exported):
-        print("Export stopped: nothing was written.")
+        print(present.EXPORT_STOPPED)
         return 130
-    print(f"Package written to {final.path} (weights: {', '.join(final.weights)}); "
-          "it passed bioimageio.core's test_model.")
+    print(present.exported_line(final))
     return 0

@@ -3,20 +3,25 @@ rather than draw. Numpy only; the annotations the user already made are kept unl
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from napari_unet.core.bundle_meta import BundleMeta
 
 
 class SliceAnnotatedError(ValueError):
     """The slice already holds annotations and ``overwrite`` was not asked for."""
 
 
-def label_values_of(meta: dict):
-    """Per class, the annotation value that trained it (``meta["classes"]["label_values"]``);
+def label_values_of(meta: BundleMeta):
+    """Per class, the annotation value that trained it (``meta.classes.label_values``);
     None when predictions are copied as they are (object ids, or no mapping stored)."""
-    if meta.get("instances"):
+    if meta.instances or meta.classes is None:
         return None
-    values = (meta.get("classes") or {}).get("label_values")
-    return None if not values or any(v is None for v in values) else [int(v) for v in values]
+    values = meta.classes.label_values
+    return None if not values or any(v is None for v in values) else [int(v) for v in values if v is not None]
 
 
 def _as_annotation_values(prediction_slice, label_values, dtype) -> np.ndarray:
@@ -32,7 +37,7 @@ def _as_annotation_values(prediction_slice, label_values, dtype) -> np.ndarray:
     return predicted.astype(dtype, copy=False)
 
 
-def accept_slice(prediction, annotations, index=None, *, overwrite: bool = False, label_values=None) -> int:
+def accept_slice(prediction, annotations, *, index=None, overwrite: bool = False, label_values=None) -> int:
     """Copy slice ``index`` (axis 0; None for 2-D arrays) of ``prediction`` into ``annotations``
     in place; returns how many annotation pixels changed.
 
@@ -49,7 +54,7 @@ def accept_slice(prediction, annotations, index=None, *, overwrite: bool = False
         raise ValueError(f"accept_slice takes a slice index for 3-D annotations only, got index={index!r} "
                          f"for shape {tuple(np.shape(annotations))}.")
     where = Ellipsis if index is None else int(index)
-    if index is not None and not 0 <= where < np.shape(annotations)[0]:
+    if index is not None and not 0 <= int(index) < np.shape(annotations)[0]:
         raise ValueError(f"Slice {index} is outside the stack (0 to {np.shape(annotations)[0] - 1}).")
     current = np.asarray(annotations[where])
     painted = int(np.count_nonzero(current))

@@ -6,7 +6,7 @@
       model.weights.h5   the weights (or model.keras, a whole saved model)
       bundle.json        format_version, model_config, train_config, normalization,
                          classes, annotation_mode, instances, input_axes, history,
-                         validation, versions, created
+                         validation, versions, created (``core.bundle_meta.BundleMeta``)
 
 Importing this module does not import Keras: ``read_bundle_meta`` is what the
 GUI uses to show a summary. Saving is atomic: everything is written to a
@@ -27,16 +27,16 @@ import uuid
 from pathlib import Path
 
 import numpy as np
+from pydantic import ValidationError
 
+from napari_unet.core.bundle_meta import FORMAT_VERSION, SUPPORTED_FORMAT_VERSIONS, BundleMeta, Normalization, upgrade
 from napari_unet.core.config import ConfigError, ModelConfig
+from napari_unet.core.nn import saving as keras_files
 from napari_unet.io import disk, leftovers
 
-FORMAT_VERSION = 1
-SUPPORTED_FORMAT_VERSIONS = (1,)
 META_FILE = "bundle.json"
 WEIGHTS_FILE = "model.weights.h5"
 KERAS_FILE = "model.keras"
-INPUT_AXES = "YXC"
 REQUIRED_KEYS = ("format_version", "model_config", "normalization")
 
 
@@ -47,72 +47,19 @@ class BundleError(ValueError):
 # ------------------------------------------------------------------ metadata
 
 
-def describe_classes(annotation_mode: str, n_classes: int, instances: bool = False, label_values=None) -> dict:
-    """How the annotation's label values map to the model outputs.
-
-    ``names`` and ``label_values`` list, per class (background first), a name and
-    the label value that trained it (``None`` where the annotation has no value
-    for it, e.g. background in full-slices mode is 0, unlabelled in scribbles).
-    ``label_values`` overrides the defaults (e.g. the one foreground value of a
-    binary full-slices annotation, which may be 255).
-    """
-    activation = "sigmoid" if n_classes == 1 else "softmax"
-    if instances:
-        names = ["background", "interior", "boundary"]
-        values = [0, None, None]
-    elif n_classes == 1:
-        names = ["background", "foreground"]
-        values = [0, 1] if annotation_mode == "full_slices" else [1, 2]
-    elif annotation_mode == "full_slices":
-        names = ["background"] + [f"class {k}" for k in range(1, n_classes)]
-        values = list(range(n_classes))
-    else:
-        names = ["background"] + [f"class {k}" for k in range(1, n_classes)]
-        values = [k + 1 for k in range(n_classes)]
-    if label_values is not None:
-        values = [None if v is None else int(v) for v in label_values]
-    return {"activation": activation, "n_outputs": int(n_classes), "names": names, "label_values": values}
-
-
 def _versions() -> dict:
-    import keras
-
     from napari_unet import __version__
 
-    backend = keras.backend.backend()
-    try:
-        backend_version = __import__({"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}[backend]).__version__
-    except (KeyError, ImportError, AttributeError):
-        backend_version = None
     return {
         "napari-unet": __version__,
-        "keras": keras.__version__,
-        "backend": backend,
-        "backend_version": backend_version,
+        **keras_files.backend_versions(),  # keras, backend, backend_version
         "numpy": np.__version__,
         "python": platform.python_version(),
     }
 
 
-def _jsonable(value):
-    """Configs become dicts, numpy scalars/arrays plain numbers/lists, NaN becomes null."""
-    if hasattr(value, "to_dict"):
-        return _jsonable(value.to_dict())
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value
-
-
-def read_bundle_meta(path) -> dict:
-    """Read and check ``bundle.json`` only (no Keras import); ``model_config`` stays a dict.
+def read_bundle_meta(path) -> BundleMeta:
+    """Read and check ``bundle.json`` only (no Keras import).
 
     A ``.zip`` is read as a bioimage.io package exported by napari-unet (its stored settings).
     """
@@ -120,7 +67,7 @@ def read_bundle_meta(path) -> dict:
     if folder.suffix.lower() == ".zip" and not folder.is_dir():
         from napari_unet.core.bioimageio.package import CONFIG_KEY, package_meta
 
-        return check_bundle_meta(package_meta(folder), f"{folder} (config.{CONFIG_KEY}.bundle)", folder)
+        return parse_bundle_meta(package_meta(folder), where=f"{folder} (config.{CONFIG_KEY}.bundle)", folder=folder)
     if not folder.exists():
         raise BundleError(f"Model folder {folder} does not exist: pick the folder a training run wrote.")
     if not folder.is_dir():
@@ -132,35 +79,54 @@ def read_bundle_meta(path) -> dict:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BundleError(f"{meta_path} is corrupt ({exc}); retrain or restore the model folder.") from None
-    return check_bundle_meta(meta, meta_path, folder)
+    return parse_bundle_meta(meta, where=meta_path, folder=folder)
 
 
-def check_bundle_meta(meta, where, folder) -> dict:
-    """``meta`` if it is a complete bundle description of a supported version; ``where`` names it."""
-    if not isinstance(meta, dict):
+def parse_bundle_meta(raw, *, where, folder) -> BundleMeta:
+    """``raw`` (a bundle description as JSON holds it) as a ``BundleMeta``, older format versions
+    upgraded; a ``BundleError`` when it is incomplete, invalid or of an unknown version.
+    ``where`` names it in the errors."""
+    if not isinstance(raw, dict):
         raise BundleError(f"{where} is corrupt: it holds no settings object; retrain the model.")
-    version = meta.get("format_version")
+    _check_version(raw.get("format_version"), folder)
+    missing = [key for key in REQUIRED_KEYS if key not in raw]
+    if missing:
+        raise BundleError(f"{where} lacks {missing}; the model folder is incomplete, retrain the model.")
+    try:
+        ModelConfig.from_dict(raw["model_config"])
+    except (ConfigError, TypeError, AttributeError) as exc:
+        raise BundleError(f"{where} holds an invalid model_config: {exc}") from None
+    try:
+        return BundleMeta.model_validate(upgrade(raw))
+    except ValidationError as exc:
+        raise BundleError(f"{where} holds an invalid {_first_problem(exc)}; retrain or restore the model "
+                          "folder.") from None
+
+
+def _first_problem(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    value = error["input"]
+    got = "" if isinstance(value, (dict, list)) else f", got {value!r}"  # a missing key's input is its parent
+    return f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}{got}"
+
+
+def _check_version(version, folder) -> None:
+    if isinstance(version, int) and version > FORMAT_VERSION:
+        raise BundleError(f"{folder} has bundle format version {version}, newer than this napari-unet reads "
+                          f"(up to {FORMAT_VERSION}): update napari-unet to the release that wrote it, or retrain.")
     if version not in SUPPORTED_FORMAT_VERSIONS:
         raise BundleError(
             f"{folder} has bundle format version {version!r}; this napari-unet reads version(s) "
             f"{list(SUPPORTED_FORMAT_VERSIONS)}. Use the napari-unet release that wrote it, or retrain."
         )
-    missing = [key for key in REQUIRED_KEYS if key not in meta]
-    if missing:
-        raise BundleError(f"{where} lacks {missing}; the model folder is incomplete, retrain the model.")
-    try:
-        ModelConfig.from_dict(meta["model_config"])
-    except (ConfigError, TypeError, AttributeError) as exc:
-        raise BundleError(f"{where} holds an invalid model_config: {exc}") from None
-    return meta
 
 
-def check_stored_normalization(meta: dict, folder) -> None:
+def check_stored_normalization(norm: Normalization | dict, folder) -> None:
     """Refuse stored percentiles that cannot map intensities (low >= high, not finite), before
-    a prediction that uses them (``normalize="model"``) starts."""
-    norm = meta.get("normalization")
-    pairs = zip(norm.get("low", []), norm.get("high", [])) if isinstance(norm, dict) else [(None, None)]
-    for channel, (low, high) in enumerate(pairs):
+    a prediction that uses them (``normalize="model"``) starts. ``norm``: a model's, or the plain
+    dict a prediction carries."""
+    norm = Normalization.model_validate(norm)
+    for channel, (low, high) in enumerate(zip(norm.low, norm.high)):
         if not _finite_range(low, high):
             raise BundleError(f"{folder}: the stored normalization is broken (channel {channel}: low {low}, "
                               f"high {high}); use --normalize volume ('Intensities' in the Segment dock), "
@@ -172,11 +138,6 @@ def _finite_range(low, high) -> bool:
         return bool(np.isfinite(low) and np.isfinite(high) and high > low)
     except TypeError:
         return False
-
-
-def model_config_of(meta: dict) -> ModelConfig:
-    """The ``ModelConfig`` stored in a bundle's metadata."""
-    return ModelConfig.from_dict(meta["model_config"])
 
 
 # ------------------------------------------------------------ saving, loading
@@ -234,32 +195,24 @@ def _check_writable(target: Path) -> None:
                          "Pick a folder you can write to.")
 
 
-def save_bundle(path, model, meta: dict, overwrite: bool = False) -> Path:
+def save_bundle(path, model, meta: BundleMeta, *, overwrite: bool = False) -> Path:
     """Write ``model`` and ``meta`` as a bundle folder at ``path``, atomically.
 
-    ``meta`` needs ``model_config`` and ``normalization``; ``format_version``,
-    ``input_axes``, ``versions`` and ``created`` are filled in. If the write
+    ``versions``, ``created`` and ``weights`` are filled in. If the write
     fails, whatever was at ``path`` before is left as it was.
     """
     target = Path(path).absolute()
     reclaim_stale_saves(target)  # first: it may put back a model that check_target must see
     check_target(target, overwrite)
-    meta = dict(meta)
-    missing = [key for key in ("model_config", "normalization") if key not in meta]
-    if missing:
-        raise ValueError(f"save_bundle needs {missing} in meta.")
-    meta.setdefault("input_axes", INPUT_AXES)
-    meta["format_version"] = FORMAT_VERSION
-    meta["versions"] = _versions()
-    meta["created"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-    meta["weights"] = WEIGHTS_FILE
-    text = json.dumps(_jsonable(meta), indent=2, sort_keys=True, allow_nan=False)
+    meta = meta.replace(versions=_versions(), weights=WEIGHTS_FILE,
+                        created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"))
+    text = json.dumps(meta.json_dict(), indent=2, sort_keys=True, allow_nan=False)
 
     target.parent.mkdir(parents=True, exist_ok=True)
     _check_room(target.parent, model, len(text))
     tmp = _fresh_folder(target, "saving")
     try:
-        model.save_weights(str(tmp / WEIGHTS_FILE))
+        keras_files.save_weights(model, tmp / WEIGHTS_FILE)
         (tmp / META_FILE).write_text(text, encoding="utf-8")
         _move_into_place(tmp, target, overwrite)
     except BaseException:
@@ -308,7 +261,7 @@ def reclaim_stale_saves(path) -> list[str]:
     """
     target = Path(path).absolute()
     pattern = re.compile(rf"\.{re.escape(target.name)}\.(saving|old)-(\d+@.+)-[0-9a-f]{{8}}")
-    done = []
+    done: list[str] = []
     try:
         entries = sorted(target.parent.iterdir())
     except OSError:
@@ -345,10 +298,6 @@ def _move_into_place(tmp: Path, target: Path, overwrite: bool) -> None:
 
 def load_bundle(path):
     """``(model, meta)`` from a bundle folder (or an exported package); the model is not compiled."""
-    import keras
-
-    from napari_unet.core.nn.model import build_unet
-
     folder = Path(path)
     meta = read_bundle_meta(folder)
     if folder.suffix.lower() == ".zip" and not folder.is_dir():
@@ -358,10 +307,9 @@ def load_bundle(path):
     weights, whole = folder / WEIGHTS_FILE, folder / KERAS_FILE
     try:
         if weights.is_file():
-            model = build_unet(model_config_of(meta))
-            model.load_weights(str(weights))
+            model = keras_files.unet_with_weights(meta.model_cfg, weights)
         elif whole.is_file():
-            model = keras.saving.load_model(str(whole), compile=False)
+            model = keras_files.load_whole_model(whole)
         else:
             raise BundleError(f"{folder} has no {WEIGHTS_FILE} (or {KERAS_FILE}); the model folder is incomplete.")
     except BundleError:

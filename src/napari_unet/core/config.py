@@ -7,6 +7,7 @@ validation. Every check raises ``ConfigError`` (a ``ValueError``) naming the bad
 
 from __future__ import annotations
 
+import copy
 import math
 import typing
 from typing import Any, ClassVar, Literal
@@ -21,7 +22,7 @@ class ConfigError(ValueError):
     """A config field holds a value outside its allowed range."""
 
 
-def bounded(default, lo, hi, help: str = ""):
+def bounded(default, lo, hi, *, help: str = ""):
     """A numeric field accepted between ``lo`` and ``hi``; ``help`` is the CLI's help text."""
     return Field(default, ge=lo, le=hi, description=help)
 
@@ -123,8 +124,8 @@ class ModelConfig(_Config):
     n_classes: int = bounded(1, 1, 255)
     DERIVED: ClassVar[tuple] = ("in_channels", "n_classes")
     # User choices.
-    depth: int = bounded(3, 2, 6, "levels of the U-Net")
-    n_filters: int = bounded(16, 2, 256, "filters of the first level (doubled at each level)")
+    depth: int = bounded(3, 2, 6, help="levels of the U-Net")
+    n_filters: int = bounded(16, 2, 256, help="filters of the first level (doubled at each level)")
     batch_norm: bool = True
     dropout: float = bounded(0.0, 0.0, 0.9)
     activation: Activation = "relu"
@@ -138,7 +139,10 @@ class ModelConfig(_Config):
 
 AnnotationMode = Literal["full_slices", "scribbles"]
 # A new loss is added in losses.py alone: its registry is the source of the choices.
-LossName = Literal[tuple(LOSS_FUNCTIONS)]  # type: ignore[valid-type]
+if typing.TYPE_CHECKING:
+    LossName = str  # a Literal built at run time is no type to mypy; pydantic checks the choices
+else:
+    LossName = Literal[tuple(LOSS_FUNCTIONS)]
 LrSchedule = Literal["plateau", "cosine", "constant"]
 MixedPrecision = Literal["auto", "off", "float16", "bfloat16"]
 XlaChoice = Literal["auto", "on", "off"]
@@ -159,28 +163,28 @@ class TrainConfig(_Config):
     # By default training runs until the validation loss stops improving (the learning
     # rate halves on each plateau), within a time cap: a fixed step count was too short
     # for real stacks and needlessly long for easy ones.
-    epochs: int = bounded(500, 1, 100000, "an upper bound; the time cap or early stopping ends training first")
+    epochs: int = bounded(500, 1, 100000, help="an upper bound; the time cap or early stopping ends training first")
     # Validation runs once per epoch (50 steps made plateaus mostly noise).
     steps_per_epoch: int = bounded(100, 1, 100000)
     # None = "auto": chosen for the device when training starts (core/nn/devices.py: 4 x 96 px on a CPU,
     # up to 16 x 256 px on a GPU, within its free memory).
-    batch_size: int | None = bounded(None, 1, 1024, "patches per step (default: auto, from the device)")
-    patch_size: int | None = bounded(None, 16, 4096, "patch side in pixels (default: auto, from the device)")
+    batch_size: int | None = bounded(None, 1, 1024, help="patches per step (default: auto, from the device)")
+    patch_size: int | None = bounded(None, 16, 4096, help="patch side in pixels (default: auto, from the device)")
     learning_rate: float = bounded(2e-3, 1e-7, 1.0)
     lr_schedule: LrSchedule = choice(
         "plateau", "plateau: halve the rate when validation stops improving; cosine: decay over "
                    "the epochs, or over --max-seconds when that ends training first")
-    lr_patience: int = bounded(5, 1, 10000, "plateau schedule: epochs without improvement before the rate halves")
+    lr_patience: int = bounded(5, 1, 10000, help="plateau schedule: epochs without improvement before the rate halves")
     val_fraction: float = bounded(0.2, 0.0, 0.9)
     loss: LossName = choice("bce_dice")
     augment: bool = True
     # 12 ended ISBI at 140 s, 0.019 worse in adapted Rand error than the same model trained for 30 minutes.
-    early_stopping_patience: int = bounded(20, 0, 10000, "patience in epochs (0 = off)")
+    early_stopping_patience: int = bounded(20, 0, 10000, help="patience in epochs (0 = off)")
     seed: int = bounded(0, 0, 2**31 - 1)
     percentiles: tuple[float, float] = (1.0, 99.8)
-    foreground_bias: float = bounded(0.5, 0.0, 1.0, "fraction of patches centred on a foreground pixel")
+    foreground_bias: float = bounded(0.5, 0.0, 1.0, help="fraction of patches centred on a foreground pixel")
     # Instances: width in px of the boundary class inside each object (see docs/objects.md).
-    boundary_width: int = bounded(1, 1, 16, "instances: width in pixels of the boundary class")
+    boundary_width: int = bounded(1, 1, 16, help="instances: width in pixels of the boundary class")
     # Batches made ahead in a background thread while the model steps (0: made in the step).
     prefetch_batches: int = bounded(2, 0, 64)
     mixed_precision: MixedPrecision = choice(
@@ -191,9 +195,9 @@ class TrainConfig(_Config):
     xla: XlaChoice = choice(
         "auto", "compile the training step with XLA (TensorFlow's jit_compile); auto = Keras' choice: on "
                 "with one GPU, off on a CPU or several GPUs; JAX always compiles it, whatever this says")
-    threads: int = bounded(0, 0, 1024, "CPU threads (0 = all)")
+    threads: int = bounded(0, 0, 1024, help="CPU threads (0 = all)")
     # Whole minutes up to 200000, as the Train dock shows it.
-    max_seconds: float = bounded(300.0, 0.0, 1.2e7, "time cap in seconds (0 = no limit); training ends "
+    max_seconds: float = bounded(300.0, 0.0, 1.2e7, help="time cap in seconds (0 = no limit); training ends "
                                  "sooner when validation stops improving (--early-stopping)")
 
     @field_validator("mixed_precision", mode="before")
@@ -227,29 +231,57 @@ NormalizeChoice = Literal["model", "volume"]
 TUNED_FIELDS = ("objects", "seeds", "seed_distance", "threshold", "min_object_size")
 
 
+class ObjectsConfig(_Config):
+    """The object step's settings and their bounds, set here only: PredictConfig's fields of the
+    same names are these fields, and its objects are refused through this one config (at the
+    command line, in the Segment dock, in the worker, on a cluster) before any work starts; the
+    object finder checks its own arguments against the same bounds (core/objects/checks.py)."""
+
+    # Exclusive: objects need both a foreground and a background (classes may use 0 or 1).
+    THRESHOLD_BETWEEN: ClassVar[tuple] = (0.0, 1.0)
+
+    threshold: float = Field(0.5, description="foreground probability threshold, strictly between 0 and 1")
+    seeds: SeedMode = choice("distance", "watershed seeds: distance-transform maxima, or predicted object interiors")
+    seed_distance: float = bounded(3.0, 0.5, 1000.0, help="distance seeds: smallest distance between two seeds (px)")
+    # 100 took the synthetic cells' matching F1 from 0.891 to 0.957 and changed nothing else
+    # on the benchmark stacks.
+    min_object_size: int = bounded(100, 0, 10**9, help="drop objects smaller than this (voxels in 3-D, pixels in 2-D)")
+
+    @field_validator("threshold")
+    @classmethod
+    def _threshold_strictly_between(cls, value):
+        lo, hi = cls.THRESHOLD_BETWEEN
+        if not lo < value < hi:
+            raise ValueError(f"threshold must be strictly between {lo:g} and {hi:g} for objects, got {value!r}")
+        return value
+
+
+def _object_field(name: str):
+    """ObjectsConfig's field ``name`` for PredictConfig: the same default, help and bounds."""
+    return copy.copy(ObjectsConfig.model_fields[name])
+
+
 class PredictConfig(_Config):
     """How to run a trained model through a volume."""
 
-    axis: int = bounded(0, -3, 2, "slice axis of a 3-D volume")
-    tile_size: int = bounded(512, 16, 16384, "tiles of at most this size (rounded up to the model multiple)")
+    axis: int = bounded(0, -3, 2, help="slice axis of a 3-D volume")
+    tile_size: int = bounded(512, 16, 16384, help="tiles of at most this size (rounded up to the model multiple)")
     tile_overlap: int = bounded(32, 0, 1024)
     batch_size: int = bounded(4, 1, 1024)
-    threshold: float = bounded(0.5, 0.0, 1.0, "foreground probability threshold (objects: strictly between)")
+    threshold: float = bounded(0.5, 0.0, 1.0, help="foreground probability threshold (objects: strictly between)")
     output: PredictOutput = choice(
         "labels", "labels (classes) or instances (objects); default: instances for a model "
                   "trained with --instances, labels otherwise")
     tta: bool = Field(False, description="average the 8 flips/rotations")
     three_axis: bool = Field(False, description="average XY, XZ and YZ passes (near-isotropic volumes)")
     return_probabilities: bool = False
-    # 100 took the synthetic cells' matching F1 from 0.891 to 0.957 and changed nothing else
-    # on the benchmark stacks.
-    min_object_size: int = bounded(100, 0, 10**9, "drop objects smaller than this (voxels in 3-D, pixels in 2-D)")
+    min_object_size: int = _object_field("min_object_size")
     objects: ObjectMode = choice(
         "auto", "instances: 3d = one id per object through the volume; 2d = per slice; linked = per "
                 "slice, then linked across slices by overlap; auto = 3d unless slices lie over 6 "
                 "pixels apart (then linked)")
-    seeds: SeedMode = choice("distance", "watershed seeds: distance-transform maxima, or predicted object interiors")
-    seed_distance: float = bounded(3.0, 0.5, 1000.0, "distance seeds: smallest distance between two seeds (px)")
+    seeds: SeedMode = _object_field("seeds")
+    seed_distance: float = _object_field("seed_distance")
     fill_background: FillChoice = choice(
         "auto", "objects also take the background pixels (auto: when the training objects tiled "
                 "the image, as cells between EM membranes do)")
@@ -262,9 +294,9 @@ class PredictConfig(_Config):
     normalize: NormalizeChoice = choice(
         "volume", "map intensities by the training image's percentiles stored in the model, or by this "
                   "volume's own (for data recorded differently, e.g. 16-bit instead of 8-bit)")
-    block_slices: int = bounded(32, 1, 100000, "3-D objects are found in slabs of this many slices (with "
+    block_slices: int = bounded(32, 1, 100000, help="3-D objects are found in slabs of this many slices (with "
                                 "--workers: the blocks each worker predicts)")
-    halo: int = bounded(4, 0, 1000, "... each slab seeing this many more slices on either side, then joined")
+    halo: int = bounded(4, 0, 1000, help="... each slab seeing this many more slices on either side, then joined")
 
     @field_validator("voxel_size")
     @classmethod
@@ -278,21 +310,23 @@ class PredictConfig(_Config):
         if self.tile_overlap * 2 >= self.tile_size:
             raise ValueError(
                 f"tile_overlap ({self.tile_overlap}) must be less than half of tile_size ({self.tile_size})")
-        # The object step's own rule (objects._check_threshold), checked here so that the CLI, the
-        # dock and the worker all refuse it before any work starts.
-        if self.output == "instances" and not 0.0 < self.threshold < 1.0:
-            raise ValueError(f"threshold must be strictly between 0 and 1 for objects, got {self.threshold!r}")
+        if self.output == "instances":
+            self.objects_config()  # refuses, in ObjectsConfig's one line, what objects cannot use
         if self.voxel_size and (len(self.voxel_size) != 3 or min(self.voxel_size) <= 0):
             raise ValueError(f"voxel_size must be three positive numbers (z, y, x) or empty, got {self.voxel_size!r}")
         return self
+
+    def objects_config(self) -> ObjectsConfig:
+        """The object step's settings; ConfigError (one line) where objects cannot use them."""
+        return ObjectsConfig(**{name: getattr(self, name) for name in ObjectsConfig.model_fields})
 
 
 class ClusterConfig(_Config):
     """Prediction on a dask.distributed cluster (``runtime.cluster``): where and how often to try."""
 
-    workers: int = bounded(1, 1, 1024, "predict on a local dask cluster of this many worker processes")
-    retries: int = bounded(2, 0, 100, "times dask tries a failed block of slices again")
-    block_yx: int = bounded(0, 0, 2**20, "cut slices into Y/X blocks of this many pixels a side (classes and "
+    workers: int = bounded(1, 1, 1024, help="predict on a local dask cluster of this many worker processes")
+    retries: int = bounded(2, 0, 100, help="times dask tries a failed block of slices again")
+    block_yx: int = bounded(0, 0, 2**20, help="cut slices into Y/X blocks of this many pixels a side (classes and "
                             "probabilities; 0: whole slices up to 4096 x 4096, else 2048)")
 
 

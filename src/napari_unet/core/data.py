@@ -23,6 +23,7 @@ Targets carry a mask (1 where a pixel enters the loss); ``sample_batch`` and
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -79,7 +80,10 @@ def as_training_pair(image, labels):
     return as_zyxc(image, channels=has_c), as_zyx(labels)
 
 
-def pad_to_multiple(x, multiple: int, axes=(0, 1), mode: str = "reflect", **pad_kwargs):
+PadMode = Literal["constant", "edge", "reflect", "symmetric", "wrap"]  # the numpy.pad modes accepted
+
+
+def pad_to_multiple(x, multiple: int, *, axes=(0, 1), mode: PadMode = "reflect", **pad_kwargs):
     """Pad the end of ``axes`` up to a multiple of ``multiple``.
 
     Returns ``(padded, crop)`` with ``padded[crop]`` equal to ``x``.
@@ -102,7 +106,7 @@ def pad_to_multiple(x, multiple: int, axes=(0, 1), mode: str = "reflect", **pad_
 # -------------------------------------------------------------- normalisation
 
 
-def compute_normalization(image_zyxc, percentiles=(1, 99.8), max_samples: int = 10**7, seed: int = 0) -> dict:
+def compute_normalization(image_zyxc, *, percentiles=(1, 99.8), max_samples: int = 10**7, seed: int = 0) -> dict:
     """Per-channel percentiles of the image, stored with a model to reuse on new data.
 
     Large images are subsampled (``intensity_sample``), which keeps lazy arrays lazy.
@@ -110,11 +114,11 @@ def compute_normalization(image_zyxc, percentiles=(1, 99.8), max_samples: int = 
     """
     image_zyxc = as_zyxc(image_zyxc)
     z, y, x, c = image_zyxc.shape
-    sample = intensity_sample(lambda k: image_zyxc[k], z, (y, x, c), max_samples, seed)
+    sample = intensity_sample(lambda k: image_zyxc[k], z, (y, x, c), max_samples=max_samples, seed=seed)
     return normalization_from_sample(sample, percentiles)
 
 
-def intensity_sample(read_slice, n_slices: int, slice_shape, max_samples: int = 10**7, seed: int = 0):
+def intensity_sample(read_slice, n_slices: int, slice_shape, *, max_samples: int = 10**7, seed: int = 0):
     """``(N, C)`` float64 pixels of at most about ``max_samples``: random slices, then a regular
     pixel grid with a random start. ``read_slice(k)`` gives slice ``k`` as ``(Y, X, C)``."""
     y, x, c = slice_shape
@@ -265,7 +269,7 @@ def objects_tile_the_image(labels_zyx, mode: str) -> bool:
     return total > 0 and near / total >= TILE_SHARE
 
 
-def class_count(labels_zyx, mode: str, instances: bool = False) -> int:
+def class_count(labels_zyx, mode: str, *, instances: bool = False) -> int:
     """Number of model outputs the labels need.
 
     - instances: 3 (background, interior, boundary; softmax).
@@ -280,10 +284,10 @@ def class_count(labels_zyx, mode: str, instances: bool = False) -> int:
     idx = annotated_slices(labels, mode)
     if idx.size == 0:
         raise ValueError(_no_annotation_message(mode))
-    return class_count_of_values(np.unique(labels[idx]), mode, instances)
+    return class_count_of_values(np.unique(labels[idx]), mode, instances=instances)
 
 
-def class_count_of_values(values, mode: str, instances: bool = False) -> int:
+def class_count_of_values(values, mode: str, *, instances: bool = False) -> int:
     """``class_count`` from the distinct label values of the annotated slices (of one or
     several label volumes)."""
     _check_mode(mode, instances)
@@ -318,7 +322,7 @@ def _one_hot(class_map, n_classes):
     return (class_map[..., np.newaxis] == np.arange(n_classes)).astype(np.float32)
 
 
-def make_targets(labels_2d, mode: str, n_classes: int, instances: bool = False, boundary_width: int = 1):
+def make_targets(labels_2d, mode: str, n_classes: int, *, instances: bool = False, boundary_width: int = 1):
     """``(target (Y, X, n_classes) float32, mask (Y, X) float32)`` for one slice.
 
     ``n_classes == 1`` gives one 0/1 foreground channel, otherwise one-hot.
@@ -365,7 +369,7 @@ def make_targets(labels_2d, mode: str, n_classes: int, instances: bool = False, 
     return _one_hot(labels, n_classes), mask
 
 
-def validate_training_pair(image, labels, mode: str, instances: bool = False) -> None:
+def validate_training_pair(image, labels, mode: str, *, instances: bool = False) -> None:
     """Raise ``ValueError`` saying what to fix if the pair cannot be trained on."""
     _check_mode(mode, instances)
     labels = np.asarray(labels)
@@ -403,7 +407,7 @@ def validate_training_pair(image, labels, mode: str, instances: bool = False) ->
 # ------------------------------------------------------------ validation split
 
 
-def split_validation(annotated_idx, labels_zyx, val_fraction: float, seed: int = 0):
+def split_validation(annotated_idx, labels_zyx, val_fraction: float, *, seed: int = 0):
     """Split annotated data into ``(train_items, val_items)`` of ``(z, (y0, y1, x0, x1))``.
 
     Two or more annotated slices: ``max(1, round(val_fraction * n))`` whole
@@ -414,12 +418,12 @@ def split_validation(annotated_idx, labels_zyx, val_fraction: float, seed: int =
     """
     labels = as_zyx(labels_zyx)
     idx = [int(z) for z in np.asarray(annotated_idx).ravel()]
-    train, val = split_slices([labels[z] for z in idx], val_fraction, seed)
+    train, val = split_slices([labels[z] for z in idx], val_fraction, seed=seed)
     by_z = lambda items: sorted((idx[i], box) for i, box in items)  # noqa: E731
     return by_z(train), by_z(val)
 
 
-def split_slices(label_slices, val_fraction: float, seed: int = 0):
+def split_slices(label_slices, val_fraction: float, *, seed: int = 0):
     """``split_validation`` for a list of annotated 2-D label slices, which may differ in size
     (slices of several images); items are ``(position in the list, (y0, y1, x0, x1))``."""
     if not len(label_slices):

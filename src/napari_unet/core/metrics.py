@@ -56,7 +56,7 @@ def _pair(pred, gt):
     return pred, gt
 
 
-def dice(pred, gt, label=1) -> float:
+def dice(pred, gt, *, label=1) -> float:
     """``2 |P ∩ G| / (|P| + |G|)`` for the pixels equal to ``label``."""
     pred, gt = _pair(pred, gt)
     p, g = pred == label, gt == label
@@ -64,7 +64,7 @@ def dice(pred, gt, label=1) -> float:
     return 1.0 if total == 0 else 2.0 * int((p & g).sum()) / total
 
 
-def iou(pred, gt, label=1) -> float:
+def iou(pred, gt, *, label=1) -> float:
     """``|P ∩ G| / |P ∪ G|`` (Jaccard) for the pixels equal to ``label``."""
     pred, gt = _pair(pred, gt)
     p, g = pred == label, gt == label
@@ -110,14 +110,14 @@ def adapted_rand_error(pred_regions, gt_regions) -> dict:
     return {"error": float(error), "split_score": float(split), "merge_score": float(merge)}
 
 
-def segmentation_report(pred, gt, foreground_label=1) -> dict:
+def segmentation_report(pred, gt, *, foreground_label=1) -> dict:
     """Dice and IoU of ``foreground_label``, pixel accuracy, and the adapted Rand
     error of its connected regions (if the ground truth has any)."""
     pred, gt = _pair(pred, gt)
     report = {
         "foreground_label": foreground_label,
-        "dice": dice(pred, gt, foreground_label),
-        "iou": iou(pred, gt, foreground_label),
+        "dice": dice(pred, gt, label=foreground_label),
+        "iou": iou(pred, gt, label=foreground_label),
         "pixel_accuracy": pixel_accuracy(pred, gt),
     }
     if (gt == foreground_label).any():
@@ -232,7 +232,7 @@ def _check_iou_threshold(iou_threshold):
         raise ValueError(f"iou_threshold must be in (0, 1], got {iou_threshold}.")
 
 
-def match_objects(pred_objects, gt_objects, iou_threshold=0.5) -> dict:
+def match_objects(pred_objects, gt_objects, *, iou_threshold=0.5) -> dict:
     """One-to-one matching of predicted and true objects (non-zero ids).
 
     A pair can match when ``IoU >= iou_threshold`` (StarDist's convention:
@@ -263,7 +263,7 @@ _MATCH_KEYS = ("precision", "recall", "f1", "mean_matched_iou", "n_pred", "n_tru
 
 def _object_report_3d(pred, gt, iou_threshold) -> dict:
     report = _region_scores(pred, gt)
-    matching = match_objects(pred, gt, iou_threshold)
+    matching = match_objects(pred, gt, iou_threshold=iou_threshold)
     report.update({key: matching[key] for key in _MATCH_KEYS})
     return report
 

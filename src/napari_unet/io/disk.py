@@ -74,7 +74,8 @@ def check_name_length(name: str, internal: list[str], folder, option: str) -> No
 
 
 def format_bytes(nbytes: float) -> str:
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if nbytes < 1024 or unit == "GiB":
+    for unit in ("bytes", "KiB", "MiB"):
+        if nbytes < 1024:
             return f"{nbytes:.0f} {unit}" if unit == "bytes" else f"{nbytes:.1f} {unit}"
         nbytes /= 1024
+    return f"{nbytes:.1f} GiB"

@@ -6,18 +6,22 @@ No napari, Qt or Keras here. OME-Zarr metadata is small JSON, written here with 
 first multiscale is read. A plain zarr array is an image of its own; its ``axes``, ``scale``
 and ``units`` attributes (what this module writes) are honoured.
 
-The metadata dict is the one ``io.tiff`` returns: ``axes`` (e.g. "ZYX", "CZYX"), ``scale``,
-``units`` (tuple or None), ``source_path``, ``labels_marked``.
+The metadata is an ``io.meta.ImageMeta``, as ``io.tiff`` returns: ``axes`` (e.g. "ZYX", "CZYX"),
+``scale``, ``units`` (tuple or None), ``source_path``, ``labels_marked``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import uuid
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+from napari_unet.io.meta import ImageMeta
 
 OME_VERSION = "0.5"
 ZARR_SUFFIX = ".zarr"
@@ -56,7 +60,7 @@ def open_lazy(path):
     return da.from_zarr(array), meta
 
 
-def _plain_metadata(array, path: Path) -> dict:
+def _plain_metadata(array, path: Path) -> ImageMeta:
     attrs = dict(array.attrs)
     axes = str(attrs.get("axes") or _default_axes(array.ndim))
     scale = attrs.get("scale")
@@ -76,13 +80,13 @@ def _first_multiscale(group, path: Path):
         names = _label_group_names(group)
         if names:
             array, meta = _first_multiscale(group["labels"][names[0]], path)
-            return array, dict(meta, labels_marked=np.issubdtype(array.dtype, np.integer))
+            return array, dataclasses.replace(meta, labels_marked=bool(np.issubdtype(array.dtype, np.integer)))
         raise ZarrReadError(f"{path} is a zarr group without OME-Zarr multiscales metadata: "
                             "open one of its arrays (e.g. path/0) instead.")
     first = multiscales[0]
     dataset = first["datasets"][0]
     array = group[dataset["path"]]
-    axes = "".join(a["name"] if isinstance(a, str) else a["name"] for a in first.get("axes", [])).upper()
+    axes = "".join(a if isinstance(a, str) else a["name"] for a in first.get("axes", [])).upper()
     axes = axes if len(axes) == array.ndim else _default_axes(array.ndim)
     scale = _scale_of(dataset.get("coordinateTransformations", []), array.ndim)
     units = tuple(a.get("unit") for a in first.get("axes", []) if isinstance(a, dict)) or None
@@ -105,11 +109,11 @@ def _scale_of(transforms, ndim):
     return None
 
 
-def _metadata(path, axes, scale, units, labels, dtype) -> dict:
-    return {"axes": axes, "file_axes": axes, "source_path": str(Path(path).resolve()),
-            "scale": tuple(float(s) for s in scale) if scale else (1.0,) * len(axes),
-            "units": tuple(units) if units else None,
-            "labels_marked": bool(labels) and np.issubdtype(dtype, np.integer)}
+def _metadata(path, axes, scale, units, labels, dtype) -> ImageMeta:
+    return ImageMeta(axes=axes, file_axes=axes, source_path=str(Path(path).resolve()),
+                     scale=tuple(float(s) for s in scale) if scale else (1.0,) * len(axes),
+                     units=tuple(units) if units else None,
+                     labels_marked=bool(labels) and bool(np.issubdtype(dtype, np.integer)))
 
 
 def _default_axes(ndim: int) -> str:
@@ -124,7 +128,7 @@ def _label_name(path) -> bool:
 # --------------------------------------------------------------------- writing
 
 
-def multiscales(axes: str, scale, units=None, name: str = "image") -> list:
+def multiscales(axes: str, scale, *, units=None, name: str = "image") -> list:
     """OME-Zarr multiscales metadata for one full-resolution dataset ``0``."""
     axes_meta = []
     for i, axis in enumerate(axes):
@@ -142,7 +146,8 @@ def create_group(path, *, axes: str, scale=None, units=None, labels=False, name=
     import zarr
 
     group = zarr.open_group(str(path), mode="w-", zarr_format=3)
-    ome = {"version": OME_VERSION, "multiscales": multiscales(axes, scale, units, name or Path(path).name)}
+    ome: dict[str, Any] = {"version": OME_VERSION,  # JSON
+                           "multiscales": multiscales(axes, scale, units=units, name=name or Path(path).name)}
     if labels:
         ome["image-label"] = {"version": OME_VERSION}
     group.attrs["ome"] = ome

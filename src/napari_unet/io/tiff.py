@@ -1,40 +1,32 @@
 """Read and write TIFF stacks with tifffile.
 
-No napari, Qt or Keras here: the worker process and the command line use this too.
+No napari, Qt or Keras here: the worker process and the command line use this too. Reading
+gives the pixels and an ``io.meta.ImageMeta``; the napari layers made of them (Image or Labels,
+one per channel, ...) are ``plugin.reader``'s.
 
 Supported files: ``.tif``, ``.tiff``, ``.ome.tif``, ``.ome.tiff`` -- single 2-D pages,
 multi-page stacks, ImageJ hyperstacks (any subset of TZCYX), OME-TIFF and RGB(A)
 pages. Only the first series (first OME image) of a file is read, at full resolution.
 
-Image or Labels
----------------
-A file opens as a **Labels** layer when its pixels have an integer dtype AND either
-
-- the file name has a word starting with ``label``, ``mask``, ``seg`` or
-  ``annotation`` (case-insensitive; words are split at non-letters and at
-  camelCase: ``cells_labels.tif``, ``nucleiMask.tif``, ``seg-01.tif``,
-  ``Segmentation.ome.tiff``; but not ``unmasked.tif``), or
-- the metadata marks it: an ImageJ property ``layer_type=labels`` (in
-  ``Properties`` or as a line of ``Info``), ``"layer_type": "labels"`` in
-  tifffile's JSON description, or an OME channel whose name contains ``label``
-  (then only that channel opens as Labels).
-
-Everything else opens as an **Image**; float data never opens as Labels. ImageJ
-slice labels (the ``Labels`` list of slice names) are not a marker: Fiji writes
-them for ordinary images. RGB(A) pages always open as an RGB image.
-
 Axes, scale and units
 ---------------------
 Axes come from tifffile (``series.axes``): T time, Z depth, C channel, Y, X, S
 samples. One unnamed stack axis (``I`` or ``Q``, as in a plain multi-page file)
-is taken as Z. A channel axis ``C`` becomes napari's ``channel_axis`` (one layer
-per channel, named after the OME channel names when there are any).
+is taken as Z. RGB(A) samples go last (``rgb``); other samples become a channel axis C,
+whose OME channel names, if any, are kept (``channel_names``).
 The pixel size comes from ImageJ ``spacing`` (Z) and X/YResolution (rounded to
 10 significant digits, the precision of a TIFF rational), from OME
 ``PhysicalSizeX/Y/Z`` (+ units), or from the ``scale``/``units`` lists in
 tifffile's JSON description (what :func:`write_labels_tiff` writes). Other axes
-(T, ...) and files without any of these get scale 1. Each layer's
-``metadata`` holds ``axes``, ``file_axes``, ``source_path``, ``voxel_size``.
+(T, ...) and files without any of these get scale 1.
+
+Labels markers
+--------------
+``labels_marked``: an ImageJ property ``layer_type=labels`` (in ``Properties`` or as a
+line of ``Info``), or ``"layer_type": "labels"`` in tifffile's JSON description.
+``label_channels``: per OME channel, whether its name contains ``label``. ImageJ slice
+labels (the ``Labels`` list of slice names) are not a marker: Fiji writes them for
+ordinary images.
 
 Large files
 -----------
@@ -48,16 +40,18 @@ import contextlib
 import logging
 import math
 import os
-import re
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tifffile
 
+from napari_unet.io.meta import ImageMeta
+
 LAZY_THRESHOLD_BYTES = 512 * 2**20
 TIFF_SUFFIXES = (".tif", ".tiff")  # also covers .ome.tif / .ome.tiff
-LABEL_NAME_WORDS = ("label", "mask", "seg", "annotation")
 LAYER_TYPE_KEY = "layer_type"
 
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF
@@ -101,25 +95,17 @@ def normalize_unit(unit) -> str | None:
     return _UNITS.get(str(unit).strip().lower())
 
 
-def labels_by_name(path) -> bool:
-    """True if the file name has a word starting with one of ``LABEL_NAME_WORDS``."""
-    name = Path(path).name
-    words = re.findall(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])", name)
-    return any(w.lower().startswith(LABEL_NAME_WORDS) for w in words)
-
-
-def read_tiff(path, lazy=None) -> list[tuple]:
-    """Read a TIFF file into napari LayerData tuples ``(data, kwargs, layer_type)``.
+def read_image(path, lazy=None) -> tuple:
+    """The file's first series plus its ``ImageMeta``.
 
     ``lazy=None`` opens lazily (dask) only above ``LAZY_THRESHOLD_BYTES``;
     True/False forces it. Raises :class:`TiffReadError` for unreadable files.
     """
-    data, meta = _load(path, lazy)
-    return _layer_data(data, meta)
+    return _load(path, lazy)
 
 
-def open_lazy(path):
-    """A dask array over the file's first series plus its metadata; reads no pixels."""
+def open_lazy(path) -> tuple:
+    """A dask array over the file's first series plus its ``ImageMeta``; reads no pixels."""
     return _load(path, lazy=True)
 
 
@@ -147,8 +133,8 @@ class NamedReads:
         return np.asarray(self[...], dtype=dtype)
 
 
-def read_array(path):
-    """The file's first series as a numpy array plus its metadata."""
+def read_array(path) -> tuple:
+    """The file's first series as a numpy array plus its ``ImageMeta``."""
     return _load(path, lazy=False)
 
 
@@ -253,6 +239,8 @@ def _round_sig(value: float, digits: int = 10) -> float:
 
 
 def _metadata(tif, series, path: Path) -> dict:
+    """What the file says, as ``ImageMeta``'s fields (scale and units by axis letter until
+    ``_normalize_layout``)."""
     shaped = series.kind == "shaped"
     # Shaped (tifffile JSON) files keep singleton axes exactly as they were written.
     axes = series.get_axes(False) if shaped else series.axes
@@ -324,8 +312,9 @@ def _shaped_metadata(shaped, meta):
     meta["labels_marked"] = str(shaped.get(LAYER_TYPE_KEY, "")).lower() == "labels"
 
 
-def _normalize_layout(data, meta):
-    """RGB samples last, a lone unnamed stack axis as Z, non-RGB samples as C."""
+def _normalize_layout(data, meta: dict) -> tuple:
+    """RGB samples last, a lone unnamed stack axis as Z, non-RGB samples as C; the metadata
+    becomes an ``ImageMeta``."""
     axes = meta["axes"]
     if "S" in axes and meta["rgb"] and data.shape[axes.index("S")] in (3, 4):
         data = np.moveaxis(data, axes.index("S"), -1) if axes[-1] != "S" else data
@@ -344,74 +333,15 @@ def _normalize_layout(data, meta):
     meta["shape"] = tuple(data.shape)
     if meta["channel_names"] and ("C" not in axes or len(meta["channel_names"]) != data.shape[axes.index("C")]):
         meta["channel_names"] = meta["label_channels"] = None
-    return data, meta
-
-
-# ------------------------------------------------------------ napari layer data
-
-
-def _layer_data(data, meta) -> list[tuple]:
-    path = Path(meta["source_path"])
-    stem = re.sub(r"(\.ome)?\.tiff?$", "", path.name, flags=re.IGNORECASE)
-    axes = meta["axes"]
-    integer = np.issubdtype(data.dtype, np.integer) and not meta["rgb"]
-    by_name = labels_by_name(path)
-
-    if "C" not in axes:
-        is_labels = integer and (by_name or meta["labels_marked"])
-        kwargs = _layer_kwargs(meta, axes, stem, channel=None)
-        if meta["rgb"]:
-            kwargs["rgb"] = True
-        return [(data, kwargs, "labels" if is_labels else "image")]
-
-    c = axes.index("C")
-    n = data.shape[c]
-    names = meta["channel_names"] or [f"ch{i}" for i in range(n)]
-    marked = meta["label_channels"] or [meta["labels_marked"]] * n
-    kinds = ["labels" if integer and (by_name or m) else "image" for m in marked]
-    layer_axes = axes.replace("C", "")
-    per_channel = [_layer_kwargs(meta, layer_axes, f"{stem} [{names[i]}]", channel=(i, names[i])) for i in range(n)]
-    if all(k == "image" for k in kinds):
-        # napari splits the channels itself (default colormaps and blending).
-        kwargs = {key: [kw[key] for kw in per_channel] for key in per_channel[0]}
-        kwargs["channel_axis"] = c
-        return [(data, kwargs, "image")]
-    layers = []
-    for i, (kind, kwargs) in enumerate(zip(kinds, per_channel)):
-        channel = data[(slice(None),) * c + (i,)]
-        if kind == "image" and i > 0:
-            kwargs["blending"] = "additive"
-        layers.append((channel, kwargs, kind))
-    return layers
-
-
-def _layer_kwargs(meta, layer_axes, name, channel) -> dict:
-    file_axes = meta["axes"]
-    # RGB samples are not a napari dimension; every other axis is.
-    keep = [i for i, a in enumerate(file_axes) if a in layer_axes and not (meta["rgb"] and a == "S")]
-    spatial = [file_axes[i] for i in keep]
-    scale = tuple(meta["scale"][i] for i in keep)
-    labels = [a.lower() for a in spatial]
-    if len(set(labels)) < len(labels):  # napari needs distinct axis labels
-        labels = [f"{a}{i}" if labels.count(a) > 1 else a for i, a in enumerate(labels)]
-    layer_meta = {
-        "axes": layer_axes, "file_axes": meta["file_axes"], "source_path": meta["source_path"],
-        "voxel_size": {a: s for a, s in zip(spatial, scale) if a in "ZYX"},
-    }
-    if channel is not None:
-        layer_meta["channel"], layer_meta["channel_name"] = channel
-    kwargs = {"name": name, "scale": scale, "axis_labels": tuple(labels), "metadata": layer_meta}
-    if meta["units"]:
-        units = tuple(meta["units"][i] or "pixel" for i in keep)
-        kwargs["units"] = units
-        layer_meta["units"] = units
-    return kwargs
+    for key in ("channel_names", "label_channels"):
+        meta[key] = None if meta[key] is None else tuple(meta[key])
+    return data, ImageMeta(**meta)
 
 
 # --------------------------------------------------------------------- writing
 
 
-def write_labels_tiff(path, data, scale=None, axes=None, units=None) -> str:
+def write_labels_tiff(path, data, *, scale=None, axes=None, units=None) -> str:
     """Write a labels array to a zlib-compressed TIFF, atomically; return the path.
 
     uint8/uint16 labels whose axes are an ordered subset of TZCYX (no singleton
@@ -420,14 +350,14 @@ def write_labels_tiff(path, data, scale=None, axes=None, units=None) -> str:
     int64, ...), singleton axes or scales ImageJ cannot hold go to a plain TIFF
     with scale/units in tifffile's JSON description (Fiji opens it as an
     uncalibrated stack). Both are marked ``layer_type=labels`` so
-    :func:`read_tiff` opens them as Labels with the same values, dtype, shape
+    the reader (``plugin.reader``) opens them as Labels with the same values, dtype, shape
     and scale. Boolean masks are written as uint8. A path without a suffix
     gets ``.tif``.
     """
     return _write_tiff(path, data, scale, axes, units, "labels")
 
 
-def write_image_tiff(path, data, scale=None, axes=None, units=None) -> str:
+def write_image_tiff(path, data, *, scale=None, axes=None, units=None) -> str:
     """Write an image (e.g. float32 probabilities) like :func:`write_labels_tiff`, as an Image."""
     return _write_tiff(path, data, scale, axes, units, "image")
 
@@ -451,7 +381,7 @@ def _write_tiff(path, data, scale, axes, units, layer_type) -> str:
     scale = _writer_scale(scale, ndim)
     units = _writer_units(units, ndim)
 
-    options = {"compression": "zlib", "photometric": "minisblack"}
+    options: dict[str, Any] = {"compression": "zlib", "photometric": "minisblack"}
     spatial_units = {u for a, u in zip(axes, units) if a in "ZYX" and u}
     imagej = (
         dtype in (np.uint8, np.uint16, np.float32)
@@ -478,6 +408,7 @@ def _write_tiff(path, data, scale, axes, units, layer_type) -> str:
         }
         options["bigtiff"] = math.prod(data.shape) * dtype.itemsize > 2**32 - 2**25
 
+    payload: np.ndarray | Iterator[np.ndarray]
     if isinstance(data, np.ndarray):
         payload = data.astype(dtype, copy=False)
     else:  # dask/zarr: write plane by plane so the volume never sits in memory

@@ -17,6 +17,7 @@ process reads only a sample of the image (the intensity percentiles) and never i
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -34,6 +35,7 @@ from napari_unet.core.predict.read import choose_normalization
 from napari_unet.io import images, leftovers, omezarr
 from napari_unet.runtime import cluster_tasks, interrupts, spawning
 from napari_unet.runtime.cluster_stop import STOP_FILE, StopOnSignal, keep_stopped, polling
+from napari_unet.runtime.cluster_tasks import ClusterSpec
 from napari_unet.runtime.logs import new_log_path
 
 CONNECT_TIMEOUT_S = 5  # an unreachable scheduler fails after this, instead of hanging
@@ -157,14 +159,15 @@ def predict_distributed(image, model_dir, out, cfg, *, client, prob=None, channe
     _refuse(cfg, finals, spatial)
     axis = cfg.axis % 3 if len(spatial) == 3 else None
     normalization = _normalization(volume, spatial, channel_axis, meta, cfg, on_message)
-    plan = block_plan(cfg, spatial, axis, disk_room(), block_yx=block_yx)  # the slabs one process here would use
+    # The slabs one process here would use.
+    plan = block_plan(cfg, spatial, axis, disk_room=disk_room(), block_yx=block_yx)
     check_workers(client)
     tmps = {path: path.with_name(path.name + ".partial.zarr") for path in finals}
     _refuse_live(tmps, finals)
     try:
         _start(tmps, finals, axes or "ZYX"[-len(spatial):], scale, units)  # inside: a full disk leaves nothing
         spec = _spec(image, model_dir, cfg, plan, axis, spatial, channel_axis, normalization, tmps, finals)
-        spec["image"] = _input_for_blocks(client, volume, spec, tmps[Path(out)], on_message)
+        spec = dataclasses.replace(spec, image=_input_for_blocks(client, volume, spec, tmps[Path(out)], on_message))
         records, futures, stopped = _run_blocks(client, spec, plan, retries, on_block,
                                                 tmps[Path(out)] / STOP_FILE, on_message)
         if all(record is not None for record in records):
@@ -179,8 +182,8 @@ def predict_distributed(image, model_dir, out, cfg, *, client, prob=None, channe
     finally:
         for tmp in tmps.values():
             shutil.rmtree(tmp, ignore_errors=True)
-    return {"n_blocks": len(plan["blocks"]), "n_regions": len(plan["regions"]),
-            "n_tiles": len(plan.get("tiles", [None])),
+    return {"n_blocks": len(plan.blocks), "n_regions": len(plan.regions),
+            "n_tiles": len(plan.tiles or [None]),
             "n_workers": len(client.scheduler_info()["workers"]),
             "seconds": time.perf_counter() - started, "merge_seconds": merge,
             "blocks": [{"slices": list(r["block"]), **r["seconds"]} for r in records if r is not None], **extra}
@@ -188,7 +191,7 @@ def predict_distributed(image, model_dir, out, cfg, *, client, prob=None, channe
 
 def _finish_whole(client, spec, plan, records, futures, cfg, retries, tmps, finals, scale, axes) -> float:
     """Join the blocks' objects (if any) and put every output in place; returns the join's seconds."""
-    merge = _join(client, spec, plan, records, futures, cfg, retries) if plan["mode"] else 0.0
+    merge = _join(client, spec, plan, records, futures, cfg, retries) if plan.mode else 0.0
     with interrupts.deferred():  # every block is done: a signal now is too late to stop the run
         omezarr.finish_outputs([(tmp, path, finals[path]) for path, tmp in tmps.items()], scale=scale, axes=axes)
         interrupts.output_whole()  # a signal while the cluster closes must not interrupt its closing
@@ -213,8 +216,9 @@ def _normalization(volume, spatial, channel_axis, meta, cfg, on_message) -> dict
     their own percentiles), as one process computes it."""
     import dask
 
+    stored = meta.normalization.model_dump()
     with dask.config.set(scheduler="synchronous"):  # a sample of slices, read here
-        normalization, warnings = choose_normalization(volume, spatial, channel_axis, meta["normalization"], cfg)
+        normalization, warnings = choose_normalization(volume, spatial, channel_axis, stored, cfg)
     for warning in warnings:
         on_message("warning: " + warning.message)
     return normalization
@@ -248,23 +252,23 @@ def _start(tmps, finals, axes, scale, units) -> None:
         omezarr.start_output(tmp, axes=axes, scale=scale, units=units, labels=finals[path], name=path.name)
 
 
-def _spec(image, model_dir, cfg, plan, axis, spatial, channel_axis, normalization, tmps, finals) -> dict:
+def _spec(image, model_dir, cfg, plan, axis, spatial, channel_axis, normalization, tmps, finals) -> ClusterSpec:
     """What every task gets: paths, settings and the arrays it writes (created here, one chunk per slice)."""
     out = next(path for path, labels in finals.items() if labels)
-    region = iter(r.stop - r.start for r in plan["regions"][0])  # chunks of whole slices or regions
+    region = iter(r.stop - r.start for r in plan.regions[0])  # chunks of whole slices or regions
     chunks = tuple(1 if ax == axis else next(region) for ax in range(len(spatial)))
     arrays = {"labels": tmps[out] / "0"}
-    if plan["mode"] in ("linked", "2d"):
+    if plan.mode in ("linked", "2d"):
         arrays["local"] = tmps[out] / "_local"
     probs = [path for path, labels in finals.items() if not labels]
     if probs:
         arrays["probs"] = tmps[probs[0]] / "0"
     for name, path in arrays.items():
-        dtype = np.float32 if name == "probs" else np.uint32 if plan["mode"] else np.uint8
+        dtype = np.float32 if name == "probs" else np.uint32 if plan.mode else np.uint8
         omezarr.create_array(path, spatial, dtype, chunks)
-    return {"image": str(image), "model_dir": str(model_dir), "cfg": cfg.to_dict(), "plan": plan, "axis": axis,
-            "spatial_shape": spatial, "channel_axis": channel_axis, "normalization": normalization,
-            "arrays": {name: str(path) for name, path in arrays.items()}, "units": str(tmps[out] / "_units")}
+    return ClusterSpec(image=str(image), model_dir=str(model_dir), cfg=cfg.to_dict(), plan=plan, axis=axis,
+                       spatial_shape=spatial, channel_axis=channel_axis, normalization=normalization,
+                       arrays={name: str(path) for name, path in arrays.items()}, units=str(tmps[out] / "_units"))
 
 
 def _input_for_blocks(client, volume, spec, tmp, on_message) -> str:
@@ -272,13 +276,13 @@ def _input_for_blocks(client, volume, spec, tmp, on_message) -> str:
     chunk of the whole volume) a copy rechunked to one slice per chunk, made on the cluster."""
     import dask.array as da
 
-    chunks, axis = getattr(volume, "chunksize", None), spec["axis"]
+    chunks, axis = getattr(volume, "chunksize", None), spec.axis
     if chunks is None or axis is None:
-        return spec["image"]
-    real = [ax for ax in range(volume.ndim) if ax != spec["channel_axis"]][axis]
+        return spec.image
+    real = [ax for ax in range(volume.ndim) if ax != spec.channel_axis][axis]
     nbytes = int(np.prod(chunks)) * volume.dtype.itemsize
     if chunks[real] <= 1 or nbytes <= RECHUNK_BYTES:
-        return spec["image"]
+        return spec.image
     target = tmp / "_input.zarr"
     on_message(f"The input's chunks ({' x '.join(map(str, chunks))}, {nbytes / 2**20:.0f} MiB each) hold "
                f"{chunks[real]} slices each: rechunking it to one slice per chunk first, into {target}.")
@@ -300,7 +304,7 @@ def _run_blocks(client, spec, plan, retries, on_block, stop_file, on_message):
     try:
         with interrupts.deferred():
             results = _collect(client, futures, names, retries, on_done=on_block, stop=stop)
-            if not plan["mode"] and all(results[future.key] is not None for future in futures):
+            if not plan.mode and all(results[future.key] is not None for future in futures):
                 interrupts.output_whole()  # no join left: only putting the output in place, which no signal stops
     except interrupts.Interrupted:
         client.cancel(futures)
@@ -310,21 +314,21 @@ def _run_blocks(client, spec, plan, retries, on_block, stop_file, on_message):
 
 def _tasks(plan) -> list:
     """``(block, region index)`` of every block task, in order."""
-    return [(block, r) for block in plan["blocks"] for r in range(len(plan["regions"]))]
+    return [(block, r) for block in plan.blocks for r in range(len(plan.regions))]
 
 
 def _region_name(plan, r) -> str:
-    if len(plan["regions"]) == 1:
+    if len(plan.regions) == 1:
         return ""
-    y, x = plan["regions"][r]
+    y, x = plan.regions[r]
     return f", y {y.start}-{y.stop - 1}, x {x.start}-{x.stop - 1}"
 
 
 def _join(client, spec, plan, records, block_futures, cfg, retries) -> float:
     """Objects joined, then each block's final ids written; returns the seconds."""
     started = time.perf_counter()
-    blocks = plan["blocks"]
-    if plan["mode"] == "3d":
+    blocks = plan.blocks
+    if plan.mode == "3d":
         lookups = _join_units(client, spec, plan, records, cfg, retries)
     else:
         lookups = _join_faces(client, spec, plan, records, block_futures, retries)
@@ -338,20 +342,20 @@ def _join(client, spec, plan, records, block_futures, cfg, retries) -> float:
 def _join_units(client, spec, plan, records, cfg, retries) -> list:
     """3-D objects: each block's zone counts on the cluster, then the units joined here in order;
     per block, the lookups of its units."""
-    blocks = plan["blocks"]
+    blocks = plan.blocks
     futures = [client.submit(cluster_tasks.run_zones, spec, k, retries=retries, pure=False)
                for k in range(len(blocks))]  # after every block: the units they read are written
     regions = {f.key: f"joining the objects of slices {a}-{b - 1}" for f, (a, b) in zip(futures, blocks)}
     results = _collect(client, futures, regions, retries)
     counts = {unit: owners for f in futures for unit, owners in results[f.key].items()}
-    lookups = join_units([unit for r in records for unit in r["units"]], counts, cfg.min_object_size)
+    lookups = join_units([unit for r in records for unit in r["units"]], counts, min_size=cfg.min_object_size)
     return [{unit: lookups[unit] for unit in units(plan) if unit[0] == k} for k in range(len(blocks))]
 
 
 def _join_faces(client, spec, plan, records, block_futures, retries) -> list:
     """Objects per slice: linked across block faces (on the cluster), numbered here."""
-    blocks, faces = plan["blocks"], [None] * len(plan["blocks"])
-    if plan["mode"] == "linked":
+    blocks, faces = plan.blocks, [None] * len(plan.blocks)
+    if plan.mode == "linked":
         face_futures = {k: client.submit(cluster_tasks.run_face, spec, blocks[k], block_futures[k - 1],
                                          block_futures[k], retries=retries, pure=False)
                         for k in range(1, len(blocks))}

@@ -50,7 +50,7 @@ def polling(futures, poll):
 def keep_stopped(tmps, finals, done, plan, keep, scale, axes) -> dict:
     """A stopped run's outputs, ``{asked path: where it went}``: the finished blocks' parts of
     classes and probabilities; nothing for objects (their ids need every block) or no finished block."""
-    if plan["mode"] or not done:
+    if plan.mode or not done:
         return {}
     kept = {}
     for path, tmp in tmps.items():

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
-from napari_unet.core.objects.instances import joint_counts
+from napari_unet.core.objects.stitching import joint_counts
 from napari_unet.core.predict.blocks import (
     BlockLabels,
     BlockOutput,
+    BlockPlan,
     block_config,
     block_extent,
     face_links,
@@ -45,6 +47,22 @@ def _stderr_to_cluster_log() -> None:
 
 
 _stderr_to_cluster_log()  # on import: the workers import this module (cluster.check_workers) before Keras
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    """What every task of a cluster run gets (``cluster.predict_distributed`` makes it)."""
+
+    image: str  # the image file blocks read: the input, or its copy in chunks of one slice
+    model_dir: str
+    cfg: dict  # ``PredictConfig.to_dict()``
+    plan: BlockPlan
+    axis: int | None  # the slicing axis among the spatial ones; None for a 2-D image
+    spatial_shape: tuple
+    channel_axis: int | None
+    normalization: dict  # the whole volume's intensity mapping, computed once
+    arrays: dict  # zarr paths of what the tasks write: "labels", "local" (block ids), "probs"
+    units: str  # the folder of the 3-D objects' unit arrays
 
 
 def loaded_models() -> int:
@@ -110,17 +128,17 @@ def _open(spec):
 
     from napari_unet.io.images import open_lazy
 
-    volume, _ = open_lazy(spec["image"])
-    arrays = {name: zarr.open_array(path, mode="r+") for name, path in spec["arrays"].items()}
+    volume, _ = open_lazy(spec.image)
+    arrays = {name: zarr.open_array(path, mode="r+") for name, path in spec.arrays.items()}
     return volume, arrays
 
 
 def _extent_of(volume, spec, extent):
     """The input's slices ``extent`` along the slicing axis (lazy: nothing is read here)."""
-    axis = spec["axis"]
+    axis = spec.axis
     if axis is None:
         return volume
-    real = [ax for ax in range(len(volume.shape)) if ax != spec["channel_axis"]][axis]
+    real = [ax for ax in range(len(volume.shape)) if ax != spec.channel_axis][axis]
     return volume[(slice(None),) * real + (slice(*extent),)]
 
 
@@ -128,8 +146,8 @@ def _window_of(volume, spec, window):
     """The input's Y/X ``window`` of each slice (lazy); the whole slices when None."""
     if window is None:
         return volume
-    in_slice = [ax for ax in range(len(spec["spatial_shape"])) if ax != spec["axis"]]
-    real = [ax for ax in range(len(volume.shape)) if ax != spec["channel_axis"]]
+    in_slice = [ax for ax in range(len(spec.spatial_shape)) if ax != spec.axis]
+    real = [ax for ax in range(len(volume.shape)) if ax != spec.channel_axis]
     index = [slice(None)] * len(volume.shape)
     for ax, w in zip(in_slice, window):
         index[real[ax]] = w
@@ -138,18 +156,17 @@ def _window_of(volume, spec, window):
 
 def _region_tiles(spec, cfg, meta, region_index):
     """(window, model tiles) of a Y/X region's block; (None, None) for whole slices."""
-    from napari_unet.core.bundle import model_config_of
     from napari_unet.core.predict.read import slice_shape
     from napari_unet.core.predict.tiling import tile_slices
 
-    if len(spec["plan"]["regions"]) == 1:
+    if len(spec.plan.regions) == 1:
         return None, None
-    shape = slice_shape(spec["spatial_shape"], spec["axis"])
-    tiles = tile_slices(shape, cfg.tile_size, cfg.tile_overlap, model_config_of(meta).size_multiple)
-    return region_tiles(tiles, spec["plan"]["regions"][region_index])
+    shape = slice_shape(spec.spatial_shape, spec.axis)
+    tiles = tile_slices(shape, cfg.tile_size, cfg.tile_overlap, meta.model_cfg.size_multiple)
+    return region_tiles(tiles, spec.plan.regions[region_index])
 
 
-def run_block(spec: dict, block: tuple, region_index: int = 0) -> dict:
+def run_block(spec: ClusterSpec, block: tuple, *, region_index: int = 0) -> dict:
     """Predict one block (and its halo; for classes, Y/X region ``region_index`` of its slices)
     into the outputs; returns what joining needs and timings."""
     import dask
@@ -158,23 +175,23 @@ def run_block(spec: dict, block: tuple, region_index: int = 0) -> dict:
     from napari_unet.core.predict.volume import bundle_predictor
 
     started, timer = time.perf_counter(), _Timer()
-    plan, axis = spec["plan"], spec["axis"]
+    plan, axis = spec.plan, spec.axis
     extent = block_extent(plan, block) if axis is not None else (0, 1)
     with dask.config.set(scheduler="synchronous"):  # reads stay in this task, not on the cluster
         volume, arrays = _open(spec)
-        model, meta = _model(spec["model_dir"])
-        cfg = block_config(PredictConfig.from_dict(spec["cfg"]), plan, extent)
+        model, meta = _model(spec.model_dir)
+        cfg = block_config(PredictConfig.from_dict(spec.cfg), plan, extent)
         window, tiles = _region_tiles(spec, cfg, meta, region_index)
-        region = plan["regions"][region_index] if window is not None else None
+        region = plan.regions[region_index] if window is not None else None
         labels = _labels_output(spec, arrays, extent, block, timer, region, window)
-        units = _UnitWriter(spec, block, timer) if plan["mode"] == "3d" else None
+        units = _UnitWriter(spec, block, timer) if plan.mode == "3d" else None
         probs = None
         if "probs" in arrays:
-            probs = BlockOutput(_TimedWrites(arrays["probs"], timer), axis, extent, block, spec["spatial_shape"],
-                                region, window)
+            probs = BlockOutput(_TimedWrites(arrays["probs"], timer), axis, extent, block, spec.spatial_shape,
+                                region=region, window=window)
         options = None if units is None else {"plan": unit_slab_plan(plan, extent), "tile_sink": units}
-        predict = bundle_predictor(_TimedModel(model, timer), dict(meta, normalization=spec["normalization"]), cfg,
-                                   channel_axis=spec["channel_axis"], out_labels=labels, out_probs=probs,
+        predict = bundle_predictor(_TimedModel(model, timer), meta.replace(normalization=spec.normalization), cfg,
+                                   channel_axis=spec.channel_axis, out_labels=labels, out_probs=probs,
                                    objects_options=options, tiles=tiles)
         for _ in predict(_TimedReads(_window_of(_extent_of(volume, spec, extent), spec, window), timer)):
             pass
@@ -190,14 +207,14 @@ def run_block(spec: dict, block: tuple, region_index: int = 0) -> dict:
 def _labels_output(spec, arrays, extent, block, timer, region=None, window=None):
     """Objects per slice go to the scratch array of block ids (relabelled once all blocks are
     joined), classes straight into the output; 3-D objects write units (``_UnitWriter``), no slice."""
-    axis, shape, mode = spec["axis"], spec["spatial_shape"], spec["plan"]["mode"]
+    axis, shape, mode = spec.axis, spec.spatial_shape, spec.plan.mode
     if mode in ("linked", "2d"):
         return BlockLabels(_TimedWrites(arrays["local"], timer), axis, extent, block, shape)
-    return BlockOutput(_TimedWrites(arrays["labels"], timer), axis, extent, block, shape, region, window)
+    return BlockOutput(_TimedWrites(arrays["labels"], timer), axis, extent, block, shape, region=region, window=window)
 
 
 def _unit_path(spec, unit):
-    return f"{spec['units']}/{unit[0]}_{unit[1]}"
+    return f"{spec.units}/{unit[0]}_{unit[1]}"
 
 
 class _UnitWriter:
@@ -206,13 +223,13 @@ class _UnitWriter:
 
     def __init__(self, spec, block, timer):
         self.spec, self.records = spec, []
-        self.index = spec["plan"]["blocks"].index(tuple(block))
+        self.index = spec.plan.blocks.index(tuple(block))
         self.write = timer.timed("write", self._write)
 
     def __call__(self, tile, labels):
         unit = (self.index, tile)
         self.write(unit, labels)
-        self.records.append(unit_record(labels, self.spec["plan"], unit))
+        self.records.append(unit_record(labels, self.spec.plan, unit))
 
     def _write(self, unit, labels):
         import zarr
@@ -222,19 +239,19 @@ class _UnitWriter:
         array[:] = labels
 
 
-def run_zones(spec: dict, block_index: int) -> dict:
+def run_zones(spec: ClusterSpec, block_index: int) -> dict:
     """3-D objects: ``objects.joint_counts`` of each unit of a block against the units that
     labelled its zone (all written: this runs after every block)."""
     import zarr
 
-    plan, counts, arrays = spec["plan"], {}, {}
+    plan, counts, arrays = spec.plan, {}, {}
 
     def labels_of(unit):  # each unit's array opened once
         if unit not in arrays:
             arrays[unit] = zarr.open_array(_unit_path(spec, unit), mode="r")
         return arrays[unit]
 
-    for tile in range(len(plan["tiles"])):
+    for tile in range(len(plan.tiles)):
         unit = (block_index, tile)
         counts[unit] = [(owner, joint_counts(labels_of(unit)[in_unit(plan, unit, region)],
                                              labels_of(owner)[in_unit(plan, owner, region)]))
@@ -242,13 +259,13 @@ def run_zones(spec: dict, block_index: int) -> dict:
     return counts
 
 
-def run_face(spec: dict, block: tuple, before: dict, this: dict):
+def run_face(spec: ClusterSpec, block: tuple, before: dict, this: dict):
     """Objects per slice: ``core.blocks.face_links`` between ``block`` and the block before it;
     ``before`` and ``this`` are their records, passed so that both blocks are written first."""
     import zarr
 
-    start, axis = block[0], spec["axis"]
-    local = zarr.open_array(spec["arrays"]["local"], mode="r")
+    start, axis = block[0], spec.axis
+    local = zarr.open_array(spec.arrays["local"], mode="r")
     return face_links(local[_along(axis, start)], local[_along(axis, start - 1)])
 
 
@@ -257,32 +274,32 @@ def _along(axis, index):
     return Ellipsis if axis is None else (slice(None),) * axis + (index,)
 
 
-def run_relabel(spec: dict, block: tuple, lookup) -> float:
+def run_relabel(spec: ClusterSpec, block: tuple, lookup) -> float:
     """Write the block's final ids, slice by slice: ``lookup`` of its block ids (objects per
     slice), or per unit of the block (3-D objects); returns the seconds."""
     import zarr
 
-    started, axis = time.perf_counter(), spec["axis"]
-    labels = zarr.open_array(spec["arrays"]["labels"], mode="r+")
-    if spec["plan"]["mode"] == "3d":
-        index = spec["plan"]["blocks"].index(tuple(block))
+    started, axis = time.perf_counter(), spec.axis
+    labels = zarr.open_array(spec.arrays["labels"], mode="r+")
+    if spec.plan.mode == "3d":
+        index = spec.plan.blocks.index(tuple(block))
         tiles = {unit[1]: zarr.open_array(_unit_path(spec, unit), mode="r") for unit in lookup}
         for i in range(*block):
-            labels[_along(axis, i)] = slab_slice(spec["plan"], index, i, lambda t, depth: tiles[t][depth], lookup)
+            labels[_along(axis, i)] = slab_slice(spec.plan, index, i, lambda t, depth: tiles[t][depth], lookup)
     else:
-        local = zarr.open_array(spec["arrays"]["local"], mode="r")
+        local = zarr.open_array(spec.arrays["local"], mode="r")
         for i in range(*block):
             labels[_along(axis, i)] = lookup[local[_along(axis, i)]]
     return time.perf_counter() - started
 
 
-def run_block_unless_stopped(spec: dict, block: tuple, region_index: int, stop_file: str):
+def run_block_unless_stopped(spec: ClusterSpec, block: tuple, region_index: int, stop_file: str):
     """``run_block``, unless the run was stopped before the block began (``stop_file`` exists,
     ``cluster_stop.StopOnSignal``): then None, and its part of the output stays 0. A block that began
     runs whole, so a stopped run keeps whole blocks (regions of blocks) only."""
     if os.path.exists(stop_file):
         return None
-    return run_block(spec, block, region_index)
+    return run_block(spec, block, region_index=region_index)
 
 
 def dask_setup(worker) -> None:

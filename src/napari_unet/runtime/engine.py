@@ -2,9 +2,10 @@
 
 TensorFlow must never be loaded into the napari process (it crashes next to Mesa's OpenGL),
 so every TensorFlow job runs in a fresh interpreter started with ``spawn``. Big arrays go
-through shared memory (or a file the worker opens itself), small typed events through a pipe (``channels``).
-Nothing here blocks the caller except ``wait``, and nothing is left running or allocated
-after ``close`` (or at interpreter exit).
+through shared memory (or a file the worker opens itself; ``shm``), small typed events through
+a pipe (``channels``). Nothing here blocks the caller except ``wait``, and nothing is left
+running or allocated after ``close`` (or at interpreter exit). The jobs themselves, each a
+factory beside its worker function, are in ``runtime.jobs``.
 """
 
 from __future__ import annotations
@@ -14,48 +15,35 @@ import contextlib
 import multiprocessing.util  # noqa: F401  registers its exit hook now, so ours runs before it
 import os
 import queue
-import re
-import secrets
 import signal
 import time
 import weakref
-from dataclasses import dataclass
+from collections.abc import Callable
 from multiprocessing.shared_memory import SharedMemory
 from pathlib import Path
 
 import numpy as np
 
-from napari_unet.core.bundle import read_bundle_meta  # JSON only: no Keras here
 from napari_unet.core.events import Error, Event, Final, Stopped
 from napari_unet.io import leftovers
 from napari_unet.runtime import logs, spawning, worker
 from napari_unet.runtime.channels import Channel, StopFlag
 from napari_unet.runtime.runner import drain, run_to_end
+from napari_unet.runtime.shm import (
+    LazyFile,
+    SharedArray,
+    ZarrOutput,
+    close_segment,
+    new_segment,
+    reclaim_stale_segments,
+    segment_view,
+)
 from napari_unet.runtime.warm import WarmWorker
-from napari_unet.runtime.worker import OOM_HINT, failure_line
+from napari_unet.runtime.worker import OOM_HINT, JobCommand, failure_line, target_of
 
-__all__ = ["Job", "LazyFile", "WarmWorker", "ZarrOutput", "start_training", "start_prediction", "start_export",
-           "start_ranking",
-           "failure_line", "drain", "run_to_end"]
+__all__ = ["Job", "WarmWorker", "failure_line", "drain", "run_to_end"]
 
 _EXIT_GRACE_S = spawning.EXIT_GRACE_S
-
-
-@dataclass(frozen=True)
-class LazyFile:
-    """An image file the worker opens lazily itself (``napari_unet.io.images.open_lazy``: TIFF or zarr)."""
-
-    path: str
-
-
-@dataclass(frozen=True)
-class ZarrOutput:
-    """An output written into a new zarr array on disk, for volumes larger than memory."""
-
-    path: str
-    shape: tuple
-    dtype: str
-    chunks: tuple | None = None
 
 
 class _Resources:
@@ -87,7 +75,7 @@ class _Resources:
         if self.queue is not None:
             self.queue.close()
         for shm in self.segments:
-            worker.close_segment(shm)
+            close_segment(shm)
             try:
                 shm.unlink()
             except FileNotFoundError:
@@ -108,14 +96,14 @@ def _close_open_jobs():
 class Job:
     """A generator function run in a spawned worker process.
 
-    ``target`` is ``"package.module:function"``; the worker calls
+    ``target`` is the function (module level) or ``"package.module:function"``; the worker calls
     ``function(arrays=..., outputs=..., stop_event=..., **params)`` and forwards every
     ``core.events.Event`` it yields. ``arrays`` maps names to numpy arrays (copied once into shared memory;
-    the worker gets read-only zero-copy views) or ``LazyFile`` (opened by the worker).
+    the worker gets read-only zero-copy views) or ``shm.LazyFile`` (opened by the worker).
     ``outputs`` maps names to ``(shape, dtype)`` (zero-filled shared memory the worker writes
-    and ``output(name)`` reads while the job runs) or ``ZarrOutput``. ``params`` must be
-    small and picklable; ``params["_env"]`` sets environment variables in the worker before
-    the job's module is imported. A job dropped without ``close`` ends its worker when it is
+    and ``output(name)`` reads while the job runs) or ``shm.ZarrOutput``. ``params`` must be
+    small and picklable; ``env`` sets environment variables in the worker before the job's
+    module is imported. A job dropped without ``close`` ends its worker when it is
     garbage-collected; jobs still open at interpreter exit are closed then.
 
     ``worker``: a ``WarmWorker`` to run on when it is free (else a one-job process, as without).
@@ -123,13 +111,15 @@ class Job:
     (``live_input(name)``), e.g. a small request the job reads now and then.
     """
 
-    def __init__(self, target: str, params: dict, arrays: dict | None = None, outputs: dict | None = None,
-                 worker: WarmWorker | None = None, live_inputs: tuple = ()):
+    def __init__(self, target: str | Callable, params: dict, *, arrays: dict | None = None, outputs: dict | None = None,
+                 worker: WarmWorker | None = None, live_inputs: tuple = (), env: dict | None = None):
+        target = target if isinstance(target, str) else target_of(target)
         module, sep, function = target.partition(":")
         if not (module and sep and function):
             raise ValueError(f"Job target must look like 'package.module:function', got {target!r}.")
         self.target = target
         self.params = dict(params)
+        self.env = dict(env or {})
         self._arrays = dict(arrays or {})
         self._output_specs = dict(outputs or {})
         for name, value in self._arrays.items():
@@ -172,8 +162,8 @@ class Job:
         outputs = {name: self._make_output(name, spec) for name, spec in self._output_specs.items()}
         self._arrays = {}  # the shared copies are all the worker needs
         self._resources.log_path = logs.new_log_path("worker")
-        params = {**self.params, "_log": self._resources.log_path}
-        lease = None if self._warm is None else self._warm.submit(self.target, params, inputs, outputs)
+        command = JobCommand(self.target, self.params, inputs, outputs, env=self.env, log=self._resources.log_path)
+        lease = None if self._warm is None else self._warm.submit(command)
         if lease is not None:
             self._resources.lease = lease
             self._resources.process, self._resources.queue = lease.process, lease.queue
@@ -182,7 +172,7 @@ class Job:
         self._resources.queue = Channel(spawning.CONTEXT)
         self._stop_event = StopFlag(spawning.CONTEXT)
         self._resources.process = spawning.start_process(
-            worker.run_job, (self.target, params, inputs, outputs, self._resources.queue, self._stop_event),
+            worker.run_job, (command, self._resources.queue, self._stop_event),
             name=f"napari-unet {self.target}")
         self._resources.queue.only_receive()  # the worker's end is in the worker now
 
@@ -245,7 +235,7 @@ class Job:
         if self._resources.process is None:
             raise RuntimeError("Start the job before waiting for it.")
         events = []
-        run_to_end(self, events.append, timeout=timeout)
+        run_to_end(self, on_event=events.append, timeout=timeout)
         return events
 
     def close(self) -> None:
@@ -342,37 +332,37 @@ class Job:
 
     # -- internals --------------------------------------------------------------------------
     def _new_segment(self, nbytes: int) -> SharedMemory:
-        shm = SharedMemory(name=segment_name(), create=True, size=max(nbytes, 1))
+        shm = new_segment(nbytes)
         self._resources.segments.append(shm)
         return shm
 
-    def _share_input(self, name, value):
+    def _share_input(self, name, value) -> SharedArray | LazyFile:
         if isinstance(value, LazyFile):
-            return ("lazy", str(value.path))
+            return LazyFile(str(value.path))
         array = np.asarray(value)
         shm = self._new_segment(array.nbytes)
-        view = worker.segment_view(shm, array.shape, array.dtype)
+        view = segment_view(shm, array.shape, array.dtype)
         np.copyto(view, array)
         if name in self._live_names:
             self._live_views[name] = view
         del view
-        return ("shm", shm.name, array.shape, array.dtype.str)
+        return SharedArray(shm.name, array.shape, array.dtype.str)
 
-    def _make_output(self, name, spec):
+    def _make_output(self, name, spec) -> SharedArray | ZarrOutput:
         if isinstance(spec, ZarrOutput):
             import zarr
 
             zarr.open_array(spec.path, mode="w-", shape=spec.shape, dtype=spec.dtype,
                             chunks=spec.chunks or spec.shape, fill_value=0)
             leftovers.mark_owner(spec.path)  # so that a later run can tell it was left by a killed one
-            return ("zarr", str(spec.path))
+            return spec
         shape, dtype = tuple(spec[0]), np.dtype(spec[1])
         shm = self._new_segment(int(np.prod(shape)) * dtype.itemsize)
-        view = worker.segment_view(shm, shape, dtype)
+        view = segment_view(shm, shape, dtype)
         view.fill(0)
         view.flags.writeable = False  # the worker writes; the parent only reads
         self._views[name] = view
-        return ("shm", shm.name, shape, dtype.str)
+        return SharedArray(shm.name, shape, dtype.str)
 
     def _enforce_deadlines(self, process) -> None:
         now = time.monotonic()
@@ -395,40 +385,6 @@ class Job:
             hint=_crash_hint(exitcode),
             log=self.log_path,
         )
-
-
-# Segment names carry the owner's process id: napari_unet_<pid>_<random>. Normally the owner
-# unlinks them (close, exit, and the graceful stop on Ctrl-C, SIGTERM and SIGHUP), and after a
-# SIGKILL of the owner alone multiprocessing's resource tracker does, once the worker has
-# ended. When the tracker was killed too (SIGKILL to the whole process group), the names stay
-# in /dev/shm; the next job removes those whose owner is gone. A shared-memory name is local to
-# the machine, so the process id is enough; a reused id keeps a leak, never removes a live one.
-SEGMENT_PREFIX = "napari_unet_"
-_SEGMENT_NAME = re.compile(rf"{SEGMENT_PREFIX}(\d+)_[0-9a-f]+")
-_SHM_DIR = Path("/dev/shm")  # where POSIX shared memory is listed, on Linux
-
-
-def segment_name() -> str:
-    # Short: macOS allows 31 characters.
-    return f"{SEGMENT_PREFIX}{os.getpid()}_{secrets.token_hex(4)}"
-
-
-def reclaim_stale_segments() -> list[str]:
-    """Unlink the segments of napari-unet processes that have ended; returns their names."""
-    reclaimed = []
-    try:
-        names = [entry.name for entry in _SHM_DIR.iterdir()]
-    except OSError:  # not Linux: nothing to list
-        return reclaimed
-    for name in names:
-        match = _SEGMENT_NAME.fullmatch(name)
-        if match and not leftovers.process_alive(int(match.group(1))):
-            with contextlib.suppress(OSError):
-                shm = SharedMemory(name=name)  # attach, then unlink: the tracker sees both
-                shm.close()
-                shm.unlink()
-                reclaimed.append(name)
-    return reclaimed
 
 
 def _describe_exit(exitcode) -> str:
@@ -470,158 +426,3 @@ def _check_output(name, spec):
         raise ValueError(f"Output {name!r} must be (shape, dtype) or a ZarrOutput, got {spec!r}.") from None
     if any(n < 0 for n in shape) or dtype.kind == "O":
         raise ValueError(f"Output {name!r}: shape {shape} / dtype {dtype} cannot be shared.")
-
-
-# -- the two jobs the plugin runs ---------------------------------------------------------
-def worker_env() -> dict:
-    # Quiet TensorFlow's C++ logging unless the user asked for it. TensorFlow is the default
-    # backend; KERAS_BACKEND=jax (e.g. where only JAX sees the GPU) is passed on.
-    return {"TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
-            "KERAS_BACKEND": os.environ.get("KERAS_BACKEND", "tensorflow")}
-
-
-def start_training(image, labels, model_cfg, train_cfg, out_dir, resume_from=None, overwrite=False,
-                   extra_pairs=(), worker: WarmWorker | None = None, preview: int | None = None) -> Job:
-    """A (not yet started) job that trains a U-Net and saves it to ``out_dir``.
-
-    ``preview``: ask for live previews, starting with this request (``core.preview.encode_request``;
-    ``NO_REQUEST`` for none yet); the caller changes it with ``job.live_input("preview_request")[0] = ...``.
-    ``worker``: a warm worker to run on when it is free.
-
-    ``model_cfg=None`` lets the trainer pick the class and channel counts the data needs.
-    ``extra_pairs``: more ``(image, labels)`` pairs, each shared with the worker like the first.
-    An ``out_dir`` that may not be replaced, or cannot be written, is refused here.
-    """
-    from napari_unet.core.bundle import check_model_name, check_target  # no Keras: only the folder is looked at
-
-    check_model_name(out_dir)  # first: a name too long for the disk fails even to be looked up
-    check_target(out_dir, overwrite)
-    params = {
-        "model_cfg": None if model_cfg is None else model_cfg.to_dict(),
-        "train_cfg": train_cfg.to_dict(),
-        "out_dir": str(out_dir),
-        "resume_from": None if resume_from is None else str(resume_from),
-        "overwrite": bool(overwrite),
-        "extra_pairs": len(extra_pairs),
-        "_env": worker_env(),
-    }
-    arrays = {"image": image, "labels": labels}
-    for k, (extra_image, extra_labels) in enumerate(extra_pairs, start=1):
-        arrays.update({f"image_{k}": extra_image, f"labels_{k}": extra_labels})
-    live = ()
-    if preview is not None:
-        arrays["preview_request"], live = np.array([preview], np.int64), ("preview_request",)
-    return Job("napari_unet.runtime.worker:train_job", params, arrays=arrays, worker=worker, live_inputs=live)
-
-
-def start_prediction(image, model_dir, predict_cfg, channel_axis=None, out_path=None, prob_path=None,
-                     all_classes=False, worker: WarmWorker | None = None) -> Job:
-    """A (not yet started) job that segments ``image`` with the model saved in ``model_dir``.
-
-    Outputs: "labels" (uint8, or uint32 for instances) and, with ``return_probabilities``,
-    "probs" (float32), both of the image's spatial shape (``all_classes``: "probs" gets a last
-    axis with every class). They live in shared memory, or in new zarr arrays at ``out_path``
-    / ``prob_path`` for volumes larger than memory.
-    """
-    read_bundle_meta(model_dir)  # a missing folder, a file or a broken bundle is refused here
-    spatial = _spatial_shape(_shape_of(image), channel_axis)
-    slice_axis = predict_cfg.axis % 3 if len(spatial) == 3 else None
-    classes = (read_bundle_meta(model_dir)["model_config"]["n_classes"],) if all_classes else ()
-    shapes = prediction_outputs(spatial, predict_cfg, classes)
-    outputs = {name: _output_spec(shape, dtype, path, slice_axis)
-               for (name, (shape, dtype)), path in zip(shapes.items(), (out_path, prob_path))}
-    _check_disk_space(outputs)
-    params = {
-        "model_dir": str(model_dir),
-        "predict_cfg": predict_cfg.to_dict(),
-        "channel_axis": channel_axis,
-        "source_path": image.path if isinstance(image, LazyFile) else None,
-        "_env": worker_env(),
-    }
-    return Job("napari_unet.runtime.worker:predict_job", params, arrays={"volume": image}, outputs=outputs,
-               worker=worker)
-
-
-def start_export(model_dir, out_path, image, overwrite=False, name=None, authors=(), license="CC-BY-4.0",
-                 image_name=None) -> Job:
-    """A (not yet started) job that writes ``model_dir`` as a bioimage.io package ``out_path`` (.zip).
-
-    ``image``: the training image (an array or ``LazyFile``), from which the test tensors are cut.
-    Refused here, before the worker starts: a broken model folder, an output that exists (unless
-    ``overwrite``) and missing ``bioimageio`` libraries. The worker runs TensorFlow: the package
-    names that backend and carries a SavedModel made with it.
-    """
-    from napari_unet.core.bioimageio.export import check_libraries, check_model_folder, check_output  # no Keras
-
-    check_libraries()
-    check_model_folder(model_dir)
-    check_output(out_path, overwrite)
-    params = {"model_dir": str(model_dir), "out_path": str(out_path), "overwrite": bool(overwrite),
-              "name": name, "authors": tuple(authors), "license": license, "image_name": image_name,
-              "_env": {**worker_env(), "KERAS_BACKEND": "tensorflow"}}
-    return Job("napari_unet.runtime.worker:export_job", params, arrays={"image": image})
-
-
-def start_ranking(image, model_dir, slices, channel_axis=None, worker: WarmWorker | None = None) -> Job:
-    """A (not yet started) job that ranks ``slices`` of ``image`` (axis 0) by the model's
-    uncertainty: its "done" event has ``ranking``, ``[[slice, score], ...]``, most uncertain first."""
-    read_bundle_meta(model_dir)
-    params = {"model_dir": str(model_dir), "slices": [int(z) for z in slices], "channel_axis": channel_axis,
-              "_env": worker_env()}
-    return Job("napari_unet.runtime.worker:rank_job", params, arrays={"volume": image}, worker=worker)
-
-
-def prediction_outputs(spatial_shape, predict_cfg, prob_classes=()) -> dict:
-    """``{name: (shape, dtype)}`` of what a prediction writes: "labels", and "probs" when asked."""
-    spatial_shape = tuple(spatial_shape)
-    outputs = {"labels": (spatial_shape, np.dtype(np.uint32 if predict_cfg.output == "instances" else np.uint8))}
-    if predict_cfg.return_probabilities:
-        outputs["probs"] = (spatial_shape + tuple(prob_classes), np.dtype(np.float32))
-    return outputs
-
-
-def output_nbytes(shape, dtype) -> int:
-    return int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
-
-
-def _check_disk_space(outputs: dict) -> None:
-    """Outputs written to disk must fit there (uncompressed: the most they can take)."""
-    need: dict[Path, int] = {}
-    for spec in outputs.values():
-        if isinstance(spec, ZarrOutput):
-            folder = Path(spec.path).absolute().parent
-            need[folder] = need.get(folder, 0) + output_nbytes(spec.shape, spec.dtype)
-    for folder, nbytes in need.items():
-        from napari_unet.io.disk import check_free_space
-
-        check_free_space(folder, nbytes, "the prediction")
-
-
-def _shape_of(image) -> tuple:
-    if isinstance(image, LazyFile):
-        from napari_unet.io.images import open_lazy  # reads the header only
-
-        return tuple(open_lazy(image.path)[0].shape)
-    return tuple(np.shape(image))
-
-
-def _spatial_shape(shape, channel_axis) -> tuple:
-    if channel_axis is not None:
-        if not -len(shape) <= channel_axis < len(shape):
-            raise ValueError(f"channel_axis {channel_axis} is out of range for an image of shape {shape}.")
-        shape = shape[: channel_axis % len(shape)] + shape[channel_axis % len(shape) + 1:]
-    if len(shape) not in (2, 3):
-        hint = ("set channel_axis for a multichannel image" if channel_axis is None and len(shape) == 4
-                else "pass one time point or position at a time")
-        raise ValueError(
-            f"Expected a 2-D or 3-D image (plus an optional channel axis), got spatial shape {shape}: {hint}."
-        )
-    return tuple(shape)
-
-
-def _output_spec(shape, dtype, path, slice_axis):
-    if path is None:
-        return (shape, dtype)
-    # One chunk per slice, so each finished slice is one write.
-    chunks = tuple(1 if axis == slice_axis else n for axis, n in enumerate(shape))
-    return ZarrOutput(str(path), shape, np.dtype(dtype).str, chunks)

@@ -23,7 +23,7 @@ def drain(job, on_event: EventHandler | None = None) -> Final | None:
     return _dispatch(job.poll(), on_event)
 
 
-def run_to_end(job, on_event: EventHandler | None = None, after_poll: Callable[[], None] | None = None,
+def run_to_end(job, *, on_event: EventHandler | None = None, after_poll: Callable[[], None] | None = None,
                timeout: float | None = None, idle_s: float = 0.02) -> Final | None:
     """Drain a started ``job`` until it ends; returns its final event.
 

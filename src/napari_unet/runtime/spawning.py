@@ -20,6 +20,14 @@ CONTEXT = multiprocessing.get_context("spawn")
 EXIT_GRACE_S = 3.0
 
 
+def worker_env() -> dict:
+    """The environment variables a job's worker sets before its job is imported (``engine.Job(env=...)``)."""
+    # Quiet TensorFlow's C++ logging unless the user asked for it. TensorFlow is the default
+    # backend; KERAS_BACKEND=jax (e.g. where only JAX sees the GPU) is passed on.
+    return {"TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
+            "KERAS_BACKEND": os.environ.get("KERAS_BACKEND", "tensorflow")}
+
+
 def ensure_tracker() -> None:
     """Start multiprocessing's resource tracker, if it is not running, with the terminal's signals
     held back: it inherits the block and so outlives a closing terminal (SIGHUP to the group).

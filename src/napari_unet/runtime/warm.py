@@ -21,10 +21,12 @@ from dataclasses import dataclass
 
 from napari_unet.runtime import logs, spawning, worker
 from napari_unet.runtime.channels import Channel, StopFlag
+from napari_unet.runtime.jobs.warm_up import warm_up_job
+from napari_unet.runtime.worker import JobCommand
 
 # Without a job for this long, the worker ends and frees its (GPU) memory.
 IDLE_TIMEOUT_S = 600.0
-WARM_UP_TARGET = "napari_unet.runtime.worker:warm_up_job"
+WARM_UP_TARGET = worker.target_of(warm_up_job)
 
 _workers: weakref.WeakSet[WarmWorker] = weakref.WeakSet()
 
@@ -90,17 +92,17 @@ class WarmWorker:
         _workers.add(self)
 
     # -- the parent's side of a job ----------------------------------------------------------
-    def submit(self, target: str, params: dict, array_specs: dict, output_specs: dict) -> Lease | None:
+    def submit(self, command: JobCommand) -> Lease | None:
         """Run a job on the worker (starting one if none is alive); None when it is busy."""
         with self._lock:
             if self._running is not None:
                 return None
-            self._ensure_process(params.get("_env", {}))
+            self._ensure_process(command.env)
             self._cancel_idle_timer()
             self._seq += 1
             self._running = self._seq
             self._stop_event.clear()  # the job before has ended: its stop must not end this one
-            self._commands.put((self._seq, target, params, array_specs, output_specs))
+            self._commands.put((self._seq, command))
             return Lease(self, self._seq, self._process, _Channel(self._events, self._seq), self._stop_event)
 
     def prewarm(self, env: dict) -> threading.Thread:
@@ -111,7 +113,7 @@ class WarmWorker:
                 if self._running is not None or self.alive:
                     return
                 self._warm_up_log = self._warm_up_log or logs.new_log_path("warm-up")
-                lease = self.submit(WARM_UP_TARGET, {"_env": env, "_log": self._warm_up_log}, {}, {})
+                lease = self.submit(JobCommand(WARM_UP_TARGET, {}, {}, {}, env=env, log=self._warm_up_log))
                 # A real job queues behind the warm-up and may take the worker at once.
                 if lease is not None:
                     lease.finished()

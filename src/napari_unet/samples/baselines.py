@@ -24,7 +24,8 @@ from skimage.measure import label as connected_components
 from skimage.segmentation import watershed
 
 from napari_unet.core.metrics import dice
-from napari_unet.core.objects.instances import check_sampling, drop_small_objects
+from napari_unet.core.objects.checks import check_sampling
+from napari_unet.core.objects.watershed import drop_small_objects
 
 POLARITIES = ("bright", "dark")
 

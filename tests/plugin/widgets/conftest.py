@@ -28,13 +28,13 @@ def set_tiny_training():
 def tiny_model_dir(tmp_path_factory):
     """A tiny model trained in the worker process (this process never loads TensorFlow)."""
     from napari_unet.core.config import ModelConfig, TrainConfig
-    from napari_unet.runtime import engine
+    from napari_unet.runtime.jobs.train import start_training
 
     image, labels, _ = disc_volume((4, 48, 48), seed=1, annotated=range(4), discs=((24, 24, 150),))
     out = tmp_path_factory.mktemp("models") / "tiny"
-    job = engine.start_training(
-        image, labels, ModelConfig(n_filters=4, depth=2),
-        TrainConfig(epochs=2, steps_per_epoch=4, batch_size=2, patch_size=32), str(out),
+    job = start_training(
+        image, labels, model_cfg=ModelConfig(n_filters=4, depth=2),
+        train_cfg=TrainConfig(epochs=2, steps_per_epoch=4, batch_size=2, patch_size=32), out_dir=str(out),
     )
     with job:
         job.start()

@@ -40,7 +40,7 @@ def test_export_then_segment_from_the_package_gives_the_folder_s_labels(make_nap
     package = tmp_path / "tiny.zip"
     assert dock.export.export_to(package)
     qtbot.waitUntil(lambda: not dock.export.busy, timeout=300_000)
-    assert "passed bioimage.io's test" in dock.status.value, dock.status.value
+    assert "passed bioimageio.core's test_model" in dock.status.value, dock.status.value  # the CLI's line
     assert package.is_file()
 
     from_folder = _segment(viewer, qtbot, FROM_DISK, tiny_model_dir)

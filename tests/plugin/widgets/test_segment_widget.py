@@ -1,8 +1,10 @@
+import json
 import sys
 
 import numpy as np
 import pytest
 
+from napari_unet.core.config import ObjectsConfig, limits
 from napari_unet.plugin.widgets._session import TRAINED_MODELS
 from napari_unet.plugin.widgets.segment_widget import FROM_DISK, SegmentWidget
 
@@ -215,3 +217,39 @@ def test_the_spacing_of_a_bare_layer_is_estimated_once_per_layer(make_napari_vie
     viewer.add_image(rng.integers(0, 255, (8, 32, 32), dtype=np.uint8), name="b")
     widget.image.value = viewer.layers["b"]
     assert len(calls) == 2
+
+
+def _model_folder(folder):
+    """A model folder as far as the dock reads it: bundle.json (a job would need weights)."""
+    folder.mkdir()
+    (folder / "bundle.json").write_text(json.dumps({
+        "format_version": 1, "model_config": {"in_channels": 1, "n_classes": 1},
+        "normalization": {"low": [0.0], "high": [255.0]}}))
+    return folder
+
+
+@pytest.mark.parametrize("threshold", [0.0, 1.0])
+def test_a_threshold_objects_cannot_use_is_refused_in_one_line_before_any_work(make_napari_viewer, tmp_path,
+                                                                                monkeypatch, threshold):
+    from napari_unet.plugin.widgets import segment_widget
+
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((16, 16), np.uint8), name="img")  # 2-D: no voxel size to give
+    widget = _widget(viewer, _model_folder(tmp_path / "model"))
+    errors = []
+    monkeypatch.setattr(segment_widget, "show_error", errors.append)
+    widget.output.value = "instances"
+    widget.threshold.value = threshold  # the spin box allows it: classes take 0 and 1
+    widget.run_button.clicked.emit()
+    assert errors == [f"threshold must be strictly between 0 and 1 for objects, got {threshold!r}"]
+    assert [layer.name for layer in viewer.layers] == ["img"] and widget.run_button.enabled  # no job started
+
+
+@pytest.mark.parametrize("box, name", [("seed_distance", "seed_distance"), ("min_size", "min_object_size")])
+def test_object_settings_outside_the_objects_config_cannot_be_entered(make_napari_viewer, box, name):
+    lo, hi = limits(ObjectsConfig, name)
+    spin = getattr(SegmentWidget(make_napari_viewer()), box)
+    assert (spin.min, spin.max) == (lo, hi)
+    for bad in (lo - 0.25 if isinstance(lo, float) else lo - 1, hi + 1):
+        with pytest.raises(ValueError):
+            spin.value = bad

@@ -11,9 +11,10 @@ import io
 import os
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from napari_unet.core.bioimageio.package import CONFIG_KEY, first_line
-from napari_unet.core.bundle import _jsonable, model_config_of
+from napari_unet.core.bundle_meta import BundleMeta
 from napari_unet.core.config import PredictConfig
 
 # Consumers crop this much from each side of a tile, as the plugin's tiled prediction does.
@@ -41,11 +42,11 @@ def _version(package: str) -> str:
         return "0"
 
 
-def _axes(meta: dict, minimum: int, step: int):
+def _axes(meta: BundleMeta, minimum: int, step: int):
     from bioimageio.spec.model import v0_5 as b
 
-    cfg = model_config_of(meta)
-    names = (meta.get("classes") or {}).get("names") or []
+    cfg = meta.model_cfg
+    names = meta.classes.names if meta.classes else []
     out_names = names[1:] if cfg.n_classes == 1 else names
     if len(out_names) != cfg.n_classes:
         out_names = [f"class {k}" for k in range(cfg.n_classes)]
@@ -63,12 +64,12 @@ def _identifier(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in str(name)) or "class"
 
 
-def _tensors(files: dict, meta: dict, minimum: int, step: int):
+def _tensors(files: dict, meta: BundleMeta, minimum: int, step: int):
     """Input with the percentile normalisation the plugin applies by default, and the probabilities."""
     from bioimageio.spec.model import v0_5 as b
 
     in_axes, out_axes = _axes(meta, minimum, step)
-    low, high = (meta["normalization"].get("percentiles") or (1.0, 99.8))
+    low, high = meta.normalization.percentiles
     # The plugin maps each volume by its own percentiles (per channel, over all its slices): with the
     # volume's slices as the batch, scale_range over batch, y and x gives the same values.
     scale = b.ScaleRangeDescr(kwargs=b.ScaleRangeKwargs(
@@ -103,18 +104,19 @@ def _weights(files: dict, authors):
     return b.WeightsDescr(keras_v3=keras_v3, tensorflow_saved_model_bundle=saved)
 
 
-def describe(folder: Path, files: dict, meta: dict, model_dir: Path, *, name=None, authors=(),
+def describe(folder: Path, files: dict, meta: BundleMeta, model_dir: Path, *, name=None, authors=(),
              license="CC-BY-4.0", image_name=None):
     """The ``ModelDescr`` of the package; raises ``ExportError`` with the spec's reasons if invalid."""
     from bioimageio.spec.model import v0_5 as b
 
     people = [b.Author(name=a) for a in (authors or [getpass.getuser() or "napari-unet user"])]
-    cfg = model_config_of(meta)
-    minimum, step = size_range(cfg.size_multiple)
+    minimum, step = size_range(meta.model_cfg.size_multiple)
     inputs, outputs = _tensors(files, meta, minimum, step)
     doc = folder / "README.md"
-    doc.write_text(documentation(meta, model_dir, image_name, minimum, step, files["formats"]), encoding="utf-8")
-    kind = "instance segmentation" if meta.get("instances") else "semantic segmentation"
+    doc.write_text(documentation(meta, model_dir, image_name=image_name, minimum=minimum, step=step,
+                                 formats=files["formats"]), encoding="utf-8")
+    kind = "instance segmentation" if meta.instances else "semantic segmentation"
+    extra: dict[str, Any] = {CONFIG_KEY: {"bundle": meta.json_dict(), "package_format": 1}}  # an extra, open entry
     return _build(b, dict(
         name=name or f"napari-unet {model_dir.name}",
         description=f"2-D U-Net ({kind}) trained in napari-unet on a few annotated slices of a 3-D stack.",
@@ -124,7 +126,7 @@ def describe(folder: Path, files: dict, meta: dict, model_dir: Path, *, name=Non
         covers=[b.FileDescr(source=files["cover"])],
         tags=_tags(meta), inputs=inputs, outputs=outputs, weights=_weights(files, people),
         git_repo=b.HttpUrl(HOMEPAGE), version="1.0",
-        config=b.Config(**{CONFIG_KEY: {"bundle": _jsonable(meta), "package_format": 1}}),
+        config=b.Config(**extra),
     ))
 
 
@@ -138,9 +140,9 @@ def _build(b, fields: dict):
         raise ExportError(f"The bioimage.io description is invalid ({errors}).") from None
 
 
-def _tags(meta: dict) -> list[str]:
+def _tags(meta: BundleMeta) -> list[str]:
     tags = ["unet", "2d", "segmentation", "keras", "tensorflow", "napari-unet", "napari"]
-    tags.append("instance-segmentation" if meta.get("instances") else "semantic-segmentation")
+    tags.append("instance-segmentation" if meta.instances else "semantic-segmentation")
     return tags
 
 
@@ -168,8 +170,8 @@ def run_test(path: Path, workdir: Path) -> str:
     return "; ".join(reasons) or f"status {summary.status}"
 
 
-def documentation(meta: dict, model_dir: Path, image_name, minimum: int, step: int, formats) -> str:
+def documentation(meta: BundleMeta, model_dir: Path, *, image_name, minimum: int, step: int, formats) -> str:
     """The package's README: what the model does, how to run it, and its validation."""
     from napari_unet.core.bioimageio.doc import render
 
-    return render(meta, model_dir, image_name, minimum, step, formats)
+    return render(meta, model_dir, image_name=image_name, minimum=minimum, step=step, formats=formats)

@@ -16,19 +16,21 @@ import shutil
 import tempfile
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from napari_unet.core import events
 from napari_unet.core.bioimageio.describe import ExportError, describe, run_test, save_package, size_range
 from napari_unet.core.bioimageio.package import INNER_MODEL, is_package_path
-from napari_unet.core.bundle import load_bundle, model_config_of
+from napari_unet.core.bundle import load_bundle
+from napari_unet.core.bundle_meta import BundleMeta
 from napari_unet.core.data import as_zyxc, normalization_from_sample, normalize
+from napari_unet.core.nn.export import channels_first_model, write_saved_model
 from napari_unet.io import leftovers
 
 EXTRA_HINT = "install the bioimageio extra: pip install 'napari-slice-unet[bioimageio]'"
 TEST_SIZE = 256  # the test tensors are at most this wide
-TENSORFLOW = "tensorflow"
 
 
 def check_libraries() -> None:
@@ -76,7 +78,7 @@ def export_package(model_dir, out_path, image, *, overwrite=False, name=None, au
     yield events.Exported(path=str(out_path), weights=tuple(files["formats"]))
 
 
-def check_model_folder(model_dir) -> dict:
+def check_model_folder(model_dir) -> BundleMeta:
     """The settings of a complete model folder (not a package); ``BundleError`` otherwise."""
     from napari_unet.core.bundle import KERAS_FILE, WEIGHTS_FILE, BundleError, read_bundle_meta
 
@@ -126,25 +128,18 @@ def _move_into_place(staged: Path, out_path: Path, overwrite: bool) -> None:
 # -- the files ---------------------------------------------------------------------------------
 def exported_model(model, in_channels: int):
     """The U-Net taking and giving ``(batch, channel, y, x)``; the plugin's model is its layer ``unet``."""
-    import keras
-
-    inputs = keras.Input((in_channels, None, None), name="input")
-    x = keras.layers.Permute((2, 3, 1), name="to_channels_last")(inputs)
-    if model.name != INNER_MODEL:  # the package reader finds it by this name
-        model = keras.Model(model.inputs, model.outputs, name=INNER_MODEL)
-    x = model(x)
-    outputs = keras.layers.Permute((3, 1, 2), name="to_channels_first", dtype="float32")(x)
-    return keras.Model(inputs, outputs, name="napari_unet_bcyx")
+    return channels_first_model(model, in_channels, INNER_MODEL)  # the package reader finds it by this name
 
 
-def _write_files(folder: Path, model, meta: dict, image) -> dict:
-    cfg = model_config_of(meta)
+def _write_files(folder: Path, model, meta: BundleMeta, image) -> dict[str, Any]:
+    cfg = meta.model_cfg
     wrapped = exported_model(model, cfg.in_channels)
-    test_in = test_input(image, meta, cfg.in_channels)
+    test_in = test_input(image, meta, in_channels=cfg.in_channels)
     test_out = test_output(wrapped, test_in)
-    files = {"keras": folder / "napari_unet.keras", "input": folder / "test_input.npy",
-             "output": folder / "test_output.npy", "cover": folder / "cover.png", "formats": ["keras_v3"],
-             "input_sample": folder / "sample_input.tif", "output_sample": folder / "sample_output.tif"}
+    files: dict[str, Any] = {"keras": folder / "napari_unet.keras", "input": folder / "test_input.npy",
+                             "output": folder / "test_output.npy", "cover": folder / "cover.png",
+                             "formats": ["keras_v3"], "input_sample": folder / "sample_input.tif",
+                             "output_sample": folder / "sample_output.tif"}
     wrapped.save(files["keras"])
     np.save(files["input"], test_in)
     np.save(files["output"], test_out)
@@ -160,14 +155,14 @@ def _write_files(folder: Path, model, meta: dict, image) -> dict:
     return files
 
 
-def test_input(image, meta: dict, in_channels: int) -> np.ndarray:
+def test_input(image, meta: BundleMeta, *, in_channels: int) -> np.ndarray:
     """One annotated slice of the training image, ``(1, C, Y, X)`` float32, cropped to a size
     the model takes (at most ``TEST_SIZE``), reflect-padded where the image is smaller."""
     zyxc = as_zyxc(image, channels=in_channels > 1)
-    annotated = (meta.get("training_data") or {}).get("annotated_slices") or []
+    annotated = meta.training_data.annotated_slices if meta.training_data else []
     index = next((int(z) for z in annotated if 0 <= int(z) < zyxc.shape[0]), zyxc.shape[0] // 2)
     plane = np.asarray(zyxc[index], dtype=np.float32)
-    minimum, step = size_range(model_config_of(meta).size_multiple)
+    minimum, step = size_range(meta.model_cfg.size_multiple)
     crops = []
     for n in plane.shape[:2]:
         size = max(minimum, minimum + (min(n, TEST_SIZE) - minimum) // step * step)
@@ -206,19 +201,9 @@ def write_cover(path: Path, test_in: np.ndarray, test_out: np.ndarray) -> None:
 def _saved_model_zip(folder: Path, wrapped, in_channels: int):
     """A zipped TensorFlow SavedModel whose ``serve`` endpoint returns ``{"probabilities": ...}``
     (what bioimageio.core's TensorFlow 2 adapter expects); ``None`` off the TensorFlow backend."""
-    import keras
-
-    if keras.backend.backend() != TENSORFLOW:
-        return None
-    import tensorflow as tf
-
-    archive = keras.export.ExportArchive()
-    archive.track(wrapped)
-    archive.add_endpoint(
-        name="serve", fn=lambda x: {"probabilities": wrapped(x, training=False)},
-        input_signature=[tf.TensorSpec(shape=(None, in_channels, None, None), dtype=tf.float32)])
     saved = folder / "tf_saved_model"
-    archive.write_out(str(saved), verbose=False)
+    if not write_saved_model(wrapped, in_channels, saved):
+        return None
     target = folder / "tf_saved_model.zip"
     with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as zf:
         for file in sorted(saved.rglob("*")):

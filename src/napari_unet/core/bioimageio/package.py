@@ -81,8 +81,7 @@ def _check_kind(rdf: dict, path: Path) -> dict:
     if rdf.get("type") != "model":
         raise PackageError(f"{path} describes a {rdf.get('type', 'resource of no type')!r}, not a model; "
                            f"napari-unet opens {SUPPORTED}.")
-    weights = rdf.get("weights") if isinstance(rdf.get("weights"), dict) else {}
-    config = rdf.get("config") if isinstance(rdf.get("config"), dict) else {}
+    weights, config = _dict_at(rdf, "weights"), _dict_at(rdf, "config")
     if "keras_v3" not in weights:
         formats = ", ".join(sorted(weights)) or "none"
         raise PackageError(f"{path} has {formats} weights, which napari-unet cannot run; it opens {SUPPORTED}. "
@@ -91,6 +90,11 @@ def _check_kind(rdf: dict, path: Path) -> dict:
         raise PackageError(f"{path} holds a Keras model that napari-unet did not export (a different "
                            f"architecture or settings it cannot know); it opens {SUPPORTED}.")
     return weights["keras_v3"]
+
+
+def _dict_at(rdf: dict, key: str) -> dict:
+    value = rdf.get(key)
+    return value if isinstance(value, dict) else {}
 
 
 def package_meta(path) -> dict:
@@ -128,12 +132,12 @@ def load_package_model(path):
     """The plugin's channels-last U-Net from a package (imports Keras)."""
     import tempfile
 
-    import keras
+    from napari_unet.core.nn.saving import load_whole_model
 
     with tempfile.TemporaryDirectory(prefix="napari-unet-package-") as folder:
         keras_file = extract_keras_file(path, folder)
         try:
-            exported = keras.saving.load_model(str(keras_file), compile=False)
+            exported = load_whole_model(keras_file)
             return exported.get_layer(INNER_MODEL)
         except Exception as exc:
             raise PackageError(f"The weights in {path} cannot be loaded ({type(exc).__name__}: "

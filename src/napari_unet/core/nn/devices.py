@@ -63,7 +63,7 @@ def cpu_has_bf16(path: str = "/proc/cpuinfo") -> bool:
         return False
 
 
-def train_bytes(batch: int, patch: int, n_filters: int = DEFAULT_FILTERS) -> float:
+def train_bytes(batch: int, patch: int, *, n_filters: int = DEFAULT_FILTERS) -> float:
     """Memory a float32 training step at ``batch`` x ``patch`` px holds for its activations: the
     measured per-pixel figure, scaled by the filters (activations grow with them)."""
     return TRAIN_BYTES_PER_PIXEL * batch * patch * patch * n_filters / DEFAULT_FILTERS
@@ -79,7 +79,7 @@ def auto_sizes(device: Device, n_filters: int = DEFAULT_FILTERS) -> tuple[int, i
     budget = GPU_MEMORY_SHARE * free
     for patch in GPU_PATCHES:
         for batch in GPU_BATCHES:
-            if train_bytes(batch, patch, n_filters) <= budget:
+            if train_bytes(batch, patch, n_filters=n_filters) <= budget:
                 return batch, patch
     return 1, GPU_PATCHES[-1]
 

@@ -40,7 +40,7 @@ def cpu_threads(threads: int = 0) -> int:
     tf, _ = _tf_gpus()
     n = threads or (tf.config.threading.get_intra_op_parallelism_threads() if tf else 0)
     if not n:  # 0 means the library default: one thread per usable core
-        n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return n
 
 

@@ -152,7 +152,7 @@ LOSS_FUNCTIONS = {
 }
 
 
-def get_loss(name: str, n_classes: int, class_weights=None):
+def get_loss(name: str, n_classes: int, *, class_weights=None):
     """The loss function called ``name`` for a model with ``n_classes`` outputs.
 
     For softmax models ``"bce"`` is categorical cross-entropy. ``"weighted_ce"``

@@ -57,7 +57,7 @@ def distribute(strategy, array):
 class StepLosses:
     """One epoch's per-step losses: tensors until ``read``, then Python floats."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.values: list[float] = []
         self._pending: list = []
 

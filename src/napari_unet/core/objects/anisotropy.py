@@ -34,7 +34,7 @@ def z_spacing_from_image(volume, max_spacing: int = MAX_SPACING) -> float | None
     return _crossing(across, within)
 
 
-def z_spacing_from_ids(labels, slices, max_spacing: int = MAX_SPACING) -> float | None:
+def z_spacing_from_ids(labels, slices, *, max_spacing: int = MAX_SPACING) -> float | None:
     """Slice spacing in pixels from 3-D object ids painted on adjacent annotated slices
     ``slices`` of ``labels`` (Z, Y, X); None without two adjacent slices whose ids carry over."""
     annotated = set(int(z) for z in slices)
@@ -43,12 +43,12 @@ def z_spacing_from_ids(labels, slices, max_spacing: int = MAX_SPACING) -> float 
     if not pairs:
         return None
     planes = {z: _crop(np.asarray(labels[z])) for z in set(pairs) | {z + 1 for z in pairs}}
-    across = np.mean([_differ(planes[z], planes[z + 1]) for z in pairs])
+    across = float(np.mean([_differ(planes[z], planes[z + 1]) for z in pairs]))
     within = _in_plane_curve([planes[z] for z in pairs], max_spacing, _differ)
     return _crossing(across, within)
 
 
-def ids_carry_over(a, b, min_iou: float = 0.5, min_share: float = 0.5) -> bool:
+def ids_carry_over(a, b, *, min_iou: float = 0.5, min_share: float = 0.5) -> bool:
     """True when most ids found on both label slices ``a`` and ``b`` mark overlapping objects
     (3-D ids), False when the same numbers mean other objects (ids numbered per slice)."""
     a, b = np.asarray(a), np.asarray(b)
@@ -58,7 +58,7 @@ def ids_carry_over(a, b, min_iou: float = 0.5, min_share: float = 0.5) -> bool:
     same = 0
     for i in shared:
         in_a, in_b = a == i, b == i
-        same += np.count_nonzero(in_a & in_b) >= min_iou * np.count_nonzero(in_a | in_b)
+        same += int(np.count_nonzero(in_a & in_b) >= min_iou * np.count_nonzero(in_a | in_b))
     return same >= min_share * shared.size
 
 

@@ -5,34 +5,39 @@ layer), else an estimate from the image. Each choice the user did not make is sa
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from napari_unet.core.config import TUNED_FIELDS
 from napari_unet.core.objects.anisotropy import z_spacing_from_image
 from napari_unet.core.objects.tuning import Tuning
 
+if TYPE_CHECKING:
+    from napari_unet.core.bundle_meta import BundleMeta
+
 DISAGREEMENT = 3.0  # a given slice spacing this far from the image's estimate is worth a warning
 
 
-def resolve(meta: dict, given: dict, volume, scale, is_3d: bool, how_to_set: str = "--voxel-size Z Y X"
-            ) -> tuple[dict, list[str]]:
+def resolve(meta: BundleMeta | None, given: dict, *, volume, scale, is_3d: bool,
+            how_to_set: str = "--voxel-size Z Y X") -> tuple[dict, list[str]]:
     """PredictConfig fields of objects for ``volume`` (Z, Y, X[, C]) and the lines to say:
     ``object_fields``, plus ``voxel_size`` for a 3-D volume (``voxel_size``'s rules)."""
     fields, line = object_fields(meta, given)
     lines = [line] if line else []
     mode = fields.get("objects", "auto")
     if is_3d and mode != "2d":
-        fields["voxel_size"], said = voxel_size(volume, given.get("voxel_size"), scale, z_factor(meta, mode),
-                                                how_to_set)
+        fields["voxel_size"], said = voxel_size(volume, given.get("voxel_size"), scale, factor=z_factor(meta, mode),
+                                                how_to_set=how_to_set)
         lines += said
     return fields, lines
 
 
-def model_tuning(meta: dict) -> Tuning | None:
-    """The object step a model tuned after training; None for older models and untuned ones."""
-    stored = meta.get("object_tuning")
-    return Tuning.from_dict(stored) if stored else None
+def model_tuning(meta: BundleMeta | None) -> Tuning | None:
+    """The object step a model tuned after training; None for older models, untuned ones and no model."""
+    stored = meta.object_tuning if meta is not None else None
+    return Tuning.from_dict(stored.model_dump()) if stored else None
 
 
-def object_fields(meta: dict, given: dict) -> tuple[dict, str | None]:
+def object_fields(meta: BundleMeta | None, given: dict) -> tuple[dict, str | None]:
     """PredictConfig fields of the object step: ``given`` ones (not None) win, the rest come from
     the model's tuning (and the line that says so), else are left to PredictConfig's defaults."""
     fields = {k: v for k, v in given.items() if k in TUNED_FIELDS and v is not None}
@@ -43,7 +48,7 @@ def object_fields(meta: dict, given: dict) -> tuple[dict, str | None]:
     return {**taken, **fields}, (tuning.line() if taken else None)
 
 
-def z_factor(meta: dict, objects: str) -> float:
+def z_factor(meta: BundleMeta | None, objects: str) -> float:
     """The tuned correction of the image's spacing estimate, for 3-D objects."""
     tuning = model_tuning(meta)
     return tuning.settings.z_factor if tuning and objects == "3d" and tuning.settings.objects == "3d" else 1.0
@@ -56,7 +61,7 @@ def known_scale(scale) -> tuple | None:
     return tuple(float(s) for s in scale)
 
 
-def voxel_size(volume, given, scale, factor: float = 1.0, how_to_set: str = "--voxel-size Z Y X",
+def voxel_size(volume, given, scale, *, factor: float = 1.0, how_to_set: str = "--voxel-size Z Y X",
                estimate=None) -> tuple[tuple, list[str]]:
     """The (z, y, x) voxel size for 3-D objects of ``volume`` (Z, Y, X[, C]) and the lines to say:
     ``given`` (the user's), else ``scale`` (the file's or layer's), else estimated from the image.

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 
 from napari_unet.core.metrics import adapted_rand_error
-from napari_unet.core.objects.instances import label_volume
+from napari_unet.core.objects.streaming import label_volume
 
 Z_FACTORS = (1.0, 0.5, 2.0)  # the image's spacing estimate reads short where the microscope blurs z
 SEED_CHOICES = (("distance", 3.0), ("distance", 2.0), ("distance", 5.0), ("distance", 8.0), ("interior", 3.0))
@@ -110,7 +110,7 @@ def _searches(defaults: ObjectSettings, annotations, annotated):
 
 def _min_sizes(annotations, annotated, default: int) -> list[int]:
     """Minimum sizes to try: fractions of the median painted object's area, and the default."""
-    areas = []
+    areas: list[int] = []
     for z in annotated:
         ids, counts = np.unique(annotations[z], return_counts=True)
         areas.extend(counts[ids > 0])
@@ -121,7 +121,7 @@ def _min_sizes(annotations, annotated, default: int) -> list[int]:
 class _Scorer:
     """Adapted Rand error of one setting's objects on the annotated slices (memoised)."""
 
-    def __init__(self, maps, annotations, annotated, ids_3d, z_spacing, join_pieces):
+    def __init__(self, maps, annotations, annotated, ids_3d, z_spacing, join_pieces) -> None:
         self.maps, self.truth, self.annotated = maps, annotations, annotated
         self.ids_3d, self.z_spacing, self.join_pieces = ids_3d, z_spacing, join_pieces
         self.seen: dict = {}  # setting -> errors (one, or one per scored slice)

@@ -6,15 +6,15 @@ may also cut large slices into Y/X regions (``yx_regions``): a region's block pr
 model tile (``core.tiling``, the single process's grid) whose kept part falls in the region, so
 the neighbouring tiles are its Y/X halo, and writes the region only. Objects:
 
-- ``"3d"``: a block is one slab of the single-process ``objects.StreamingObjects``, cut as it
-  cuts them (``objects.slab_plan``: the same slab depth, ``halo`` and, for slices too large
+- ``"3d"``: a block is one slab of the single-process ``objects.streaming.StreamingObjects``, cut as it
+  cuts them (``objects.slabs.slab_plan``: the same slab depth, ``halo`` and, for slices too large
   for whole-slice slabs, the same Y/X tiles with their ``tile_halo``). The block predicts its
   slices plus the halo and labels each tile's window on its own: a *unit* (block, tile) with
   ids 1..n. Joining then replays what one process does unit after unit (``join_units``): a
   unit's objects take the ids of the objects already final where they overlap by a mutual
   majority in the zone labelled before them (the halo slices before the slab, the cores of
   the slab's earlier tiles), or new ids, with the slab rule for the minimum size. What
-  that needs is counted per unit on the cluster (``objects.joint_counts``: voxels per pair of unit
+  that needs is counted per unit on the cluster (``objects.stitching.joint_counts``: voxels per pair of unit
   id and the id of the unit that labelled the zone first), so the join itself handles only
   small tables. The result is the single process's, ids included.
 - ``"linked"``: the first slice of a block is linked to the last one of the block before by
@@ -26,16 +26,16 @@ numpy only: the runtime (``runtime.cluster``) moves the blocks and the face data
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+
 import numpy as np
 
-from napari_unet.core.objects.instances import (
-    _MIN_IOU,
-    MEMORY_BUDGET,
-    _best_pairs,
-    _IdCounter,
-    _iou_pairs,
-    _tiles,
-    slab_plan,
+from napari_unet.core.objects.slabs import MEMORY_BUDGET, SlabPlan, slab_plan
+from napari_unet.core.objects.stitching import (
+    MIN_IOU,
+    IdCounter,
+    best_pairs,
+    iou_pairs,
     stitched_ids,
     tile_facts,
     written_before,
@@ -50,13 +50,28 @@ AUTO_REGION_ABOVE = 4096 * 4096
 AUTO_REGION = 2048
 
 
-def block_plan(cfg, spatial_shape, axis, disk_room=0, budget=MEMORY_BUDGET, block_yx=0) -> dict:
-    """Blocks of slices along ``axis``: ``blocks`` [(start, stop)], ``halo``, object ``mode``
-    (None for classes), ``n_slices`` and ``regions``, the Y/X regions of a slice (``yx_regions``
-    of ``block_yx``; the whole slice for objects). 3-D objects: the blocks are the slabs one
-    process would use (``disk_room``: free bytes for its planes, as ``slab_store.disk_room``;
-    ``budget``: its ``memory_budget``), with ``slab`` (its ``slab_plan``), ``slice_shape`` and
-    ``tiles`` (core and window of each Y/X tile; one tile when slabs are whole slices)."""
+@dataclass(frozen=True)
+class BlockPlan:
+    """Blocks of slices predicted apart (``block_plan``): ``blocks`` [(start, stop)] along the
+    slice axis, each predicting ``halo`` more slices on either side, object ``mode`` (None for
+    classes), ``n_slices`` and ``regions``, the Y/X regions of a slice. 3-D objects also have
+    ``slab`` (the ``SlabPlan`` one process would use), ``slice_shape`` and ``tiles`` (core and
+    window of each Y/X tile; one tile when slabs are whole slices)."""
+
+    blocks: list
+    halo: int
+    mode: str | None
+    n_slices: int
+    regions: list
+    slab: SlabPlan | None = None
+    slice_shape: tuple | None = None
+    tiles: list | None = None
+
+
+def block_plan(cfg, spatial_shape, axis, *, disk_room=0, budget=MEMORY_BUDGET, block_yx=0) -> BlockPlan:
+    """Blocks of slices along ``axis``; regions: ``yx_regions`` of ``block_yx`` (the whole slice
+    for objects). 3-D objects: the blocks are the slabs one process would use (``disk_room``: free
+    bytes for its planes, as ``planes.disk_room``; ``budget``: its ``memory_budget``)."""
     n, shape = n_slices_along(spatial_shape, axis), slice_shape(spatial_shape, axis)
     mode = None
     if cfg.output == "instances":
@@ -64,16 +79,16 @@ def block_plan(cfg, spatial_shape, axis, disk_room=0, budget=MEMORY_BUDGET, bloc
         if block_yx:
             raise ValueError(f"Y/X blocks (block_yx={block_yx}) are for classes and probabilities; objects "
                              "need whole slices in a block: leave block_yx at 0.")
-    plan = {"halo": 0, "mode": mode, "n_slices": n,
-            "regions": yx_regions(shape, block_yx) if mode is None else yx_regions(shape, max(shape))}
-    size = cfg.block_slices
-    if mode == "3d":
-        slab = slab_plan(shape, cfg.block_slices, cfg.halo, budget=budget, disk_room=disk_room)
-        size = slab["core_slices"]
-        plan.update(halo=slab["halo"], slab=slab, slice_shape=shape,
-                    tiles=_tiles(shape, slab["tile"], slab["tile_halo"]))
-    plan["blocks"] = [(a, min(a + size, n)) for a in range(0, n, size)]
-    return plan
+    regions = yx_regions(shape, block_yx) if mode is None else yx_regions(shape, max(shape))
+    if mode != "3d":
+        return BlockPlan(_blocks(n, cfg.block_slices), 0, mode, n, regions)
+    slab = slab_plan(shape, cfg.block_slices, cfg.halo, budget=budget, disk_room=disk_room)
+    return BlockPlan(_blocks(n, slab.core_slices), slab.halo, mode, n, regions, slab=slab, slice_shape=shape,
+                     tiles=slab.tiles(shape))
+
+
+def _blocks(n, size) -> list:
+    return [(a, min(a + size, n)) for a in range(0, n, size)]
 
 
 def yx_regions(shape, size=0) -> list:
@@ -117,7 +132,7 @@ def _moved(tile, region, origin) -> Tile:
 def block_extent(plan, block) -> tuple:
     """The slices a block predicts: its own and ``halo`` more on each side, within the volume."""
     start, stop = block
-    return max(start - plan["halo"], 0), min(stop + plan["halo"], plan["n_slices"])
+    return max(start - plan.halo, 0), min(stop + plan.halo, plan.n_slices)
 
 
 def block_config(cfg, plan, extent):
@@ -125,15 +140,15 @@ def block_config(cfg, plan, extent):
     model's); for 3-D objects one slab over the whole extent, every object kept (the minimum
     size is applied when the units are joined)."""
     changes = {"normalize": "model"}
-    if plan["mode"] == "3d":
+    if plan.mode == "3d":
         changes.update(block_slices=extent[1] - extent[0], halo=0, min_object_size=0)
     return cfg.replace(**changes)
 
 
-def unit_slab_plan(plan, extent) -> dict:
-    """The ``slab_plan`` a block's ``StreamingObjects`` labels its units with: one slab over the
+def unit_slab_plan(plan, extent) -> SlabPlan:
+    """The ``SlabPlan`` a block's ``StreamingObjects`` labels its units with: one slab over the
     extent, in the single process's tiles."""
-    return dict(plan["slab"], core_slices=extent[1] - extent[0], halo=0)
+    return replace(plan.slab, core_slices=extent[1] - extent[0], halo=0)
 
 
 # ------------------------------------------------------------------ 3-D objects: units
@@ -141,31 +156,31 @@ def unit_slab_plan(plan, extent) -> dict:
 
 def units(plan) -> list:
     """Every (block index, tile index), in the order one process labels them."""
-    return [(k, t) for k in range(len(plan["blocks"])) for t in range(len(plan["tiles"]))]
+    return [(k, t) for k in range(len(plan.blocks)) for t in range(len(plan.tiles))]
 
 
 def unit_geometry(plan, unit) -> tuple:
     """``(extent, core, window)``: the slab's (s0, s1, e0, e1), the tile's Y/X core and window."""
     k, t = unit
-    s0, s1 = plan["blocks"][k]
+    s0, s1 = plan.blocks[k]
     e0, e1 = block_extent(plan, (s0, s1))
-    core, window = plan["tiles"][t]
+    core, window = plan.tiles[t]
     return (s0, s1, e0, e1), core, window
 
 
 def unit_record(local, plan, unit) -> dict:
     """What the join needs of a unit's own labels ``local`` (its extent x its window), besides
-    its zone: ``objects.tile_facts`` (voxels per id, ids in its core, ids on open faces)."""
+    its zone: ``objects.stitching.tile_facts`` (voxels per id, ids in its core, ids on open faces)."""
     extent, core, window = unit_geometry(plan, unit)
     written = written_before(local.shape, extent, _earlier_cores(plan, unit[1])[window])
-    facts = tile_facts(local, written, extent, (core, window), plan["slice_shape"], plan["n_slices"])
+    facts = tile_facts(local, written, extent, (core, window), plan.slice_shape, plan.n_slices)
     return {"unit": tuple(unit), **facts}
 
 
 def _earlier_cores(plan, tile) -> np.ndarray:
     """The Y/X cores of the tiles labelled before ``tile`` in a slab."""
-    written = np.zeros(plan["slice_shape"], bool)
-    for core, _ in plan["tiles"][:tile]:
+    written = np.zeros(plan.slice_shape, bool)
+    for core, _ in plan.tiles[:tile]:
         written[core] = True
     return written
 
@@ -176,10 +191,10 @@ def unit_zone(plan, unit) -> list:
     k, t = unit
     (s0, s1, e0, _), _, (wy, wx) = unit_geometry(plan, unit)
     parts = []
-    for owner_k, (a, b) in enumerate(plan["blocks"][:k]):
+    for owner_k, (a, b) in enumerate(plan.blocks[:k]):
         z = slice(max(a, e0), min(b, s0))
         if z.start < z.stop:
-            every_tile = range(len(plan["tiles"]))
+            every_tile = range(len(plan.tiles))
             parts += [((owner_k, u), (z,) + yx) for u, yx in _tile_overlaps(plan, every_tile, wy, wx)]
     parts += [((k, u), (slice(s0, s1),) + yx) for u, yx in _tile_overlaps(plan, range(t), wy, wx)]
     return parts
@@ -188,7 +203,7 @@ def unit_zone(plan, unit) -> list:
 def _tile_overlaps(plan, tiles, wy, wx):
     """(tile, (y, x) slices) where the cores of ``tiles`` meet the window (wy, wx)."""
     for u in tiles:
-        (cy, cx), _ = plan["tiles"][u]
+        (cy, cx), _ = plan.tiles[u]
         y = slice(max(cy.start, wy.start), min(cy.stop, wy.stop))
         x = slice(max(cx.start, wx.start), min(cx.stop, wx.stop))
         if y.start < y.stop and x.start < x.stop:
@@ -203,11 +218,12 @@ def in_unit(plan, unit, region) -> tuple:
         slice(r.start - w.start, r.stop - w.start) for r, w in zip((y, x), window))
 
 
-def join_units(records, counts, min_size=0) -> dict:
+def join_units(records, counts, *, min_size=0) -> dict:
     """Per unit, the lookup table from its ids to final ids (0: no object), as one process
-    labels the units in order (``objects.stitched_ids``). ``records``: ``unit_record`` of each
-    unit, in ``units`` order; ``counts[unit]``: [(owner unit, ``objects.joint_counts``)] over its zone."""
-    lookups, ids = {}, _IdCounter()
+    labels the units in order (``objects.stitching.stitched_ids``). ``records``: ``unit_record`` of each
+    unit, in ``units`` order; ``counts[unit]``: [(owner unit, ``stitching.joint_counts``)] over its zone."""
+    lookups: dict[tuple, np.ndarray] = {}  # unit -> its lookup table
+    ids = IdCounter()
     for record in records:
         pairs = _zone_pairs(counts.get(record["unit"], []), lookups, record["sizes"].size - 1)
         lookups[record["unit"]] = stitched_ids(record, pairs, min_size, ids.take)
@@ -236,8 +252,8 @@ def slab_slice(plan, block_index, i, read_tile, lookups) -> np.ndarray:
     """Final labels of slice ``i`` of block ``block_index``: each tile's core through its lookup.
     ``read_tile(t, depth)``: tile t's own labels on the slab's extended slice ``depth``."""
     (s0, s1, e0, _), _, _ = unit_geometry(plan, (block_index, 0))
-    labels = np.zeros(plan["slice_shape"], np.uint32)
-    for t, (core, window) in enumerate(plan["tiles"]):
+    labels = np.zeros(plan.slice_shape, np.uint32)
+    for t, (core, window) in enumerate(plan.tiles):
         inner = tuple(slice(c.start - w.start, c.stop - w.start) for c, w in zip(core, window))
         labels[core] = lookups[(block_index, t)][read_tile(t, i - e0)[inner]]
     return labels
@@ -248,7 +264,7 @@ class BlockOutput:
     own slices (and ``region``) are written into ``out`` (the whole volume's output) at their
     place; halo slices (and the rest of the window) are not."""
 
-    def __init__(self, out, axis, extent, block, spatial_shape, region=None, window=None):
+    def __init__(self, out, axis, extent, block, spatial_shape, *, region=None, window=None):
         self.out, self.axis, self.extent, self.block = out, axis, extent, block
         tail = tuple(out.shape[len(spatial_shape):])  # a channel axis of probabilities
         shape = list(spatial_shape)
@@ -304,7 +320,7 @@ class BlockLabels(BlockOutput):
 
 def face_links(first, previous) -> dict:
     """Linked objects: pairs (id of the block's first slice, id of the slice before it) at IoU >= 0.5."""
-    new, old = _best_pairs(*_iou_pairs(np.asarray(first), np.asarray(previous)), _MIN_IOU)
+    new, old = best_pairs(*iou_pairs(np.asarray(first), np.asarray(previous)), MIN_IOU)
     return {"new": new, "old": old.astype(np.int64)}
 
 
@@ -312,7 +328,8 @@ def join_blocks(records, faces) -> list:
     """Objects per slice: per block, the lookup table from its ids to final ids, numbered as one
     process numbers them (block by block, new objects in the order of their block ids).
     ``faces[k]``: ``face_links`` between block k and block k - 1, or None (first block, "2d")."""
-    lookups, ids = [], _IdCounter()
+    lookups: list[np.ndarray] = []
+    ids = IdCounter()
     for record, face in zip(records, faces):
         lookup = np.zeros(record["n_ids"] + 1, np.uint32)
         if face is not None and lookups:

@@ -136,7 +136,7 @@ def choose_normalization(volume, spatial_shape, channel_axis, stored: dict, cfg)
     outliers = [events.Warn(text)] if (text := outlier_message(sample, own)) else []
     if cfg.normalize == "volume":
         return own, outliers
-    check_stored_normalization({"normalization": stored}, "the model")
+    check_stored_normalization(stored, "the model")
     mismatch = intensity_mismatch(own, stored)
     if not mismatch:
         return stored, outliers

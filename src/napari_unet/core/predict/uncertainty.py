@@ -60,7 +60,7 @@ def slice_disagreement(probs, probs_turned_back) -> float:
     return float(np.clip(distance[band].mean(), 0.0, 1.0))
 
 
-def boundary_band(labels_a, labels_b, width: int = BOUNDARY_BAND_PX) -> np.ndarray:
+def boundary_band(labels_a, labels_b, *, width: int = BOUNDARY_BAND_PX) -> np.ndarray:
     """Pixels within ``width`` of a change of label in either 2-D labelling."""
     edges = _edges(labels_a) | _edges(labels_b)
     return ndi.binary_dilation(edges, iterations=width) if width and edges.any() else edges
@@ -182,7 +182,7 @@ class DisagreementSink(UncertaintySink):
 
     def __init__(self, n_slices: int, slice_shape, n_classes: int):
         super().__init__(n_slices, slice_shape, n_classes)
-        self._first = None
+        self._first: np.ndarray | None = None
 
     def __setitem__(self, index, probs) -> None:
         position = int(index[0])

@@ -18,7 +18,7 @@ Outputs:
   (default): one id per object through the volume, found in slabs of
   ``cfg.block_slices`` slices with a halo and joined across slabs, so labels are
   written slab by slab, a little behind the predicted slices. Large slices get
-  thinner slabs, labelled in Y/X tiles, within ``objects.MEMORY_BUDGET``. ``"2d"``: objects
+  thinner slabs, labelled in Y/X tiles, within ``objects.slabs.MEMORY_BUDGET``. ``"2d"``: objects
   per slice (ids unique across the volume); ``"linked"``: per slice, then linked
   to the previous slice by overlap.
 - probabilities: float32. If ``out_probs`` has a channel axis (last, of length K)
@@ -45,7 +45,7 @@ from functools import partial
 import numpy as np
 
 from napari_unet.core import events
-from napari_unet.core.bundle import model_config_of
+from napari_unet.core.bundle_meta import BundleMeta
 from napari_unet.core.config import PredictConfig
 from napari_unet.core.predict.batch import BatchPredictor, probability_slices
 from napari_unet.core.predict.read import (
@@ -87,7 +87,7 @@ def predict_volume(
     ``objects_tile``: the training objects tiled the image (``cfg.fill_background="auto"``
     then lets objects take the background too).
     ``min_tile``: smallest tile the model can use (default ``size_multiple``).
-    ``objects_options``: more keywords for ``objects.StreamingObjects`` (a memory budget, a plan).
+    ``objects_options``: more keywords for ``objects.streaming.StreamingObjects`` (a memory budget, a plan).
     ``tiles``: the model tiles of a slice, instead of planning them (a Y/X window of a larger
     slice predicted in that slice's tiles: ``core.blocks.region_tiles``).
 
@@ -117,15 +117,14 @@ def predict_volume(
     return _after(warnings, _events(spatial_shape, axis, plans[axis], writer, passes))
 
 
-def bundle_predictor(model, meta: dict, cfg: PredictConfig, **kwargs) -> Callable[..., Iterator[events.Event]]:
+def bundle_predictor(model, meta: BundleMeta, cfg: PredictConfig, **kwargs) -> Callable[..., Iterator[events.Event]]:
     """``predict_volume`` bound to a loaded model folder (``core.bundle.load_bundle``): its model,
     classes, size multiple, normalisation and object settings; call it with the volume (and
     ``kwargs`` such as outputs, ``channel_axis`` or ``stop_event``)."""
-    model_cfg = model_config_of(meta)
+    model_cfg = meta.model_cfg
     return partial(predict_volume, predict_fn=model.predict_on_batch, cfg=cfg, n_classes=model_cfg.n_classes,
-                   size_multiple=model_cfg.size_multiple, normalization=meta["normalization"],
-                   boundary_model=bool(meta.get("instances", False)),
-                   objects_tile=bool(meta.get("objects_tile", False)), **kwargs)
+                   size_multiple=model_cfg.size_multiple, normalization=meta.normalization.model_dump(),
+                   boundary_model=meta.instances, objects_tile=meta.objects_tile, **kwargs)
 
 
 def _tile_plans(cfg, spatial_shape, axis, n_classes, boundary_model, multiple, min_tile) -> dict:

@@ -11,7 +11,8 @@ import numpy as np
 
 from napari_unet.core import events
 from napari_unet.core.config import MAX_3D_ANISOTROPY
-from napari_unet.core.objects.instances import StreamingObjects, object_maps
+from napari_unet.core.objects.maps import object_maps
+from napari_unet.core.objects.streaming import StreamingObjects
 from napari_unet.core.predict.postprocess import labels_from_probs
 from napari_unet.core.predict.read import n_slices_along, slice_index, slice_shape
 
@@ -24,7 +25,7 @@ def model_kind(n_classes, boundary_model):
 
 def object_builder(cfg, spatial_shape, axis, n_classes, boundary_model, objects_tile, **options):
     """The streaming object finder for this volume (2-D images: one slice); ``options``: more
-    keywords of ``objects.StreamingObjects`` (``memory_budget``, ``plan``, ``tile_sink``)."""
+    keywords of ``StreamingObjects`` (``memory_budget``, ``plan``, ``tile_sink``)."""
     if cfg.objects_from == "background" and n_classes != 1:
         raise ValueError(
             "objects_from='background' (regions enclosed by the painted class) needs a model with one "
@@ -33,11 +34,12 @@ def object_builder(cfg, spatial_shape, axis, n_classes, boundary_model, objects_
     shape = slice_shape(spatial_shape, axis)
     sampling = object_sampling(cfg, axis)
     mode = object_mode(cfg.objects, sampling, axis)
+    settings = cfg.objects_config()
     return StreamingObjects(
         n_slices_along(spatial_shape, axis), shape,
         mode=mode, block_slices=cfg.block_slices, halo=cfg.halo,
-        threshold=cfg.threshold, seeds=cfg.seeds, seed_distance=cfg.seed_distance,
-        min_size=cfg.min_object_size, sampling=sampling,
+        threshold=settings.threshold, seeds=settings.seeds, seed_distance=settings.seed_distance,
+        min_size=settings.min_object_size, sampling=sampling,
         # Boundary evidence (a boundary model, or membranes around cells) rejoins the pieces of
         # one object in a slice (ISBI: adapted Rand error 0.128 -> 0.054). Not in 3-D, where
         # flooding across slices makes false contacts (synthetic cells: 0.106 -> 0.976).
@@ -89,7 +91,7 @@ class SliceWriter:
             return [i]
         if self.cfg.objects_from == "background":
             probs = 1.0 - probs
-        maps = object_maps(probs, self.kind, self.cfg.threshold)
+        maps = object_maps(probs, self.kind, threshold=self.cfg.threshold)
         if self.fill:
             maps[..., 0] = 1.0  # every pixel belongs to some object
         return self._write_objects(axis, self.objects.push(0 if axis is None else i, maps))

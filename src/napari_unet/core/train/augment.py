@@ -44,7 +44,7 @@ def _upsampling_matrix(size: int, grid: int) -> np.ndarray:
     return resize(np.eye(grid), (size, grid), order=3, mode="reflect", anti_aliasing=False, clip=False)
 
 
-def elastic_deform(image, target, mask, rng: np.random.Generator, strength: float = 0.02):
+def elastic_deform(image, target, mask, rng: np.random.Generator, *, strength: float = 0.02):
     """Warp with a smooth random displacement field.
 
     ``strength`` is the standard deviation of the displacement as a fraction of
@@ -68,7 +68,7 @@ def elastic_deform(image, target, mask, rng: np.random.Generator, strength: floa
     return warped, target[iy, ix], mask[iy, ix]
 
 
-def jitter_intensity(image, rng: np.random.Generator, gain=0.2, offset=0.1, gamma=0.3):
+def jitter_intensity(image, rng: np.random.Generator, *, gain=0.2, offset=0.1, gamma=0.3):
     """Random gamma (shared by the channels), then gain and offset per channel."""
     image = np.asarray(image, np.float32)
     lo, hi = float(image.min()), float(image.max())
@@ -101,7 +101,7 @@ def augment_patch(
     if flips:
         image, target, mask = flip_rotate(image, target, mask, rng)
     if elastic_probability > 0 and rng.random() < elastic_probability:
-        warped = elastic_deform(image, target, mask, rng, elastic_strength)
+        warped = elastic_deform(image, target, mask, rng, strength=elastic_strength)
         if warped[2].any() or not mask.any():
             image, target, mask = warped
     if intensity:
@@ -158,10 +158,10 @@ class PatchSampler:
         regions,
         patch_size: int,
         batch_size: int,
+        *,
         foreground_bias: float = 0.5,
         augment: bool = True,
         seed: int = 0,
-        *,
         elastic_probability: float = 0.5,
         elastic_strength: float = 0.02,
         intensity: bool = True,
@@ -240,7 +240,7 @@ class PatchSampler:
         return x, y
 
 
-def validation_arrays(image_norm, targets: dict, masks: dict, val_items, multiple: int, max_tile: int = 256):
+def validation_arrays(image_norm, targets: dict, masks: dict, val_items, multiple: int, *, max_tile: int = 256):
     """Stacked validation crops ``(x, y)`` in the layout of ``sample_batch``.
 
     Regions are cut into tiles of at most ``max_tile`` (rounded down to
@@ -308,7 +308,7 @@ class PrefetchedBatches:
 
     def __init__(self, sampler, depth: int = 2):
         self._sampler = sampler
-        self._queue = queue.Queue(maxsize=depth)
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
         self.wait_s = 0.0
         self._thread = threading.Thread(target=self._fill, name="napari-unet batches", daemon=True)

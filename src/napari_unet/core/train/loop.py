@@ -4,8 +4,9 @@ One batch at a time with ``train_on_batch``, so progress is reported and a
 stop request is honoured between any two batches. The best weights (by
 validation Dice, or by training loss without validation data) are kept in
 memory and written as a model bundle when training ends, and also on
-improvement when the last write is ``CHECKPOINT_INTERVAL_S`` old, so a long
-run that is killed still leaves a recent model behind.
+improvement now and then (``core/train/checkpoints.py``), so a long run that
+is killed still leaves a recent model behind. What the run is set up with
+(checks, automatic sizes, the learning-rate schedule) is in ``core/train/settings.py``.
 """
 
 from __future__ import annotations
@@ -13,197 +14,52 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from napari_unet.core import data, events
-from napari_unet.core.bundle import check_target, describe_classes, load_bundle, model_config_of, save_bundle
-from napari_unet.core.config import ModelConfig, TrainConfig, limits
-from napari_unet.core.nn import devices, hardware
+from napari_unet.core.bundle import check_target, load_bundle
+from napari_unet.core.bundle_meta import BundleMeta, Normalization, TrainingData, describe_classes
+from napari_unet.core.config import ModelConfig, TrainConfig
+from napari_unet.core.nn import devices, fitting, hardware
 from napari_unet.core.nn.steps import StepLosses, distribute, train_step_loss
 from napari_unet.core.train import augment, pairs, preview
 from napari_unet.core.train import objects as train_objects
 from napari_unet.core.train.augment import batches
+from napari_unet.core.train.checkpoints import Best, Saving, nothing_saved_message, weights_set
+from napari_unet.core.train.settings import (
+    check_patch_size,
+    check_resume_meta,
+    chosen_sizes,
+    class_pixel_counts,
+    cosine_learning_rate,
+    foreground_label_values,
+    plateau_learning_rate,
+    resolve_model_config,
+    seconds_left,
+    training_progress,
+    with_auto_sizes,
+)
 
-CHECKPOINT_INTERVAL_S = 60.0
 TUNING_SHARE = 0.1  # of the training time, at most, for tuning the object step afterwards
 # A ``Batch`` event (and the loss read back from the device for it) at most this often, besides
 # the first batch and each epoch's last: a progress bar needs no more, and a GPU step is ~13 ms.
 BATCH_EVENT_INTERVAL_S = 0.25
-FINAL_LR_FRACTION = 0.05  # the cosine schedule ends at this fraction of the learning rate
 
 
-# ------------------------------------------------------------------ schedule
-
-
-def training_progress(train_cfg: TrainConfig, step_fraction: float, elapsed_s: float) -> float:
-    """Fraction of the run done, 0 to 1: the larger of the steps done and, with
-    ``max_seconds``, the time used (whichever limit ends training first)."""
-    progress = step_fraction
-    if train_cfg.max_seconds:
-        progress = max(progress, elapsed_s / train_cfg.max_seconds)
-    return min(max(progress, 0.0), 1.0)
-
-
-PLATEAU_FACTOR = 0.5  # "plateau" schedule: the rate is multiplied by this on each plateau
-
-
-def plateau_learning_rate(train_cfg: TrainConfig, plateaus: int) -> float:
-    """The "plateau" schedule's rate after ``plateaus`` halvings (Keras' ReduceLROnPlateau rule)."""
-    return train_cfg.learning_rate * PLATEAU_FACTOR**plateaus
-
-
-def seconds_left(train_cfg: TrainConfig, elapsed_s: float):
-    """Seconds until the time cap ends training; None without a cap."""
-    return max(0.0, train_cfg.max_seconds - elapsed_s) if train_cfg.max_seconds else None
-
-
-def cosine_learning_rate(train_cfg: TrainConfig, step_fraction: float, elapsed_s: float) -> float:
-    """Cosine decay from ``learning_rate`` to ``FINAL_LR_FRACTION`` of it over
-    ``training_progress``, so a run cut by its time budget still ends at a low learning rate.
-    """
-    if train_cfg.lr_schedule == "constant":
-        return train_cfg.learning_rate
-    progress = training_progress(train_cfg, step_fraction, elapsed_s)
-    decay = 0.5 * (1.0 + math.cos(math.pi * progress))
-    return train_cfg.learning_rate * (FINAL_LR_FRACTION + (1.0 - FINAL_LR_FRACTION) * decay)
-
-
-# ------------------------------------------------------------------ inputs
-
-
-def rescue_folder(out_dir) -> Path:
-    """Where a model goes when its own folder cannot take it: the temporary folder."""
-    import tempfile
-
-    # The name cut to 64 characters: a rescue must fit where the asked name did not.
-    return Path(tempfile.gettempdir()) / f"{Path(out_dir).name[:64]}-rescued-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-def save_or_rescue(out_dir, model, meta, overwrite: bool) -> tuple[Path, str | None]:
-    """Save the bundle; if its disk refuses (full, read-only), save it to ``rescue_folder``
-    instead, so hours of training are not lost. Returns ``(folder, note for the user or None)``."""
-    try:
-        save_bundle(out_dir, model, meta, overwrite=overwrite)
-        return Path(out_dir), None
-    except OSError as exc:
-        rescue = rescue_folder(out_dir)
-        save_bundle(rescue, model, meta)  # a second failure is reported as the job's error
-        return rescue, (f"The model could not be saved to {out_dir} ({exc.strerror or exc}); "
-                        f"it was saved to {rescue} instead: move it where you want it.")
-
-
-def with_auto_sizes(train_cfg: TrainConfig, device, model_cfg: ModelConfig, height: int, width: int,
-                    replicas: int = 1) -> TrainConfig:
-    """``train_cfg`` with its "auto" (None) batch and patch sizes chosen for the device
-    (``core/nn/devices.py``); an automatic patch shrinks to fit the smallest image. On several GPUs an
-    automatic batch is per GPU (the global batch is ``replicas`` times it); a batch given is global."""
-    if train_cfg.batch_size is not None and train_cfg.patch_size is not None:
-        return train_cfg
-    batch, patch = devices.auto_sizes(device, model_cfg.n_filters)
-    fit = devices.fit_patch(patch, height, width, model_cfg.size_multiple)
-    if fit >= max(model_cfg.size_multiple, limits(TrainConfig, "patch_size")[0]):
-        patch = fit  # else _check_patch_size says the image is too small
-    batch_size = train_cfg.batch_size or min(batch * replicas, limits(TrainConfig, "batch_size")[1])
-    return train_cfg.replace(batch_size=batch_size, patch_size=train_cfg.patch_size or patch)
-
-
-def _check_patch_size(train_cfg: TrainConfig, model_cfg: ModelConfig, height: int, width: int) -> None:
-    p, m = train_cfg.patch_size, model_cfg.size_multiple
-    if p > min(height, width):
-        fit = min(height, width) // m * m
-        smallest = max(m, limits(TrainConfig, "patch_size")[0])
-        if fit < smallest:
-            raise ValueError(
-                f"The image ({height} x {width} pixels) is too small to train on: a side needs at least "
-                f"{smallest} pixels. Check its axes (a channel or Z axis read as Y or X?).")
-        raise ValueError(
-            f"patch_size {p} is larger than the image ({height} x {width} pixels): "
-            f"choose a patch_size of at most {fit}."
-        )
-    if p % m:
-        raise ValueError(
-            f"patch_size {p} must be a multiple of {m} for a U-Net of depth {model_cfg.depth}: "
-            f"use {max(m, p // m * m)} or lower the depth."
-        )
-
-
-def _resolve_model_config(model_cfg, n_classes: int, in_channels: int, train_cfg: TrainConfig) -> ModelConfig:
-    if model_cfg is None:
-        return ModelConfig(in_channels=in_channels, n_classes=n_classes)
-    if model_cfg.in_channels != in_channels:
-        raise ValueError(
-            f"model_cfg.in_channels is {model_cfg.in_channels} but the image has {in_channels} channel(s): "
-            f"set in_channels={in_channels}."
-        )
-    if model_cfg.n_classes != n_classes:
-        raise ValueError(
-            f"model_cfg.n_classes is {model_cfg.n_classes} but the labels need {n_classes} output(s) in "
-            f"'{train_cfg.annotation_mode}' mode{' with instances' if train_cfg.instances else ''}: "
-            f"set n_classes={n_classes} (see core.data.class_count)."
-        )
-    return model_cfg
-
-
-def check_resume_meta(meta: dict, train_cfg: TrainConfig, n_classes: int, in_channels: int, source) -> None:
-    """Refuse to fine-tune a model on labels of other classes, mode or channels (one line each)."""
-    cfg = model_config_of(meta)
-    if cfg.in_channels != in_channels:
-        raise ValueError(f"The model in {source} takes {cfg.in_channels} channel(s) but the image has {in_channels}.")
-    if cfg.n_classes != n_classes:
-        raise ValueError(
-            f"The model in {source} has {cfg.n_classes} output(s) but these labels need {n_classes}: "
-            "annotate the same classes as the model was trained on, or train a new model."
-        )
-    mode = meta.get("annotation_mode", train_cfg.annotation_mode)
-    if mode != train_cfg.annotation_mode:
-        raise ValueError(
-            f"The model in {source} was trained on '{mode}' annotations; set the annotation mode to "
-            f"'{mode}' to fine-tune it, or train a new model."
-        )
-    if bool(meta.get("instances")) != train_cfg.instances:
-        raise ValueError(
-            f"The model in {source} was trained with instances={bool(meta.get('instances'))}; "
-            f"set instances the same way to fine-tune it."
-        )
-
-
-# ---------------------------------------------------------------- training
+# ---------------------------------------------------------------- the model
 
 
 def _build(model_cfg: ModelConfig, policy: str, resume_from):
     """Build (or load) the model under the dtype ``policy`` ("float32", "mixed_float16",
     "mixed_bfloat16"), then restore the global one."""
-    import keras
-
     from napari_unet.core.nn.model import build_unet
 
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(policy)
-    try:
+    with fitting.dtype_policy(policy):
         if resume_from is None:
             return build_unet(model_cfg), None
         return load_bundle(resume_from)
-    finally:
-        keras.config.set_dtype_policy(previous)
-
-
-def jit_compile_of(xla: str):
-    """Keras' ``compile(jit_compile=...)`` for ``TrainConfig.xla``. On JAX it stays Keras' "auto":
-    JAX always compiles the step, and ``False`` there would run it op by op."""
-    import keras
-
-    if keras.backend.backend() == "jax":
-        return "auto"
-    return {"auto": "auto", "on": True, "off": False}[xla]
-
-
-# The last compiled model and its optimizer's starting state, by what its train step depends on.
-# A warm worker's next training of the same architecture reuses it: tracing the train step
-# takes seconds on a CPU, resetting the weights and the optimizer a fraction of one.
-_COMPILED: dict = {}
 
 
 def _compiled_model(model_cfg: ModelConfig, policy: str, resume_from, loss_fn, loss_key, learning_rate: float,
@@ -218,71 +74,21 @@ def _compiled_model(model_cfg: ModelConfig, policy: str, resume_from, loss_fn, l
 
 
 def _compiled_model_in_scope(model_cfg, policy, resume_from, loss_fn, loss_key, learning_rate, xla):
-    import keras
-
     model, _ = _build(model_cfg, policy, resume_from)
     key = None if resume_from is not None or loss_key is None else (model_cfg, policy, loss_key, xla)
-    if key is not None and key in _COMPILED:
-        reused, optimizer_start = _COMPILED[key]
-        reused.set_weights(model.get_weights())
-        for variable, value in zip(reused.optimizer.variables, optimizer_start):
-            variable.assign(value)
-        return reused
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss_fn, jit_compile=jit_compile_of(xla))
-    model.optimizer.build(model.trainable_variables)  # its slots now, to record their start
-    _COMPILED.clear()
-    if key is not None:
-        _COMPILED[key] = (model, [keras.ops.convert_to_numpy(v) for v in model.optimizer.variables])
-    return model
-
-
-def _class_pixel_counts(targets: dict, masks: dict, items) -> np.ndarray:
-    """Annotated pixels per class (background first; a sigmoid target counts as 2 classes)."""
-    counts = None
-    for z, (y0, y1, x0, x1) in items:
-        t, m = targets[z][y0:y1, x0:x1], masks[z][y0:y1, x0:x1, None]
-        per = (t * m).reshape(-1, t.shape[-1]).sum(0)
-        if t.shape[-1] == 1:
-            per = np.array([m.sum() - per[0], per[0]])
-        counts = per if counts is None else counts + per
-    return counts
-
-
-def _predict(model, x, batch_size: int) -> np.ndarray:
-    import keras
-
-    # Under a MirroredStrategy every replica predicts the whole (undistributed) batch and the
-    # outputs come back concatenated: the first ``len(chunk)`` rows are the answer.
-    parts = [
-        keras.ops.convert_to_numpy(model.predict_on_batch(x[i : i + batch_size]))[: len(x[i : i + batch_size])]
-        for i in range(0, len(x), batch_size)
-    ]
-    return np.concatenate(parts).astype(np.float32, copy=False)
+    return fitting.compile_or_reuse(model, key, loss_fn, learning_rate, xla)
 
 
 def _validate(model, loss_fn, x_val, y_val, batch_size: int):
     """``(val_loss, val_dice, val_iou)`` over all validation pixels at once."""
-    import keras
-
     from napari_unet.core.nn.losses import dice_coef, iou
 
-    pred = _predict(model, x_val, batch_size)
-    as_float = lambda v: float(keras.ops.convert_to_numpy(v))  # noqa: E731
-    return as_float(loss_fn(y_val, pred)), as_float(dice_coef(y_val, pred)), as_float(iou(y_val, pred))
+    pred = fitting.predict_in_batches(model, x_val, batch_size)
+    scores = (loss_fn(y_val, pred), dice_coef(y_val, pred), iou(y_val, pred))
+    return tuple(fitting.to_float(score) for score in scores)
 
 
-def _label_values(labels_list, train_cfg: TrainConfig, n_classes: int):
-    """The foreground value of a binary full-slices annotation (it may be e.g. 255)."""
-    if n_classes == 1 and train_cfg.annotation_mode == "full_slices" and not train_cfg.instances:
-        values = pairs.annotated_values(labels_list, train_cfg.annotation_mode)
-        return [0, int(values[values != 0][0])]
-    return None
-
-
-def nothing_saved_message(out_dir, replacing: bool) -> str:
-    """What a run that ended before its first epoch tells the user: nothing was written."""
-    kept = f" {out_dir} was left as it was." if replacing and Path(out_dir).exists() else ""
-    return f"Training ended before the first epoch finished: no model was saved.{kept}"
+# ---------------------------------------------------------------- training
 
 
 def train(
@@ -319,28 +125,6 @@ def train(
                        extra_pairs=extra_pairs, preview_request=preview_request).run()
 
 
-@dataclass
-class Best:
-    """The best epoch so far and its weights (kept in memory until written)."""
-
-    score: tuple | None = None
-    epoch: int | None = None
-    weights: list | None = None
-    val_loss: float | None = None
-    val_dice: float | None = None
-    val_iou: float | None = None
-
-
-@dataclass
-class Saving:
-    """Where the model is written, and when it last was."""
-
-    folder: Path
-    overwrite: bool  # False until the first write: from then on the folder is ours
-    at: float
-    note: str | None = None  # the first rescued save's explanation for the user
-
-
 class Trainer:
     """One training run; ``run()`` yields the events ``train()`` documents."""
 
@@ -351,15 +135,16 @@ class Trainer:
         self.out_dir, self.stop_event = out_dir, stop_event
         self.resume_from, self.overwrite = resume_from, overwrite
         self.warnings: list[str] = []
-        self.history = {key: [] for key in ("epoch", "loss", "val_loss", "val_dice", "val_iou", "seconds")}
+        self.history: dict[str, list] = {
+            key: [] for key in ("epoch", "loss", "val_loss", "val_dice", "val_iou", "seconds")}
         self.best = Best()
         self.since_best = self.plateaus = 0
-        self.finish_reason = None
+        self.finish_reason: str | None = None
         self.stopped = False
         self.preview_request = preview_request
         self.last_preview = (None, -math.inf)  # (the slice, when it was previewed)
         self.last_batch_event = -math.inf
-        self.tuning_line = None  # what the object tuning found, in one line
+        self.tuning_line: str | None = None  # what the object tuning found, in one line
 
     # -------------------------------------------------------------- the run
 
@@ -406,14 +191,13 @@ class Trainer:
 
     def _check_inputs(self) -> None:
         cfg = self.cfg
-        pairs.validate_pairs(self.raw_pairs, cfg.annotation_mode, cfg.instances)
+        pairs.validate_pairs(self.raw_pairs, cfg.annotation_mode, instances=cfg.instances)
         self.pairs = [data.as_training_pair(image, labels) for image, labels in self.raw_pairs]
         self.image_zyxc, self.labels_zyx = self.pairs[0]
-        self.in_channels = self.image_zyxc.shape[-1]
+        self.in_channels, self.n_classes = pairs.channels_and_classes(self.pairs, cfg.annotation_mode,
+                                                                      instances=cfg.instances)
         # Patches must fit the smallest image.
         self.height, self.width = (min(image.shape[k] for image, _ in self.pairs) for k in (1, 2))
-        self.n_classes = pairs.class_count_of_pairs([labels for _, labels in self.pairs],
-                                                    cfg.annotation_mode, cfg.instances)
         self.out_dir = Path(self.out_dir).absolute()
         check_target(self.out_dir, self.overwrite)  # fail now, not after the training
         if cfg.instances and sum(data.annotated_object_count(labels, cfg.annotation_mode)
@@ -429,16 +213,18 @@ class Trainer:
             from napari_unet.core.bundle import read_bundle_meta
 
             self.resume_meta = read_bundle_meta(self.resume_from)
-            check_resume_meta(self.resume_meta, self.cfg, self.n_classes, self.in_channels, self.resume_from)
-            if self.model_cfg is not None and self.model_cfg != model_config_of(self.resume_meta):
+            check_resume_meta(self.resume_meta, self.cfg, n_classes=self.n_classes, in_channels=self.in_channels,
+                              source=self.resume_from)
+            if self.model_cfg is not None and self.model_cfg != self.resume_meta.model_cfg:
                 self.warnings.append(f"Fine-tuning keeps the architecture of {self.resume_from}; "
                                      "the model settings given were ignored.")
-            self.model_cfg = model_config_of(self.resume_meta)
+            self.model_cfg = self.resume_meta.model_cfg
         else:
-            self.model_cfg = _resolve_model_config(self.model_cfg, self.n_classes, self.in_channels, self.cfg)
+            self.model_cfg = resolve_model_config(self.model_cfg, self.n_classes, self.in_channels, self.cfg)
         self.cfg = with_auto_sizes(self.cfg, self.device, self.model_cfg, self.height, self.width,
-                                   self.replicas)
-        _check_patch_size(self.cfg, self.model_cfg, self.height, self.width)
+                                   replicas=self.replicas)
+        check_patch_size(self.cfg, self.model_cfg, self.height, self.width)
+        self.batch_size, self.patch_size = chosen_sizes(self.cfg)
 
     def _choose_device(self) -> None:
         """The device's facts, the precision (with one warning line when the device lacks the one
@@ -459,32 +245,30 @@ class Trainer:
         self.slices = [(k, int(z)) for k, (_, labels) in enumerate(self.pairs)
                        for z in data.annotated_slices(labels, mode)]
         if self.resume_meta is not None:
-            self.norm = self.resume_meta["normalization"]
+            self.norm = self.resume_meta.normalization.model_dump()
         else:
-            self.norm = pairs.joint_normalization([image for image, _ in self.pairs], cfg.percentiles,
+            self.norm = pairs.joint_normalization([image for image, _ in self.pairs], percentiles=cfg.percentiles,
                                                   seed=cfg.seed)
         self.image_norm = [data.normalize(np.asarray(self.pairs[k][0][z]), self.norm) for k, z in self.slices]
         self.targets, self.masks = {}, {}
         for i, (k, z) in enumerate(self.slices):
             self.targets[i], self.masks[i] = data.make_targets(
-                self.pairs[k][1][z], mode, self.n_classes, cfg.instances, cfg.boundary_width)
+                self.pairs[k][1][z], mode, self.n_classes, instances=cfg.instances, boundary_width=cfg.boundary_width)
 
     def _split(self) -> None:
         """Training and validation regions, indexed by position among the annotated slices."""
         label_slices = [self.pairs[k][1][z] for k, z in self.slices]
-        self.train_items, self.val_items = data.split_slices(label_slices, self.cfg.val_fraction, self.cfg.seed)
+        self.train_items, self.val_items = data.split_slices(label_slices, self.cfg.val_fraction, seed=self.cfg.seed)
 
     # ----------------------------------------------------------- the model
 
     def _build_model(self) -> None:
-        import keras
-
         from napari_unet.core.nn.losses import get_loss, inverse_frequency_weights
 
         cfg = self.cfg
-        keras.utils.set_random_seed(cfg.seed)  # before the sampler and the weights are drawn
+        fitting.set_seed(cfg.seed)  # before the sampler and the weights are drawn
         self.sampler = augment.PatchSampler(
-            self.image_norm, self.targets, self.masks, self.train_items, cfg.patch_size, cfg.batch_size,
+            self.image_norm, self.targets, self.masks, self.train_items, self.patch_size, self.batch_size,
             foreground_bias=cfg.foreground_bias, augment=cfg.augment, seed=cfg.seed,
         )
         self.x_val, self.y_val = augment.validation_arrays(self.image_norm, self.targets, self.masks,
@@ -492,44 +276,44 @@ class Trainer:
         self.has_val = len(self.x_val) > 0
         class_weights = None
         if cfg.loss == "weighted_ce":
-            class_weights = inverse_frequency_weights(_class_pixel_counts(self.targets, self.masks,
+            class_weights = inverse_frequency_weights(class_pixel_counts(self.targets, self.masks,
                                                                           self.train_items))
-        self.loss_fn = get_loss(cfg.loss, self.n_classes, class_weights)
+        self.loss_fn = get_loss(cfg.loss, self.n_classes, class_weights=class_weights)
         loss_key = (cfg.loss, self.n_classes, None if class_weights is None else tuple(np.ravel(class_weights)))
         self.model = _compiled_model(self.model_cfg, self.policy, self.resume_from, self.loss_fn, loss_key,
                                      cfg.learning_rate, self.strategy, cfg.xla)
         if self.strategy is not None:
             # Keras builds the compiled loss from the first batch it sees, which must not be a
             # distributed one: one evaluation of zeros (no weight changes) builds it.
-            p, n = cfg.patch_size, self.replicas
+            p, n = self.patch_size, self.replicas
             self.model.test_on_batch(np.zeros((n, p, p, self.sampler.n_channels), np.float32),
                                      np.zeros((n, p, p, self.sampler.n_classes + 1), np.float32))
         self.total_steps = cfg.epochs * cfg.steps_per_epoch
 
-    def _bundle_meta(self) -> dict:
+    def _bundle_meta(self) -> BundleMeta:
         cfg, mode, instances = self.cfg, self.cfg.annotation_mode, self.cfg.instances
-        label_values = _label_values([lab for _, lab in self.pairs], cfg, self.n_classes)
-        return {
-            "model_config": self.model_cfg,
-            "train_config": cfg,
-            "normalization": self.norm,
-            "classes": describe_classes(mode, self.n_classes, instances, label_values),
-            "annotation_mode": mode,
-            "instances": instances,
-            "boundary_width": cfg.boundary_width if instances else None,
+        label_values = foreground_label_values([lab for _, lab in self.pairs], cfg, self.n_classes)
+        return BundleMeta(
+            model_cfg=self.model_cfg,
+            train_cfg=cfg,
+            normalization=Normalization.model_validate(self.norm),
+            classes=describe_classes(mode, self.n_classes, instances=instances, label_values=label_values),
+            annotation_mode=mode,
+            instances=instances,
+            boundary_width=cfg.boundary_width if instances else None,
             # A hint for prediction: objects that tile the image (cells between membranes) take the
             # background too, and the gaps between them are evidence that can rejoin pieces.
-            "objects_tile": bool((instances or self.n_classes == 1) and mode == "full_slices"
-                                 and all(data.objects_tile_the_image(lab, mode) for _, lab in self.pairs)),
-            "training_data": {
+            objects_tile=bool((instances or self.n_classes == 1) and mode == "full_slices"
+                              and all(data.objects_tile_the_image(lab, mode) for _, lab in self.pairs)),
+            training_data=TrainingData.model_validate({
                 "image_shape": list(np.shape(self.image)), "annotated_slices": [int(z) for z in self.idx],
                 "train_regions": len(self.train_items), "val_regions": len(self.val_items),
                 "extra_pairs": [{"image_shape": list(np.shape(image)),
                                  "annotated_slices": [z for k, z in self.slices if k == n]}
                                 for n, (image, _) in enumerate(self.raw_pairs[1:], start=1)],
-            },
-            "resumed_from": None if self.resume_from is None else str(Path(self.resume_from).absolute()),
-        }
+            }),
+            resumed_from=None if self.resume_from is None else str(Path(self.resume_from).absolute()),
+        )
 
     def _start_event(self) -> events.Start:
         return events.Start(
@@ -544,8 +328,8 @@ class Trainer:
             precision=self.policy,
             xla=bool(self.model.jit_compile),
             replicas=self.replicas,
-            batch_size=self.cfg.batch_size,
-            patch_size=self.cfg.patch_size,
+            batch_size=self.batch_size,
+            patch_size=self.patch_size,
         )
 
     # ------------------------------------------------------------ batches
@@ -604,8 +388,9 @@ class Trainer:
                 or (request != last and since >= preview.FOLLOW_INTERVAL_S)):
             return
         self.last_preview = (request, time.monotonic())
+        axis, index = request
         event = preview.make_preview(self.model, self.pairs[0][0], self.norm, self.model_cfg.size_multiple,
-                                     *request, epoch=epoch)
+                                     axis, index, epoch=epoch)
         if event is not None:
             yield event
 
@@ -613,13 +398,11 @@ class Trainer:
 
     def _end_epoch(self, epoch: int, losses: StepLosses, epoch_start: float) -> events.Epoch:
         """Validate, record the epoch and track the best; returns its event."""
-        import keras
-
         epoch_loss = float(np.mean(losses.read(epoch)))
         val_loss = val_dice = val_iou = None
         if self.has_val:
             val_loss, val_dice, val_iou = _validate(self.model, self.loss_fn, self.x_val, self.y_val,
-                                                    self.cfg.batch_size)
+                                                    self.batch_size)
         seconds = time.monotonic() - epoch_start
         for key, value in zip(self.history, (epoch, epoch_loss, val_loss, val_dice, val_iou, seconds)):
             self.history[key].append(value)
@@ -628,7 +411,7 @@ class Trainer:
             epoch=epoch, epochs=self.cfg.epochs, loss=epoch_loss,
             val_loss=val_loss, val_dice=val_dice, val_iou=val_iou, seconds=seconds,
             best_epoch=self.best.epoch,
-            learning_rate=float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)),
+            learning_rate=fitting.learning_rate_of(self.model),
             data_wait_share=(self.batches.wait_s - self.epoch_wait0) / max(seconds, 1e-9),
             gpu_peak_bytes=hardware.gpu_peak_bytes() if self.device.gpus else None,
         )
@@ -641,7 +424,7 @@ class Trainer:
             self.best = Best(score=score, epoch=epoch, weights=self.model.get_weights(),
                              val_loss=val_loss, val_dice=val_dice, val_iou=val_iou)
             self.since_best = 0
-            if time.monotonic() - self.saving.at >= CHECKPOINT_INTERVAL_S:
+            if self.saving.checkpoint_due():
                 self._write_best()
         else:
             self.since_best += 1
@@ -674,7 +457,6 @@ class Trainer:
     def _tune_objects(self) -> None:
         """Instance models: the object step tuned on the painted ids of the first pair, with the
         best weights, within TUNING_SHARE of the training time; stored in the bundle."""
-        self.meta["object_tuning"] = None
         if not self.cfg.instances or self.best.weights is None or self.cfg.annotation_mode != "full_slices":
             return
         why = train_objects.why_not_tunable(self.labels_zyx, self.idx)
@@ -682,16 +464,12 @@ class Trainer:
             self.tuning_line = f"Objects not tuned ({why}): prediction uses the fixed defaults."
             return
         val = sorted({self.slices[i][1] for i, _ in self.val_items if self.slices[i][0] == 0})
-        current = self.model.get_weights()
-        self.model.set_weights(self.best.weights)
-        try:
+        with weights_set(self.model, self.best.weights):
             tuning = train_objects.tune_after_training(
                 self.model, self.image_zyxc, self.labels_zyx, list(self.idx), val, norm=self.norm,
-                size_multiple=self.model_cfg.size_multiple, objects_tile=self.meta["objects_tile"],
+                size_multiple=self.model_cfg.size_multiple, objects_tile=self.meta.objects_tile,
                 budget_s=TUNING_SHARE * self._elapsed())
-        finally:
-            self.model.set_weights(current)
-        self.meta["object_tuning"] = tuning.to_dict()
+        self.meta = self.meta.replace(object_tuning=tuning.to_dict())
         self.tuning_line = tuning.line()
 
     # ------------------------------------------------------------- saving
@@ -699,19 +477,13 @@ class Trainer:
     def _write_best(self) -> None:
         if self.best.weights is None:
             return  # no epoch finished: an untrained model must never replace a good one
-        current = self.model.get_weights()
-        self.model.set_weights(self.best.weights)
-        self.meta["history"] = self.history
-        self.meta["validation"] = {
+        self.meta = self.meta.replace(history=self.history, validation={
             "best_epoch": self.best.epoch, "best_val_dice": self.best.val_dice,
             "best_val_iou": self.best.val_iou, "best_val_loss": self.best.val_loss,
             "monitor": "val_loss" if self.has_val else "loss",
-        }
-        saving = self.saving
-        saving.folder, note = save_or_rescue(saving.folder, self.model, self.meta, overwrite=saving.overwrite)
-        saving.overwrite, saving.at = True, time.monotonic()  # from now on the folder is ours
-        saving.note = saving.note or note
-        self.model.set_weights(current)
+        })
+        with weights_set(self.model, self.best.weights):
+            self.saving.write(self.model, self.meta)
 
     def _result(self) -> events.TrainingResult:
         saved = self.best.weights is not None

@@ -9,7 +9,7 @@ import numpy as np
 
 from napari_unet.core.config import MAX_3D_ANISOTROPY, PredictConfig
 from napari_unet.core.objects import anisotropy
-from napari_unet.core.objects.instances import object_maps
+from napari_unet.core.objects.maps import object_maps
 from napari_unet.core.objects.tuning import ObjectSettings, Tuning, tune_objects
 from napari_unet.core.train.preview import predict_slice
 

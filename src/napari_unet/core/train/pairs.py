@@ -34,13 +34,13 @@ def check_same_channels(pairs, names=None) -> None:
                 "one model takes one kind of image, so train on images with the same channels.")
 
 
-def validate_pairs(pairs, mode: str, instances: bool = False, names=None) -> None:
+def validate_pairs(pairs, mode: str, *, instances: bool = False, names=None) -> None:
     """``data.validate_training_pair`` for each pair (naming the pair), then the channels."""
     if not pairs:
         raise ValueError("No (image, labels) pair to train on.")
     for k, (image, labels) in enumerate(pairs):
         try:
-            data.validate_training_pair(image, labels, mode, instances)
+            data.validate_training_pair(image, labels, mode, instances=instances)
         except ValueError as exc:
             if len(pairs) == 1:
                 raise
@@ -54,21 +54,34 @@ def annotated_values(labels_list, mode: str) -> np.ndarray:
     return np.unique(np.concatenate(values)) if values else np.zeros(0, np.int64)
 
 
-def class_count_of_pairs(labels_list, mode: str, instances: bool = False) -> int:
+def class_count_of_pairs(labels_list, mode: str, *, instances: bool = False) -> int:
     """Model outputs the labels of all pairs need together (``data.class_count``)."""
     return data.class_count_of_values(annotated_values([data.as_zyx(lab) for lab in labels_list], mode),
-                                      mode, instances)
+                                      mode, instances=instances)
 
 
-def joint_normalization(images_zyxc, percentiles=(1, 99.8), max_samples: int = 10**7, seed: int = 0) -> dict:
+def channels_and_classes(pairs, mode: str, *, instances: bool = False) -> tuple[int, int]:
+    """``(input channels, model outputs)`` of a model trained on these (image, labels) pairs: the
+    first image's channels (``check_same_channels``: all agree) and the outputs all the labels
+    need together. The one rule for the command line, the Train dock and the training loop."""
+    return channels_of(*pairs[0]), class_count_of_pairs([labels for _, labels in pairs], mode, instances=instances)
+
+
+def model_config_for(model_cfg, pairs, mode: str, *, instances: bool = False):
+    """``model_cfg`` (a ``ModelConfig``) with the input channels and outputs these pairs need."""
+    in_channels, n_classes = channels_and_classes(pairs, mode, instances=instances)
+    return model_cfg.replace(in_channels=in_channels, n_classes=n_classes)
+
+
+def joint_normalization(images_zyxc, *, percentiles=(1, 99.8), max_samples: int = 10**7, seed: int = 0) -> dict:
     """Percentiles of all images together; each gives a share of the sample in proportion to its
     size. One image gives exactly ``data.compute_normalization``."""
     if len(images_zyxc) == 1:
-        return data.compute_normalization(images_zyxc[0], percentiles, max_samples, seed)
+        return data.compute_normalization(images_zyxc[0], percentiles=percentiles, max_samples=max_samples, seed=seed)
     sizes = [int(np.prod(image.shape[:3])) for image in images_zyxc]
     samples = []
     for image, size in zip(images_zyxc, sizes):
         z, y, x, c = image.shape
         share = max(1, max_samples * size // sum(sizes))
-        samples.append(data.intensity_sample(lambda k, im=image: im[k], z, (y, x, c), share, seed))
+        samples.append(data.intensity_sample(lambda k, im=image: im[k], z, (y, x, c), max_samples=share, seed=seed))
     return data.normalization_from_sample(np.concatenate(samples), percentiles)

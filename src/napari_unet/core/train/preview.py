@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from napari_unet.core import data, events
+from napari_unet.core.nn.fitting import predict_on_batch
 from napari_unet.core.predict.postprocess import labels_from_probs
 
 NO_REQUEST = -1
@@ -46,11 +47,9 @@ def slice_of(image_zyxc, axis: int, index: int):
 
 def predict_slice(model, image_hwc, norm: dict, size_multiple: int) -> np.ndarray:
     """Class probabilities (H, W, K) of one slice, padded to the model's size multiple and back."""
-    import keras
-
     x = data.normalize(image_hwc, norm)
     x, crop = data.pad_to_multiple(x, size_multiple, mode="reflect" if min(x.shape[:2]) > 1 else "edge")
-    probs = keras.ops.convert_to_numpy(model.predict_on_batch(x[None]))[0]
+    probs = predict_on_batch(model, x[None])[0]
     return np.asarray(probs[crop[:2]], np.float32)
 
 

@@ -12,7 +12,8 @@ from napari_unet.core import events
 from napari_unet.core.bundle import BundleError
 from napari_unet.plugin.widgets._job_poller import JobPoller
 from napari_unet.plugin.widgets._layers import layer_array
-from napari_unet.runtime import engine
+from napari_unet.runtime import present
+from napari_unet.runtime.jobs.export import start_export
 
 
 class ExportButton:
@@ -53,7 +54,7 @@ class ExportButton:
             show_error("Train a model first, with its image layer still open: the package's test data comes from it.")
             return False
         try:
-            job = engine.start_export(self.dock.last_model_dir, path, np.asarray(layer_array(image)),
+            job = start_export(self.dock.last_model_dir, path, np.asarray(layer_array(image)),
                                       overwrite=overwrite, image_name=image.name)
         except (BundleError, ValueError, FileExistsError, FileNotFoundError) as exc:
             self._say(str(exc), error=True)
@@ -70,16 +71,16 @@ class ExportButton:
 
     def _on_event(self, event: events.Event):
         if isinstance(event, events.Stage):
-            self._say(f"Export: {event.message}...")
+            self._say(present.stage_line(event))
 
     def _on_finished(self, final: events.Final):
         self.button.enabled = True
         if isinstance(final, events.Exported):
-            self._say(f"Exported to {final.path}; it passed bioimage.io's test.")
+            self._say(present.exported_line(final))
             show_info(self.dock.status.value)
         elif isinstance(final, events.Error):
-            line = engine.failure_line(final, "Export")
-            self._say("Export failed: " + line)
-            show_error("Export failed: " + line)
+            line = present.failed_line(final, "Export")
+            self._say(line)
+            show_error(line)
         else:
-            self._say("Export stopped: nothing was written.")
+            self._say(present.EXPORT_STOPPED)

@@ -7,6 +7,7 @@ from napari.layers import Image
 from napari.utils.notifications import show_error
 
 from napari_unet.plugin.widgets._layers import is_preview
+from napari_unet.runtime import present
 from napari_unet.runtime.engine import failure_line
 
 
@@ -65,4 +66,4 @@ class JobDock(Container):
     def _report_failure(self, final, what: str):
         line = failure_line(final, what)  # the same line the command line prints
         self.status.value = "Failed: " + line[:200]
-        show_error(f"{what} failed: {line}")
+        show_error(present.failed_line(final, what))

@@ -15,7 +15,7 @@ from napari_unet.core import events
 from napari_unet.core.train.preview import NO_REQUEST, encode_request
 from napari_unet.plugin.widgets._layers import PREVIEW_KEY, spatial_shape
 
-REQUEST = "preview_request"  # the job's live input (see engine.start_training)
+REQUEST = "preview_request"  # the job's live input (see runtime.jobs.train.start_training)
 
 
 def shown_slice(viewer, layer) -> tuple[int, int] | None:

@@ -9,7 +9,8 @@ from magicgui.widgets import PushButton
 from napari.utils.notifications import show_info, show_warning
 from psygnal import Signal
 
-from napari_unet.runtime.engine import WarmWorker, worker_env
+from napari_unet.runtime.engine import WarmWorker
+from napari_unet.runtime.spawning import worker_env
 
 
 class TrainedModels:

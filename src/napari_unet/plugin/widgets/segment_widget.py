@@ -21,7 +21,8 @@ from napari.utils.notifications import show_error, show_info, show_warning
 
 from napari_unet.core import events
 from napari_unet.core.bundle import BundleError, read_bundle_meta
-from napari_unet.core.config import ConfigError, PredictConfig
+from napari_unet.core.bundle_meta import BundleMeta
+from napari_unet.core.config import ConfigError, ObjectsConfig, PredictConfig
 from napari_unet.core.objects import defaults as object_defaults
 from napari_unet.plugin.widgets._advanced import Advanced
 from napari_unet.plugin.widgets._job_dock import JobDock
@@ -38,7 +39,9 @@ from napari_unet.plugin.widgets._layers import (
 )
 from napari_unet.plugin.widgets._limits import spin_range
 from napari_unet.plugin.widgets._session import TRAINED_MODELS, release_button, use_warm_worker
-from napari_unet.runtime import engine
+from napari_unet.runtime import present
+from napari_unet.runtime.jobs.predict import start_prediction
+from napari_unet.runtime.shm import LazyFile
 
 FROM_DISK = "from disk (below)"
 FROM_PACKAGE = "bioimage.io package (.zip, below)"
@@ -69,7 +72,7 @@ class SegmentWidget(JobDock):
         self.result_layer = None
         self.prob_layer = None
         self._axis = 0
-        self._meta: dict | None = None
+        self._meta: BundleMeta | None = None
         self._dirty = False
         self._connect()
         self._follow_layers()
@@ -96,9 +99,9 @@ class SegmentWidget(JobDock):
         self.seeds = ComboBox(label="Seeds", value=defaults.seeds, choices=[
             ("object interiors", "interior"), ("distance maxima", "distance")])
         self.seed_distance = FloatSpinBox(label="Seed distance (px)", value=defaults.seed_distance, step=0.5,
-                                          **spin_range(PredictConfig, "seed_distance"))
+                                          **spin_range(ObjectsConfig, "seed_distance"))
         self.min_size = SpinBox(label="Min object size (voxels)", value=defaults.min_object_size,
-                                **spin_range(PredictConfig, "min_object_size"))
+                                **spin_range(ObjectsConfig, "min_object_size"))
         # The voxel size 3-D objects will use: the layer's scale, else estimated from the image; editable.
         self.voxel_size = LineEdit(label="Voxel size (z, y, x)", value="")
         self.voxel_note = Label(label="", value="")
@@ -180,7 +183,7 @@ class SegmentWidget(JobDock):
         if image is None:
             return "Pick an Image layer to segment."
         channels = image.data.shape[-1] if image.rgb else 1
-        expected = self._meta["model_config"]["in_channels"]
+        expected = self._meta.model_cfg.in_channels
         if channels != expected:
             return (f"The model expects {expected} channel(s) but '{image.name}' has {channels}; "
                     "pick a matching image or model.")
@@ -195,7 +198,7 @@ class SegmentWidget(JobDock):
         """Models trained on object ids segment objects by default, with the object step the model
         tuned on its annotations (the user can change any of it)."""
         if self._meta is not None:
-            self.output.value = "instances" if self._meta.get("instances") else "labels"
+            self.output.value = "instances" if self._meta.instances else "labels"
             tuned, _ = object_defaults.object_fields(self._meta, {})  # said in the model summary
             for name, value in tuned.items():
                 getattr(self, "min_size" if name == "min_object_size" else name).value = value
@@ -208,8 +211,8 @@ class SegmentWidget(JobDock):
         if image is None or len(spatial_shape(image)) != 3:
             self.voxel_size.value, self.voxel_note.value = "", ""
             return
-        factor = object_defaults.z_factor(self._meta or {}, self.objects.value)
-        size, lines = object_defaults.voxel_size(layer_array(image), None, tuple(image.scale[-3:]), factor,
+        factor = object_defaults.z_factor(self._meta, self.objects.value)
+        size, lines = object_defaults.voxel_size(layer_array(image), None, tuple(image.scale[-3:]), factor=factor,
                                                  how_to_set="the layer's scale, or edit this",
                                                  estimate=lambda volume: self._spacing_of(image, volume))
         self.voxel_size.value = ", ".join(f"{v:.4g}" for v in size)
@@ -225,7 +228,7 @@ class SegmentWidget(JobDock):
         return spacing
 
     def _binary_model(self) -> bool:
-        return self._meta is not None and self._meta.get("model_config", {}).get("n_classes") == 1
+        return self._meta is not None and self._meta.model_cfg.n_classes == 1
 
     def _show_object_options(self, _value=None):
         objects = self.output.value == "instances"
@@ -256,10 +259,10 @@ class SegmentWidget(JobDock):
         image = self.image.value
         data = layer_array(image)
         path = source_file(image)
-        volume = engine.LazyFile(str(path)) if is_lazy(data) and path else np.asarray(data)
+        volume = LazyFile(str(path)) if is_lazy(data) and path else np.asarray(data)
         channel_axis = data.ndim - 1 if image.rgb else None
-        job = engine.start_prediction(volume, str(self.model_path()), cfg, channel_axis=channel_axis,
-                                      worker=self.worker)
+        job = start_prediction(volume, str(self.model_path()), cfg, channel_axis=channel_axis,
+                               worker=self.worker)
         self._prepare_layers(image, cfg)
         self._axis = cfg.axis if len(spatial_shape(image)) == 3 else None
         self.progress_bar.value = 0
@@ -358,7 +361,7 @@ class SegmentWidget(JobDock):
         i, n = event.index, event.n_slices
         self.progress_bar.max = n
         self.progress_bar.value = i + 1
-        self.status.value = f"Pass {event.axis + 1} of 3: slice {i + 1} of {n}"
+        self.status.value = present.pass_line(event)
 
     def _refresh_if_dirty(self):
         # One redraw per timer tick, however many slices arrived: the fill-in stays live and cheap.
@@ -387,14 +390,13 @@ class SegmentWidget(JobDock):
         self._check_inputs(keep_status=True)
 
 
-def _summary(meta: dict) -> str:
-    cfg = meta.get("model_config", {})
-    classes = cfg.get("n_classes", "?")
-    kind = "binary" if classes == 1 else f"{classes} classes"
-    if meta.get("instances"):
+def _summary(meta: BundleMeta) -> str:
+    cfg = meta.model_cfg
+    kind = "binary" if cfg.n_classes == 1 else f"{cfg.n_classes} classes"
+    if meta.instances:
         kind = "instances (boundaries)"
-    dice = (meta.get("validation") or {}).get("best_val_dice")
-    score = f", val Dice {dice:.3f}" if isinstance(dice, (int, float)) else ""
+    dice = meta.validation.best_val_dice if meta.validation else None
+    score = f", val Dice {dice:.3f}" if dice is not None else ""
     tuning = object_defaults.model_tuning(meta)
     tuned = f"\n{tuning.line()}" if tuning else ""
-    return f"{kind}, {cfg.get('in_channels', '?')} channel(s), depth {cfg.get('depth', '?')}{score}{tuned}"
+    return f"{kind}, {cfg.in_channels} channel(s), depth {cfg.depth}{score}{tuned}"

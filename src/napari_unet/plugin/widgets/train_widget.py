@@ -26,7 +26,7 @@ from napari_unet.core.bundle import BundleError, check_target, read_bundle_meta
 from napari_unet.core.config import ConfigError, ModelConfig, TrainConfig, choices_of, limits
 from napari_unet.core.nn.devices import CPU_SIZES
 from napari_unet.core.train.loop import check_resume_meta
-from napari_unet.core.train.pairs import channels_of, class_count_of_pairs, validate_pairs
+from napari_unet.core.train.pairs import channels_and_classes, model_config_for, validate_pairs
 from napari_unet.plugin.widgets._advanced import Advanced
 from napari_unet.plugin.widgets._export import ExportButton
 from napari_unet.plugin.widgets._job_dock import JobDock
@@ -44,7 +44,8 @@ from napari_unet.plugin.widgets._loop import (
 from napari_unet.plugin.widgets._loss_plot import LossPlot
 from napari_unet.plugin.widgets._preview import LivePreview
 from napari_unet.plugin.widgets._session import TRAINED_MODELS, release_button, use_warm_worker
-from napari_unet.runtime import engine
+from napari_unet.runtime import present
+from napari_unet.runtime.jobs.train import start_training
 
 DEFAULT_MODELS_DIR = Path.home() / "napari-unet-models"
 SECONDS_PER_MINUTE = 60.0
@@ -75,7 +76,7 @@ class TrainWidget(JobDock):
         ])
         self.advanced.add_to(self)
         self.last_model_dir: Path | None = None
-        self._device_text = "-"
+        self._start_event: events.Start | None = None  # the running training's, for its device line
         self.preview = LivePreview(napari_viewer, parent=self.native)
         self.worker = use_warm_worker(self.native)
         self._connect()
@@ -219,8 +220,8 @@ class TrainWidget(JobDock):
         except (BundleError, OSError, ValueError):
             meta = None  # _input_problem says why
         if meta is not None:
-            self.mode.value = meta.get("annotation_mode", self.mode.value)
-            self.instances.value = bool(meta.get("instances"))
+            self.mode.value = meta.annotation_mode or self.mode.value
+            self.instances.value = meta.instances
         self._check_inputs()
 
     def _input_problem(self) -> str:
@@ -236,7 +237,7 @@ class TrainWidget(JobDock):
                         f"({shape[-2]} x {shape[-1]}); lower the patch size.")
         try:
             pairs = self._lazy_pairs()
-            validate_pairs(pairs, self.mode.value, self.instances.value, names=self._pair_names())
+            validate_pairs(pairs, self.mode.value, instances=self.instances.value, names=self._pair_names())
             self._check_resume(pairs)
         except ValueError as exc:  # BundleError included
             return str(exc)
@@ -265,9 +266,9 @@ class TrainWidget(JobDock):
                 raise ValueError("Pick the model folder to continue from, or continue from none.")
             return
         mode, instances = self.mode.value, self.instances.value
-        n_classes = class_count_of_pairs([labels for _, labels in pairs], mode, instances)
+        in_channels, n_classes = channels_and_classes(pairs, mode, instances=instances)
         check_resume_meta(read_bundle_meta(path), TrainConfig(annotation_mode=mode, instances=instances),
-                          n_classes, channels_of(*pairs[0]), path.name)
+                          n_classes=n_classes, in_channels=in_channels, source=path.name)
 
     def _configs(self):
         model_cfg = ModelConfig(n_filters=self.n_filters.value, depth=self.depth.value)
@@ -316,17 +317,15 @@ class TrainWidget(JobDock):
         except OSError as exc:
             show_error(f"Cannot create {out_dir.parent}: {exc}. Pick another folder.")
             return
-        (image, labels), *extra = self._pairs()
+        pairs = self._pairs()
+        (image, labels), *extra = pairs
         resume = self.resume_path()
-        model_cfg = None if resume is not None else model_cfg.replace(  # continuing keeps the architecture
-            in_channels=image.shape[-1] if self.image.value.rgb else 1,
-            n_classes=class_count_of_pairs([labels] + [lab for _, lab in extra], train_cfg.annotation_mode,
-                                           train_cfg.instances),
-        )
-        job = engine.start_training(image, labels, model_cfg, train_cfg, str(out_dir), resume_from=resume,
-                                    overwrite=bool(self.replace.value), extra_pairs=extra, worker=self.worker,
-                                    preview=self.preview.request_for(self.image.value) if self.live_preview.value
-                                    else None)
+        model_cfg = None if resume is not None else model_config_for(  # continuing keeps the architecture
+            model_cfg, pairs, train_cfg.annotation_mode, instances=train_cfg.instances)
+        job = start_training(image, labels, model_cfg=model_cfg, train_cfg=train_cfg, out_dir=str(out_dir),
+                             resume_from=resume, overwrite=bool(self.replace.value), extra_pairs=extra,
+                             worker=self.worker,
+                             preview=self.preview.request_for(self.image.value) if self.live_preview.value else None)
         if self.live_preview.value:
             self.preview.start(self.image.value, bool(self.preview_probability.value), job)
         self._trained = (self.image.value, self.labels.value, resume)
@@ -347,26 +346,24 @@ class TrainWidget(JobDock):
 
     def _on_event(self, event: events.Event):
         if isinstance(event, events.Start):
-            self.device.value = self._device_text = device_line(event)
+            self._start_event = event
+            self.device.value = present.device_line(event)
             if self.auto_sizes.value:  # show what "auto" chose
                 self.batch_size.value, self.patch_size.value = event.batch_size, event.patch_size
-            self.status.value = (f"Training on {event.n_train_slices} slice(s), validating on "
-                                 f"{event.n_val_slices}; batches of {event.batch_size} x {event.patch_size} px.")
+            self.status.value = present.data_line(event)
         elif isinstance(event, events.Batch):
             done = round(event.progress * self.progress_bar.max)
             self.progress_bar.value = done
-            self.time_left.value = format_time_left(event.seconds_left)
+            self.time_left.value = present.time_left(event.seconds_left)
             if self._napari_progress is None:  # made here, not in the Train click: it costs ~0.1 s
                 self._napari_progress = progress(total=100, desc="Training U-Net")
             self._napari_progress.n = done
-            self._napari_progress.set_description(f"Training U-Net: epoch {event.epoch}, loss {event.loss:.3f}")
+            self._napari_progress.set_description(f"Training U-Net: {present.batch_line(event)}")
         elif isinstance(event, events.Epoch):
             self.plot.add_epoch(event)
-            if event.gpu_peak_bytes is not None:
-                self.device.value = f"{self._device_text}; training peak {event.gpu_peak_bytes / 1024**3:.1f} GiB"
-            self.status.value = (f"Epoch {event.epoch}/{event.epochs}: loss {event.loss:.3f}"
-                                 + (f", val Dice {event.val_dice:.3f}" if event.val_dice is not None else "")
-                                 + f" ({100 * event.data_wait_share:.0f} % of it waiting for data)")
+            if event.gpu_peak_bytes is not None and self._start_event is not None:
+                self.device.value = present.device_line(self._start_event, event.gpu_peak_bytes)
+            self.status.value = present.epoch_status(event)
         elif isinstance(event, events.Preview):
             self.preview.show(event)
         elif isinstance(event, events.Warn):
@@ -430,19 +427,3 @@ class TrainWidget(JobDock):
             return
         show_info(message)
         self._check_inputs(keep_status=True)
-
-
-def device_line(event: events.Start) -> str:
-    """The device, and the precision and replicas when they are not plain float32 on one device."""
-    text = event.device
-    if event.precision != "float32":
-        text += f", {event.precision}"
-    return text + (f", batch split over {event.replicas}" if event.replicas > 1 else "")
-
-
-def format_time_left(seconds) -> str:
-    """"4:05 (or sooner, when the validation loss stops improving)"; "-" without a time cap."""
-    if seconds is None:
-        return "-"
-    minutes, secs = divmod(int(round(seconds)), 60)
-    return f"{minutes}:{secs:02d} at most (ends sooner once validation stops improving)"
