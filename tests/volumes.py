@@ -1,4 +1,5 @@
-"""The tiny test volume most tests train and predict on: bright discs on a dark noisy background.
+"""The tiny test data most tests use: bright discs on a dark noisy background (``disc_volume``),
+an RGB pair (``rgb_pair``) and a model folder with no weights (``model_folder_without_weights``).
 
 Importable from every test folder (tests/conftest.py puts tests/ on sys.path): ``from volumes import
 disc_volume``. Volumes whose geometry is the point of a test (a ball crossing block faces, touching
@@ -6,6 +7,8 @@ discs that grow with z) are written out where they are used.
 """
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 
@@ -31,3 +34,22 @@ def disc_volume(shape=(6, 48, 48), seed=0, annotated=(1, 4), discs=TWO_DISCS, id
     labels = np.zeros_like(truth)
     labels[list(annotated)] = truth[list(annotated)]
     return image, labels, truth
+
+
+def rgb_pair(shape):
+    """An RGB image of ``shape`` (Y, X) or (Z, Y, X) and labels 1 and 4 on it: 3 channels, 5 outputs."""
+    image = np.random.default_rng(0).integers(0, 255, (*shape, 3), dtype=np.uint8)
+    labels = np.zeros(shape, np.uint8)
+    labels[..., :8, :] = 1
+    labels[..., 8:16, :] = 4
+    return image, labels
+
+
+def model_folder_without_weights(folder):
+    """A model folder as far as the parent process and the docks read it: bundle.json only (a
+    job would need weights)."""
+    folder.mkdir()
+    (folder / "bundle.json").write_text(json.dumps({
+        "format_version": 1, "model_config": {"in_channels": 1, "n_classes": 1},
+        "normalization": {"low": [0.0], "high": [255.0]}}))
+    return folder

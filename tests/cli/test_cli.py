@@ -11,7 +11,7 @@ from napari_unet.cli.main import main
 from napari_unet.core.events import Slice
 from napari_unet.io import tiff
 
-from volumes import ONE_DISC, disc_volume
+from volumes import ONE_DISC, disc_volume, model_folder_without_weights
 
 
 def _volume(tmp_path):
@@ -100,15 +100,15 @@ def test_train_predict_evaluate_round_trip(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_train_time_limit_ends_a_long_run(tmp_path, capsys, monkeypatch):
-    from napari_unet.cli import commands
+    from napari_unet.cli import train
 
-    finals, real = [], commands.train_with_progress  # what each training ended with
+    finals, real = [], train.train_with_progress  # what each training ended with
 
     def train_with_progress(*args, **kwargs):
         finals.append(real(*args, **kwargs))
         return finals[-1]
 
-    monkeypatch.setattr(commands, "train_with_progress", train_with_progress)
+    monkeypatch.setattr(train, "train_with_progress", train_with_progress)
     _volume(tmp_path)
     model = tmp_path / "model"
     args = TINY[:4] + ["--epochs", "100000"] + TINY[6:]
@@ -217,9 +217,9 @@ def test_demo_refuses_to_replace_its_outputs_unasked(tmp_path, capsys, existing)
 
 def _stop_as_soon_as_started(monkeypatch, start_name):
     """Make the next engine job ask to stop the moment its worker starts, as an early Ctrl-C would."""
-    from napari_unet.cli import commands
+    from napari_unet.cli import progress
 
-    real = getattr(commands, start_name)
+    real = getattr(progress, start_name)
 
     def start_then_stop(*args, **kwargs):
         job = real(*args, **kwargs)
@@ -233,7 +233,7 @@ def _stop_as_soon_as_started(monkeypatch, start_name):
         job.start = started
         return job
 
-    monkeypatch.setattr(commands, start_name, start_then_stop)
+    monkeypatch.setattr(progress, start_name, start_then_stop)
 
 
 @pytest.mark.slow
@@ -296,21 +296,13 @@ def test_predict_writes_the_spatial_scale_of_multichannel_images(rgb_model, tmp_
         np.testing.assert_allclose(meta.scale, scale)
 
 
-def _model_folder(folder):
-    """A model folder as far as the parent process reads it: bundle.json (the worker needs weights)."""
-    folder.mkdir()
-    (folder / "bundle.json").write_text(json.dumps({
-        "format_version": 1, "model_config": {"in_channels": 1, "n_classes": 1},
-        "normalization": {"low": [0.0], "high": [255.0]}}))
-    return folder
-
 
 def test_a_cancelled_prediction_keeps_its_slices_in_a_file_marked_incomplete(tmp_path, capsys, monkeypatch):
-    from napari_unet.cli import commands
+    from napari_unet.cli import progress
 
     image, _ = _volume(tmp_path)
-    model = _model_folder(tmp_path / "model")
-    real = commands.start_prediction
+    model = model_folder_without_weights(tmp_path / "model")
+    real = progress.start_prediction
 
     def cancelled_after_two_slices(*args, **kwargs):
         job = real(*args, **kwargs)
@@ -326,7 +318,7 @@ def test_a_cancelled_prediction_keeps_its_slices_in_a_file_marked_incomplete(tmp
         job.poll = poll_and_cancel
         return job
 
-    monkeypatch.setattr(commands, "start_prediction", cancelled_after_two_slices)
+    monkeypatch.setattr(progress, "start_prediction", cancelled_after_two_slices)
     mask, prob = tmp_path / "mask.tif", tmp_path / "prob.tif"
     assert main(["predict", "--model", str(model), "--image", str(tmp_path / "vol.tif"),
                  "--out", str(mask), "--prob", str(prob)]) == 130
@@ -352,7 +344,7 @@ def test_outputs_that_cannot_fit_on_the_disk_are_refused_before_any_work(tmp_pat
     from napari_unet.runtime.jobs.predict import start_prediction
 
     _volume(tmp_path)
-    model = _model_folder(tmp_path / "model")
+    model = model_folder_without_weights(tmp_path / "model")
     usage = shutil.disk_usage(tmp_path)
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=10_000))
     # 4 x 48 x 48 labels: 9,216 bytes, written once as a temporary zarr and once as the TIFF.
@@ -375,7 +367,7 @@ def test_outputs_that_cannot_fit_on_the_disk_are_refused_before_any_work(tmp_pat
 
 def test_unclear_inputs_get_messages_in_the_cli_s_own_terms(tmp_path, capsys):
     _volume(tmp_path)
-    model = _model_folder(tmp_path / "model")
+    model = model_folder_without_weights(tmp_path / "model")
     image = str(tmp_path / "vol.tif")
 
     def predict_error(*extra, image=image, model=model):
@@ -430,7 +422,7 @@ def test_a_corrupt_compressed_tiff_is_named_when_predicting(gray_model, tmp_path
 def test_export_checks_its_inputs_before_any_work(tmp_path, capsys):
     pytest.importorskip("bioimageio.core", reason="needs the bioimageio extra (in the testing extra)")
     _volume(tmp_path)
-    model = _model_folder(tmp_path / "model")
+    model = model_folder_without_weights(tmp_path / "model")
     image = str(tmp_path / "vol.tif")
     (tmp_path / "taken.zip").write_bytes(b"keep me")
 
@@ -611,7 +603,8 @@ def test_bounds_of_objects_are_refused_in_one_line_before_any_work(tmp_path, cap
     """The bounds of ObjectsConfig, which the dock and the worker share: never a failure in the worker."""
     _volume(tmp_path)
     out = tmp_path / "objects.tif"
-    assert main(["predict", "--model", str(_model_folder(tmp_path / "model")), "--image", str(tmp_path / "vol.tif"),
+    model = model_folder_without_weights(tmp_path / "model")
+    assert main(["predict", "--model", str(model), "--image", str(tmp_path / "vol.tif"),
                  "--out", str(out), "--output", "instances", *option]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [f"napari-unet predict: error: {message}"]
     assert not out.exists() and not list(tmp_path.glob("*.partial.zarr"))

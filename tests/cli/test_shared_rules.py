@@ -1,13 +1,14 @@
 """The rules the command line shares with the Train dock (tests/plugin/widgets/test_shared_rules.py
 checks the dock against the same values): the device text, and the channels and classes of the data."""
 
-import numpy as np
 import pytest
 import tifffile
 
-from napari_unet.cli import commands
+from napari_unet.cli import progress
 from napari_unet.cli.main import main
 from napari_unet.core import events
+
+from volumes import rgb_pair
 
 # The dock's Device line for this Start event is exactly DEVICE_TEXT too.
 START = events.Start(device="GPU: NVIDIA H200, 0.5 of 141 GiB used", n_train_slices=4, n_val_slices=1,
@@ -49,8 +50,8 @@ def fake_training(monkeypatch):
         seen["lines"] = bar.lines
         return events.Stopped(message="Stopped before the first epoch: no model was saved.")
 
-    monkeypatch.setattr(commands, "start_training", start_training)
-    monkeypatch.setattr(commands, "follow", follow)
+    monkeypatch.setattr(progress, "start_training", start_training)
+    monkeypatch.setattr(progress, "follow", follow)
     return seen
 
 
@@ -59,15 +60,6 @@ def _train(tmp_path, image, labels) -> int:
     tifffile.imwrite(tmp_path / "ann.tif", labels, photometric="minisblack")
     return main(["train", "--image", str(tmp_path / "img.tif"), "--labels", str(tmp_path / "ann.tif"),
                  "--out", str(tmp_path / "model")])
-
-
-def rgb_pair(shape):
-    """An RGB image of ``shape`` (Y, X) or (Z, Y, X) and labels 1 and 4 on it: 3 channels, 5 outputs."""
-    image = np.random.default_rng(0).integers(0, 255, (*shape, 3), dtype=np.uint8)
-    labels = np.zeros(shape, np.uint8)
-    labels[..., :8, :] = 1
-    labels[..., 8:16, :] = 4
-    return image, labels
 
 
 def test_the_train_command_says_the_device_as_the_dock_does(tmp_path, fake_training):

@@ -17,8 +17,8 @@ import tifffile
 
 pytest.importorskip("distributed")
 
-from napari_unet.cli.commands import predict_with_progress  # noqa: E402
 from napari_unet.cli.main import main  # noqa: E402
+from napari_unet.cli.progress import predict_with_progress  # noqa: E402
 from napari_unet.core.config import ModelConfig, PredictConfig, TrainConfig  # noqa: E402
 from napari_unet.io import omezarr  # noqa: E402
 from napari_unet.runtime import cluster, cluster_tasks  # noqa: E402
@@ -351,7 +351,7 @@ def test_a_signal_after_every_block_started_gives_the_whole_output(tiny, client,
 def test_the_line_of_a_stopped_run_names_finished_y_x_regions_of_a_block():
     from types import SimpleNamespace
 
-    from napari_unet.cli.commands import _kept_of_cluster
+    from napari_unet.cli.cluster import _kept_of_cluster
 
     finals = {Path("o.zarr"): Path("o.zarr.partial.zarr")}
     summary = {"n_regions": 4, "n_slices": 12, "kept": {Path("o.zarr"): Path("o.incomplete.zarr")},

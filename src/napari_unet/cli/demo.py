@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from napari_unet.cli.args import train_configs, write_json
-from napari_unet.cli.commands import load_image, predict_with_progress, say, spatial_scale, train_with_progress
+from napari_unet.cli.images import load_image, spatial_scale
+from napari_unet.cli.progress import predict_with_progress, say, train_with_progress
 from napari_unet.core.bundle import check_target, read_bundle_meta
 from napari_unet.core.config import PredictConfig
 from napari_unet.core.data import annotated_slices

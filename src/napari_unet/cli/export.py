@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from napari_unet.cli.commands import JobFailed, follow, load_image
+from napari_unet.cli.images import load_image
+from napari_unet.cli.progress import JobFailed, follow
 from napari_unet.core import events
 from napari_unet.core.bioimageio.export import check_libraries, check_model_folder, check_output
 from napari_unet.runtime import present

@@ -27,9 +27,21 @@ def _command(name: str):
         from napari_unet.cli.export import run_export
 
         return run_export
-    from napari_unet.cli import commands
+    if name == "train":
+        from napari_unet.cli.train import run_train
 
-    return getattr(commands, f"run_{name}")
+        return run_train
+    if name == "suggest":
+        from napari_unet.cli.suggest import run_suggest
+
+        return run_suggest
+    if name == "predict":
+        from napari_unet.cli.predict import run_predict
+
+        return run_predict
+    from napari_unet.cli.evaluate import run_evaluate
+
+    return run_evaluate
 
 
 def main(argv=None) -> int:
@@ -44,7 +56,7 @@ def main(argv=None) -> int:
 
 def _main(argv) -> int:
     from napari_unet.cli.args import build_parser
-    from napari_unet.cli.commands import JobFailed
+    from napari_unet.cli.progress import JobFailed
     from napari_unet.core.config import ConfigError
     from napari_unet.runtime import interrupts
 

@@ -8,6 +8,8 @@ from napari_unet.core.config import ObjectsConfig, limits
 from napari_unet.plugin.widgets._session import TRAINED_MODELS
 from napari_unet.plugin.widgets.segment_widget import FROM_DISK, SegmentWidget
 
+from volumes import model_folder_without_weights
+
 pytestmark = pytest.mark.slow
 
 
@@ -156,7 +158,6 @@ def test_intensities_far_from_the_training_data_are_warned_about(make_napari_vie
 
 def _tuned_copy(model_dir, folder, settings):
     """A copy of ``model_dir`` whose bundle holds an object step tuned to ``settings``."""
-    import json
     import shutil
 
     from napari_unet.core.objects.tuning import Tuning
@@ -218,16 +219,6 @@ def test_the_spacing_of_a_bare_layer_is_estimated_once_per_layer(make_napari_vie
     widget.image.value = viewer.layers["b"]
     assert len(calls) == 2
 
-
-def _model_folder(folder):
-    """A model folder as far as the dock reads it: bundle.json (a job would need weights)."""
-    folder.mkdir()
-    (folder / "bundle.json").write_text(json.dumps({
-        "format_version": 1, "model_config": {"in_channels": 1, "n_classes": 1},
-        "normalization": {"low": [0.0], "high": [255.0]}}))
-    return folder
-
-
 @pytest.mark.parametrize("threshold", [0.0, 1.0])
 def test_a_threshold_objects_cannot_use_is_refused_in_one_line_before_any_work(make_napari_viewer, tmp_path,
                                                                                 monkeypatch, threshold):
@@ -235,7 +226,7 @@ def test_a_threshold_objects_cannot_use_is_refused_in_one_line_before_any_work(m
 
     viewer = make_napari_viewer()
     viewer.add_image(np.zeros((16, 16), np.uint8), name="img")  # 2-D: no voxel size to give
-    widget = _widget(viewer, _model_folder(tmp_path / "model"))
+    widget = _widget(viewer, model_folder_without_weights(tmp_path / "model"))
     errors = []
     monkeypatch.setattr(segment_widget, "show_error", errors.append)
     widget.output.value = "instances"

@@ -1,12 +1,13 @@
 """The rules the Train dock shares with the command line (tests/cli/test_shared_rules.py checks the
 command line against the same values): the device text, and the channels and classes of the data."""
 
-import numpy as np
 import pytest
 
 from napari_unet.core import events
 from napari_unet.plugin.widgets import train_widget
 from napari_unet.plugin.widgets.train_widget import TrainWidget
+
+from volumes import rgb_pair
 
 # As in tests/cli/test_shared_rules.py: the command line's first line says "Device: " + DEVICE_TEXT.
 START = events.Start(device="GPU: NVIDIA H200, 0.5 of 141 GiB used", n_train_slices=4, n_val_slices=1,
@@ -17,15 +18,6 @@ DEVICE_TEXT = "GPU: NVIDIA H200, 0.5 of 141 GiB used, mixed_bfloat16, batch spli
 
 class _Started(Exception):
     """Raised instead of starting the job: the test only needs what it was started with."""
-
-
-def rgb_pair(shape):
-    """As in tests/cli/test_shared_rules.py: 3 channels, labels 1 and 4 (5 outputs)."""
-    image = np.random.default_rng(0).integers(0, 255, (*shape, 3), dtype=np.uint8)
-    labels = np.zeros(shape, np.uint8)
-    labels[..., :8, :] = 1
-    labels[..., 8:16, :] = 4
-    return image, labels
 
 
 def test_the_dock_says_the_device_as_the_command_line_does(make_napari_viewer):
