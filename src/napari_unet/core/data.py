@@ -369,6 +369,25 @@ def make_targets(labels_2d, mode: str, n_classes: int, *, instances: bool = Fals
     return _one_hot(labels, n_classes), mask
 
 
+def loss_weights(weights, labels_shape) -> np.ndarray | None:
+    """``weights`` as float32 ``(Z, Y, X)``: one finite, non-negative loss weight per label pixel
+    (``labels_shape``, 2-D or 3-D), multiplied into the loss masks; None stays None (all 1)."""
+    if weights is None:
+        return None
+    w = np.asarray(weights, np.float32)
+    problem = ""
+    if w.shape != tuple(labels_shape):
+        problem = f"shape {w.shape}"
+    elif not np.isfinite(w).all():
+        problem = f"{int(w.size - np.count_nonzero(np.isfinite(w)))} NaN or infinite values"
+    elif w.size and float(w.min()) < 0:
+        problem = f"a negative value ({float(w.min()):g})"
+    if problem:
+        raise ValueError(f"Loss weights must be one finite, non-negative number per label pixel, shape "
+                         f"{tuple(labels_shape)}; got {problem}.")
+    return as_zyx(w)
+
+
 def validate_training_pair(image, labels, mode: str, *, instances: bool = False) -> None:
     """Raise ``ValueError`` saying what to fix if the pair cannot be trained on."""
     _check_mode(mode, instances)

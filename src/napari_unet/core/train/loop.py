@@ -103,6 +103,7 @@ def train(
     overwrite: bool = False,
     extra_pairs=(),
     preview_request=None,
+    weights=None,
 ) -> Iterator[events.Event]:
     """Train a U-Net on the annotated slices of ``image`` and save it to ``out_dir``.
 
@@ -118,19 +119,23 @@ def train(
     ``training`` has ``model_saved=False``, ``model_dir=None`` and a ``message`` saying so.
     ``preview_request``: a callable returning the ``(axis, index)`` of the slice of ``image`` to
     preview, or None; the trainer then yields ``Preview`` events (``core.preview``).
+    ``weights``: a per-pixel loss weight of ``labels``' shape (finite, non-negative; None = all 1),
+    multiplied into the loss masks of ``image``'s annotated slices (training and validation).
     """
     # A generator function, so that like before every check runs on the first ``next()``.
     yield from Trainer(image, labels, model_cfg, train_cfg, out_dir,
                        stop_event=stop_event, resume_from=resume_from, overwrite=overwrite,
-                       extra_pairs=extra_pairs, preview_request=preview_request).run()
+                       extra_pairs=extra_pairs, preview_request=preview_request, weights=weights).run()
 
 
 class Trainer:
     """One training run; ``run()`` yields the events ``train()`` documents."""
 
     def __init__(self, image, labels, model_cfg, train_cfg: TrainConfig, out_dir, *,
-                 stop_event=None, resume_from=None, overwrite: bool = False, extra_pairs=(), preview_request=None):
+                 stop_event=None, resume_from=None, overwrite: bool = False, extra_pairs=(), preview_request=None,
+                 weights=None):
         self.image, self.labels, self.model_cfg, self.cfg = image, labels, model_cfg, train_cfg
+        self.raw_weights = weights
         self.raw_pairs = [(image, labels)] + [tuple(pair) for pair in extra_pairs]
         self.out_dir, self.stop_event = out_dir, stop_event
         self.resume_from, self.overwrite = resume_from, overwrite
@@ -194,6 +199,7 @@ class Trainer:
         pairs.validate_pairs(self.raw_pairs, cfg.annotation_mode, instances=cfg.instances)
         self.pairs = [data.as_training_pair(image, labels) for image, labels in self.raw_pairs]
         self.image_zyxc, self.labels_zyx = self.pairs[0]
+        self.weights = data.loss_weights(self.raw_weights, np.shape(self.labels))
         self.in_channels, self.n_classes = pairs.channels_and_classes(self.pairs, cfg.annotation_mode,
                                                                       instances=cfg.instances)
         # Patches must fit the smallest image.
@@ -254,6 +260,8 @@ class Trainer:
         for i, (k, z) in enumerate(self.slices):
             self.targets[i], self.masks[i] = data.make_targets(
                 self.pairs[k][1][z], mode, self.n_classes, instances=cfg.instances, boundary_width=cfg.boundary_width)
+            if k == 0 and self.weights is not None:
+                self.masks[i] = self.masks[i] * self.weights[z]
 
     def _split(self) -> None:
         """Training and validation regions, indexed by position among the annotated slices."""
