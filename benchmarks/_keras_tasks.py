@@ -87,7 +87,7 @@ def score_bundle(model_dir: str, volume, truth_cells, predict_cfg: dict) -> dict
     for _ in predict_volume(
         volume,
         lambda b: keras.ops.convert_to_numpy(model.predict_on_batch(b)),
-        cfg,
+        cfg=cfg,
         n_classes=meta.model_cfg.n_classes,
         size_multiple=meta.model_cfg.size_multiple,
         normalization=meta.normalization.model_dump(),
@@ -119,7 +119,7 @@ def _train_tiny(image, labels, out_dir: str, seed: int, instances: bool) -> str:
     train_cfg = TrainConfig(epochs=1, steps_per_epoch=3, batch_size=2, patch_size=32, instances=instances,
                             val_fraction=0.0, augment=False, seed=seed)
     final = None
-    for event in train(image, labels, model_cfg, train_cfg, out_dir, overwrite=True):
+    for event in train(image, labels, model_cfg=model_cfg, train_cfg=train_cfg, out_dir=out_dir, overwrite=True):
         final = event
     if not isinstance(final, events.Done):
         raise RuntimeError(f"Training the tiny model did not finish: {final}")

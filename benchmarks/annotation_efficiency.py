@@ -15,7 +15,7 @@ trains on ids (``TrainConfig(instances=True)``, the object step tuned after trai
 and fine-tunes from its previous model for ``--round-seconds``, up to ``--max-slices``:
 
 - ``random``: a random pool slice (its own generator per seed);
-- ``entropy``: ``core.uncertainty.rank_slices(method="entropy")``, the Train dock's ranking;
+- ``entropy``: ``core.predict.uncertainty.rank_slices(method="entropy")``, the Train dock's ranking;
 - ``disagreement``: ``rank_slices(method="disagreement")``: disagreement of a turned pass
   at the predicted boundaries, times the distance to the annotated slices.
 
@@ -106,7 +106,8 @@ def train_round(stack: dict, annotated: list, cfg: TrainConfig, out: Path, resum
 
     labels = np.zeros_like(stack["truth"])
     labels[annotated] = stack["truth"][annotated]
-    *_, final = train(stack["image"], labels, None, cfg, out, resume_from=resume, overwrite=True)
+    *_, final = train(stack["image"], labels, model_cfg=None, train_cfg=cfg, out_dir=out, resume_from=resume,
+                      overwrite=True)
     if not isinstance(final, Done) or not final.training.model_saved:
         raise RuntimeError(f"training did not save a model: {final}")
     return final.training.model_dir
@@ -118,7 +119,7 @@ def predicted_probs(model, meta, stack: dict) -> np.ndarray:
 
     subset = SliceSubset(stack["image"], stack["predicted"])
     probs = np.zeros(subset.shape + (3,), np.float32)
-    for _ in bundle_predictor(model, meta, PredictConfig())(subset, out_probs=probs):
+    for _ in bundle_predictor(model, meta, cfg=PredictConfig())(subset, out_probs=probs):
         pass
     return probs
 
@@ -147,8 +148,8 @@ def next_slice(strategy: str, model, meta, stack: dict, annotated: list, rng) ->
     if strategy == "random":
         return int(rng.choice(pool))
     # As the dock's ranking job predicts: the training image's intensity mapping.
-    predict = bundle_predictor(model, meta, PredictConfig(normalize="model"))
-    *_, ranked = rank_slices(stack["image"], pool, predict, meta.model_cfg.n_classes, method=strategy,
+    predict = bundle_predictor(model, meta, cfg=PredictConfig(normalize="model"))
+    *_, ranked = rank_slices(stack["image"], pool, predict=predict, n_classes=meta.model_cfg.n_classes, method=strategy,
                              annotated=annotated)
     return int(ranked.ranking[0][0])
 

@@ -64,7 +64,8 @@ def train_on(stack: dict, annotated: list, cfg: TrainConfig, out: Path, resume=N
 
     labels = np.zeros_like(stack["truth"])
     labels[annotated] = stack["truth"][annotated]
-    *_, final = train(stack["image"], labels, None, cfg, out, resume_from=resume, overwrite=True, weights=weights)
+    *_, final = train(stack["image"], labels, model_cfg=None, train_cfg=cfg, out_dir=out, resume_from=resume,
+                      overwrite=True, weights=weights)
     if not isinstance(final, Done) or not final.training.model_saved:
         raise RuntimeError(f"training did not save a model: {final}")
     return final.training.model_dir

@@ -95,7 +95,7 @@ def train_quick(image, labels, folder: Path, seconds: float, instances: bool) ->
 
 def single(image_path, model, cfg, out: Path) -> dict:
     """One process (the engine's worker, as ``predict`` without ``--workers``) into a zarr."""
-    job = start_prediction(LazyFile(str(image_path)), model, cfg, out_path=str(out))
+    job = start_prediction(LazyFile(str(image_path)), model, predict_cfg=cfg, out_path=str(out))
     run = run_engine_job(job)
     return {"out": out, "seconds": run["wall_s"], "peak_rss_mb": [run["peak_rss_worker_mb"]]}
 
@@ -104,7 +104,7 @@ def on_cluster(client, image_path, model, cfg, out: Path) -> dict:
     """``predict_distributed`` on ``client``'s workers, their peak RSS sampled meanwhile."""
     pids = client.run(os.getpid)
     with PidSampler(pids.values()) as rss:
-        summary = cluster.predict_distributed(image_path, model, out, cfg, client=client, on_message=log)
+        summary = cluster.predict_distributed(image_path, model, out=out, cfg=cfg, client=client, on_message=log)
     return {"out": out, "seconds": summary["seconds"], "summary": summary,
             "peak_rss_mb": [rss.peaks[pid] / MB for pid in pids.values()]}
 

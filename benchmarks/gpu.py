@@ -82,7 +82,7 @@ def training_speed(stack: dict, batch, patch, precision: str, steps: int, out: P
 
 def prediction_speed(model_dir: str, volume: np.ndarray, output: str) -> dict:
     cfg = PredictConfig(output=output, voxel_size=(1.0, 1.0, 1.0))
-    run = run_engine_job(start_prediction(volume, model_dir, cfg))
+    run = run_engine_job(start_prediction(volume, model_dir, predict_cfg=cfg))
     slices = [e["t"] for e in run["events"] if e["type"] == "slice"]
     return {"output": output, "shape": list(volume.shape), "wall_s": run["wall_s"],
             "first_slice_s": slices[0], "slices_per_s": len(slices) / run["wall_s"],

@@ -268,7 +268,7 @@ def predict_recipe(key: str, volume, model_dir: str, truth_cells, test_offset: i
     cfg = PredictConfig(tta=tta, return_probabilities=need_probs)
     label = f"{key}{' + TTA' if tta else ''}"
     log(f"{label}: predicting {volume.shape[0]} slices of {volume.shape[1]} x {volume.shape[2]} through the engine")
-    job = start_prediction(volume, model_dir, cfg, channel_axis=-1 if volume.ndim == 4 else None)
+    job = start_prediction(volume, model_dir, predict_cfg=cfg, channel_axis=-1 if volume.ndim == 4 else None)
     run = run_engine_job(job, keep_outputs=("probs",) if need_probs else ("labels",))
     if need_probs:
         cells = cell_mask(run["outputs"]["probs"][test_offset:], full_size, cfg.threshold)

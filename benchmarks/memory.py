@@ -100,7 +100,7 @@ def measure(model_dir: str, folder: Path, size_gb: float, slice_size: int, outpu
                 progress["next"] = time.perf_counter() + 10
                 log(f"{size_gb:g} GB: slice {event['index'] + 1}/{event['n_slices']}")
 
-        job = start_prediction(LazyFile(str(stack)), model_dir, predict_config(output), out_path=str(out))
+        job = start_prediction(LazyFile(str(stack)), model_dir, predict_cfg=predict_config(output), out_path=str(out))
         run = run_engine_job(job, on_event)
         done = run["final"]
         if done["type"] != "done" or done.get("n_slices") != n_slices:

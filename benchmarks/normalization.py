@@ -39,7 +39,8 @@ def main(argv=None):
     sample = make_cells_volume()
     image = as_uint8(sample["image"])
     with tempfile.TemporaryDirectory() as folder:
-        *_, final = train(image, sample["labels"], None, TrainConfig(max_seconds=args.seconds), f"{folder}/m")
+        *_, final = train(image, sample["labels"], model_cfg=None, train_cfg=TrainConfig(max_seconds=args.seconds),
+                          out_dir=f"{folder}/m")
         model, meta = load_bundle(final.training.model_dir)
     other = make_cells_volume(seed=1)
     cases = {
@@ -50,7 +51,7 @@ def main(argv=None):
     rows = []
     for name, (volume, truth) in cases.items():
         for normalize in ("model", "volume"):
-            sent = list(bundle_predictor(model, meta, PredictConfig(normalize=normalize))(volume))
+            sent = list(bundle_predictor(model, meta, cfg=PredictConfig(normalize=normalize))(volume))
             pred = sent[-1].outputs["labels"]
             warned = any(isinstance(e, Warn) for e in sent)
             rows.append({"volume": name, "normalize": normalize, "foreground": float(pred.mean()),

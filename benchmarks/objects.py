@@ -123,7 +123,7 @@ def predict(stack: dict, model_dir: str) -> tuple[np.ndarray, np.ndarray, dict]:
     for line in lines:
         log(f"{stack['name']}: {line}")
     cfg = PredictConfig(output="instances", return_probabilities=True, **fields)
-    job = start_prediction(stack["image"], model_dir, cfg, all_classes=True)
+    job = start_prediction(stack["image"], model_dir, predict_cfg=cfg, all_classes=True)
     run = run_engine_job(job, keep_outputs=("labels", "probs"))
     timing = {"predict_s": run["wall_s"], "peak_rss_worker_mb": run["peak_rss_worker_mb"]}
     return run["outputs"]["labels"], run["outputs"]["probs"], timing

@@ -64,7 +64,7 @@ def train(data, out_dir, worker=None):
 
 
 def predict(data, model_dir, worker=None):
-    job = start_prediction(data["image"], str(model_dir), PredictConfig(), worker=worker)
+    job = start_prediction(data["image"], str(model_dir), predict_cfg=PredictConfig(), worker=worker)
     return time_to_first(job, events.Slice)
 
 

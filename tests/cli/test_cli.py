@@ -356,7 +356,7 @@ def test_outputs_that_cannot_fit_on_the_disk_are_refused_before_any_work(tmp_pat
                  "--out", str(tmp_path / "mask.zarr"), "--prob", str(tmp_path / "prob.zarr")]) == 2
     assert "Not enough disk space" in capsys.readouterr().err
     with pytest.raises(ValueError, match="Not enough disk space"):
-        start_prediction(np.zeros((4, 48, 48)), model, PredictConfig(return_probabilities=True),
+        start_prediction(np.zeros((4, 48, 48)), model, predict_cfg=PredictConfig(return_probabilities=True),
                                 prob_path=tmp_path / "p.zarr")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "truth_labels.tif", "vol.tif", "vol_labels.tif"]
     monkeypatch.undo()

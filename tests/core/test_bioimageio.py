@@ -49,13 +49,13 @@ def model_dir(tmp_path_factory):
         classes=describe_classes("full_slices", 3), annotation_mode="full_slices", instances=False,
         training_data={"image_shape": [4, 64, 64], "annotated_slices": [1, 2], "train_regions": 2, "val_regions": 1},
         validation={"best_epoch": 3, "best_val_dice": 0.81, "best_val_iou": 0.7, "best_val_loss": 0.3})
-    return save_bundle(tmp_path_factory.mktemp("bundle") / "model", model, meta)
+    return save_bundle(tmp_path_factory.mktemp("bundle") / "model", model, meta=meta)
 
 
 @pytest.fixture(scope="module")
 def package(model_dir, volume, tmp_path_factory):
     out = tmp_path_factory.mktemp("package") / "unet.zip"
-    events = list(export_package(model_dir, out, volume, image_name="vol.tif"))
+    events = list(export_package(model_dir, out, image=volume, image_name="vol.tif"))
     assert isinstance(events[-1], Exported) and out.is_file()
     return out
 
@@ -85,7 +85,7 @@ def _plugin_probabilities(model_dir, volume):
     model, meta = load_bundle(model_dir)
     probs = np.zeros(volume.shape + (3,), np.float32)
     cfg = PredictConfig(return_probabilities=True)
-    list(predict_volume(volume, model.predict_on_batch, cfg, n_classes=3, size_multiple=CFG.size_multiple,
+    list(predict_volume(volume, model.predict_on_batch, cfg=cfg, n_classes=3, size_multiple=CFG.size_multiple,
                         normalization=meta.normalization.model_dump(), out_probs=probs))
     return probs
 
@@ -122,7 +122,7 @@ def test_the_plugin_predicts_the_same_from_the_package(package, model_dir, volum
 def test_an_existing_output_is_kept_unless_overwrite(package, model_dir, volume):
     before = package.read_bytes()
     with pytest.raises(FileExistsError, match="--overwrite"):
-        list(export_package(model_dir, package, volume))
+        list(export_package(model_dir, package, image=volume))
     assert package.read_bytes() == before
 
 
@@ -130,10 +130,10 @@ def test_an_incomplete_or_corrupt_model_folder_is_refused(model_dir, volume, tmp
     broken = shutil.copytree(model_dir, tmp_path / "broken")
     (broken / "model.weights.h5").unlink()
     with pytest.raises(BundleError, match="incomplete"):
-        list(export_package(broken, tmp_path / "a.zip", volume))
+        list(export_package(broken, tmp_path / "a.zip", image=volume))
     (broken / "bundle.json").write_text("{not json")
     with pytest.raises(BundleError, match="corrupt"):
-        list(export_package(broken, tmp_path / "a.zip", volume))
+        list(export_package(broken, tmp_path / "a.zip", image=volume))
     assert not list(tmp_path.glob("*.zip"))
 
 
@@ -142,7 +142,7 @@ def test_a_failing_package_is_not_written(model_dir, volume, tmp_path, monkeypat
 
     monkeypatch.setattr(bioimageio_export, "run_test", lambda *a: "Reproduce test outputs: mismatch")
     with pytest.raises(ExportError, match="failed bioimage.io's test.*mismatch"):
-        list(export_package(model_dir, tmp_path / "a.zip", volume))
+        list(export_package(model_dir, tmp_path / "a.zip", image=volume))
     assert list(tmp_path.iterdir()) == []
 
 

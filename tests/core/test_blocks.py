@@ -184,7 +184,7 @@ def test_a_y_x_region_predicted_in_the_slice_tiles_equals_the_whole_slice():
     cfg = PredictConfig(tile_size=32, tile_overlap=8, return_probabilities=True, normalize="model")
     norm = {"low": [0.0], "high": [1.0]}
     kwargs = dict(n_classes=1, size_multiple=8, normalization=norm)
-    whole = list(predict_volume(image, _tile_position_model, cfg, **kwargs))[-1].outputs["probs"]
+    whole = list(predict_volume(image, _tile_position_model, cfg=cfg, **kwargs))[-1].outputs["probs"]
     tiles = tile_slices((70, 45), 32, 8, 8)
     regions = yx_regions((70, 45), 20)
     assert len(regions) == 12 and len(tiles) > 4
@@ -193,6 +193,6 @@ def test_a_y_x_region_predicted_in_the_slice_tiles_equals_the_whole_slice():
         window, moved = region_tiles(tiles, region)
         block = BlockOutput(out, 0, (0, 3), (0, 3), image.shape, region=region, window=window)
         part = image[(slice(None),) + window]
-        list(predict_volume(part, _tile_position_model, cfg, **kwargs, out_probs=block, tiles=moved,
+        list(predict_volume(part, _tile_position_model, cfg=cfg, **kwargs, out_probs=block, tiles=moved,
                             out_labels=np.zeros(part.shape, np.uint8)))
     np.testing.assert_array_equal(out, whole)

@@ -40,7 +40,7 @@ def trained_model():
 
 @pytest.fixture
 def saved(tmp_path, trained_model):
-    return save_bundle(tmp_path / "model", trained_model, make_meta())
+    return save_bundle(tmp_path / "model", trained_model, meta=make_meta())
 
 
 def test_round_trip_predicts_identically_and_keeps_the_metadata(saved, trained_model):
@@ -77,11 +77,11 @@ def test_read_meta_does_not_import_keras(saved):
 def test_existing_model_is_kept_unless_overwrite(saved, trained_model):
     before = (saved / "bundle.json").read_text()
     with pytest.raises(FileExistsError, match="already exists.*new name"):
-        save_bundle(saved, trained_model, make_meta())
+        save_bundle(saved, trained_model, meta=make_meta())
     assert (saved / "bundle.json").read_text() == before
 
     replacement = build_unet(CFG.replace(dropout=0.0))
-    save_bundle(saved, replacement, make_meta(model_cfg=CFG.replace(dropout=0.0)), overwrite=True)
+    save_bundle(saved, replacement, meta=make_meta(model_cfg=CFG.replace(dropout=0.0)), overwrite=True)
     assert read_bundle_meta(saved).model_cfg.dropout == 0.0
     assert [p.name for p in saved.parent.iterdir()] == ["model"]
 
@@ -96,11 +96,11 @@ def test_failed_save_leaves_the_target_untouched(saved, trained_model):
 
     before = {p.name: p.read_bytes() for p in saved.iterdir()}
     with pytest.raises(OSError, match="disk full"):
-        save_bundle(saved, Broken(), make_meta(), overwrite=True)
+        save_bundle(saved, Broken(), meta=make_meta(), overwrite=True)
     assert {p.name: p.read_bytes() for p in saved.iterdir()} == before
     new = saved.parent / "new"
     with pytest.raises(OSError, match="disk full"):
-        save_bundle(new, Broken(), make_meta())
+        save_bundle(new, Broken(), meta=make_meta())
     assert sorted(p.name for p in saved.parent.iterdir()) == ["model"]
 
 
@@ -111,7 +111,7 @@ def test_a_disk_without_room_is_refused_before_writing(tmp_path, trained_model, 
     real = shutil.disk_usage
     monkeypatch.setattr(shutil, "disk_usage", lambda path: real(path)._replace(free=1000))
     with pytest.raises(OSError, match="No space left on device") as refused:
-        save_bundle(tmp_path / "model", trained_model, make_meta())
+        save_bundle(tmp_path / "model", trained_model, meta=make_meta())
     assert refused.value.errno == errno.ENOSPC
     assert list(tmp_path.iterdir()) == []  # not even a temporary folder
 
@@ -121,11 +121,11 @@ def test_folders_that_are_not_models_are_never_replaced(tmp_path, trained_model)
     other.mkdir()
     (other / "holiday.jpg").write_bytes(b"x")
     with pytest.raises(FileExistsError, match="not a model folder"):
-        save_bundle(other, trained_model, make_meta(), overwrite=True)
+        save_bundle(other, trained_model, meta=make_meta(), overwrite=True)
     assert (other / "holiday.jpg").exists()
     empty = tmp_path / "empty"
     empty.mkdir()
-    save_bundle(empty, trained_model, make_meta())  # an empty folder is free to use
+    save_bundle(empty, trained_model, meta=make_meta())  # an empty folder is free to use
     assert (empty / "bundle.json").is_file()
 
 
@@ -143,7 +143,7 @@ def test_a_version_1_bundle_loads_as_the_same_meta_as_a_new_one(tmp_path, traine
     trained_model.save_weights(str(old / "model.weights.h5"))
     model, meta = load_bundle(old)
     assert meta.format_version == 2 and meta.model_cfg == CFG
-    resaved, again = load_bundle(save_bundle(tmp_path / "new", model, meta))
+    resaved, again = load_bundle(save_bundle(tmp_path / "new", model, meta=meta))
     assert again == meta.replace(versions=again.versions, created=again.created)
     written = json.loads((tmp_path / "new" / "bundle.json").read_text())
     for key in ("versions", "created"):  # this run's

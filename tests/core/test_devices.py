@@ -79,7 +79,8 @@ def test_bfloat16_runs_where_the_cpu_has_it_and_is_refused_in_one_line_elsewhere
                                                                                    monkeypatch, has_bf16):
     monkeypatch.setattr(hardware, "cpu_has_bf16", lambda: has_bf16)
     cfg = TrainConfig(epochs=1, steps_per_epoch=2, mixed_precision="bfloat16", augment=False)
-    events = list(train(*small_volume, ModelConfig(n_filters=4, depth=2), cfg, tmp_path / "m"))
+    events = list(train(*small_volume, model_cfg=ModelConfig(n_filters=4, depth=2), train_cfg=cfg,
+                        out_dir=tmp_path / "m"))
     start, warnings = events[0], [e.message for e in events if e.kind == "warning"]
     if start.device.startswith("GPU"):
         pytest.skip("a GPU runs bfloat16 whatever the CPU has")

@@ -34,7 +34,7 @@ CHILD = textwrap.dedent("""
     labels = np.zeros_like(truth)
     labels[[0, 3]] = truth[[0, 3]]
     cfg = TrainConfig(epochs=1, steps_per_epoch=3, batch_size=4, patch_size=32, augment=False)
-    events = list(train(image, labels, ModelConfig(n_filters=4, depth=2), cfg, sys.argv[1]))
+    events = list(train(image, labels, model_cfg=ModelConfig(n_filters=4, depth=2), train_cfg=cfg, out_dir=sys.argv[1]))
     start, epoch, final = events[0], [e for e in events if e.kind == "epoch"][0], events[-1]
     print(json.dumps({"replicas": start.replicas, "loss": epoch.loss, "val_dice": epoch.val_dice,
                       "kind": final.kind, "saved": final.training.model_saved,

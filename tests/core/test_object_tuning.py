@@ -33,7 +33,7 @@ def numbered_per_slice(ids):
 
 def test_slices_far_apart_give_linked_objects():
     far = voronoi_cells((96, 64, 64), 60)[::8]  # 12 slices, 8 px apart, the spacing unknown
-    tuning = tune_objects(perfect_maps(far), numbered_per_slice(far), [1, 3, 5, 7, 9], z_spacing=None,
+    tuning = tune_objects(perfect_maps(far), numbered_per_slice(far), annotated=[1, 3, 5, 7, 9], z_spacing=None,
                           ids_3d=False, defaults=ObjectSettings(objects="3d"), join_pieces=True, budget_s=60)
     assert tuning.settings.objects == "linked"
     assert tuning.error < tuning.default_error
@@ -41,7 +41,7 @@ def test_slices_far_apart_give_linked_objects():
 
 def test_isotropic_slices_give_3d_objects():
     ids = voronoi_cells((48, 48, 48), 30)
-    tuning = tune_objects(perfect_maps(ids), ids, [8, 16, 24, 32, 40], z_spacing=1.0, ids_3d=True,
+    tuning = tune_objects(perfect_maps(ids), ids, annotated=[8, 16, 24, 32, 40], z_spacing=1.0, ids_3d=True,
                           defaults=ObjectSettings(objects="linked"), join_pieces=True, budget_s=60)
     assert tuning.settings.objects == "3d"
     assert tuning.error < tuning.default_error
@@ -49,7 +49,7 @@ def test_isotropic_slices_give_3d_objects():
 
 def test_time_budget_keeps_the_defaults_scored():
     ids = voronoi_cells((24, 32, 32), 10)
-    tuning = tune_objects(perfect_maps(ids), ids, [4, 12, 20], z_spacing=1.0, ids_3d=True,
+    tuning = tune_objects(perfect_maps(ids), ids, annotated=[4, 12, 20], z_spacing=1.0, ids_3d=True,
                           defaults=ObjectSettings(), join_pieces=True, budget_s=0.0)
     assert tuning.tried == 1 and tuning.settings == ObjectSettings()
     assert Tuning.from_dict(tuning.to_dict()) == tuning

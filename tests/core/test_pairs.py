@@ -17,9 +17,9 @@ def _discs(shape, seed, value=1):
 
 def test_two_pairs_of_different_sizes_train_one_model(tmp_path):
     first, second = _discs((4, 40, 48), 0), _discs((3, 64, 36), 1)
-    events = list(train(*first, ModelConfig(n_filters=4, depth=2),
-                        TrainConfig(epochs=1, steps_per_epoch=3, batch_size=2, patch_size=32, augment=False),
-                        tmp_path / "m", extra_pairs=[second]))
+    events = list(train(*first, model_cfg=ModelConfig(n_filters=4, depth=2),
+                        train_cfg=TrainConfig(epochs=1, steps_per_epoch=3, batch_size=2, patch_size=32, augment=False),
+                        out_dir=tmp_path / "m", extra_pairs=[second]))
     assert events[-1].kind == "done" and events[-1].training.model_saved
     start = events[0]
     assert start.n_train_slices + start.n_val_slices == 4  # 2 annotated slices in each

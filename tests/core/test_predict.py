@@ -37,7 +37,7 @@ def run(volume, model, cfg=None, **kwargs):
     """Predict with the stored normalisation ``NORM``, so results can be checked against known intensities."""
     kwargs = {"n_classes": 1, "size_multiple": 8, "normalization": NORM, **kwargs}
     cfg = (cfg or PredictConfig(return_probabilities=True)).replace(normalize="model")
-    return list(predict_volume(volume, model, cfg, **kwargs))
+    return list(predict_volume(volume, model, cfg=cfg, **kwargs))
 
 
 def test_tiles_stitch_without_seams():
@@ -223,7 +223,7 @@ def test_stop_event_stops_with_the_done_slices():
     cfg = PredictConfig(tile_size=16, tile_overlap=0, batch_size=1)
     events = []
     for event in predict_volume(
-        volume, blur_model, cfg, n_classes=1, size_multiple=8, normalization=NORM, out_labels=out, stop_event=stop
+        volume, blur_model, cfg=cfg, n_classes=1, size_multiple=8, normalization=NORM, out_labels=out, stop_event=stop
     ):
         events.append(event)
         if getattr(event, "index", None) == 1:
@@ -271,7 +271,7 @@ def test_lazy_volume_is_read_one_slice_at_a_time(lazy):
     volume = counting if lazy == "zarr" else da.from_array(counting, chunks=(1, 24, 20))
     out = zarr.create_array(store=zarr.storage.MemoryStore(), shape=data.shape, chunks=(1, 24, 20), dtype="u1")
     cfg = PredictConfig(tile_size=16, tile_overlap=4, batch_size=3, normalize="model")
-    events = predict_volume(volume, blur_model, cfg, out_labels=CountingOutput(out, counting), **GOOD)
+    events = predict_volume(volume, blur_model, cfg=cfg, out_labels=CountingOutput(out, counting), **GOOD)
     counting.reads.clear()  # the intensity checks read a sample first, one slice at a time too
     counting.max_in_flight = 0
     events = list(events)
@@ -332,7 +332,7 @@ GOOD = dict(n_classes=1, size_multiple=8, normalization=NORM)
 )
 def test_bad_input_is_refused_before_reading(volume, kwargs, cfg, match):
     with pytest.raises(ValueError, match=match):
-        predict_volume(volume, blur_model, cfg, **{**GOOD, **kwargs})
+        predict_volume(volume, blur_model, cfg=cfg, **{**GOOD, **kwargs})
 
 
 def test_bad_axis_is_refused_by_the_config():
@@ -342,7 +342,7 @@ def test_bad_axis_is_refused_by_the_config():
 
 def test_model_with_the_wrong_number_of_classes():
     volume = np.random.default_rng(8).random((2, 16, 16))
-    events = predict_volume(volume, blur_model, PredictConfig(), **{**GOOD, "n_classes": 3})
+    events = predict_volume(volume, blur_model, cfg=PredictConfig(), **{**GOOD, "n_classes": 3})
     expected = r"returned shape \(2, 16, 16, 1\).*expected \(2, 16, 16, 3\).*n_classes \(3\)"
     with pytest.raises(ValueError, match=expected):
         list(events)
@@ -399,7 +399,7 @@ def test_constant_and_nan_volumes_are_refused_in_the_words_of_training(volume, m
     labels = np.zeros(volume.shape, np.uint8)
     labels[0, :8] = 1
     with pytest.raises(ValueError, match=match) as predicting:
-        predict_volume(volume, blur_model, PredictConfig(), **GOOD)
+        predict_volume(volume, blur_model, cfg=PredictConfig(), **GOOD)
     with pytest.raises(ValueError) as training:
         validate_training_pair(volume, labels, "full_slices")
     assert str(predicting.value) == str(training.value)
@@ -411,18 +411,18 @@ def test_a_volume_far_from_the_training_intensities_is_warned_about_or_normalise
     stored = {"percentiles": [1.0, 99.8], "low": [22.0], "high": [219.0]}
     kwargs = {**GOOD, "normalization": stored}
     cfg = PredictConfig(return_probabilities=True, normalize="model")
-    same = list(predict_volume(volume8, blur_model, cfg, **kwargs))
+    same = list(predict_volume(volume8, blur_model, cfg=cfg, **kwargs))
     assert "warning" not in [e.kind for e in same]
 
     volume16 = volume8.astype(np.uint16) * 257
-    events = list(predict_volume(volume16, blur_model, cfg, **kwargs))
+    events = list(predict_volume(volume16, blur_model, cfg=cfg, **kwargs))
     assert events[0].kind == "warning" and "--normalize volume" in events[0].message
     assert "from 22 to 219" in events[0].message
     assert events[-1].outputs["labels"].mean() > 0.99  # what the warning is about: all foreground
 
-    own = list(predict_volume(volume16, blur_model, cfg.replace(normalize="volume"), **kwargs))
+    own = list(predict_volume(volume16, blur_model, cfg=cfg.replace(normalize="volume"), **kwargs))
     assert "warning" not in [e.kind for e in own]
-    own8 = list(predict_volume(volume8, blur_model, cfg.replace(normalize="volume"), **kwargs))
+    own8 = list(predict_volume(volume8, blur_model, cfg=cfg.replace(normalize="volume"), **kwargs))
     # By its own percentiles the 16-bit copy is segmented as the 8-bit volume is.
     np.testing.assert_allclose(own[-1].outputs["probs"], own8[-1].outputs["probs"], atol=1e-5)
     np.testing.assert_array_equal(own[-1].outputs["labels"], own8[-1].outputs["labels"])

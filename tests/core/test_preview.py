@@ -30,7 +30,8 @@ def previews_of(volume, tmp_path, requests):
         last[0] = next(asked, last[0])
         return last[0]
 
-    run = list(train(*volume, TINY_MODEL, TINY_TRAIN, tmp_path / "model", preview_request=request))
+    run = list(train(*volume, model_cfg=TINY_MODEL, train_cfg=TINY_TRAIN, out_dir=tmp_path / "model",
+                     preview_request=request))
     assert isinstance(run[-1], events.Done), run[-1]
     return [event for event in run if isinstance(event, events.Preview)]
 

@@ -62,7 +62,7 @@ def _events(tmp_path, name, interval, monkeypatch):
 
     monkeypatch.setattr(train_module, "BATCH_EVENT_INTERVAL_S", interval)
     cfg = TrainConfig(epochs=2, steps_per_epoch=4, batch_size=2, patch_size=32, augment=False)
-    return list(train(*_volume(), ModelConfig(**TINY), cfg, tmp_path / name))
+    return list(train(*_volume(), model_cfg=ModelConfig(**TINY), train_cfg=cfg, out_dir=tmp_path / name))
 
 
 def test_spaced_batch_events_carry_the_losses_of_every_step_events(tmp_path, monkeypatch):

@@ -41,7 +41,7 @@ def binary_labels(truth, slices=(1, 4)):
 
 
 def run(image, labels, out_dir, model_cfg=TINY_MODEL, train_cfg=TINY_TRAIN, **kwargs):
-    return list(train(image, labels, model_cfg, train_cfg, out_dir, **kwargs))
+    return list(train(image, labels, model_cfg=model_cfg, train_cfg=train_cfg, out_dir=out_dir, **kwargs))
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +97,8 @@ def stopped_run(volume, tmp_path_factory):
     out = tmp_path_factory.mktemp("stopped") / "model"
     stop = threading.Event()
     events = []
-    for event in train(image, binary_labels(truth), TINY_MODEL, TINY_TRAIN, out, stop_event=stop):
+    for event in train(image, binary_labels(truth), model_cfg=TINY_MODEL, train_cfg=TINY_TRAIN, out_dir=out,
+                       stop_event=stop):
         events.append(event)
         if event.kind == "batch" and event.epoch == 2 and event.batch == 1:
             stop.set()
@@ -111,7 +112,7 @@ def test_stop_before_the_first_epoch_never_replaces_a_model(binary_run, volume, 
     before = {p.name: p.read_bytes() for p in existing.iterdir()}
     stop = threading.Event()
     events = []
-    for event in train(image, binary_labels(truth), TINY_MODEL, TINY_TRAIN, existing,
+    for event in train(image, binary_labels(truth), model_cfg=TINY_MODEL, train_cfg=TINY_TRAIN, out_dir=existing,
                        stop_event=stop, overwrite=True):
         events.append(event)
         if event.kind == "batch":
@@ -200,7 +201,7 @@ def test_early_stopping_ends_when_validation_stops_improving(volume, tmp_path, m
     monkeypatch.setattr(checkpoints, "CHECKPOINT_INTERVAL_S", 0.0)  # write on every improvement
     cfg = TINY_TRAIN.replace(epochs=20, steps_per_epoch=1, early_stopping_patience=2)
     events = []
-    for event in train(image, binary_labels(truth), TINY_MODEL, cfg, tmp_path / "a"):
+    for event in train(image, binary_labels(truth), model_cfg=TINY_MODEL, train_cfg=cfg, out_dir=tmp_path / "a"):
         events.append(event)
         if event.kind == "epoch" and event.epoch == 1:
             # The improvement was written at once; the final write then replaces this run's own folder.
@@ -246,7 +247,8 @@ def test_continuing_starts_from_the_previous_weights(binary_run, volume, tmp_pat
 
     image, truth = volume
     source, _ = binary_run
-    trainer = Trainer(image, binary_labels(truth, (2, 3)), None, TINY_TRAIN, tmp_path / "tuned", resume_from=source)
+    trainer = Trainer(image, binary_labels(truth, (2, 3)), model_cfg=None, train_cfg=TINY_TRAIN,
+                      out_dir=tmp_path / "tuned", resume_from=source)
     first = next(trainer.run())  # everything is built; no step has run
     assert first.kind == "start"
     previous, meta = load_bundle(source)
@@ -309,7 +311,7 @@ def test_learning_rate_reaches_the_optimizer(volume, tmp_path):
     image, labels = volume
     cfg = TrainConfig(epochs=3, steps_per_epoch=2, batch_size=2, patch_size=32, learning_rate=1e-3,
                       lr_schedule="cosine", max_seconds=0.0)
-    events = list(train(image, binary_labels(labels), TINY_MODEL, cfg, tmp_path / "m"))
+    events = list(train(image, binary_labels(labels), model_cfg=TINY_MODEL, train_cfg=cfg, out_dir=tmp_path / "m"))
     rates = [e.learning_rate for e in events if e.kind == "epoch"]
     # Read back from the optimizer after each epoch's last step (steps 1, 3 and 5 of 6).
     expected = [settings.cosine_learning_rate(cfg, step / 6, 0.0) for step in (1, 3, 5)]
@@ -321,7 +323,7 @@ def test_plateau_schedule_halves_the_rate_on_each_plateau(volume, tmp_path, monk
     monkeypatch.setattr(train_module, "_validate", lambda *args: (0.5, 0.5, 0.3))  # never improves
     cfg = TINY_TRAIN.replace(epochs=5, steps_per_epoch=1, lr_patience=2, early_stopping_patience=0,
                              learning_rate=1e-3, max_seconds=600.0)
-    events = list(train(image, binary_labels(truth), TINY_MODEL, cfg, tmp_path / "m"))
+    events = list(train(image, binary_labels(truth), model_cfg=TINY_MODEL, train_cfg=cfg, out_dir=tmp_path / "m"))
     rates = [e.learning_rate for e in events if e.kind == "epoch"]
     # Epoch 1 is the best; plateaus end epochs 3 and 5, so epochs 4-5 run at half the rate.
     assert rates == pytest.approx([1e-3, 1e-3, 1e-3, 5e-4, 5e-4], rel=1e-5)

@@ -24,7 +24,7 @@ def discs():
 
 
 def batch_losses(image, labels, out_dir, train_cfg=TINY_TRAIN, **kwargs):
-    events = list(train(image, labels, TINY_MODEL, train_cfg, out_dir, **kwargs))
+    events = list(train(image, labels, model_cfg=TINY_MODEL, train_cfg=train_cfg, out_dir=out_dir, **kwargs))
     assert events[-1].kind == "done"
     return [e.loss for e in events if e.kind == "batch"]
 
@@ -48,5 +48,5 @@ def test_bad_weights_are_refused_before_training(discs, tmp_path, weights, probl
     image, full, _ = discs
     with pytest.raises(ValueError, match=r"one finite, non-negative number per label pixel, shape \(6, 48, 48\); "
                                          + problem):
-        next(train(image, full, TINY_MODEL, TINY_TRAIN, tmp_path / "m", weights=weights))
+        next(train(image, full, model_cfg=TINY_MODEL, train_cfg=TINY_TRAIN, out_dir=tmp_path / "m", weights=weights))
     assert not (tmp_path / "m").exists()

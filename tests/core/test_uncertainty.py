@@ -53,14 +53,14 @@ def test_rank_slices_predicts_only_the_candidates_and_ranks_them():
     volume = np.zeros((5, 8, 8), np.uint8)
     volume[3] = 200  # all unsure
     volume[1, :4] = 200  # half unsure
-    events = list(rank_slices(volume, [1, 3, 4], _fake_predict, n_classes=1))
+    events = list(rank_slices(volume, [1, 3, 4], predict=_fake_predict, n_classes=1))
     assert [e.kind for e in events] == ["progress"] * 3 + ["done"]
     ranking = events[-1].ranking
     assert [z for z, _ in ranking] == [3, 1, 4]
     assert ranking[0][1] == pytest.approx(1.0) and ranking[1][1] == pytest.approx(0.5, abs=1e-4)
-    assert list(rank_slices(volume, [], _fake_predict, 1)) == [Ranked()]
+    assert list(rank_slices(volume, [], predict=_fake_predict, n_classes=1)) == [Ranked()]
     with pytest.raises(ValueError, match="3-D"):
-        list(rank_slices(volume[0], [0], _fake_predict, 1))
+        list(rank_slices(volume[0], [0], predict=_fake_predict, n_classes=1))
 
 
 def _disc_probs(centre_x, size=40):
@@ -116,16 +116,17 @@ def _shaky_predict(volume, out_labels, out_probs, shake=1.5):
 
 def test_disagreement_ranks_the_slice_with_doubtful_boundaries_first_where_entropy_does_not():
     volume = _volume_with_one_informative_slice()
-    entropy = list(rank_slices(volume, [1, 2, 3], _shaky_predict, 1))[-1].ranking
+    entropy = list(rank_slices(volume, [1, 2, 3], predict=_shaky_predict, n_classes=1))[-1].ranking
     assert entropy[0][0] == 1  # entropy points at the dim, uniform slice
-    events = list(rank_slices(volume, [1, 2, 3], _shaky_predict, 1, method="disagreement", annotated=[0]))
+    events = list(rank_slices(volume, [1, 2, 3], predict=_shaky_predict, n_classes=1, method="disagreement",
+                              annotated=[0]))
     assert [e.kind for e in events] == ["progress"] * 3 + ["done"]
     assert [e.index for e in events if isinstance(e, Progress)] == [0, 1, 2]
     assert all(e.n_slices == 3 for e in events if isinstance(e, Progress))
     ranking = events[-1].ranking
     assert ranking[0][0] == 2 and ranking[0][1] > 5 * ranking[1][1]
     with pytest.raises(ValueError, match="Unknown ranking method"):
-        list(rank_slices(volume, [1], _shaky_predict, 1, method="margin"))
+        list(rank_slices(volume, [1], predict=_shaky_predict, n_classes=1, method="margin"))
 
 
 def test_a_model_that_turns_with_the_image_never_disagrees():
@@ -133,14 +134,15 @@ def test_a_model_that_turns_with_the_image_never_disagrees():
 
     volume = _volume_with_one_informative_slice()
     steady = partial(_shaky_predict, shake=0.0)  # pixel-wise: a turned pass is the same, turned
-    ranking = list(rank_slices(volume, [1, 2, 3], steady, 1, method="disagreement"))[-1].ranking
+    ranking = list(rank_slices(volume, [1, 2, 3], predict=steady, n_classes=1, method="disagreement"))[-1].ranking
     assert all(score == pytest.approx(0.0, abs=1e-6) for _, score in ranking)
 
 
 def test_disagreement_prefers_the_slice_far_from_the_annotated_ones():
     soft = _volume_with_one_informative_slice()[2]
     volume = np.stack([soft] * 12)
-    ranking = list(rank_slices(volume, [3, 10], _shaky_predict, 1, method="disagreement", annotated=[2]))[-1].ranking
+    ranking = list(rank_slices(volume, [3, 10], predict=_shaky_predict, n_classes=1, method="disagreement",
+                               annotated=[2]))[-1].ranking
     assert [z for z, _ in ranking] == [10, 3]
     assert ranking[0][1] > 2 * ranking[1][1]
 
@@ -163,7 +165,8 @@ def test_noise_ranks_above_a_slice_the_model_has_learned(tmp_path):
     labels = np.zeros_like(truth)
     labels[[0, 1, 2]] = truth[[0, 1, 2]]
     cfg = TrainConfig(epochs=8, steps_per_epoch=25, batch_size=4, patch_size=32, val_fraction=0.0)
-    events = list(train(image, labels, ModelConfig(n_filters=8, depth=2), cfg, tmp_path / "m"))
+    events = list(train(image, labels, model_cfg=ModelConfig(n_filters=8, depth=2), train_cfg=cfg,
+                        out_dir=tmp_path / "m"))
     assert events[-1].kind == "done"
     model, meta = load_bundle(tmp_path / "m")
     noise = np.random.default_rng(5).integers(0, 256, (48, 48), dtype=np.uint8)
@@ -171,6 +174,6 @@ def test_noise_ranks_above_a_slice_the_model_has_learned(tmp_path):
     n_classes = meta.model_cfg.n_classes
     predict = partial(predict_volume, predict_fn=model.predict_on_batch, cfg=PredictConfig(normalize="model"),
                       n_classes=n_classes, size_multiple=4, normalization=meta.normalization.model_dump())
-    ranking = list(rank_slices(volume, [0, 1], predict, n_classes))[-1].ranking
+    ranking = list(rank_slices(volume, [0, 1], predict=predict, n_classes=n_classes))[-1].ranking
     assert [z for z, _ in ranking] == [1, 0]
     assert ranking[0][1] > 2 * ranking[1][1]

@@ -64,7 +64,7 @@ def _single(folder, cfg, image="vol.tif"):
 
 def _on_cluster(folder, client, cfg, name, image="vol.tif", **kwargs):
     out = folder / name
-    summary = cluster.predict_distributed(folder / image, folder / "model", out, cfg, client=client, **kwargs)
+    summary = cluster.predict_distributed(folder / image, folder / "model", out=out, cfg=cfg, client=client, **kwargs)
     return np.asarray(omezarr.open_lazy(out)[0]), summary
 
 
@@ -145,7 +145,7 @@ def test_a_zarr_of_one_chunk_is_rechunked_and_said_once(tiny, client, monkeypatc
     monkeypatch.setattr(cluster, "RECHUNK_BYTES", 0)  # the tiny volume stands for one too big for memory
     said = []
     out = folder / "from_one_chunk.zarr"
-    cluster.predict_distributed(folder / "one_chunk.zarr", folder / "model", out, PredictConfig(block_slices=4),
+    cluster.predict_distributed(folder / "one_chunk.zarr", folder / "model", out=out, cfg=PredictConfig(block_slices=4),
                                 client=client, on_message=said.append)
     assert len([s for s in said if "rechunking" in s]) == 1, said
     np.testing.assert_array_equal(np.asarray(omezarr.open_lazy(out)[0]), _single(folder, PredictConfig()))
@@ -166,8 +166,8 @@ def test_a_failing_block_is_one_line_naming_its_slices(tiny, client):
     shutil.copytree(folder / "model", broken)
     (broken / "model.weights.h5").write_bytes(b"not HDF5")  # bundle.json reads fine, loading fails
     with pytest.raises(cluster.ClusterError) as info:
-        cluster.predict_distributed(folder / "vol.tif", broken, folder / "never.zarr", PredictConfig(block_slices=4),
-                                    client=client, retries=0)
+        cluster.predict_distributed(folder / "vol.tif", broken, out=folder / "never.zarr",
+                                    cfg=PredictConfig(block_slices=4), client=client, retries=0)
     message = str(info.value)
     assert re.match(r"The block of slices \d+-\d+ failed after 1 tries: \w+", message) and "\n" not in message
     assert not (folder / "never.zarr").exists() and not list(folder.glob("never*"))
@@ -183,8 +183,8 @@ def test_an_existing_output_is_never_replaced(tiny, client):
     folder, _ = tiny
     (folder / "taken.ome.zarr").mkdir()
     with pytest.raises(FileExistsError, match="exists"):
-        cluster.predict_distributed(folder / "vol.tif", folder / "model", folder / "taken.ome.zarr",
-                                    PredictConfig(), client=client)
+        cluster.predict_distributed(folder / "vol.tif", folder / "model", out=folder / "taken.ome.zarr",
+                                    cfg=PredictConfig(), client=client)
     assert list((folder / "taken.ome.zarr").iterdir()) == []
 
 
@@ -235,7 +235,7 @@ def test_cli_workers_write_an_ome_zarr_with_the_input_scale(tiny, capsys):
 def test_probabilities_on_the_cluster_are_those_of_one_process(tiny, client):
     folder, _ = tiny
     cfg = PredictConfig(block_slices=4, return_probabilities=True)
-    cluster.predict_distributed(folder / "vol.tif", folder / "model", folder / "l.zarr", cfg, client=client,
+    cluster.predict_distributed(folder / "vol.tif", folder / "model", out=folder / "l.zarr", cfg=cfg, client=client,
                                 prob=folder / "p.ome.zarr")
     _, labels, probs, _ = predict_with_progress(LazyFile(str(folder / "vol.tif")), folder / "model", cfg)
     np.testing.assert_allclose(np.asarray(omezarr.open_lazy(folder / "p.ome.zarr")[0]), probs, atol=1e-6)

@@ -188,17 +188,17 @@ def test_bad_jobs_are_refused_before_spawning(tmp_path):
     with pytest.raises(ValueError, match="'out'.*shape, dtype"):
         Job(f"{JOBS}:fill_slices", {}, outputs={"out": "big"})
     with pytest.raises(ValueError, match="does not exist"):
-        start_prediction(np.zeros((4, 32, 32)), tmp_path / "missing", PredictConfig())
+        start_prediction(np.zeros((4, 32, 32)), tmp_path / "missing", predict_cfg=PredictConfig())
     with pytest.raises(ValueError, match="is a file, not a model folder"):
-        start_prediction(np.zeros((4, 32, 32)), Path(__file__), PredictConfig())
+        start_prediction(np.zeros((4, 32, 32)), Path(__file__), predict_cfg=PredictConfig())
     with pytest.raises(ValueError, match="2-D or 3-D"):
-        start_prediction(np.zeros((2, 4, 32, 32)), model_folder(tmp_path), PredictConfig())
+        start_prediction(np.zeros((2, 4, 32, 32)), model_folder(tmp_path), predict_cfg=PredictConfig())
 
 
 def test_start_prediction_allocates_outputs_of_the_spatial_shape(tmp_path):
     cfg = PredictConfig(output="instances", return_probabilities=True, axis=1)
-    job = start_prediction(np.zeros((5, 6, 32, 3), np.uint8), model_folder(tmp_path, 3), cfg, channel_axis=-1,
-                           prob_path=tmp_path / "probs.zarr")
+    job = start_prediction(np.zeros((5, 6, 32, 3), np.uint8), model_folder(tmp_path, 3), predict_cfg=cfg,
+                           channel_axis=-1, prob_path=tmp_path / "probs.zarr")
     assert job.target == "napari_unet.runtime.jobs.predict:predict_job"
     assert job._output_specs["labels"] == ((5, 6, 32), np.uint32)
     probs = job._output_specs["probs"]
@@ -304,7 +304,7 @@ def test_training_then_prediction_run_in_the_worker(tmp_path):
     assert "tensorflow" not in sys.modules and "keras" not in sys.modules
 
     cfg = PredictConfig(tile_size=32, tile_overlap=0, return_probabilities=True)
-    with start_prediction(data["image"], events[-1].training.model_dir, cfg).start() as job:
+    with start_prediction(data["image"], events[-1].training.model_dir, predict_cfg=cfg).start() as job:
         events = job.wait(timeout=300)
         labels, probs = np.array(job.output("labels")), np.array(job.output("probs"))
     assert types(events)[-1] == "done", events[-1]

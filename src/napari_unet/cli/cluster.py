@@ -25,7 +25,7 @@ def predict_on_cluster(args, cluster, finals, cfg, channel_axis, scale, axes, un
 
     try:
         with dist.connect(scheduler=args.scheduler, workers=cluster.workers) as client:
-            summary = dist.predict_distributed(args.image, args.model, out, cfg, client=client, prob=prob,
+            summary = dist.predict_distributed(args.image, args.model, out=out, cfg=cfg, client=client, prob=prob,
                                                channel_axis=channel_axis, retries=cluster.retries,
                                                block_yx=cluster.block_yx, scale=scale,
                                                axes=axes, units=units, on_message=tqdm.write, on_block=on_block,

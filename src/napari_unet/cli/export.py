@@ -22,7 +22,7 @@ def run_export(args) -> int:
     if channels != expected:
         raise ValueError(f"--image {args.image} has {channels} channel(s), the model takes {expected}: "
                          "give the image the model was trained on.")
-    job = start_export(args.model, args.out, image, overwrite=args.overwrite, name=args.name,
+    job = start_export(args.model, args.out, image=image, overwrite=args.overwrite, name=args.name,
                        authors=args.authors or (), license=args.license, image_name=Path(args.image).name)
 
     def show(event, bar):

@@ -99,7 +99,7 @@ def _show_stage(bar, desc: str, total: int) -> None:
 
 def predict_with_progress(volume, model_dir, cfg, channel_axis=None, **outputs):
     """Predict; returns (final event, labels, probs, slices written): arrays are copies unless written to disk."""
-    job = start_prediction(volume, str(model_dir), cfg, channel_axis=channel_axis, **outputs)
+    job = start_prediction(volume, str(model_dir), predict_cfg=cfg, channel_axis=channel_axis, **outputs)
 
     written = []
 

@@ -19,7 +19,7 @@ def run_suggest(args) -> int:
         raise ValueError(f"--image {args.image} and --labels {args.labels} must be one 3-D stack and its "
                          f"annotations (shapes {image.shape} and {labels.shape}).")
     slices, free = candidate_slices(labels, args.max_slices)
-    job = start_ranking(image, args.model, slices, channel_axis=3 if has_channels else None)
+    job = start_ranking(image, args.model, slices=slices, channel_axis=3 if has_channels else None)
 
     def show(event, bar):
         if isinstance(event, events.Progress):

@@ -195,7 +195,7 @@ def _check_writable(target: Path) -> None:
                          "Pick a folder you can write to.")
 
 
-def save_bundle(path, model, meta: BundleMeta, *, overwrite: bool = False) -> Path:
+def save_bundle(path, model, *, meta: BundleMeta, overwrite: bool = False) -> Path:
     """Write ``model`` and ``meta`` as a bundle folder at ``path``, atomically.
 
     ``versions``, ``created`` and ``weights`` are filled in. If the write

@@ -128,7 +128,7 @@ def _worker_env(workers: int, log) -> dict:
     return env
 
 
-def predict_distributed(image, model_dir, out, cfg, *, client, prob=None, channel_axis=None, retries: int = 2,
+def predict_distributed(image, model_dir, *, out, cfg, client, prob=None, channel_axis=None, retries: int = 2,
                         block_yx: int = 0, scale=None, axes=None, units=None, on_message=print,
                         on_block=None, keep=None) -> dict:
     """Segment the image file ``image`` (TIFF, zarr, OME-Zarr) with the model folder ``model_dir``

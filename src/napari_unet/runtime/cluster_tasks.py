@@ -190,7 +190,7 @@ def run_block(spec: ClusterSpec, block: tuple, *, region_index: int = 0) -> dict
             probs = BlockOutput(_TimedWrites(arrays["probs"], timer), axis, extent, block, spec.spatial_shape,
                                 region=region, window=window)
         options = None if units is None else {"plan": unit_slab_plan(plan, extent), "tile_sink": units}
-        predict = bundle_predictor(_TimedModel(model, timer), meta.replace(normalization=spec.normalization), cfg,
+        predict = bundle_predictor(_TimedModel(model, timer), meta.replace(normalization=spec.normalization), cfg=cfg,
                                    channel_axis=spec.channel_axis, out_labels=labels, out_probs=probs,
                                    objects_options=options, tiles=tiles)
         for _ in predict(_TimedReads(_window_of(_extent_of(volume, spec, extent), spec, window), timer)):

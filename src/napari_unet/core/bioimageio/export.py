@@ -46,7 +46,7 @@ def check_libraries() -> None:
             raise ExportError(f"Exporting to bioimage.io needs {name}: {EXTRA_HINT}.")
 
 
-def export_package(model_dir, out_path, image, *, overwrite=False, name=None, authors=(),
+def export_package(model_dir, out_path, *, image, overwrite=False, name=None, authors=(),
                    license="CC-BY-4.0", image_name=None, stop_event=None):
     """Write ``out_path`` (a ``.zip``); a generator of ``events.Stage``, then ``events.Exported``.
 

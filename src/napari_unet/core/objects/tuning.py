@@ -78,7 +78,7 @@ class Tuning:
                 f"{self.error:.3f} on {self.n_slices} annotated slices; the defaults: {self.default_error:.3f})")
 
 
-def tune_objects(maps, annotations, annotated, *, z_spacing, ids_3d: bool, defaults: ObjectSettings,
+def tune_objects(maps, annotations, *, annotated, z_spacing, ids_3d: bool, defaults: ObjectSettings,
                  join_pieces: bool, budget_s: float) -> Tuning:
     """Tune the object step on ``maps`` (Z, Y, X, 2) against painted ids ``annotations`` (Z, Y, X)
     on the slices ``annotated``; ``z_spacing`` in px (None: unknown, taken as 1)."""

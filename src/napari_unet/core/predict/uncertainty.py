@@ -193,7 +193,7 @@ class DisagreementSink(UncertaintySink):
         self._first = None
 
 
-def rank_slices(volume, slices, predict: Callable[..., Iterator[events.Event]], n_classes: int, *,
+def rank_slices(volume, slices, *, predict: Callable[..., Iterator[events.Event]], n_classes: int,
                 method: str = "entropy", annotated=()) -> Iterator[events.Event]:
     """Predict ``slices`` of ``volume`` ``(Z, Y, X[, C])`` and rank them; a generator of events.
 

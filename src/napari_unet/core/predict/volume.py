@@ -64,8 +64,8 @@ from napari_unet.core.predict.write import SliceWriter, model_kind, object_build
 def predict_volume(
     volume,
     predict_fn: Callable,
-    cfg: PredictConfig,
     *,
+    cfg: PredictConfig,
     n_classes: int,
     size_multiple: int,
     normalization: dict,
@@ -117,7 +117,7 @@ def predict_volume(
     return _after(warnings, _events(spatial_shape, axis, plans[axis], writer, passes))
 
 
-def bundle_predictor(model, meta: BundleMeta, cfg: PredictConfig, **kwargs) -> Callable[..., Iterator[events.Event]]:
+def bundle_predictor(model, meta: BundleMeta, *, cfg: PredictConfig, **kwargs) -> Callable[..., Iterator[events.Event]]:
     """``predict_volume`` bound to a loaded model folder (``core.bundle.load_bundle``): its model,
     classes, size multiple, normalisation and object settings; call it with the volume (and
     ``kwargs`` such as outputs, ``channel_axis`` or ``stop_event``)."""

@@ -70,11 +70,11 @@ def save_or_rescue(out_dir, model, meta, overwrite: bool) -> tuple[Path, str | N
     """Save the bundle; if its disk refuses (full, read-only), save it to ``rescue_folder``
     instead, so hours of training are not lost. Returns ``(folder, note for the user or None)``."""
     try:
-        save_bundle(out_dir, model, meta, overwrite=overwrite)
+        save_bundle(out_dir, model, meta=meta, overwrite=overwrite)
         return Path(out_dir), None
     except OSError as exc:
         rescue = rescue_folder(out_dir)
-        save_bundle(rescue, model, meta)  # a second failure is reported as the job's error
+        save_bundle(rescue, model, meta=meta)  # a second failure is reported as the job's error
         return rescue, (f"The model could not be saved to {out_dir} ({exc.strerror or exc}); "
                         f"it was saved to {rescue} instead: move it where you want it.")
 

@@ -94,10 +94,10 @@ def _validate(model, loss_fn, x_val, y_val, batch_size: int):
 def train(
     image,
     labels,
+    *,
     model_cfg: ModelConfig | None,
     train_cfg: TrainConfig,
     out_dir,
-    *,
     stop_event=None,
     resume_from=None,
     overwrite: bool = False,
@@ -123,7 +123,7 @@ def train(
     multiplied into the loss masks of ``image``'s annotated slices (training and validation).
     """
     # A generator function, so that like before every check runs on the first ``next()``.
-    yield from Trainer(image, labels, model_cfg, train_cfg, out_dir,
+    yield from Trainer(image, labels, model_cfg=model_cfg, train_cfg=train_cfg, out_dir=out_dir,
                        stop_event=stop_event, resume_from=resume_from, overwrite=overwrite,
                        extra_pairs=extra_pairs, preview_request=preview_request, weights=weights).run()
 
@@ -131,7 +131,7 @@ def train(
 class Trainer:
     """One training run; ``run()`` yields the events ``train()`` documents."""
 
-    def __init__(self, image, labels, model_cfg, train_cfg: TrainConfig, out_dir, *,
+    def __init__(self, image, labels, *, model_cfg, train_cfg: TrainConfig, out_dir,
                  stop_event=None, resume_from=None, overwrite: bool = False, extra_pairs=(), preview_request=None,
                  weights=None):
         self.image, self.labels, self.model_cfg, self.cfg = image, labels, model_cfg, train_cfg

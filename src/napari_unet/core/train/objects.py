@@ -67,7 +67,7 @@ def tune_after_training(model, image_zyxc, labels_zyx, annotated, val_slices, *,
     ids_3d = len(scored) >= 2 and _ids_are_3d(labels_zyx, scored)
     spacing = (anisotropy.z_spacing_from_ids(labels_zyx, annotated)
                or anisotropy.z_spacing_from_image(image_zyxc))
-    return tune_objects(maps, truth, relative, z_spacing=spacing, ids_3d=ids_3d,
+    return tune_objects(maps, truth, annotated=relative, z_spacing=spacing, ids_3d=ids_3d,
                         defaults=default_settings(spacing), join_pieces=True,
                         budget_s=budget_s - (time.monotonic() - start))
 

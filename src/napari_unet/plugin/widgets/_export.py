@@ -54,7 +54,7 @@ class ExportButton:
             show_error("Train a model first, with its image layer still open: the package's test data comes from it.")
             return False
         try:
-            job = start_export(self.dock.last_model_dir, path, np.asarray(layer_array(image)),
+            job = start_export(self.dock.last_model_dir, path, image=np.asarray(layer_array(image)),
                                       overwrite=overwrite, image_name=image.name)
         except (BundleError, ValueError, FileExistsError, FileNotFoundError) as exc:
             self._say(str(exc), error=True)

@@ -261,7 +261,7 @@ class SegmentWidget(JobDock):
         path = source_file(image)
         volume = LazyFile(str(path)) if is_lazy(data) and path else np.asarray(data)
         channel_axis = data.ndim - 1 if image.rgb else None
-        job = start_prediction(volume, str(self.model_path()), cfg, channel_axis=channel_axis,
+        job = start_prediction(volume, str(self.model_path()), predict_cfg=cfg, channel_axis=channel_axis,
                                worker=self.worker)
         self._prepare_layers(image, cfg)
         self._axis = cfg.axis if len(spatial_shape(image)) == 3 else None

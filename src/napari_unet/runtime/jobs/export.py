@@ -6,7 +6,7 @@ from napari_unet.runtime.engine import Job
 from napari_unet.runtime.spawning import worker_env
 
 
-def start_export(model_dir, out_path, image, *, overwrite=False, name=None, authors=(), license="CC-BY-4.0",
+def start_export(model_dir, out_path, *, image, overwrite=False, name=None, authors=(), license="CC-BY-4.0",
                  image_name=None) -> Job:
     """A (not yet started) job that writes ``model_dir`` as a bioimage.io package ``out_path`` (.zip).
 
@@ -30,5 +30,5 @@ def export_job(arrays, outputs, stop_event, model_dir, out_path, *, overwrite=Fa
     """Export a model folder as a bioimage.io package; test tensors come from ``arrays["image"]``."""
     from napari_unet.core.bioimageio.export import export_package
 
-    yield from export_package(model_dir, out_path, arrays["image"], overwrite=overwrite, name=name,
+    yield from export_package(model_dir, out_path, image=arrays["image"], overwrite=overwrite, name=name,
                               authors=authors, license=license, image_name=image_name)

@@ -16,7 +16,7 @@ from napari_unet.runtime.warm import WarmWorker
 from napari_unet.runtime.worker import load_model_cached
 
 
-def start_prediction(image, model_dir, predict_cfg, *, channel_axis=None, out_path=None, prob_path=None,
+def start_prediction(image, model_dir, *, predict_cfg, channel_axis=None, out_path=None, prob_path=None,
                      all_classes=False, worker: WarmWorker | None = None) -> Job:
     """A (not yet started) job that segments ``image`` with the model saved in ``model_dir``.
 
@@ -109,7 +109,7 @@ def predict_job(arrays, outputs, stop_event, model_dir, predict_cfg, *, channel_
 
     volume = arrays["volume"] if source_path is None else NamedReads(arrays["volume"], source_path)
     model, meta = load_model_cached(model_dir)
-    predict = bundle_predictor(model, meta, PredictConfig.from_dict(predict_cfg), channel_axis=channel_axis,
+    predict = bundle_predictor(model, meta, cfg=PredictConfig.from_dict(predict_cfg), channel_axis=channel_axis,
                                out_labels=outputs["labels"], out_probs=outputs.get("probs"), stop_event=stop_event)
     for event in predict(volume):
         # The finished arrays are already in the outputs; never send them through the queue.

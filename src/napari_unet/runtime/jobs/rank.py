@@ -9,7 +9,7 @@ from napari_unet.runtime.warm import WarmWorker
 from napari_unet.runtime.worker import load_model_cached
 
 
-def start_ranking(image, model_dir, slices, *, channel_axis=None, worker: WarmWorker | None = None) -> Job:
+def start_ranking(image, model_dir, *, slices, channel_axis=None, worker: WarmWorker | None = None) -> Job:
     """A (not yet started) job that ranks ``slices`` of ``image`` (axis 0) by the model's
     uncertainty: its "done" event has ``ranking``, ``[[slice, score], ...]``, most uncertain first."""
     read_bundle_meta(model_dir)
@@ -26,6 +26,6 @@ def rank_job(arrays, outputs, stop_event, model_dir, slices, *, channel_axis=Non
 
     model, meta = load_model_cached(model_dir)
     # The training image's intensity mapping: the slices ranked are a sample of that image.
-    predict = bundle_predictor(model, meta, PredictConfig(normalize="model"), channel_axis=channel_axis,
+    predict = bundle_predictor(model, meta, cfg=PredictConfig(normalize="model"), channel_axis=channel_axis,
                                stop_event=stop_event)
-    yield from rank_slices(arrays["volume"], slices, predict, meta.model_cfg.n_classes)
+    yield from rank_slices(arrays["volume"], slices, predict=predict, n_classes=meta.model_cfg.n_classes)

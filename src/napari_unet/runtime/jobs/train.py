@@ -61,9 +61,9 @@ def train_job(arrays, outputs, stop_event, model_cfg, train_cfg, out_dir, *, res
     yield from train(
         arrays["image"],
         arrays["labels"],
-        None if model_cfg is None else ModelConfig.from_dict(model_cfg),
-        train_cfg,
-        out_dir,
+        model_cfg=None if model_cfg is None else ModelConfig.from_dict(model_cfg),
+        train_cfg=train_cfg,
+        out_dir=out_dir,
         stop_event=stop_event,
         resume_from=resume_from,
         overwrite=overwrite,
