@@ -63,7 +63,7 @@ def report_stack(result: dict, strategies: list, start: int) -> dict:
                           versus])
     ref = result["reference"]
     table.append([f"all {len(result['pool'])} pool slices", len(result["pool"]),
-                  _mean_sd([r["adapted_rand_error"] for r in ref]), _mean_sd([r["pixel"] for r in ref]), "-"])
+                  mean_sd([r["adapted_rand_error"] for r in ref]), mean_sd([r["pixel"] for r in ref]), "-"])
     base = result["baseline"]
     for key in ("watershed 3-D", "watershed per slice"):
         table.append([f"Gaussian + Otsu + {key} ({base['polarity']})", "-", f"{base[key]['adapted_rand_error']:.4f}",
@@ -76,7 +76,7 @@ def report_stack(result: dict, strategies: list, start: int) -> dict:
     return {"name": result["name"], "text": "\n".join(lines), "verdict": verdict}
 
 
-def _mean_sd(values) -> str:
+def mean_sd(values) -> str:
     return f"{np.mean(values):.4f} ± {sd(values):.4f}"
 
 

@@ -39,7 +39,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import annotation_efficiency as efficiency  # noqa: E402
 import objects as object_bench  # noqa: E402
-from _annotation_report import PIXEL_NAMES, sd  # noqa: E402
+from _annotation_report import PIXEL_NAMES, mean_sd, sd  # noqa: E402
 from _common import DEFAULT_DATA, log, markdown_table, write_json, write_text  # noqa: E402
 
 from napari_unet.core.config import TrainConfig  # noqa: E402
@@ -159,10 +159,6 @@ def verdict_of(rows: list, weighted: str) -> dict:
             "paired_sd": sd(paired)}
 
 
-def _mean_sd(values) -> str:
-    return f"{np.mean(values):.4f} ± {sd(values):.4f}"
-
-
 def report_stack(result: dict, variants: list) -> dict:
     rows, base = result["rows"], result["baseline"]
     table = []
@@ -170,8 +166,8 @@ def report_stack(result: dict, variants: list) -> dict:
         plain = by_seed(rows, PLAIN, "adapted_rand_error")
         mine = by_seed(rows, variant, "adapted_rand_error")
         paired = [plain[s] - mine[s] for s in mine]
-        table.append([variant, _mean_sd(list(mine.values())), _mean_sd(list(by_seed(rows, variant, "pixel").values())),
-                      "-" if variant == PLAIN else _mean_sd(paired)])
+        table.append([variant, mean_sd(list(mine.values())), mean_sd(list(by_seed(rows, variant, "pixel").values())),
+                      "-" if variant == PLAIN else mean_sd(paired)])
     table.append([f"Gaussian + Otsu + {base['best']} ({base['polarity']})", f"{base['adapted_rand_error']:.4f}",
                   f"{base['pixel']:.4f}", "-"])
     first = [r for r in rows if r["variant"] == PLAIN]
@@ -210,11 +206,13 @@ def planned_seconds(stacks: list, args) -> float:
 
 
 def load_stacks(which: str, data: Path) -> list:
-    keys = ["isbi", "cells"] if which == "both" else [which]
-    if "isbi" in keys and not (data / "train-volume.tif").exists():
+    """``annotation_efficiency``'s stacks; ISBI 2012 skipped (said once) where its files are absent."""
+    if which != "cells" and not (data / "train-volume.tif").exists():
         log(f"ISBI 2012 not found in {data}: skipped")
-        keys.remove("isbi")
-    return [efficiency.isbi_stack(data) if key == "isbi" else efficiency.cells_stack() for key in keys]
+        if which == "isbi":
+            return []
+        which = "cells"
+    return efficiency.load_stacks(which, data)
 
 
 def parse_args(argv=None):
