@@ -2,6 +2,7 @@
 
 import os
 import signal
+import time
 
 import numpy as np
 import pytest
@@ -86,6 +87,17 @@ def test_closing_a_running_job_ends_the_warm_worker_and_frees_its_memory(warm):
     assert isinstance(run_fill(warm)[1], Done) and warm.starts == 2
 
 
+def wait_until_ended(process) -> bool:
+    """Poll ``is_alive`` until it says False. Not ``process.join``: the timer's thread joins the
+    process too, and when two threads join one process CPython's ``is_alive`` can say True for a
+    dead one (the one that loses the ``waitpid`` race returns before the winner records the
+    exit code)."""
+    deadline = time.monotonic() + WAIT_S
+    while process.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not process.is_alive()
+
+
 def test_release_and_the_idle_timeout_end_the_process(warm):
     run_fill(warm)
     process = warm._process
@@ -94,8 +106,7 @@ def test_release_and_the_idle_timeout_end_the_process(warm):
     try:
         run_fill(idle)
         process = idle._process
-        process.join(WAIT_S)  # ended by the idle timer, not by us
-        assert not process.is_alive()
+        assert wait_until_ended(process)  # by the idle timer, not by us
         assert isinstance(run_fill(idle)[1], Done) and idle.starts == 2
     finally:
         idle.close()
