@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -12,6 +13,11 @@ import tifffile
 
 import faultcase
 from volumes import ONE_DISC, disc_volume
+
+# A shell starts a background job (`scripts/test.sh &`) with SIGINT ignored, and the cases' commands
+# would inherit that: their Ctrl-C would never arrive. Default here means default there.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 TALLY = {"cases": 0, "clean": 0, "not clean": []}
 TINY = ["--n-filters", "4", "--depth", "2", "--batch-size", "2", "--patch-size", "32",
