@@ -276,6 +276,17 @@ def test_split_single_slice_holds_out_a_strip():
     assert data.split_validation([1], labels, 0.0, seed=0) == ([(1, (0, 20, 0, 50))], [])
 
 
+def test_strips_hold_out_a_strip_of_every_slice_so_each_still_teaches():
+    labels = np.stack([_blocks((20, 50), seed=s) for s in range(3)])
+    train, val = data.split_validation([0, 2], labels, 0.2, seed=0, by="strips")
+    assert sorted({z for z, _ in train}) == sorted({z for z, _ in val}) == [0, 2]
+    assert all(x1 - x0 == 10 and (y0, y1) == (0, 20) for _, (y0, y1, x0, x1) in val)
+    whole_train, whole_val = data.split_validation([0, 2], labels, 0.2, seed=0)  # the default: whole slices
+    assert len(whole_val) == 1 and len(whole_train) == 1 and whole_val[0][1] == (0, 20, 0, 50)
+    with pytest.raises(ValueError, match="'slices' or 'strips'"):
+        data.split_validation([0, 2], labels, 0.2, by="rows")
+
+
 def test_split_single_slice_strip_lands_on_scribbles():
     labels = np.zeros((1, 20, 60), int)
     labels[0, 5, 40:50] = 1  # scribbles only on the right

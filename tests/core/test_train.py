@@ -57,7 +57,7 @@ def test_events_come_in_order_with_their_fields(binary_run):
     assert kinds == ["start"] + (["batch"] * 3 + ["epoch"]) * 2 + ["done"]
     start = events[0]
     assert start.device.startswith(("CPU", "GPU"))
-    assert (start.n_train_slices, start.n_val_slices, start.n_classes) == (1, 1, 1)
+    assert (start.n_train_slices, start.n_val_slices, start.n_classes, start.val_strips) == (1, 1, 1, False)
     assert (start.epochs, start.steps_per_epoch) == (2, 3) and start.params > 1000
     batches = [e for e in events if e.kind == "batch"]
     assert [(e.epoch, e.batch, e.steps) for e in batches] == [(ep, b, 3) for ep in (1, 2) for b in (1, 2, 3)]

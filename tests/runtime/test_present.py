@@ -34,6 +34,8 @@ def test_data_line_and_the_command_line_s_start_line():
     start = _start(device="CPU (2 threads)", precision="mixed_bfloat16")
     assert present.start_line(start) == ("Device: CPU (2 threads), mixed_bfloat16; 4 training and 1 validation "
                                          "slice(s); 12,345 weights; batches of 32 x 256 px")
+    strips = _start(n_train_slices=2, n_val_slices=2, val_strips=True)
+    assert present.data_line(strips).startswith("2 annotated slice(s), a strip of each held out for validation; ")
 
 
 def test_time_left_rounds_to_the_second_in_both_forms():

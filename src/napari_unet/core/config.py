@@ -138,6 +138,7 @@ class ModelConfig(_Config):
 
 
 AnnotationMode = Literal["full_slices", "scribbles"]
+ValSplit = Literal["slices", "strips"]
 # A new loss is added in losses.py alone: its registry is the source of the choices.
 if typing.TYPE_CHECKING:
     LossName = str  # a Literal built at run time is no type to mypy; pydantic checks the choices
@@ -146,6 +147,7 @@ else:
 LrSchedule = Literal["plateau", "cosine", "constant"]
 MixedPrecision = Literal["auto", "off", "float16", "bfloat16"]
 XlaChoice = Literal["auto", "on", "off"]
+UnannotatedChoice = Literal["off", "pseudo"]
 
 
 class TrainConfig(_Config):
@@ -176,6 +178,10 @@ class TrainConfig(_Config):
                    "the epochs, or over --max-seconds when that ends training first")
     lr_patience: int = bounded(5, 1, 10000, help="plateau schedule: epochs without improvement before the rate halves")
     val_fraction: float = bounded(0.2, 0.0, 0.9)
+    # Strips of 2 slices did worse than 1 whole slice of 2 held out (benchmarks/few_slices.py, docs/defaults.md).
+    val_split: ValSplit = choice(
+        "slices", "held out for validation: whole slices (a strip when one slice is annotated), or a strip "
+                  "of each annotated slice")
     loss: LossName = choice("bce_dice")
     augment: bool = True
     # 12 ended ISBI at 140 s, 0.019 worse in adapted Rand error than the same model trained for 30 minutes.
@@ -199,6 +205,10 @@ class TrainConfig(_Config):
     # Whole minutes up to 200000, as the Train dock shows it.
     max_seconds: float = bounded(300.0, 0.0, 1.2e7, help="time cap in seconds (0 = no limit); training ends "
                                  "sooner when validation stops improving (--early-stopping)")
+    # Off until benchmarks/unannotated.py shows the few-slice curve improves (core/train/pseudo.py).
+    unannotated: UnannotatedChoice = choice(
+        "off", "pseudo: halfway through training, the model's confident predictions on the unannotated "
+               "slices nearest the annotated ones become extra, down-weighted targets (first image only)")
 
     @field_validator("mixed_precision", mode="before")
     @classmethod

@@ -426,38 +426,44 @@ def validate_training_pair(image, labels, mode: str, *, instances: bool = False)
 # ------------------------------------------------------------ validation split
 
 
-def split_validation(annotated_idx, labels_zyx, val_fraction: float, *, seed: int = 0):
+def split_validation(annotated_idx, labels_zyx, val_fraction: float, *, seed: int = 0, by: str = "slices"):
     """Split annotated data into ``(train_items, val_items)`` of ``(z, (y0, y1, x0, x1))``.
 
-    Two or more annotated slices: ``max(1, round(val_fraction * n))`` whole
-    slices are held out (at least one is kept for training). One slice: a
-    vertical strip of about ``val_fraction`` of the width is held out, placed
-    where both it and the rest hold labelled pixels; if no such place exists
-    (or the fraction is 0) everything is used for training.
+    ``by="slices"``: ``max(1, round(val_fraction * n))`` whole slices are held out (at least one
+    is kept for training). ``by="strips"``: a vertical strip of about ``val_fraction`` of each
+    slice's width, placed where both it and the rest hold labelled pixels; a slice with no such
+    place trains whole. One slice is always split by a strip; a fraction of 0 holds nothing out.
     """
     labels = as_zyx(labels_zyx)
     idx = [int(z) for z in np.asarray(annotated_idx).ravel()]
-    train, val = split_slices([labels[z] for z in idx], val_fraction, seed=seed)
+    train, val = split_slices([labels[z] for z in idx], val_fraction, seed=seed, by=by)
     by_z = lambda items: sorted((idx[i], box) for i, box in items)  # noqa: E731
     return by_z(train), by_z(val)
 
 
-def split_slices(label_slices, val_fraction: float, *, seed: int = 0):
+def split_slices(label_slices, val_fraction: float, *, seed: int = 0, by: str = "slices"):
     """``split_validation`` for a list of annotated 2-D label slices, which may differ in size
     (slices of several images); items are ``(position in the list, (y0, y1, x0, x1))``."""
     if not len(label_slices):
         raise ValueError("split_validation needs at least one annotated slice.")
+    if by not in ("slices", "strips"):
+        raise ValueError(f"split by {by!r}: use 'slices' or 'strips'.")
     rng = np.random.default_rng(seed)
+    n = len(label_slices)
+    if n == 1 or by == "strips":
+        train, val = [], []
+        for i, labels_2d in enumerate(label_slices):
+            kept, held = _split_one_slice(np.asarray(labels_2d), val_fraction, rng)
+            train += [(i, box) for _, box in kept]
+            val += [(i, box) for _, box in held]
+        return train, val
+    n_val = 0 if val_fraction <= 0 else min(n - 1, max(1, round(val_fraction * n)))
+    val_set = set(int(i) for i in rng.choice(n, n_val, replace=False))
 
     def whole(i):
         return (i, (0, label_slices[i].shape[0], 0, label_slices[i].shape[1]))
 
-    n = len(label_slices)
-    if n >= 2:
-        n_val = 0 if val_fraction <= 0 else min(n - 1, max(1, round(val_fraction * n)))
-        val = set(int(i) for i in rng.choice(n, n_val, replace=False))
-        return [whole(i) for i in range(n) if i not in val], [whole(i) for i in sorted(val)]
-    return _split_one_slice(np.asarray(label_slices[0]), val_fraction, rng)
+    return [whole(i) for i in range(n) if i not in val_set], [whole(i) for i in sorted(val_set)]
 
 
 def _split_one_slice(labels_2d, val_fraction: float, rng):

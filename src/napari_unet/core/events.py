@@ -42,6 +42,7 @@ class Start(Event):
     replicas: int = 1  # devices the batch is split over (MirroredStrategy on several GPUs)
     batch_size: int = 0  # the batch and patch size trained with ("auto" resolved for the device)
     patch_size: int = 0
+    val_strips: bool = False  # validation is a strip of each annotated slice, not whole slices
 
 
 @dataclass(frozen=True)

@@ -28,8 +28,9 @@ def device_line(start: events.Start, peak_bytes: int | None = None) -> str:
 
 def data_line(start: events.Start) -> str:
     """What training runs on: the slices, the weights and the batches."""
-    return (f"{start.n_train_slices} training and {start.n_val_slices} validation slice(s); "
-            f"{start.params:,} weights; batches of {start.batch_size} x {start.patch_size} px")
+    slices = (f"{start.n_train_slices} annotated slice(s), a strip of each held out for validation"
+              if start.val_strips else f"{start.n_train_slices} training and {start.n_val_slices} validation slice(s)")
+    return f"{slices}; {start.params:,} weights; batches of {start.batch_size} x {start.patch_size} px"
 
 
 def start_line(start: events.Start) -> str:

@@ -11,7 +11,7 @@ from napari_unet.core.config import MAX_3D_ANISOTROPY, PredictConfig
 from napari_unet.core.objects import anisotropy
 from napari_unet.core.objects.maps import object_maps
 from napari_unet.core.objects.tuning import ObjectSettings, Tuning, tune_objects
-from napari_unet.core.train.preview import predict_slice
+from napari_unet.core.train.preview import central_window, predict_slice
 
 MAX_SLICES = 32  # predicted for the tuning: the slices around the scored ones, at most
 # Pixels predicted and labelled for the tuning, at most: a central crop of the slices keeps a
@@ -54,7 +54,7 @@ def tune_after_training(model, image_zyxc, labels_zyx, annotated, val_slices, *,
     start = time.monotonic()
     scored = scored_slices(annotated, val_slices)
     first, last = scored[0], scored[-1]
-    window = _central_window(image_zyxc.shape[1:3], last - first + 1)
+    window = central_window(image_zyxc.shape[1:3], last - first + 1, max_pixels=MAX_PIXELS)
     probs = np.stack([predict_slice(model, np.asarray(image_zyxc[z][window]), norm, size_multiple)
                       for z in range(first, last + 1)])
     maps = object_maps(probs, "boundary")
@@ -70,12 +70,6 @@ def tune_after_training(model, image_zyxc, labels_zyx, annotated, val_slices, *,
     return tune_objects(maps, truth, annotated=relative, z_spacing=spacing, ids_3d=ids_3d,
                         defaults=default_settings(spacing), join_pieces=True,
                         budget_s=budget_s - (time.monotonic() - start))
-
-
-def _central_window(slice_shape, n_slices: int) -> tuple:
-    """The central Y/X crop whose ``n_slices`` slices hold at most MAX_PIXELS pixels."""
-    side = max(64, int((MAX_PIXELS / n_slices) ** 0.5))
-    return tuple(slice(max(0, (n - side) // 2), max(0, (n - side) // 2) + min(n, side)) for n in slice_shape)
 
 
 def _ids_are_3d(labels_zyx, slices) -> bool:

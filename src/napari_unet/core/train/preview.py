@@ -45,6 +45,14 @@ def slice_of(image_zyxc, axis: int, index: int):
     return np.asarray(image_zyxc[(slice(None),) * axis + (index,)])
 
 
+def central_window(slice_shape, n_slices: int, *, max_pixels: int, min_side: int = 64) -> tuple[slice, slice]:
+    """The central Y/X crop whose ``n_slices`` slices hold at most ``max_pixels`` pixels (sides of at
+    least ``min_side`` where the slice has them): what a prediction of many slices can afford."""
+    side = max(min_side, int((max_pixels / max(1, n_slices)) ** 0.5))
+    y, x = (slice(max(0, (n - side) // 2), max(0, (n - side) // 2) + min(n, side)) for n in slice_shape[:2])
+    return y, x
+
+
 def predict_slice(model, image_hwc, norm: dict, size_multiple: int) -> np.ndarray:
     """Class probabilities (H, W, K) of one slice, padded to the model's size multiple and back."""
     x = data.normalize(image_hwc, norm)
