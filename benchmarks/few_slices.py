@@ -12,10 +12,8 @@ Arms (``--arms``, the first is the one the others are measured against):
 
 - ``slices``: the defaults: whole slices held out for validation (1 of 2);
 - ``strips``: ``val_split="strips"``: a strip of each slice held out, so both slices teach;
-- ``pseudo``: the defaults, and halfway through training the model's confident predictions on the
-  unannotated slices nearest the annotated ones join the training (``core/train/pseudo.py``;
-  off by default). On the cells stack the scored slices are among them: their pseudo-labels
-  are the model's own predictions, never the truth, as in the product;
+- ``pseudo`` was measured with commit 70f4e26 (``TrainConfig(unannotated="pseudo")``, since
+  removed: not kept, docs/benchmarks.md);
 - further arms are ``ARMS`` entries: a name and the ``TrainConfig`` fields it changes.
 
 An arm "beats" the first when its mean adapted Rand error is lower by more than the larger
@@ -46,7 +44,6 @@ from napari_unet.core.config import TrainConfig  # noqa: E402
 ARMS = {
     "slices": {},
     "strips": {"val_split": "strips"},
-    "pseudo": {"unannotated": "pseudo"},
 }
 
 

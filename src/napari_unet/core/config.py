@@ -147,7 +147,6 @@ else:
 LrSchedule = Literal["plateau", "cosine", "constant"]
 MixedPrecision = Literal["auto", "off", "float16", "bfloat16"]
 XlaChoice = Literal["auto", "on", "off"]
-UnannotatedChoice = Literal["off", "pseudo"]
 
 
 class TrainConfig(_Config):
@@ -205,10 +204,6 @@ class TrainConfig(_Config):
     # Whole minutes up to 200000, as the Train dock shows it.
     max_seconds: float = bounded(300.0, 0.0, 1.2e7, help="time cap in seconds (0 = no limit); training ends "
                                  "sooner when validation stops improving (--early-stopping)")
-    # Off until benchmarks/unannotated.py shows the few-slice curve improves (core/train/pseudo.py).
-    unannotated: UnannotatedChoice = choice(
-        "off", "pseudo: halfway through training, the model's confident predictions on the unannotated "
-               "slices nearest the annotated ones become extra, down-weighted targets (first image only)")
 
     @field_validator("mixed_precision", mode="before")
     @classmethod

@@ -24,7 +24,7 @@ from napari_unet.core.bundle_meta import BundleMeta, Normalization, TrainingData
 from napari_unet.core.config import ModelConfig, TrainConfig
 from napari_unet.core.nn import devices, fitting, hardware
 from napari_unet.core.nn.steps import StepLosses, distribute, train_step_loss
-from napari_unet.core.train import augment, pairs, preview, pseudo
+from napari_unet.core.train import augment, pairs, preview
 from napari_unet.core.train import objects as train_objects
 from napari_unet.core.train.augment import batches
 from napari_unet.core.train.checkpoints import Best, Saving, nothing_saved_message, weights_set
@@ -150,7 +150,6 @@ class Trainer:
         self.last_preview = (None, -math.inf)  # (the slice, when it was previewed)
         self.last_batch_event = -math.inf
         self.tuning_line: str | None = None  # what the object tuning found, in one line
-        self.pseudo_due = train_cfg.unannotated == "pseudo"  # until the pseudo phase ran (once)
 
     # -------------------------------------------------------------- the run
 
@@ -369,10 +368,6 @@ class Trainer:
                 self.finish_reason = "time_limit"
                 return
             step = (epoch - 1) * steps + batch - 1
-            if self.pseudo_due and self._halfway(step):
-                yield from self._learn_from_unannotated()
-                if self.stopped:
-                    return
             x, y = self.batches.next_batch()
             self._set_learning_rate(step)
             if self.strategy is not None:
@@ -387,50 +382,6 @@ class Trainer:
                     seconds_left=seconds_left(self.cfg, self._elapsed()),
                 )
             yield from self._preview(epoch, due=False)
-
-    def _halfway(self, step: int) -> bool:
-        """Half the time cap spent, or half the steps taken."""
-        cap = self.cfg.max_seconds
-        return bool(cap and self._elapsed() >= cap / 2) or step >= self.total_steps // 2
-
-    def _learn_from_unannotated(self) -> Iterator[events.Event]:
-        """The pseudo phase (``core/train/pseudo.py``), once: confident predictions of the first
-        image's unannotated slices nearest the annotated ones join the training regions (never
-        validation), and batches come from a new sampler. A stop request ends it between slices."""
-        self.pseudo_due = False
-        image = self.image_zyxc
-        chosen = pseudo.unannotated_candidates(image.shape[0], self.idx, pseudo.MAX_SLICES)
-        if not chosen:
-            yield events.Warn("No unannotated slices in the image: nothing to learn from besides the annotations.")
-            return
-        window = preview.central_window(image.shape[1:3], len(chosen), max_pixels=pseudo.MAX_PIXELS,
-                                        min_side=self.patch_size)
-        added = []
-        for z in chosen:
-            if self.stop_event is not None and self.stop_event.is_set():
-                self.stopped = True
-                return
-            raw = np.asarray(image[z][window])
-            probs = preview.predict_slice(self.model, raw, self.norm, self.model_cfg.size_multiple)
-            target, mask = pseudo.pseudo_targets(probs, confidence=pseudo.CONFIDENCE, weight=pseudo.WEIGHT)
-            if mask.any():
-                added.append((data.normalize(raw, self.norm), target, mask))
-        if not added:
-            yield events.Warn(f"No confident pixels in the model's prediction of {len(chosen)} unannotated "
-                              "slices: training goes on with the annotations only.")
-            return
-        self.train_items = list(self.train_items)
-        for slice_norm, target, mask in added:
-            i = len(self.image_norm)
-            self.image_norm.append(slice_norm)
-            self.targets[i], self.masks[i] = target, mask
-            self.train_items.append((i, (0, mask.shape[0], 0, mask.shape[1])))
-        self.batches.close()
-        self.sampler = self._sampler(self.cfg.seed + 1)
-        self.batches = batches(self.sampler, self.cfg.prefetch_batches)
-        share = np.mean([np.count_nonzero(mask) / mask.size for _, _, mask in added])
-        yield events.Warn(f"Learning from {len(added)} unannotated slices too (confident pixels of the model's "
-                          f"own prediction: {100 * share:.0f} % of them).")
 
     def _set_learning_rate(self, step: int) -> None:
         if self.cfg.lr_schedule == "plateau":
