@@ -20,12 +20,15 @@ prediction finds them; the bare row also goes through the engine and must match.
 Stacks: the built-in synthetic cells (membrane stain, 3-D truth), synthetic touching nuclei
 (3-D truth) and, with ``--data``, ISBI 2012 (cell ids per slice on slices 0-19, scored per
 slice on 20-29 with the membranes of the truth ignored); ``isbi_membranes`` trains the same
-stack on its cell/membrane mask instead (a class model) and asks it for the cells.
+stack on its cell/membrane mask instead (a class model) and asks it for the cells. ``public3d``
+(not run by default) is a public stack nobody tuned for, from ``--public-data`` (``image.tif``,
+``labels.tif`` with 3-D ids, see its README.md): ids on a few spread slices, scored as the cells.
 
     python benchmarks/objects.py --data path/to/isbi2012                 # defaults
     python benchmarks/objects.py --data path/to/isbi2012 --max-seconds 1800 --early-stopping 0 \
         --lr-schedule cosine --tag 30min       # the same model trained for 30 minutes
     python benchmarks/objects.py --data path/to/isbi2012 --boundary-width 2 --tag boundary2   # a wider target
+    python benchmarks/objects.py --stacks public3d --tag public3d   # the public 3-D stack alone
 """
 
 from __future__ import annotations
@@ -56,6 +59,8 @@ from napari_unet.core.predict.write import object_mode  # noqa: E402
 RESULTS = Path(__file__).resolve().parent / "results"
 ISBI_TRAIN, ISBI_TEST = slice(0, 20), slice(20, 30)
 ISBI_VOXEL_NM = (50.0, 4.0, 4.0)  # serial-section TEM: 50 nm sections, 4 nm pixels
+PUBLIC3D_DATA = DEFAULT_DATA.parent / "public3d"
+PUBLIC3D_VOXEL_UM = (0.2837, 0.1268, 0.1268)  # plant-seg's 1135_mini.h5 (the data's README.md); not in the TIFFs
 VARIANTS = [(mode, seeds) for mode in ("3d", "linked", "2d") for seeds in ("interior", "distance")]
 
 
@@ -85,6 +90,21 @@ def isbi_stack(data: Path, membranes: bool = False) -> dict:
     return {"name": "ISBI 2012" + (" (membrane model)" if membranes else ""), "image": image, "labels": labels,
             "truth": truth, "score": ISBI_TEST, "per_slice": True, "voxel_size": ISBI_VOXEL_NM,
             "instances": not membranes}
+
+
+def public3d_stack(data: Path) -> dict:
+    """A public stack with 3-D ids: the ids of a few spread slices annotated, scored in 3-D as the cells."""
+    import tifffile
+
+    from napari_unet.samples.synthetic import default_annotated_slices
+
+    image = tifffile.imread(data / "image.tif")
+    truth = tifffile.imread(data / "labels.tif").astype(np.uint32)
+    annotated = list(default_annotated_slices(truth.shape[0]))
+    labels = np.zeros_like(truth)
+    labels[annotated] = truth[annotated]
+    return {"name": "public 3-D", "image": image, "labels": labels, "truth": truth, "score": slice(None),
+            "per_slice": False, "voxel_size": PUBLIC3D_VOXEL_UM, "instances": True}
 
 
 # ------------------------------------------------------------------ the U-Net
@@ -255,6 +275,8 @@ def run_stack(stack: dict, train_cfg: TrainConfig, out: Path) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="ISBI 2012 folder (skipped if absent)")
+    parser.add_argument("--public-data", type=Path, default=PUBLIC3D_DATA,
+                        help="public 3-D stack folder for --stacks public3d (skipped if absent)")
     parser.add_argument("--stacks", nargs="+", default=["cells", "nuclei", "isbi"])
     parser.add_argument("--max-seconds", type=float, default=TrainConfig().max_seconds,
                         help="training time cap (the default is the plugin's)")
@@ -276,7 +298,13 @@ def main(argv=None) -> int:
         if key.startswith("isbi") and not (args.data / "train-volume.tif").is_file():
             log(f"ISBI 2012 not found in {args.data}: skipped")
             continue
-        stack = isbi_stack(args.data, key == "isbi_membranes") if key.startswith("isbi") else synthetic_stack(key)
+        if key == "public3d" and not (args.public_data / "image.tif").is_file():
+            log(f"public 3-D stack not found in {args.public_data}: skipped")
+            continue
+        if key.startswith("isbi"):
+            stack = isbi_stack(args.data, key == "isbi_membranes")
+        else:
+            stack = public3d_stack(args.public_data) if key == "public3d" else synthetic_stack(key)
         results[stack["name"]] = run_stack(stack, train_cfg, args.out)
     text = table(results)
     print(text)
