@@ -6,6 +6,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from test_bundle_meta import added_since_version_1
 
 from napari_unet.core.bundle import BundleError, load_bundle, read_bundle_meta, save_bundle
 from napari_unet.core.bundle_meta import FORMAT_VERSION, BundleMeta, describe_classes
@@ -148,7 +149,9 @@ def test_a_version_1_bundle_loads_as_the_same_meta_as_a_new_one(tmp_path, traine
     written = json.loads((tmp_path / "new" / "bundle.json").read_text())
     for key in ("versions", "created"):  # this run's
         del written[key], raw[key]
-    assert written == {**raw, "format_version": 2, "model_config": CFG.to_dict()}  # the same file otherwise
+    # The same file otherwise; training settings added since version 1 at their defaults.
+    assert written == {**raw, "format_version": 2, "model_config": CFG.to_dict(),
+                       "train_config": {**raw["train_config"], **added_since_version_1(raw)}}
     x = np.random.default_rng(2).normal(size=(1, 16, 16, 1)).astype(np.float32)
     np.testing.assert_array_equal(resaved.predict_on_batch(x), model.predict_on_batch(x))
 

@@ -25,6 +25,11 @@ def model_folder(folder: Path, meta: dict) -> Path:
     return folder
 
 
+def added_since_version_1(raw) -> dict:
+    """Training settings a version-1 file lacks, as a new save writes them: their defaults."""
+    return {k: v for k, v in TrainConfig().to_dict().items() if k not in raw["train_config"]}
+
+
 def test_upgrade_takes_version_1_to_2_and_keeps_version_2():
     raw = version_1()
     assert raw["format_version"] == 1
@@ -38,7 +43,11 @@ def test_a_version_1_file_reads_as_the_same_meta_as_version_2(tmp_path):
     old = read_bundle_meta(model_folder(tmp_path / "old", raw))
     new = read_bundle_meta(model_folder(tmp_path / "new", old.json_dict()))
     assert new == old and new.format_version == FORMAT_VERSION == 2
-    assert new.json_dict() == {**raw, "format_version": 2}  # the same keys and values: only the version moved
+    # The same keys and values: only the version moved, and training settings added since
+    # version 1 appear at their defaults.
+    assert new.json_dict() == {**raw, "format_version": 2,
+                               "train_config": {**raw["train_config"], **added_since_version_1(raw)}}
+    assert added_since_version_1(raw) == {"val_split": "slices"}
     assert new.model_cfg == ModelConfig(in_channels=1, n_classes=3, depth=2, n_filters=4)
     assert new.train_cfg.instances is True and isinstance(new.train_cfg, TrainConfig)
     assert new.object_tuning.settings.objects == "3d" and new.classes.label_values == [0, None, None]
