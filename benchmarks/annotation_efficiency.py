@@ -97,6 +97,32 @@ def load_stacks(which: str, data: Path) -> list[dict]:
     return [isbi_stack(data) if key == "isbi" else cells_stack() for key in keys]
 
 
+def available_stacks(which: str, data: Path) -> list[dict]:
+    """``load_stacks``; ISBI 2012 skipped (said once) where its files are absent."""
+    if which != "cells" and not (data / "train-volume.tif").exists():
+        log(f"ISBI 2012 not found in {data}: skipped")
+        if which == "isbi":
+            return []
+        which = "cells"
+    return load_stacks(which, data)
+
+
+def add_stack_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every few-annotation benchmark takes: stacks, data, seeds, steps, output."""
+    parser.add_argument("--stack", choices=("isbi", "cells", "both"), default="both")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="ISBI 2012 folder (train-*.tif)")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--steps-per-epoch", type=int, default=TrainConfig().steps_per_epoch,
+                        help="the product's by default; fewer for smoke runs with short rounds")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+
+
+def round_config(args) -> TrainConfig:
+    """An instance model trained for ``--round-seconds``, no early stopping: rounds of equal length."""
+    return TrainConfig(instances=True, max_seconds=args.round_seconds, early_stopping_patience=0,
+                       steps_per_epoch=args.steps_per_epoch)
+
+
 # ------------------------------------------------------------------ one round
 
 
@@ -256,17 +282,12 @@ def planned_seconds(stacks: list, args) -> float:
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--stack", choices=("isbi", "cells", "both"), default="both")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="ISBI 2012 folder (train-*.tif)")
+    add_stack_arguments(parser)
     parser.add_argument("--strategies", default="random,disagreement,entropy",
                         help=f"comma-separated, of {', '.join(STRATEGIES)}")
-    parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--start", type=int, default=2, help="annotated slices in the first round")
     parser.add_argument("--max-slices", type=int, default=6, help="stop after this many annotated slices")
     parser.add_argument("--round-seconds", type=float, default=20.0, help="training time per round")
-    parser.add_argument("--steps-per-epoch", type=int, default=TrainConfig().steps_per_epoch,
-                        help="the product's by default; fewer for smoke runs with short rounds")
-    parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     args.strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     unknown = sorted(set(args.strategies) - set(STRATEGIES))
@@ -274,8 +295,7 @@ def parse_args(argv=None):
         parser.error(f"--strategies must include random and name only {', '.join(STRATEGIES)}; got {unknown}")
     if not 1 <= args.start < args.max_slices:
         parser.error("--start must be at least 1 and below --max-slices")
-    args.train_cfg = TrainConfig(instances=True, max_seconds=args.round_seconds, early_stopping_patience=0,
-                                 steps_per_epoch=args.steps_per_epoch)
+    args.train_cfg = round_config(args)
     return args
 
 

@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import annotation_efficiency as efficiency  # noqa: E402
 import objects as object_bench  # noqa: E402
 from _annotation_report import PIXEL_NAMES, mean_sd, sd  # noqa: E402
-from _common import DEFAULT_DATA, log, markdown_table, write_json, write_text  # noqa: E402
+from _common import log, markdown_table, write_json, write_text  # noqa: E402
 
 from napari_unet.core.config import TrainConfig  # noqa: E402
 from napari_unet.core.data import make_targets, split_slices  # noqa: E402
@@ -205,38 +205,22 @@ def planned_seconds(stacks: list, args) -> float:
     return total
 
 
-def load_stacks(which: str, data: Path) -> list:
-    """``annotation_efficiency``'s stacks; ISBI 2012 skipped (said once) where its files are absent."""
-    if which != "cells" and not (data / "train-volume.tif").exists():
-        log(f"ISBI 2012 not found in {data}: skipped")
-        if which == "isbi":
-            return []
-        which = "cells"
-    return efficiency.load_stacks(which, data)
-
-
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--stack", choices=("isbi", "cells", "both"), default="both")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="ISBI 2012 folder (train-*.tif)")
-    parser.add_argument("--seeds", type=int, default=3)
+    efficiency.add_stack_arguments(parser)
     parser.add_argument("--start", type=int, default=2, help="annotated slices of the first model")
     parser.add_argument("--round-seconds", type=float, default=20.0, help="training time of each model")
     parser.add_argument("--weight", type=float, default=3.0, help="loss weight of the corrected pixels")
-    parser.add_argument("--steps-per-epoch", type=int, default=TrainConfig().steps_per_epoch,
-                        help="the product's by default; fewer for smoke runs with short rounds")
-    parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     if args.weight < 0 or args.start < 1:
         parser.error("--weight must be non-negative and --start at least 1")
-    args.train_cfg = TrainConfig(instances=True, max_seconds=args.round_seconds, early_stopping_patience=0,
-                                 steps_per_epoch=args.steps_per_epoch)
+    args.train_cfg = efficiency.round_config(args)
     return args
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    stacks = load_stacks(args.stack, args.data)
+    stacks = efficiency.available_stacks(args.stack, args.data)
     plan = planned_seconds(stacks, args)
     log(f"planned: about {plan:.0f} s ({plan / 60:.0f} min) for {', '.join(s['key'] for s in stacks)}, "
         f"{args.seeds} seeds, {args.round_seconds:g} s a training, weight {args.weight:g}")

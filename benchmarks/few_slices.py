@@ -36,8 +36,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _annotation_report import mean_sd, sd  # noqa: E402
-from _common import DEFAULT_DATA, markdown_table, write_json, write_text  # noqa: E402
-from annotation_efficiency import RESULTS, baseline, load_stacks, scored_round, train_round  # noqa: E402
+from _common import markdown_table, write_json, write_text  # noqa: E402
+from annotation_efficiency import add_stack_arguments, available_stacks, baseline, scored_round, train_round  # noqa: E402
 
 from napari_unet.core.config import TrainConfig  # noqa: E402
 
@@ -86,14 +86,10 @@ def report(stack: dict, rows: list, classical: dict, args) -> str:
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--stack", choices=("isbi", "cells", "both"), default="both")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="ISBI 2012 folder (train-*.tif)")
+    add_stack_arguments(parser)
     parser.add_argument("--arms", default="slices,strips", help=f"comma-separated, of {', '.join(ARMS)}")
-    parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--slices", type=int, default=2, help="annotated slices")
     parser.add_argument("--seconds", type=float, default=60.0, help="time cap of each training")
-    parser.add_argument("--steps-per-epoch", type=int, default=TrainConfig().steps_per_epoch)
-    parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     args.arms = [a.strip() for a in args.arms.split(",") if a.strip()]
     if not args.arms or set(args.arms) - set(ARMS):
@@ -107,7 +103,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     sections, verdicts, results = [], [], {}
     with tempfile.TemporaryDirectory(prefix="few-slices-") as tmp:
-        for stack in load_stacks(args.stack, args.data):
+        for stack in available_stacks(args.stack, args.data):
             classical = baseline(stack)
             rows = [row for seed in range(args.seeds) for row in run_seed(stack, seed, args, Path(tmp) / stack["key"])]
             sections.append(report(stack, rows, classical, args))

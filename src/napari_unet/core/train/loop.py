@@ -276,7 +276,10 @@ class Trainer:
 
         cfg = self.cfg
         fitting.set_seed(cfg.seed)  # before the sampler and the weights are drawn
-        self.sampler = self._sampler(cfg.seed)
+        self.sampler = augment.PatchSampler(
+            self.image_norm, self.targets, self.masks, self.train_items, self.patch_size, self.batch_size,
+            foreground_bias=cfg.foreground_bias, augment=cfg.augment, seed=cfg.seed,
+        )
         self.x_val, self.y_val = augment.validation_arrays(self.image_norm, self.targets, self.masks,
                                                         self.val_items, self.model_cfg.size_multiple)
         self.has_val = len(self.x_val) > 0
@@ -295,13 +298,6 @@ class Trainer:
             self.model.test_on_batch(np.zeros((n, p, p, self.sampler.n_channels), np.float32),
                                      np.zeros((n, p, p, self.sampler.n_classes + 1), np.float32))
         self.total_steps = cfg.epochs * cfg.steps_per_epoch
-
-    def _sampler(self, seed: int) -> augment.PatchSampler:
-        cfg = self.cfg
-        return augment.PatchSampler(
-            self.image_norm, self.targets, self.masks, self.train_items, self.patch_size, self.batch_size,
-            foreground_bias=cfg.foreground_bias, augment=cfg.augment, seed=seed,
-        )
 
     def _bundle_meta(self) -> BundleMeta:
         cfg, mode, instances = self.cfg, self.cfg.annotation_mode, self.cfg.instances
