@@ -15,6 +15,8 @@ trains on ids (``TrainConfig(instances=True)``, the object step tuned after trai
 and fine-tunes from its previous model for ``--round-seconds``, up to ``--max-slices``:
 
 - ``random``: a random pool slice (its own generator per seed);
+- ``diversity``: ``core.diversity.rank_unlike_annotated``: the pool slice whose intensity and
+  gradient histograms are least like any annotated slice's (the image alone, no model);
 - ``entropy``: ``core.predict.uncertainty.rank_slices(method="entropy")``, the Train dock's ranking;
 - ``disagreement``: ``rank_slices(method="disagreement")``: disagreement of a turned pass
   at the predicted boundaries, times the distance to the annotated slices.
@@ -34,7 +36,7 @@ runs the same ones in its worker): it measures learning per annotated slice, not
     python benchmarks/annotation_efficiency.py --stack both --round-seconds 20 --seeds 3 \\
         --start 2 --max-slices 6 --strategies random,disagreement,entropy
 
-Writes ``annotation_efficiency.{md,json,png}`` to ``--out``.
+Writes ``TAG.{md,json,png}`` to ``--out`` (``--tag``, default ``annotation_efficiency``).
 """
 
 from __future__ import annotations
@@ -55,12 +57,13 @@ from _annotation_report import report_stack, plot, verdict_line  # noqa: E402
 from _common import DEFAULT_DATA, log, write_json, write_text  # noqa: E402
 
 from napari_unet.core.config import PredictConfig, TrainConfig  # noqa: E402
+from napari_unet.core.diversity import rank_unlike_annotated  # noqa: E402
 from napari_unet.core.metrics import dice  # noqa: E402
 from napari_unet.core.predict.postprocess import labels_from_probs  # noqa: E402
 from napari_unet.core.predict.uncertainty import METHODS, SliceSubset, rank_slices  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-STRATEGIES = ("random",) + METHODS
+STRATEGIES = ("random", "diversity") + METHODS
 CELLS_SCORED = list(range(2, 32, 4))
 # Seconds per step besides training, measured on 2 shared CPU cores (the smoke run): the printed
 # plan adds them. A training round takes its time cap plus model build and the object tuning.
@@ -173,6 +176,8 @@ def next_slice(strategy: str, model, meta, stack: dict, annotated: list, rng) ->
     pool = [z for z in stack["pool"] if z not in annotated]
     if strategy == "random":
         return int(rng.choice(pool))
+    if strategy == "diversity":  # the image alone: the pool slice least like the annotated ones
+        return rank_unlike_annotated(stack["image"], pool, annotated)[0][0]
     # As the dock's ranking job predicts: the training image's intensity mapping.
     predict = bundle_predictor(model, meta, cfg=PredictConfig(normalize="model"))
     *_, ranked = rank_slices(stack["image"], pool, predict=predict, n_classes=meta.model_cfg.n_classes, method=strategy,
@@ -288,6 +293,7 @@ def parse_args(argv=None):
     parser.add_argument("--start", type=int, default=2, help="annotated slices in the first round")
     parser.add_argument("--max-slices", type=int, default=6, help="stop after this many annotated slices")
     parser.add_argument("--round-seconds", type=float, default=20.0, help="training time per round")
+    parser.add_argument("--tag", default="annotation_efficiency", help="output names: TAG.md, TAG.json, TAG.png")
     args = parser.parse_args(argv)
     args.strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     unknown = sorted(set(args.strategies) - set(STRATEGIES))
@@ -315,12 +321,12 @@ def main(argv=None) -> int:
             f"run took {elapsed:.0f} s, planned {plan:.0f} s)\n\n" + "\n\n".join(s["text"] for s in sections)
             + "\n\n" + verdict_line(sections) + "\n")
     print(text)
-    write_text(args.out / "annotation_efficiency.md", text)
-    write_json(args.out / "annotation_efficiency.json",
+    write_text(args.out / f"{args.tag}.md", text)
+    write_json(args.out / f"{args.tag}.json",
                {"args": {k: str(v) for k, v in vars(args).items() if k != "train_cfg"},
                 "train_config": args.train_cfg.to_dict(), "planned_s": plan, "elapsed_s": elapsed,
                 "stacks": {key: {**res, "verdict": s["verdict"]} for (key, res), s in zip(results.items(), sections)}})
-    plot(results, args.strategies, args.out / "annotation_efficiency.png")
+    plot(results, args.strategies, args.out / f"{args.tag}.png")
     return 0
 
 
