@@ -120,6 +120,18 @@ def test_train_time_limit_ends_a_long_run(tmp_path, capsys, monkeypatch):
     assert [final.finish_reason for final in finals] == ["time_limit"]  # the cap ended it, not the epochs
 
 
+@pytest.mark.slow
+def test_train_on_one_annotated_slice_says_more_slices_help_and_which_to_paint_next(tmp_path, capsys):
+    image, labels, _ = disc_volume((4, 48, 48), annotated=(2,), discs=ONE_DISC)
+    tifffile.imwrite(tmp_path / "vol.tif", image, photometric="minisblack")  # a bare stack: no voxel size
+    tifffile.imwrite(tmp_path / "ann.tif", labels, photometric="minisblack")
+    assert main(["train", "--image", str(tmp_path / "vol.tif"), "--labels", str(tmp_path / "ann.tif"),
+                 "--out", str(tmp_path / "model"), *TINY]) == 0
+    said = [line for line in capsys.readouterr().out.splitlines() if line.startswith("Only slice")]
+    assert len(said) == 1 and said[0].startswith("Only slice 2 is annotated"), said
+    assert re.search(r"Paint slice [013] next: it looks least like slice 2\.$", said[0]), said
+
+
 def test_outputs_are_checked_before_any_work(tmp_path, capsys):
     _volume(tmp_path)
     image = str(tmp_path / "vol.tif")

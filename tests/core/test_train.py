@@ -381,6 +381,7 @@ def test_instance_models_tune_their_object_step_on_the_painted_ids(volume, tmp_p
     assert tuning.ids_3d and tuning.n_slices == 3 and tuning.tried > 5
     assert tuning.error <= tuning.default_error
     assert result.objects.startswith("objects tuned on your annotations: " + tuning.settings.objects)
+    assert result.more_slices is None
 
     one_slice = np.zeros_like(truth)
     one_slice[2] = truth[2]
@@ -389,6 +390,8 @@ def test_instance_models_tune_their_object_step_on_the_painted_ids(volume, tmp_p
     assert read_bundle_meta(tmp_path / "one").object_tuning is None
     assert events[-1].training.objects == (
         "Objects not tuned (only one slice is annotated): prediction uses the fixed defaults.")
+    more = events[-1].training.more_slices
+    assert more.startswith("Only slice 2 is annotated") and more.endswith("it looks least like slice 2.")
 
 
 def _jit_compile_asked(monkeypatch) -> list:

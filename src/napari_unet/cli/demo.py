@@ -15,6 +15,7 @@ from napari_unet.core.config import PredictConfig
 from napari_unet.core.data import annotated_slices
 from napari_unet.core.objects import defaults as object_defaults
 from napari_unet.io import tiff
+from napari_unet.runtime import present
 
 
 def _demo_data(args):
@@ -79,7 +80,7 @@ def run_demo(args) -> int:
     result = final.training
     if result is None or not result.model_saved:
         raise RuntimeError(final.message if result is None else result.message)
-    say([line for line in (result.objects, result.cut_short) if line])
+    say(present.result_notes(result))
 
     start = time.perf_counter()
     cfg = _predict_config(image, scale, result.model_dir, train_cfg.instances, labels.ndim == 3)

@@ -14,6 +14,7 @@ from napari_unet.core import events
 from napari_unet.core.bundle import check_model_name, check_target
 from napari_unet.core.train.pairs import check_same_channels
 from napari_unet.io import tiff
+from napari_unet.runtime import present
 
 
 def run_train(args) -> int:
@@ -34,9 +35,8 @@ def run_train(args) -> int:
     print(f"Model saved to {result.model_dir}")
     print("Validation Dice: " + ("n/a (no validation data)" if dice is None else f"{dice:.4f}")
           + f" (best epoch {result.best_epoch})")
-    for line in (result.objects, result.cut_short):
-        if line:
-            print(line)
+    for line in present.result_notes(result):
+        print(line)
     return 0
 
 

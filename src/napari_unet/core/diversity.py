@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from napari_unet.core import data
+from napari_unet.core.predict.uncertainty import candidate_slices
 
 BINS = 32
 MAX_SIDE = 256  # slices are block-averaged to about this side: faster, and less noise in the looks
@@ -69,3 +70,24 @@ def rank_unlike_annotated(image, candidates, annotated) -> list[tuple[int, float
     scores = {z: min((look_distance(looks[z], looks[a]) for a in annotated), default=1.0) for z in candidates}
     gap = {z: min((abs(z - a) for a in annotated), default=0) for z in candidates}
     return sorted(scores.items(), key=lambda item: (-round(item[1], 9), -gap[item[0]], item[0]))
+
+
+def next_slice(image, labels_zyx, mode: str = "full_slices") -> int | None:
+    """The unannotated slice least like the annotated ones (of at most ``MAX_RANKED_SLICES``,
+    evenly spaced, as ``napari-unet suggest`` ranks); None when every slice is annotated."""
+    candidates, _ = candidate_slices(labels_zyx)
+    ranking = rank_unlike_annotated(image, candidates, data.annotated_slices(labels_zyx, mode))
+    return ranking[0][0] if ranking else None
+
+
+def more_slices_line(image, labels_zyx, mode: str = "full_slices") -> str | None:
+    """One line when a single slice of a stack is annotated: more slices help, and which next."""
+    annotated = data.annotated_slices(labels_zyx, mode)
+    if len(annotated) != 1 or data.as_zyx(labels_zyx).shape[0] < 2:
+        return None
+    line = (f"Only slice {int(annotated[0])} is annotated, so the model learned from that one slice: "
+            "annotating more slices helps most.")
+    suggestion = next_slice(image, labels_zyx, mode)
+    if suggestion is None:
+        return line
+    return f"{line} Paint slice {suggestion} next: it looks least like slice {int(annotated[0])}."

@@ -140,6 +140,7 @@ class TrainingResult:
     message: str | None = None  # why nothing was saved, or where the model went instead
     objects: str | None = None  # instance models: the object step tuned on the annotations, in one line
     cut_short: str | None = None  # the time cap ended a run still improving: one line, with the way out
+    more_slices: str | None = None  # one annotated slice: more help, and which to paint next (one line)
 
 
 @dataclass(frozen=True)

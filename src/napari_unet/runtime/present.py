@@ -33,6 +33,11 @@ def data_line(start: events.Start) -> str:
     return f"{slices}; {start.params:,} weights; batches of {start.batch_size} x {start.patch_size} px"
 
 
+def result_notes(result: events.TrainingResult) -> list[str]:
+    """A training's one-line notes: the objects' tuning, a time cap that cut it short, one slice."""
+    return [line for line in (result.objects, result.cut_short, result.more_slices) if line]
+
+
 def start_line(start: events.Start) -> str:
     """The command line's first line of a training."""
     return f"Device: {device_line(start)}; {data_line(start)}"

@@ -5,6 +5,7 @@ import pytest
 from qtpy.QtCore import QTimer
 
 from napari_unet.core.events import Error, Stopped, TrainingResult
+from napari_unet.plugin.widgets import train_widget as train_widget_module
 from napari_unet.plugin.widgets._session import TRAINED_MODELS
 from napari_unet.plugin.widgets.train_widget import TrainWidget
 
@@ -84,6 +85,31 @@ def test_time_limit_ends_training_and_fills_the_progress_bar(widget_with_data, q
     assert 1 <= widget.plot.n_points < 100000
     assert widget.progress_bar.value == widget.progress_bar.max
     assert (tmp_path / "model" / "bundle.json").is_file()
+
+
+@pytest.mark.slow
+def test_one_annotated_slice_trains_and_the_dock_names_the_slice_to_paint_next(
+    make_napari_viewer, tiny_volume, qtbot, tmp_path, set_tiny_training, monkeypatch
+):
+    viewer = make_napari_viewer()
+    image, labels, _ = tiny_volume
+    one_slice = np.zeros_like(labels)
+    one_slice[4] = labels[4]
+    viewer.add_image(image, name="img")
+    viewer.add_labels(one_slice, name="ann")
+    widget = TrainWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    infos = []
+    monkeypatch.setattr(train_widget_module, "show_info", infos.append)
+    set_tiny_training(widget, tmp_path / "model")
+    assert widget.train_button.enabled, widget.status.value  # one slice is enough to train
+    widget.train_button.clicked.emit()
+    qtbot.waitUntil(lambda: not widget.poller.active, timeout=180_000)
+    line = widget.status.value.splitlines()[-1]
+    assert widget.status.value.startswith("Training finished"), widget.status.value
+    assert line.startswith("Only slice 4 is annotated") and "Paint slice " in line, line
+    assert int(line.split("Paint slice ")[1].split()[0]) in {0, 1, 2, 3, 5}
+    assert line in infos
 
 
 def test_existing_model_folder_is_not_replaced_unasked(widget_with_data, tmp_path):

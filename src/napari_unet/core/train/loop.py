@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_unet.core import data, events
+from napari_unet.core import data, diversity, events
 from napari_unet.core.bundle import check_target, load_bundle
 from napari_unet.core.bundle_meta import BundleMeta, Normalization, TrainingData, describe_classes
 from napari_unet.core.config import ModelConfig, TrainConfig
@@ -504,5 +504,11 @@ class Trainer:
             best_val_dice=self.best.val_dice, best_val_iou=self.best.val_iou,
             best_val_loss=self.best.val_loss, history=self.history,
             seconds=self._elapsed(), message=message or None,
-            objects=self.tuning_line, cut_short=self._cut_short(),
+            objects=self.tuning_line, cut_short=self._cut_short(), more_slices=self._more_slices(),
         )
+
+    def _more_slices(self) -> str | None:
+        """One line when a single slice of the whole training data is annotated."""
+        if len(self.slices) != 1 or self.slices[0][0] != 0:
+            return None
+        return diversity.more_slices_line(self.image_zyxc, self.labels_zyx, self.cfg.annotation_mode)

@@ -398,12 +398,13 @@ class TrainWidget(JobDock):
         if finished:
             self.progress_bar.value = self.progress_bar.max
         self.status.value = "\n".join(
-            [f"{verb}. Model saved to {self.last_model_dir}"] + [s for s in (result.objects, result.cut_short) if s])
+            [f"{verb}. Model saved to {self.last_model_dir}"] + present.result_notes(result))
         show_info(f"{verb}: model saved to {self.last_model_dir}. It is now offered in 'Segment with U-Net'.")
         if result.message:  # saved, but not where asked (its disk refused it)
             show_warning(result.message)
-        if result.cut_short:
-            show_info(result.cut_short)
+        for line in (result.cut_short, result.more_slices):
+            if line:
+                show_info(line)
 
     # -- correcting -------------------------------------------------------------------------
     def accept_slice(self, _value=None):
