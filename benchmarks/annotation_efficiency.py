@@ -15,7 +15,7 @@ trains on ids (``TrainConfig(instances=True)``, the object step tuned after trai
 and fine-tunes from its previous model for ``--round-seconds``, up to ``--max-slices``:
 
 - ``random``: a random pool slice (its own generator per seed);
-- ``diversity``: ``core.diversity.rank_unlike_annotated``: the pool slice whose intensity and
+- ``diversity``: ``_diversity.rank_unlike_annotated``: the pool slice whose intensity and
   gradient histograms are least like any annotated slice's (the image alone, no model);
 - ``entropy``: ``core.predict.uncertainty.rank_slices(method="entropy")``, the Train dock's ranking;
 - ``disagreement``: ``rank_slices(method="disagreement")``: disagreement of a turned pass
@@ -55,9 +55,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import objects as object_bench  # noqa: E402
 from _annotation_report import report_stack, plot, verdict_line  # noqa: E402
 from _common import DEFAULT_DATA, log, write_json, write_text  # noqa: E402
+from _diversity import rank_unlike_annotated  # noqa: E402
 
 from napari_unet.core.config import PredictConfig, TrainConfig  # noqa: E402
-from napari_unet.core.diversity import rank_unlike_annotated  # noqa: E402
 from napari_unet.core.metrics import dice  # noqa: E402
 from napari_unet.core.predict.postprocess import labels_from_probs  # noqa: E402
 from napari_unet.core.predict.uncertainty import METHODS, SliceSubset, rank_slices  # noqa: E402

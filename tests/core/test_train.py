@@ -391,7 +391,7 @@ def test_instance_models_tune_their_object_step_on_the_painted_ids(volume, tmp_p
     assert events[-1].training.objects == (
         "Objects not tuned (only one slice is annotated): prediction uses the fixed defaults.")
     more = events[-1].training.more_slices
-    assert more.startswith("Only slice 2 is annotated") and more.endswith("it looks least like slice 2.")
+    assert more.startswith("Only slice 2 is annotated") and "more slices helps most" in more
 
 
 def _jit_compile_asked(monkeypatch) -> list:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_unet.core import data, diversity, events
+from napari_unet.core import data, events
 from napari_unet.core.bundle import check_target, load_bundle
 from napari_unet.core.bundle_meta import BundleMeta, Normalization, TrainingData, describe_classes
 from napari_unet.core.config import ModelConfig, TrainConfig
@@ -28,6 +28,7 @@ from napari_unet.core.train import augment, pairs, preview
 from napari_unet.core.train import objects as train_objects
 from napari_unet.core.train.augment import batches
 from napari_unet.core.train.checkpoints import Best, Saving, nothing_saved_message, weights_set
+from napari_unet.core.train.one_slice import more_slices_line
 from napari_unet.core.train.settings import (
     check_patch_size,
     check_resume_meta,
@@ -511,4 +512,4 @@ class Trainer:
         """One line when a single slice of the whole training data is annotated."""
         if len(self.slices) != 1 or self.slices[0][0] != 0:
             return None
-        return diversity.more_slices_line(self.image_zyxc, self.labels_zyx, self.cfg.annotation_mode)
+        return more_slices_line(self.labels_zyx, self.cfg.annotation_mode)

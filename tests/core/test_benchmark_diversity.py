@@ -1,7 +1,14 @@
+"""The image-diversity ranking that ``benchmarks/annotation_efficiency.py`` measures (``_diversity.py``)."""
+
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from napari_unet.core.diversity import look_distance, more_slices_line, next_slice, rank_unlike_annotated, slice_looks
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+
+from _diversity import look_distance, rank_unlike_annotated, slice_looks  # noqa: E402
 
 pytestmark = pytest.mark.backend_independent
 
@@ -57,18 +64,3 @@ def test_large_slices_are_read_at_a_reduced_size_with_the_same_ranking():
     big = volume.repeat(8, axis=1).repeat(8, axis=2)  # 512 x 512: averaged back over 2 x 2 blocks
     assert [z for z, _ in rank_unlike_annotated(big, [1, 4], annotated=[0])] == [4, 1]
 
-
-def test_one_annotated_slice_gets_one_line_naming_the_slice_to_paint_next():
-    volume = _textures(5)
-    labels = np.zeros(volume.shape, np.uint16)
-    labels[1, 20:30, 20:30] = 1
-    suggested = next_slice(volume, labels)
-    assert suggested in (4, 5)  # the other tissue
-    assert more_slices_line(volume, labels) == (
-        "Only slice 1 is annotated, so the model learned from that one slice: annotating more slices helps "
-        f"most. Paint slice {suggested} next: it looks least like slice 1.")
-    labels[4, 0, 0] = 2
-    assert more_slices_line(volume, labels) is None and next_slice(volume, labels) in (2, 3, 5)
-    assert more_slices_line(volume[:1], labels[:1]) is None  # a single image: nothing else to paint
-    labels[:] = 1
-    assert next_slice(volume, labels) is None

@@ -1,11 +1,12 @@
-"""Rank slices by how unlike the annotated slices they look, from the image alone (no model).
+"""A candidate ranking of the slice to annotate next, measured and not kept: by how unlike the
+annotated slices a slice looks, from the image alone (no model). ``annotation_efficiency.py
+--strategies random,diversity`` found it no better than random picks (it favours outliers).
 
 A slice's look is two histograms of it, normalised with the whole stack's percentiles (as
 training normalises it): its intensities, and its gradient magnitudes (edges and texture). Both
 are blind to where things lie in the slice, so a slice of the same tissue shifted in-plane looks
 alike. A slice's score is the total-variation distance of its look to the nearest annotated
-slice's, in [0, 1]: a copy of an annotated slice scores 0. Numpy and scipy only (the GUI may
-import it).
+slice's, in [0, 1]: a copy of an annotated slice scores 0.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import numpy as np
 
 from napari_unet.core import data
-from napari_unet.core.predict.uncertainty import candidate_slices
 
 BINS = 32
 MAX_SIDE = 256  # slices are block-averaged to about this side: faster, and less noise in the looks
@@ -71,23 +71,3 @@ def rank_unlike_annotated(image, candidates, annotated) -> list[tuple[int, float
     gap = {z: min((abs(z - a) for a in annotated), default=0) for z in candidates}
     return sorted(scores.items(), key=lambda item: (-round(item[1], 9), -gap[item[0]], item[0]))
 
-
-def next_slice(image, labels_zyx, mode: str = "full_slices") -> int | None:
-    """The unannotated slice least like the annotated ones (of at most ``MAX_RANKED_SLICES``,
-    evenly spaced, as ``napari-unet suggest`` ranks); None when every slice is annotated."""
-    candidates, _ = candidate_slices(labels_zyx)
-    ranking = rank_unlike_annotated(image, candidates, data.annotated_slices(labels_zyx, mode))
-    return ranking[0][0] if ranking else None
-
-
-def more_slices_line(image, labels_zyx, mode: str = "full_slices") -> str | None:
-    """One line when a single slice of a stack is annotated: more slices help, and which next."""
-    annotated = data.annotated_slices(labels_zyx, mode)
-    if len(annotated) != 1 or data.as_zyx(labels_zyx).shape[0] < 2:
-        return None
-    line = (f"Only slice {int(annotated[0])} is annotated, so the model learned from that one slice: "
-            "annotating more slices helps most.")
-    suggestion = next_slice(image, labels_zyx, mode)
-    if suggestion is None:
-        return line
-    return f"{line} Paint slice {suggestion} next: it looks least like slice {int(annotated[0])}."
