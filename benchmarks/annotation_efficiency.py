@@ -17,6 +17,8 @@ and fine-tunes from its previous model for ``--round-seconds``, up to ``--max-sl
 - ``random``: a random pool slice (its own generator per seed);
 - ``diversity``: ``_diversity.rank_unlike_annotated``: the pool slice whose intensity and
   gradient histograms are least like any annotated slice's (the image alone, no model);
+- ``coverage``: ``core.train.one_slice.spreading_slice`` over the pool's range (the slice the
+  one-slice line names), the nearest pool slice to it;
 - ``entropy``: ``core.predict.uncertainty.rank_slices(method="entropy")``, the Train dock's ranking;
 - ``disagreement``: ``rank_slices(method="disagreement")``: disagreement of a turned pass
   at the predicted boundaries, times the distance to the annotated slices.
@@ -61,9 +63,10 @@ from napari_unet.core.config import PredictConfig, TrainConfig  # noqa: E402
 from napari_unet.core.metrics import dice  # noqa: E402
 from napari_unet.core.predict.postprocess import labels_from_probs  # noqa: E402
 from napari_unet.core.predict.uncertainty import METHODS, SliceSubset, rank_slices  # noqa: E402
+from napari_unet.core.train.one_slice import spreading_slice  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-STRATEGIES = ("random", "diversity") + METHODS
+STRATEGIES = ("random", "diversity", "coverage") + METHODS
 CELLS_SCORED = list(range(2, 32, 4))
 # Seconds per step besides training, measured on 2 shared CPU cores (the smoke run): the printed
 # plan adds them. A training round takes its time cap plus model build and the object tuning.
@@ -178,6 +181,9 @@ def next_slice(strategy: str, model, meta, stack: dict, annotated: list, rng) ->
         return int(rng.choice(pool))
     if strategy == "diversity":  # the image alone: the pool slice least like the annotated ones
         return rank_unlike_annotated(stack["image"], pool, annotated)[0][0]
+    if strategy == "coverage":  # the one-slice line's pick, over the pool's range: no model
+        target = spreading_slice(annotated, max(stack["pool"]) + 1)
+        return min(pool, key=lambda z: (abs(z - target), z))
     # As the dock's ranking job predicts: the training image's intensity mapping.
     predict = bundle_predictor(model, meta, cfg=PredictConfig(normalize="model"))
     *_, ranked = rank_slices(stack["image"], pool, predict=predict, n_classes=meta.model_cfg.n_classes, method=strategy,
@@ -272,7 +278,7 @@ def run_stack(stack: dict, args, folder: Path) -> dict:
 def planned_seconds(stacks: list, args) -> float:
     """Training time caps, plus the overheads measured on 2 shared CPU cores."""
     added = args.max_slices - args.start
-    suggesting = [s for s in args.strategies if s != "random"]
+    suggesting = [s for s in args.strategies if s in METHODS]  # the rankings that load and run the model
     total = 0.0
     for stack in stacks:
         key = stack["key"]
