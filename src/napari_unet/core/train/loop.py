@@ -512,4 +512,4 @@ class Trainer:
         """One line when a single slice of the whole training data is annotated."""
         if len(self.slices) != 1 or self.slices[0][0] != 0:
             return None
-        return more_slices_line(self.labels_zyx, self.cfg.annotation_mode)
+        return more_slices_line(self.idx, self.labels_zyx.shape[0])  # the slices found at the start

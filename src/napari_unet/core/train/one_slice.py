@@ -8,8 +8,6 @@ any slice of the stack to its nearest annotated slice.
 
 from __future__ import annotations
 
-from napari_unet.core import data
-
 
 def spreading_slice(annotated, n_slices: int) -> int | None:
     """The slice that, added to ``annotated``, brings every slice of ``n_slices`` closest to an
@@ -27,12 +25,12 @@ def spreading_slice(annotated, n_slices: int) -> int | None:
     return max(runs, key=lambda run: run[0])[1] if runs else None
 
 
-def more_slices_line(labels_zyx, mode: str = "full_slices") -> str | None:
-    """One line when a single slice of a stack is annotated: more slices help, and which next."""
-    labels = data.as_zyx(labels_zyx)
-    annotated = [int(z) for z in data.annotated_slices(labels, mode)]
-    if len(annotated) != 1 or labels.shape[0] < 2:
+def more_slices_line(annotated, n_slices: int) -> str | None:
+    """One line when a single slice (``annotated``) of a stack of ``n_slices`` is annotated:
+    more slices help, and which next."""
+    annotated = [int(z) for z in annotated]
+    if len(annotated) != 1 or n_slices < 2:
         return None
     return (f"Only slice {annotated[0]} is annotated, so the model learned from that one slice: annotating "
-            f"more slices helps most. Slice {spreading_slice(annotated, labels.shape[0])}, for example, "
+            f"more slices helps most. Slice {spreading_slice(annotated, n_slices)}, for example, "
             "spreads the annotations through the stack.")
