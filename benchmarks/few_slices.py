@@ -44,6 +44,8 @@ from napari_unet.core.config import TrainConfig  # noqa: E402
 ARMS = {
     "slices": {},
     "strips": {"val_split": "strips"},
+    # Masked reconstruction on every slice for a quarter of the time cap, then the annotations.
+    "pretrain": {"pretrain_share": 0.25},
 }
 
 

@@ -286,13 +286,14 @@ def main(argv=None) -> int:
                         help="patience in epochs; 0 trains for the whole --max-seconds")
     parser.add_argument("--boundary-width", type=int, default=TrainConfig().boundary_width,
                         help="px of the boundary class inside each object (the target to compare)")
+    parser.add_argument("--seed", type=int, default=TrainConfig().seed, help="the training's seed")
     parser.add_argument("--tag", default="defaults")
     parser.add_argument("--out", type=Path, default=Path("/tmp/napari_unet_objects"))
     args = parser.parse_args(argv)
 
     train_cfg = TrainConfig(instances=True, max_seconds=args.max_seconds, threads=args.threads,
                             lr_schedule=args.lr_schedule, early_stopping_patience=args.early_stopping,
-                            boundary_width=args.boundary_width)
+                            boundary_width=args.boundary_width, seed=args.seed)
     results = {}
     for key in args.stacks:
         if key.startswith("isbi") and not (args.data / "train-volume.tif").is_file():

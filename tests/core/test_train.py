@@ -322,13 +322,29 @@ def test_plateau_schedule_halves_the_rate_on_each_plateau(volume, tmp_path, monk
     image, truth = volume
     monkeypatch.setattr(train_module, "_validate", lambda *args: (0.5, 0.5, 0.3))  # never improves
     cfg = TINY_TRAIN.replace(epochs=5, steps_per_epoch=1, lr_patience=2, early_stopping_patience=0,
-                             learning_rate=1e-3, max_seconds=600.0)
+                             learning_rate=1e-3, max_seconds=600.0, lr_schedule="plateau")
     events = list(train(image, binary_labels(truth), model_cfg=TINY_MODEL, train_cfg=cfg, out_dir=tmp_path / "m"))
     rates = [e.learning_rate for e in events if e.kind == "epoch"]
     # Epoch 1 is the best; plateaus end epochs 3 and 5, so epochs 4-5 run at half the rate.
     assert rates == pytest.approx([1e-3, 1e-3, 1e-3, 5e-4, 5e-4], rel=1e-5)
     left = [e.seconds_left for e in events if e.kind == "batch"]
     assert all(0 < s <= 600 for s in left) and left == sorted(left, reverse=True)
+
+
+def test_the_auto_schedule_halves_on_plateaus_and_follows_the_cosine():
+    cfg = TrainConfig(learning_rate=1e-3, max_seconds=100.0, lr_schedule="auto")
+    rate = settings.learning_rate
+    cosine = settings.cosine_learning_rate
+    assert rate(cfg, plateaus=0, step_fraction=0.0, elapsed_s=0.0) == pytest.approx(1e-3)
+    assert rate(cfg, plateaus=0, step_fraction=0.01, elapsed_s=50.0) == pytest.approx(cosine(cfg, 0.01, 50.0))
+    assert rate(cfg, plateaus=2, step_fraction=0.01, elapsed_s=50.0) == pytest.approx(cosine(cfg, 0.01, 50.0) / 4)
+    # The time cap reached: the lowest rate of the cosine, whatever the plateaus.
+    lowest = 1e-3 * settings.FINAL_LR_FRACTION
+    assert rate(cfg, plateaus=0, step_fraction=0.01, elapsed_s=100.0) == pytest.approx(lowest)
+    plateau = cfg.replace(lr_schedule="plateau")
+    assert rate(plateau, plateaus=1, step_fraction=0.5, elapsed_s=90.0) == pytest.approx(5e-4)
+    assert rate(cfg.replace(lr_schedule="cosine"), plateaus=3, step_fraction=0.01, elapsed_s=50.0) == pytest.approx(
+        cosine(cfg, 0.01, 50.0))
 
 
 def test_defaults_train_until_a_plateau_within_a_time_cap():

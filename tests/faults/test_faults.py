@@ -178,6 +178,8 @@ CASES = [
     Case("labels of another shape", [*TRAIN[:4], "{dir}/small_labels.tif", "--out", "{dir}/m", *TINY],
          message=r"shape", setup=_wrong_shape_labels),
     Case("bad parameter", [*TRAIN, "--out", "{dir}/m", "--patch-size", "0"], rc=2, message=r"patch_size"),
+    Case("pretraining without a time limit", [*TRAIN, "--out", "{dir}/m", "--pretrain-share", "0.25",
+                                              "--max-seconds", "0"], rc=2, message=r"Pretraining needs a time limit"),
     Case("existing model without --overwrite", [*TRAIN, "--out", "{model}", *TINY, "--epochs", "1"],
          rc=2, message=r"already exists"),
     Case("predict --out is the input image", [*PREDICT, "--out", "{image}"], rc=2, message=r"one of the inputs"),

@@ -75,7 +75,7 @@ def _option(p: argparse.ArgumentParser, config_cls, name: str, flag: str | None 
 
 TRAIN_OPTIONS = ("instances", "epochs", "steps_per_epoch", "batch_size", "patch_size", "learning_rate",
                  "lr_schedule", "lr_patience", "val_fraction", "loss", "max_seconds", "seed", "threads",
-                 "mixed_precision", "xla", "boundary_width")
+                 "mixed_precision", "xla", "boundary_width", "pretrain_share")
 MODEL_OPTIONS = ("n_filters", "depth")
 
 

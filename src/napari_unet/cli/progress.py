@@ -79,6 +79,8 @@ def train_with_progress(image, labels, model_cfg, train_cfg, out_dir, resume=Non
             bar.set_postfix(**present.batch_fields(event))
         elif isinstance(event, events.Epoch):
             bar.write(present.epoch_line(event))
+        elif isinstance(event, events.Stage):  # pretraining
+            bar.write(event.message)
         elif isinstance(event, events.Warn):
             bar.write(present.warning_line(event), file=sys.stderr)
 

@@ -144,7 +144,7 @@ if typing.TYPE_CHECKING:
     LossName = str  # a Literal built at run time is no type to mypy; pydantic checks the choices
 else:
     LossName = Literal[tuple(LOSS_FUNCTIONS)]
-LrSchedule = Literal["plateau", "cosine", "constant"]
+LrSchedule = Literal["auto", "plateau", "cosine", "constant"]
 MixedPrecision = Literal["auto", "off", "float16", "bfloat16"]
 XlaChoice = Literal["auto", "on", "off"]
 
@@ -172,9 +172,10 @@ class TrainConfig(_Config):
     batch_size: int | None = bounded(None, 1, 1024, help="patches per step (default: auto, from the device)")
     patch_size: int | None = bounded(None, 16, 4096, help="patch side in pixels (default: auto, from the device)")
     learning_rate: float = bounded(2e-3, 1e-7, 1.0)
+    # "auto" (plateau x cosine) was no better than "plateau" in one paired run (docs/defaults.md).
     lr_schedule: LrSchedule = choice(
-        "plateau", "plateau: halve the rate when validation stops improving; cosine: decay over "
-                   "the epochs, or over --max-seconds when that ends training first")
+        "plateau", "plateau: halve the rate when validation stops improving; cosine: decay over the epochs, "
+                   "or over --max-seconds when that ends training first; auto: both at once")
     lr_patience: int = bounded(5, 1, 10000, help="plateau schedule: epochs without improvement before the rate halves")
     val_fraction: float = bounded(0.2, 0.0, 0.9)
     # Strips of 2 slices did worse than 1 whole slice of 2 held out (benchmarks/few_slices.py, docs/defaults.md).
@@ -201,6 +202,9 @@ class TrainConfig(_Config):
         "auto", "compile the training step with XLA (TensorFlow's jit_compile); auto = Keras' choice: on "
                 "with one GPU, off on a CPU or several GPUs; JAX always compiles it, whatever this says")
     threads: int = bounded(0, 0, 1024, help="CPU threads (0 = all)")
+    # Masked reconstruction on every slice before the supervised phase (core/train/pretrain.py).
+    pretrain_share: float = bounded(0.0, 0.0, 0.9, help="share of the time cap spent on self-supervised "
+                                    "pretraining on every slice, painted or not (0 = off); needs a time cap")
     # Whole minutes up to 200000, as the Train dock shows it.
     max_seconds: float = bounded(300.0, 0.0, 1.2e7, help="time cap in seconds (0 = no limit); training ends "
                                  "sooner when validation stops improving (--early-stopping)")
@@ -210,6 +214,13 @@ class TrainConfig(_Config):
     def _mixed_precision_of_old_models(cls, value):
         # Models saved before the choice stored a bool: True asked for float16 on a GPU.
         return {True: "float16", False: "off"}.get(value, value) if isinstance(value, bool) else value
+
+    @model_validator(mode="after")
+    def _pretraining_needs_a_cap(self):
+        if self.pretrain_share > 0 and not self.max_seconds:
+            raise ValueError("Pretraining needs a time limit (--max-seconds, or the dock's Time limit): it takes a "
+                             "share of that time.")
+        return self
 
     @model_validator(mode="after")
     def _percentiles_in_order(self):

@@ -58,13 +58,13 @@ def time_left(seconds: float | None) -> str:
 
 def batch_fields(batch: events.Batch) -> dict:
     """The epoch, the loss and, under a time cap, the time left (a progress bar's postfix)."""
-    fields = {"epoch": batch.epoch, "loss": f"{batch.loss:.3f}"}
+    fields = {"epoch": batch.epoch or "pretraining", "loss": f"{batch.loss:.3f}"}
     return fields if batch.seconds_left is None else {**fields, "time_left": clock(batch.seconds_left)}
 
 
 def batch_line(batch: events.Batch) -> str:
-    """``epoch 3, loss 0.123``."""
-    return f"epoch {batch.epoch}, loss {batch.loss:.3f}"
+    """``epoch 3, loss 0.123``; ``pretraining, loss 0.012`` in the self-supervised phase (epoch 0)."""
+    return f"{f'epoch {batch.epoch}' if batch.epoch else 'pretraining'}, loss {batch.loss:.3f}"
 
 
 def epoch_line(epoch: events.Epoch) -> str:

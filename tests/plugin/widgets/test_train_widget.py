@@ -184,6 +184,29 @@ def test_an_unwritable_model_folder_is_refused_before_training(widget_with_data,
     assert len(errors) == 1 and "not writable" in errors[0] and "\n" not in errors[0]
 
 
+def test_pretraining_is_asked_in_the_dock_and_shown_while_it_runs(widget_with_data, monkeypatch):
+    from napari_unet.core import events
+    from napari_unet.plugin.widgets import train_widget
+
+    _, widget = widget_with_data
+    assert widget.pretrain_share.value == 0 and widget._configs()[1].pretrain_share == 0
+    widget.pretrain_share.value = 0.25
+    assert widget._configs()[1].pretrain_share == pytest.approx(0.25)
+    errors = []
+    monkeypatch.setattr(train_widget, "show_error", errors.append)
+    widget.time_limit.value = 0  # no time limit: no share of it to pretrain in
+    widget.start_training()
+    assert widget.poller is None  # no worker was started
+    assert len(errors) == 1 and errors[0].startswith("Pretraining needs a time limit") and "\n" not in errors[0]
+    widget._on_event(events.Stage(message="Pretraining on 6 slices (self-supervised) for 75 s", index=1, total=2))
+    assert widget.status.value == "Pretraining on 6 slices (self-supervised) for 75 s"
+    widget.progress_bar.max = 100  # as Train sets it: percent
+    widget._on_event(events.Batch(epoch=0, batch=3, steps=3, loss=0.0123, progress=0.1, seconds_left=270.0))
+    assert widget.progress_bar.value == 10
+    assert "Training U-Net: pretraining, loss 0.012" in widget._napari_progress.desc
+    widget._close_progress()
+
+
 @pytest.mark.slow
 def test_a_killed_worker_is_one_line_in_the_dock_as_in_the_cli(widget_with_data, qtbot, tmp_path,
                                                                 set_tiny_training, monkeypatch):

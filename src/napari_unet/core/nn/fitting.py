@@ -58,14 +58,15 @@ def compile_or_reuse(model, key, loss_fn, learning_rate: float, xla: str):
         for variable, value in zip(reused.optimizer.variables, optimizer_start):
             variable.assign(value)
         return reused
-    _compile(model, loss_fn, learning_rate, xla)
+    compile_model(model, loss_fn, learning_rate, xla)
     _COMPILED.clear()
     if key is not None:
         _COMPILED[key] = (model, [to_numpy(v) for v in model.optimizer.variables])
     return model
 
 
-def _compile(model, loss_fn, learning_rate: float, xla: str) -> None:
+def compile_model(model, loss_fn, learning_rate: float, xla: str) -> None:
+    """Compile ``model`` (Adam at ``learning_rate``) without keeping it for reuse."""
     import keras
 
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss_fn, jit_compile=jit_compile_of(xla))

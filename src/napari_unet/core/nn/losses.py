@@ -152,6 +152,14 @@ LOSS_FUNCTIONS = {
 }
 
 
+def masked_mse(y_true, y_pred):
+    """Mean squared error over the masked pixels: a reconstruction loss (pretraining), not a
+    segmentation one, so it is not among ``LOSS_FUNCTIONS``."""
+    y_true = ops.cast(y_true, "float32")
+    target, mask = y_true[..., :-1], y_true[..., -1:]
+    return _masked_mean(ops.square(ops.cast(y_pred, "float32") - target), mask)
+
+
 def get_loss(name: str, n_classes: int, *, class_weights=None):
     """The loss function called ``name`` for a model with ``n_classes`` outputs.
 

@@ -24,7 +24,7 @@ from napari_unet.core.bundle_meta import BundleMeta, Normalization, TrainingData
 from napari_unet.core.config import ModelConfig, TrainConfig
 from napari_unet.core.nn import devices, fitting, hardware
 from napari_unet.core.nn.steps import StepLosses, distribute, train_step_loss
-from napari_unet.core.train import augment, pairs, preview
+from napari_unet.core.train import augment, pairs, pretrain, preview
 from napari_unet.core.train import objects as train_objects
 from napari_unet.core.train.augment import batches
 from napari_unet.core.train.checkpoints import Best, Saving, nothing_saved_message, weights_set
@@ -34,9 +34,8 @@ from napari_unet.core.train.settings import (
     check_resume_meta,
     chosen_sizes,
     class_pixel_counts,
-    cosine_learning_rate,
     foreground_label_values,
-    plateau_learning_rate,
+    learning_rate,
     resolve_model_config,
     seconds_left,
     training_progress,
@@ -151,6 +150,7 @@ class Trainer:
         self.last_preview = (None, -math.inf)  # (the slice, when it was previewed)
         self.last_batch_event = -math.inf
         self.tuning_line: str | None = None  # what the object tuning found, in one line
+        self.pretrain_steps = 0  # self-supervised steps before the supervised phase
 
     # -------------------------------------------------------------- the run
 
@@ -174,6 +174,7 @@ class Trainer:
 
     def _epochs(self) -> Iterator[events.Event]:
         self.started = time.monotonic()
+        yield from self._pretrain()
         for epoch in range(1, self.cfg.epochs + 1):
             epoch_start, losses, self.epoch_wait0 = time.monotonic(), StepLosses(), self.batches.wait_s
             yield from self._epoch_batches(epoch, losses)
@@ -343,6 +344,22 @@ class Trainer:
             patch_size=self.patch_size,
         )
 
+    def _pretrain(self) -> Iterator[events.Event]:
+        """Self-supervised pretraining on every slice, within the time cap, when asked for."""
+        share = self.cfg.pretrain_share
+        chosen = pretrain.plan(self.image_zyxc.shape[0], self.idx, share, resuming=self.resume_from is not None)
+        if chosen.skip:
+            yield events.Warn(chosen.skip)
+        if not chosen.slices:
+            return
+        twin = pretrain.reconstruction_model(self.model_cfg, self.policy, self.cfg.learning_rate, self.cfg.xla)
+        patches = pretrain.MaskedPatches(pretrain.load_slices(self.image_zyxc, chosen.slices, self.norm),
+                                         self.patch_size, self.batch_size, self.cfg.seed)
+        self.pretrain_steps = yield from pretrain.pretrain(
+            twin, patches, started=self.started, cap_s=self.cfg.max_seconds, share=share,
+            stop_event=self.stop_event, event_interval_s=BATCH_EVENT_INTERVAL_S)
+        pretrain.hand_over(twin, self.model)
+
     # ------------------------------------------------------------ batches
 
     def _elapsed(self) -> float:
@@ -381,11 +398,8 @@ class Trainer:
             yield from self._preview(epoch, due=False)
 
     def _set_learning_rate(self, step: int) -> None:
-        if self.cfg.lr_schedule == "plateau":
-            rate = plateau_learning_rate(self.cfg, self.plateaus)
-        else:
-            rate = cosine_learning_rate(self.cfg, step / self.total_steps, self._elapsed())
-        self.model.optimizer.learning_rate = rate
+        self.model.optimizer.learning_rate = learning_rate(
+            self.cfg, plateaus=self.plateaus, step_fraction=step / self.total_steps, elapsed_s=self._elapsed())
 
     def _preview(self, epoch: int, due: bool) -> Iterator[events.Event]:
         """Predict the requested slice at an epoch end (``due``), every ``PREVIEW_INTERVAL_S``, and
@@ -440,7 +454,7 @@ class Trainer:
         else:
             self.since_best += 1
             if self.since_best % self.cfg.lr_patience == 0:
-                self.plateaus += 1  # only the "plateau" schedule reads it
+                self.plateaus += 1  # the "plateau" and "auto" schedules read it
 
     def _cut_short(self) -> str | None:
         """One line when the time cap ended a run whose validation was still improving."""

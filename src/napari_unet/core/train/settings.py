@@ -52,6 +52,17 @@ def cosine_learning_rate(train_cfg: TrainConfig, step_fraction: float, elapsed_s
     return train_cfg.learning_rate * (FINAL_LR_FRACTION + (1.0 - FINAL_LR_FRACTION) * decay)
 
 
+def learning_rate(train_cfg: TrainConfig, *, plateaus: int, step_fraction: float, elapsed_s: float) -> float:
+    """The rate of ``train_cfg.lr_schedule`` now; "auto" halves it on each plateau *and* decays it
+    along the cosine, so a run that levels off early slows down, and one the time cap ends still
+    ends at a low rate."""
+    schedule = train_cfg.lr_schedule
+    if schedule == "plateau":
+        return plateau_learning_rate(train_cfg, plateaus)
+    rate = cosine_learning_rate(train_cfg, step_fraction, elapsed_s)
+    return rate * PLATEAU_FACTOR**plateaus if schedule == "auto" else rate
+
+
 # ------------------------------------------------------------------ inputs
 
 

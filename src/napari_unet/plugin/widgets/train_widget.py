@@ -72,7 +72,7 @@ class TrainWidget(JobDock):
             self.prediction, self.replace_annotations, self.accept_button,
             self.export.button, self.n_filters, self.depth, self.epochs, self.steps, self.auto_sizes,
             self.batch_size, self.patch_size, self.precision, self.learning_rate, self.val_fraction,
-            self.device, release_button(),
+            self.pretrain_share, self.device, release_button(),
         ])
         self.advanced.add_to(self)
         self.last_model_dir: Path | None = None
@@ -127,6 +127,9 @@ class TrainWidget(JobDock):
         self.learning_rate.range = rates
         self.val_fraction = FloatSpinBox(label="Validation fraction", value=defaults.val_fraction, step=0.05,
                                          **spin_range(TrainConfig, "val_fraction"))
+        self.pretrain_share = FloatSpinBox(label="Pretrain on every slice (share of the time)",
+                                           value=defaults.pretrain_share, step=0.05,
+                                           **spin_range(TrainConfig, "pretrain_share"))
 
     def _make_run_widgets(self, napari_viewer):
         """Where the model goes, the buttons, what the run shows, and the correction loop."""
@@ -283,6 +286,7 @@ class TrainWidget(JobDock):
             learning_rate=float(self.learning_rate.value),
             val_fraction=float(self.val_fraction.value),
             max_seconds=SECONDS_PER_MINUTE * float(self.time_limit.value),
+            pretrain_share=float(self.pretrain_share.value),
         )
         return model_cfg, train_cfg
 
@@ -366,6 +370,8 @@ class TrainWidget(JobDock):
             self.status.value = present.epoch_status(event)
         elif isinstance(event, events.Preview):
             self.preview.show(event)
+        elif isinstance(event, events.Stage):  # pretraining
+            self.status.value = event.message
         elif isinstance(event, events.Warn):
             show_warning(event.message)
 
