@@ -150,7 +150,6 @@ class Trainer:
         self.last_preview = (None, -math.inf)  # (the slice, when it was previewed)
         self.last_batch_event = -math.inf
         self.tuning_line: str | None = None  # what the object tuning found, in one line
-        self.pretrain_steps = 0  # self-supervised steps before the supervised phase
 
     # -------------------------------------------------------------- the run
 
@@ -355,7 +354,7 @@ class Trainer:
         twin = pretrain.reconstruction_model(self.model_cfg, self.policy, self.cfg.learning_rate, self.cfg.xla)
         patches = pretrain.MaskedPatches(pretrain.load_slices(self.image_zyxc, chosen.slices, self.norm),
                                          self.patch_size, self.batch_size, self.cfg.seed)
-        self.pretrain_steps = yield from pretrain.pretrain(
+        yield from pretrain.pretrain(
             twin, patches, started=self.started, cap_s=self.cfg.max_seconds, share=share,
             stop_event=self.stop_event, event_interval_s=BATCH_EVENT_INTERVAL_S)
         pretrain.hand_over(twin, self.model)

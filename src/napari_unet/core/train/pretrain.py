@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Generator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -105,10 +105,10 @@ def hand_over(source, target) -> int:
 
 
 def pretrain(model, batches: MaskedPatches, *, started: float, cap_s: float, share: float, stop_event,
-             event_interval_s: float) -> Generator[events.Event, None, int]:
+             event_interval_s: float) -> Iterator[events.Event]:
     """Train ``model`` on ``batches`` for ``share`` of the time cap ``cap_s`` counted from ``started``
     (``time.monotonic()``), or until ``stop_event`` is set. Yields a ``Stage`` event, then ``Batch``
-    events of epoch 0 at most every ``event_interval_s``; returns the number of steps taken."""
+    events of epoch 0 (the step count as their batch) at most every ``event_interval_s``."""
     until = started + share * cap_s
     yield events.Stage(message=f"Pretraining on {len(batches.slices)} slices (self-supervised) for "
                                f"{max(0.0, until - time.monotonic()):.0f} s", index=1, total=2)
@@ -121,4 +121,3 @@ def pretrain(model, batches: MaskedPatches, *, started: float, cap_s: float, sha
             last_event = now
             yield events.Batch(epoch=0, batch=steps, steps=steps, loss=fitting.to_float(loss),
                                progress=min(1.0, (now - started) / cap_s), seconds_left=max(0.0, started + cap_s - now))
-    return steps
