@@ -12,6 +12,7 @@ Arms (``--arms``, the first is the one the others are measured against):
 
 - ``slices``: the defaults: whole slices held out for validation (1 of 2);
 - ``strips``: ``val_split="strips"``: a strip of each slice held out, so both slices teach;
+- ``pretrain``: ``pretrain_share=0.25``: self-supervised pretraining on every slice first;
 - ``pseudo`` was measured with commit 70f4e26 (``TrainConfig(unannotated="pseudo")``, since
   removed: not kept, docs/benchmarks.md);
 - further arms are ``ARMS`` entries: a name and the ``TrainConfig`` fields it changes.
