@@ -13,6 +13,8 @@ Arms (``--arms``, the first is the one the others are measured against):
 - ``slices``: the defaults: whole slices held out for validation (1 of 2);
 - ``strips``: ``val_split="strips"``: a strip of each slice held out, so both slices teach;
 - ``pretrain``: ``pretrain_share=0.25``: self-supervised pretraining on every slice first;
+- ``consistency``: ``consistency_weight=0.5``: half of each batch unannotated patches, whose
+  target is the model's prediction before they are warped and their intensities changed;
 - ``pseudo`` was measured with commit 70f4e26 (``TrainConfig(unannotated="pseudo")``, since
   removed: not kept, docs/benchmarks.md);
 - further arms are ``ARMS`` entries: a name and the ``TrainConfig`` fields it changes.
@@ -47,6 +49,8 @@ ARMS = {
     "strips": {"val_split": "strips"},
     # Masked reconstruction on every slice for a quarter of the time cap, then the annotations.
     "pretrain": {"pretrain_share": 0.25},
+    # Half of each batch unannotated patches, the model's own prediction their target.
+    "consistency": {"consistency_weight": 0.5},
 }
 
 
