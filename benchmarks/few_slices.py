@@ -13,10 +13,9 @@ Arms (``--arms``, the first is the one the others are measured against):
 - ``slices``: the defaults: whole slices held out for validation (1 of 2);
 - ``strips``: ``val_split="strips"``: a strip of each slice held out, so both slices teach;
 - ``pretrain``: ``pretrain_share=0.25``: self-supervised pretraining on every slice first;
-- ``consistency``: ``consistency_weight=0.5``: half of each batch unannotated patches, whose
-  target is the model's prediction before they are warped and their intensities changed;
-- ``pseudo`` was measured with commit 70f4e26 (``TrainConfig(unannotated="pseudo")``, since
-  removed: not kept, docs/benchmarks.md);
+- ``pseudo`` was measured with commit 70f4e26 (``TrainConfig(unannotated="pseudo")``) and
+  ``consistency`` with commit bfc0219 (``TrainConfig(consistency_weight=0.5)``); both were
+  removed from the code: not kept, docs/benchmarks.md;
 - further arms are ``ARMS`` entries: a name and the ``TrainConfig`` fields it changes.
 
 An arm "beats" the first when its mean adapted Rand error is lower by more than the larger
@@ -24,7 +23,7 @@ of the two spreads (sample sd over the seeds), on every stack.
 
     python benchmarks/few_slices.py --stack both --seeds 3 --slices 2 --seconds 60
 
-Writes ``few_slices_<arms>.{md,json}`` to ``--out``.
+Writes ``few_slices_<arms>.{md,json}`` (or ``--tag``'s names) to ``--out``.
 """
 
 from __future__ import annotations
@@ -49,8 +48,6 @@ ARMS = {
     "strips": {"val_split": "strips"},
     # Masked reconstruction on every slice for a quarter of the time cap, then the annotations.
     "pretrain": {"pretrain_share": 0.25},
-    # Half of each batch unannotated patches, the model's own prediction their target.
-    "consistency": {"consistency_weight": 0.5},
 }
 
 
@@ -97,6 +94,7 @@ def parse_args(argv=None):
     parser.add_argument("--arms", default="slices,strips", help=f"comma-separated, of {', '.join(ARMS)}")
     parser.add_argument("--slices", type=int, default=2, help="annotated slices")
     parser.add_argument("--seconds", type=float, default=60.0, help="time cap of each training")
+    parser.add_argument("--tag", default=None, help="output names: TAG.md, TAG.json (default: few_slices_<arms>)")
     args = parser.parse_args(argv)
     args.arms = [a.strip() for a in args.arms.split(",") if a.strip()]
     if not args.arms or set(args.arms) - set(ARMS):
@@ -122,7 +120,7 @@ def main(argv=None) -> int:
     text = (f"Few annotated slices ({args.slices} slices, at most {args.seconds:g} s a training, {args.seeds} "
             f"seeds, mean ± sd; run took {elapsed:.0f} s)\n\n" + "\n\n".join(sections) + "\n\n" + "\n".join(lines) + "\n")
     print(text)
-    stem = "few_slices_" + "_".join(args.arms)
+    stem = args.tag or "few_slices_" + "_".join(args.arms)
     write_text(args.out / f"{stem}.md", text)
     write_json(args.out / f"{stem}.json", {"args": {k: str(v) for k, v in vars(args).items() if k != "train_cfg"},
                                               "train_config": args.train_cfg.to_dict(), "elapsed_s": elapsed,

@@ -47,7 +47,7 @@ def test_a_version_1_file_reads_as_the_same_meta_as_version_2(tmp_path):
     # version 1 appear at their defaults.
     assert new.json_dict() == {**raw, "format_version": 2,
                                "train_config": {**raw["train_config"], **added_since_version_1(raw)}}
-    assert added_since_version_1(raw) == {"val_split": "slices", "pretrain_share": 0.0, "consistency_weight": 0.0}
+    assert added_since_version_1(raw) == {"val_split": "slices", "pretrain_share": 0.0}
     assert new.model_cfg == ModelConfig(in_channels=1, n_classes=3, depth=2, n_filters=4)
     assert new.train_cfg.instances is True and isinstance(new.train_cfg, TrainConfig)
     assert new.object_tuning.settings.objects == "3d" and new.classes.label_values == [0, None, None]

@@ -205,9 +205,6 @@ class TrainConfig(_Config):
     # Masked reconstruction on every slice before the supervised phase (core/train/pretrain.py).
     pretrain_share: float = bounded(0.0, 0.0, 0.9, help="share of the time cap spent on self-supervised "
                                     "pretraining on every slice, painted or not (0 = off); needs a time cap")
-    # Unannotated patches with the model's own prediction as their target (core/train/consistency.py).
-    consistency_weight: float = bounded(0.0, 0.0, 1.0, help="loss weight of the consistency between augmented "
-                                        "views of unannotated slices (0 = off)")
     # Whole minutes up to 200000, as the Train dock shows it.
     max_seconds: float = bounded(300.0, 0.0, 1.2e7, help="time cap in seconds (0 = no limit); training ends "
                                  "sooner when validation stops improving (--early-stopping)")

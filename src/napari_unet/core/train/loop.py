@@ -24,7 +24,7 @@ from napari_unet.core.bundle_meta import BundleMeta, Normalization, TrainingData
 from napari_unet.core.config import ModelConfig, TrainConfig
 from napari_unet.core.nn import devices, fitting, hardware
 from napari_unet.core.nn.steps import StepLosses, distribute, train_step_loss
-from napari_unet.core.train import augment, consistency, pairs, pretrain, preview
+from napari_unet.core.train import augment, pairs, pretrain, preview
 from napari_unet.core.train import objects as train_objects
 from napari_unet.core.train.augment import batches
 from napari_unet.core.train.checkpoints import Best, Saving, nothing_saved_message, weights_set
@@ -174,7 +174,6 @@ class Trainer:
     def _epochs(self) -> Iterator[events.Event]:
         self.started = time.monotonic()
         yield from self._pretrain()
-        yield from self._consistency()
         for epoch in range(1, self.cfg.epochs + 1):
             epoch_start, losses, self.epoch_wait0 = time.monotonic(), StepLosses(), self.batches.wait_s
             yield from self._epoch_batches(epoch, losses)
@@ -360,18 +359,6 @@ class Trainer:
             stop_event=self.stop_event, event_interval_s=BATCH_EVENT_INTERVAL_S)
         pretrain.hand_over(twin, self.model)
 
-    def _consistency(self) -> Iterator[events.Event]:
-        """Unannotated patches in every batch from now on, when asked for."""
-        self.consistency = None
-        weight = self.cfg.consistency_weight
-        chosen = consistency.plan(self.image_zyxc.shape[0], self.idx, weight, resuming=self.resume_from is not None)
-        if chosen.skip:
-            yield events.Warn(chosen.skip)
-        if chosen.slices:
-            patches = consistency.UnannotatedPatches(pretrain.load_slices(self.image_zyxc, chosen.slices, self.norm),
-                                                     self.patch_size, self.cfg.seed)
-            self.consistency = consistency.Consistency(patches, weight, self.cfg.seed)
-
     # ------------------------------------------------------------ batches
 
     def _elapsed(self) -> float:
@@ -395,8 +382,6 @@ class Trainer:
                 return
             step = (epoch - 1) * steps + batch - 1
             x, y = self.batches.next_batch()
-            if self.consistency is not None:
-                x, y = self.consistency.mix(self.model, x, y, self._progress(step))
             self._set_learning_rate(step)
             if self.strategy is not None:
                 x, y = (distribute(self.strategy, a) for a in (x, y))
@@ -406,13 +391,10 @@ class Trainer:
                 self.last_batch_event = now
                 yield events.Batch(
                     epoch=epoch, batch=batch, steps=steps, loss=losses.read(epoch)[-1],
-                    progress=self._progress(step + 1),
+                    progress=training_progress(self.cfg, (step + 1) / self.total_steps, self._elapsed()),
                     seconds_left=seconds_left(self.cfg, self._elapsed()),
                 )
             yield from self._preview(epoch, due=False)
-
-    def _progress(self, steps_done: int) -> float:
-        return training_progress(self.cfg, steps_done / self.total_steps, self._elapsed())
 
     def _set_learning_rate(self, step: int) -> None:
         self.model.optimizer.learning_rate = learning_rate(

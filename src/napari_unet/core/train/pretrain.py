@@ -44,26 +44,12 @@ def plan(n_slices: int, annotated, share: float, *, resuming: bool = False) -> P
         return Plan(())
     if resuming:
         return Plan((), skip="Pretraining skipped: fine-tuning starts from the model's own weights.")
-    skip = too_few_unpainted(n_slices, annotated, "Pretraining")
-    if skip:
-        return Plan((), skip=skip)
-    return Plan(spread_evenly(range(n_slices)))
-
-
-def spread_evenly(slices) -> tuple[int, ...]:
-    """At most ``MAX_SLICES`` of ``slices``, spread evenly, first and last included."""
-    slices = list(slices)
-    picks = np.unique(np.linspace(0, len(slices) - 1, min(len(slices), MAX_SLICES)).round().astype(int))
-    return tuple(int(slices[k]) for k in picks)
-
-
-def too_few_unpainted(n_slices: int, annotated, what: str) -> str | None:
-    """One line when the stack has fewer than ``MIN_UNPAINTED`` unannotated slices for ``what``."""
     unpainted = n_slices - len(set(int(z) for z in annotated))
-    if unpainted >= MIN_UNPAINTED:
-        return None
-    return (f"{what} skipped: the stack has {unpainted} unannotated slice(s), too few to learn from "
-            f"(it needs {MIN_UNPAINTED}); all the time went to the annotations.")
+    if unpainted < MIN_UNPAINTED:
+        return Plan((), skip=f"Pretraining skipped: the stack has {unpainted} unannotated slice(s), too few to "
+                             f"learn from (it needs {MIN_UNPAINTED}); all the time went to the annotations.")
+    chosen = np.unique(np.linspace(0, n_slices - 1, min(n_slices, MAX_SLICES)).round().astype(int))
+    return Plan(tuple(int(z) for z in chosen))
 
 
 class MaskedPatches:
